@@ -1,0 +1,20 @@
+"""llmopt: what-if compression of transformer classifiers — compress, evaluate, compare."""
+
+from llmopt.data import TextDataset, load_csv, load_dataset
+from llmopt.errors import LlmoptError
+from llmopt.evaluate import EvalResult, compare, evaluate
+from llmopt.models import LoadedModel, load_model, model_facts
+
+__all__ = [
+    "EvalResult",
+    "LlmoptError",
+    "LoadedModel",
+    "TextDataset",
+    "compare",
+    "evaluate",
+    "load_csv",
+    "load_dataset",
+    "load_model",
+    "model_facts",
+]
+__version__ = "0.1.0"

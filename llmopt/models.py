@@ -1,0 +1,215 @@
+"""Load classifiers (bundled, local checkpoint, hub id, encoder + trained head) as LoadedModel."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from llmopt.errors import LlmoptError
+
+Progress = Callable[[float, str], None]  # (fraction done in [0, 1], what is happening)
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+GENERIC_LABEL = re.compile(r"^LABEL_\d+$")
+POOLED_META = "llmopt_pooled.json"  # marks a directory saved from an encoder + head model
+
+
+@dataclass
+class LoadedModel:
+    """A classifier ready for inference: eval mode, eager attention, labels named."""
+
+    model: nn.Module  # returns .logits and, with output_attentions=True, .attentions
+    tokenizer: object
+    name: str
+    label_names: list[str]
+    source: str
+    max_length: int = 512  # longer texts are truncated to this many tokens
+    size_bytes: int | None = None  # storage of a compressed model; None = its dense tensors
+    notes: list[str] = field(default_factory=list)  # what is simulated, what was trained
+
+    @property
+    def named_labels(self) -> bool:
+        """Whether the label names mean something (not ``LABEL_0``-style placeholders)."""
+        return not all(GENERIC_LABEL.match(n) for n in self.label_names)
+
+
+def load_model(
+    source: str = "bundled",
+    *,
+    train_data=None,
+    train_limit: int | None = None,
+    progress: Progress | None = None,
+) -> LoadedModel:
+    """Load a sequence classifier.
+
+    Args:
+        source: ``bundled`` (MiniLM encoder + head trained on the bundled reviews), a local
+            directory of a Hugging Face sequence-classification checkpoint, a hub id, or
+            ``encoder:SRC`` (an encoder with a head trained by llmopt on ``train_data``).
+        train_data: the training split for ``encoder:`` sources (default: bundled reviews).
+        train_limit: train an ``encoder:`` head on only the first N training rows (tests, demos).
+        progress: called with (fraction, message) while a head is trained.
+
+    Returns:
+        The model in eval mode with eager attention.
+
+    Raises:
+        LlmoptError: unknown source, unreachable hub, a checkpoint that is not a classifier.
+    """
+    source = str(source).strip()
+    if source == "bundled" or source.startswith("encoder:"):
+        from llmopt.train import load_encoder_classifier
+
+        encoder = "bundled" if source == "bundled" else source[len("encoder:") :]
+        if not encoder:
+            raise LlmoptError("encoder: needs a source, e.g. encoder:bundled or encoder:bert-base")
+        if source == "bundled" and train_data is None:
+            from llmopt.data import load_dataset
+
+            train_data = load_dataset("bundled", "train")
+        return load_encoder_classifier(
+            encoder, train_data, source=source, train_limit=train_limit, progress=progress
+        )
+    path = Path(source).expanduser()
+    if path.exists() or source.startswith((".", "/", "~")):
+        return _load_local(path, source)
+    if HUB_ID.match(source):
+        return _load_hub(source)
+    raise LlmoptError(
+        f"model source {source!r} is neither 'bundled', 'encoder:SRC', an existing directory, "
+        "nor a Hugging Face hub id like 'distilbert-base-uncased-finetuned-sst-2-english'"
+    )
+
+
+def _load_local(path: Path, source: str) -> LoadedModel:
+    if not path.is_dir():
+        raise LlmoptError(f"model directory {source!r} not found; check the path")
+    if (path / POOLED_META).is_file():
+        from llmopt.train import load_pooled_dir
+
+        return load_pooled_dir(path, source)
+    if not (path / "config.json").is_file():
+        raise LlmoptError(
+            f"{source!r} has no config.json, so it is not a Hugging Face checkpoint; "
+            "save one with model.save_pretrained(dir) and tokenizer.save_pretrained(dir)"
+        )
+    return _from_pretrained(str(path), source)
+
+
+def _load_hub(repo_id: str) -> LoadedModel:
+    # Fail fast without network instead of retrying for minutes.
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
+    return _from_pretrained(repo_id, repo_id)
+
+
+def _from_pretrained(ref: str, source: str) -> LoadedModel:
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        config = AutoConfig.from_pretrained(ref)
+    except Exception as exc:
+        raise LlmoptError(_load_failure(ref, exc)) from None
+    archs = getattr(config, "architectures", None) or []
+    if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
+        raise LlmoptError(
+            f"{source!r} is a {archs[0]}, not a sequence classifier; use --model encoder:{source} "
+            "to train a classification head on your dataset"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(ref)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            ref, attn_implementation="eager", dtype=torch.float32
+        )
+    except Exception as exc:
+        raise LlmoptError(_load_failure(ref, exc)) from None
+    if tokenizer.pad_token_id is None:  # GPT-2 style: pad with end-of-text
+        tokenizer.pad_token = tokenizer.eos_token
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    model.eval()
+    id2label = model.config.id2label or {}
+    labels = [str(id2label.get(i, f"LABEL_{i}")) for i in range(model.config.num_labels)]
+    max_pos = getattr(model.config, "max_position_embeddings", None) or getattr(
+        model.config, "n_positions", 512
+    )
+    max_length = int(min(tokenizer.model_max_length or 512, max_pos, 512))
+    return LoadedModel(model, tokenizer, Path(ref).name or ref, labels, source, max_length)
+
+
+def _load_failure(ref: str, exc: Exception) -> str:
+    first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+    return (
+        f"could not load model {ref!r}: {first} — check the hub id or path; without network "
+        "only local directories and the bundled model work"
+    )
+
+
+def dense_size_bytes(model: nn.Module) -> int:
+    """Bytes of every distinct parameter and buffer as stored (shared tensors counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if tensor.data_ptr() in seen:
+            continue
+        seen.add(tensor.data_ptr())
+        total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(total, non-zero) parameter counts, measured from the tensors; shared tensors once."""
+    seen: set[int] = set()
+    total = nonzero = 0
+    for p in model.parameters():
+        if p.data_ptr() in seen:
+            continue
+        seen.add(p.data_ptr())
+        total += p.numel()
+        nonzero += int(torch.count_nonzero(p.detach()))
+    return total, nonzero
+
+
+def size_bytes(loaded: LoadedModel) -> int:
+    """Storage of a loaded model: its compressed accounting if it has one, else dense bytes."""
+    return loaded.size_bytes if loaded.size_bytes is not None else dense_size_bytes(loaded.model)
+
+
+def model_facts(loaded: LoadedModel) -> dict:
+    """Plain facts for display: architecture, layers, heads, parameters, size, labels."""
+    config = getattr(loaded.model, "config", None)
+    total, nonzero = count_params(loaded.model)
+
+    def first(*names, default=None):
+        for n in names:
+            if config is not None and getattr(config, n, None) is not None:
+                return getattr(config, n)
+        return default
+
+    return {
+        "name": loaded.name,
+        "source": loaded.source,
+        "architecture": type(loaded.model).__name__,
+        "layers": first("num_hidden_layers", "n_layer", "n_layers"),
+        "heads": first("num_attention_heads", "n_head", "n_heads"),
+        "hidden_size": first("hidden_size", "n_embd", "dim"),
+        "params_total": total,
+        "params_nonzero": nonzero,
+        "size_bytes": size_bytes(loaded),
+        "labels": list(loaded.label_names),
+        "max_length": loaded.max_length,
+    }
+
+
+def save_json(path: Path, obj: dict) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True))
