@@ -255,10 +255,19 @@ def _load_hf(source: str, split: str, text_column: str, label_column: str) -> Te
     if not parts[0]:
         raise LlmoptError("hf: needs a dataset name, e.g. hf:imdb or hf:glue:sst2")
     name, config = parts[0], (parts[1] if len(parts) > 1 and parts[1] else None)
+    from llmopt.models import hub_reachable, quiet_hub_logs
+
+    quiet_hub_logs()
+    offline = not hub_reachable()
+    if offline:  # use the local datasets cache only: fail in seconds instead of retrying
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
     try:
         import datasets
     except ImportError:  # pragma: no cover - datasets is in requirements.txt
         raise LlmoptError("hf: sources need the 'datasets' package: pip install datasets") from None
+    if offline:
+        datasets.config.HF_DATASETS_OFFLINE = True
+        datasets.config.HF_HUB_OFFLINE = True
     try:
         dsd = datasets.load_dataset(name, config)
     except Exception as exc:  # network, unknown name, missing config: all user-fixable

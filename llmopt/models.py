@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,23 +102,46 @@ def _load_local(path: Path, source: str) -> LoadedModel:
     return _from_pretrained(str(path), source)
 
 
-def _load_hub(repo_id: str) -> LoadedModel:
-    # Fail fast without network instead of retrying for minutes.
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
-    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
-    return _from_pretrained(repo_id, repo_id)
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connect within ``timeout_s`` (offline: no)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
-def _from_pretrained(ref: str, source: str) -> LoadedModel:
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+def quiet_hub_logs() -> None:
+    """Keep transformers/hub warnings and progress bars out of the user's terminal."""
+    import huggingface_hub.utils.logging as hub_logging
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    hub_logging.set_verbosity_error()
+
+
+def _load_hub(repo_id: str) -> LoadedModel:
+    # Without network, use the local hub cache only: fail in seconds instead of retrying.
+    return _from_pretrained(repo_id, repo_id, local_only=not hub_reachable())
+
+
+def _from_pretrained(ref: str, source: str, local_only: bool = False) -> LoadedModel:
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    quiet_hub_logs()
     try:
-        config = AutoConfig.from_pretrained(ref)
+        config = AutoConfig.from_pretrained(ref, local_files_only=local_only)
     except Exception as exc:
-        raise LlmoptError(_load_failure(ref, exc)) from None
+        raise LlmoptError(_load_failure(ref, exc, local_only)) from None
     archs = getattr(config, "architectures", None) or []
     if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
         raise LlmoptError(
@@ -127,12 +149,12 @@ def _from_pretrained(ref: str, source: str) -> LoadedModel:
             "to train a classification head on your dataset"
         )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(ref)
+        tokenizer = AutoTokenizer.from_pretrained(ref, local_files_only=local_only)
         model = AutoModelForSequenceClassification.from_pretrained(
-            ref, attn_implementation="eager", dtype=torch.float32
+            ref, attn_implementation="eager", dtype=torch.float32, local_files_only=local_only
         )
     except Exception as exc:
-        raise LlmoptError(_load_failure(ref, exc)) from None
+        raise LlmoptError(_load_failure(ref, exc, local_only)) from None
     if tokenizer.pad_token_id is None:  # GPT-2 style: pad with end-of-text
         tokenizer.pad_token = tokenizer.eos_token
     if model.config.pad_token_id is None:
@@ -147,12 +169,15 @@ def _from_pretrained(ref: str, source: str) -> LoadedModel:
     return LoadedModel(model, tokenizer, Path(ref).name or ref, labels, source, max_length)
 
 
-def _load_failure(ref: str, exc: Exception) -> str:
+def _load_failure(ref: str, exc: Exception, offline: bool = False) -> str:
+    if offline:
+        return (
+            f"could not load model {ref!r}: the Hugging Face hub cannot be reached (no network?) "
+            "and the model is not in the local hub cache — connect to the internet, or pass a "
+            "local checkpoint directory, or use the bundled model"
+        )
     first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
-    return (
-        f"could not load model {ref!r}: {first} — check the hub id or path; without network "
-        "only local directories and the bundled model work"
-    )
+    return f"could not load model {ref!r}: {first} — check the hub id or the path"
 
 
 def dense_size_bytes(model: nn.Module) -> int:

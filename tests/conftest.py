@@ -30,7 +30,7 @@ def tiny_tokenizer(tmp_dir):
 
     vocab = tmp_dir / "vocab.txt"
     vocab.write_text("\n".join(VOCAB) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True, model_max_length=64)
+    tok = BertTokenizerFast(vocab=str(vocab), do_lower_case=True, model_max_length=64)
     return tok
 
 
@@ -84,6 +84,8 @@ def make_tiny(family: str, directory, num_labels: int = 2, seed: int = 0, id2lab
             n_head=4,
             n_positions=64,
             pad_token_id=0,
+            bos_token_id=2,  # [CLS]/[SEP] of the tiny vocabulary, not GPT-2's 50256
+            eos_token_id=3,
             **common,
         )
         model = tf.GPT2ForSequenceClassification(config)

@@ -1,0 +1,320 @@
+"""Command line: ``python -m llmopt evaluate|prepare`` (the ``llmopt`` console script)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+from llmopt.errors import LlmoptError
+
+COMPRESSION_FLAGS = (
+    "sparsity", "sparsity_method", "sparsity_pattern", "bits", "group_size", "rank",
+    "int8_dynamic", "calibration_samples",
+)  # fmt: skip
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr and exit status 2."""
+
+    def error(self, message: str):  # noqa: D102 - argparse hook
+        self.exit(2, f"llmopt: error: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
+    return value
+
+
+def _source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default="bundled",
+        help="bundled | local checkpoint dir | HF hub id | encoder:SRC",
+    )
+    p.add_argument("--dataset", default="bundled", help="bundled | path.csv | hf:NAME[:CONFIG]")
+    p.add_argument("--text-column", default="text", help="text column of a CSV/HF dataset")
+    p.add_argument("--label-column", default="label", help="label column of a CSV/HF dataset")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="llmopt", description="What-if compression of text classifiers.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    ev = sub.add_parser("evaluate", help="evaluate a model, and a compressed copy of it")
+    _source_args(ev)
+    ev.add_argument("--split", default="test", choices=["train", "test"])
+    ev.add_argument("--limit", type=_positive_int, help="evaluate the first N rows of the split")
+    ev.add_argument("--seed", type=int, help="shuffle the split with this seed before --limit")
+    ev.add_argument("--batch-size", type=_positive_int, default=32)
+    ev.add_argument("--sparsity", type=float, help="fraction of weights to zero, in [0, 1)")
+    ev.add_argument("--sparsity-method", choices=["magnitude", "wanda"])
+    ev.add_argument("--sparsity-pattern", choices=["unstructured", "2:4", "4:8"])
+    ev.add_argument("--bits", type=int, help="weight bit-width 2..8 (simulated quantization)")
+    ev.add_argument("--group-size", type=int, help="input weights per scale (default: per row)")
+    ev.add_argument("--rank", type=int, help="truncated-SVD rank of every targeted layer")
+    ev.add_argument(
+        "--int8-dynamic",
+        action="store_true",
+        default=None,
+        help="real int8 kernels (torch dynamic quantization)",
+    )
+    ev.add_argument(
+        "--calibration-samples",
+        type=_positive_int,
+        help="training texts for Wanda's activation norms (default 64)",
+    )
+    ev.add_argument("--json", type=Path, help="write the results as JSON to this path")
+    ev.add_argument("--predictions", type=Path, help="write per-example predictions as CSV")
+    ev.add_argument("--save-model", type=Path, help="save the compressed model to this folder")
+
+    pr = sub.add_parser("prepare", help="load (and train once, if needed) a model ahead of time")
+    _source_args(pr)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "prepare":
+            return _prepare(args)
+        return _evaluate(args)
+    except LlmoptError as exc:
+        print(f"llmopt: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("llmopt: error: out of memory; try a smaller model or --limit", file=sys.stderr)
+        return 2
+    except OSError as exc:  # unwritable output path and the like
+        print(
+            f"llmopt: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+class _Bar:
+    """A tqdm progress bar driven by llmopt's (fraction, message) callbacks."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, fraction: float, message: str) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None or fraction <= 0 or message != self.bar.desc:
+            if self.bar is not None:
+                self.bar.close()
+            self.bar = tqdm(
+                total=100,
+                desc=message,
+                file=sys.stderr,
+                leave=False,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}",
+            )
+        self.bar.n = round(100 * fraction)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _load(args, progress):
+    from llmopt.data import load_dataset
+    from llmopt.models import load_model
+
+    train = None
+    if args.model.startswith("encoder:"):
+        train = load_dataset(
+            args.dataset, "train", text_column=args.text_column, label_column=args.label_column
+        )
+    return load_model(args.model, train_data=train, progress=progress)
+
+
+def _prepare(args) -> int:
+    from llmopt.models import model_facts
+
+    bar = _Bar()
+    loaded = _load(args, bar)
+    bar.close()
+    facts = model_facts(loaded)
+    print(
+        f"ready: {facts['name']} ({facts['params_total']:,} parameters, "
+        f"labels: {', '.join(facts['labels'])})"
+    )
+    return 0
+
+
+def _config(args):
+    given = {k: getattr(args, k) for k in COMPRESSION_FLAGS if getattr(args, k) is not None}
+    if not given:
+        return None
+    from llmopt.compress import CompressionConfig
+
+    return CompressionConfig(**given)
+
+
+def _evaluate(args) -> int:
+    from llmopt.data import load_dataset
+    from llmopt.evaluate import compare, evaluate
+
+    config = _config(args)  # validate the knobs before any slow loading
+    for path in (args.json, args.predictions):
+        if path is not None and not path.parent.exists():
+            raise LlmoptError(f"folder {str(path.parent)!r} for {path.name} does not exist")
+    if args.save_model is not None and config is None:
+        raise LlmoptError("--save-model saves a compressed model: add a compression flag")
+    dataset = load_dataset(
+        args.dataset,
+        args.split,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        limit=args.limit,
+        seed=args.seed,
+    )
+    bar = _Bar()
+    loaded = _load(args, bar)
+    base = evaluate(loaded, dataset, batch_size=args.batch_size, progress=bar)
+    other = fidelity = report = None
+    if config is not None:
+        from llmopt.compress import compress
+
+        calibration = None
+        if config.sparsity_method == "wanda":
+            calibration = load_dataset(
+                args.dataset, "train", text_column=args.text_column, label_column=args.label_column
+            )
+        compressed, report = compress(loaded, config, calibration=calibration, progress=bar)
+        other = evaluate(compressed, dataset, batch_size=args.batch_size, progress=bar)
+        fidelity = compare(base, other)
+        if args.save_model is not None:
+            from llmopt.compress import save_model
+
+            save_model(compressed, args.save_model)
+    bar.close()
+    print(format_results(loaded.name, dataset, base, other, fidelity, report))
+    if args.json is not None:
+        payload = results_json(loaded, dataset, config, base, other, fidelity, report)
+        args.json.write_text(json.dumps(payload, indent=2))
+    if args.predictions is not None:
+        write_predictions(args.predictions, dataset, base, other)
+    if args.save_model is not None:
+        print(f"compressed model saved to {args.save_model}")
+    return 0
+
+
+def results_json(loaded, dataset, config, base, other, fidelity, report) -> dict:
+    """The ``--json`` object of DESIGN.md (keys are a contract)."""
+    return {
+        "model": loaded.source,
+        "dataset": dataset.source,
+        "split": dataset.split,
+        "n": len(dataset),
+        "label_names": list(base.label_names),
+        "config": config.to_dict() if config is not None else None,
+        "baseline": base.to_dict(),
+        "compressed": other.to_dict() if other is not None else None,
+        "fidelity": fidelity,
+        "report": report.to_rows() if report is not None else None,
+    }
+
+
+def write_predictions(path: Path, dataset, base, other) -> None:
+    """One CSV row per example: labels, predictions and probabilities of both models."""
+    names = base.label_names
+    header = ["index", "label", "pred_baseline", "pred_compressed"]
+    header += [f"prob_baseline_{n}" for n in names] + [f"prob_compressed_{n}" for n in names]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for i in range(len(dataset)):
+            row = [
+                int(dataset.indices[i]),
+                names[base.y_true[i]],
+                names[base.y_pred[i]],
+                names[other.y_pred[i]] if other is not None else "",
+            ]
+            row += [f"{p:.6f}" for p in base.y_score[i]]
+            row += (
+                [f"{p:.6f}" for p in other.y_score[i]] if other is not None else [""] * len(names)
+            )
+            writer.writerow(row)
+
+
+def _fmt(x, digits: int = 4) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def format_results(name, dataset, base, other=None, fidelity=None, report=None) -> str:
+    """The human-readable summary printed by ``evaluate``."""
+    lines = [
+        f"model:   {name}",
+        f"dataset: {dataset.name} ({dataset.split} split, "
+        f"{len(dataset)} rows; labels: {', '.join(base.label_names)})",
+        "",
+    ]
+    cols = ["baseline"] + (["compressed", "delta"] if other is not None else [])
+    lines.append(f"{'':<24}" + "".join(f"{c:>14}" for c in cols))
+    rows = [
+        (k, base.metrics[k], other.metrics[k] if other else None)
+        for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc")
+    ]
+    rows += [
+        ("size (MB)", base.size_bytes / 1e6, other.size_bytes / 1e6 if other else None),
+        ("parameters", base.params_total, other.params_total if other else None),
+        ("non-zero parameters", base.params_nonzero, other.params_nonzero if other else None),
+        (
+            "latency (ms/sample)",
+            base.latency_ms_per_sample,
+            other.latency_ms_per_sample if other else None,
+        ),
+    ]
+    for label, b, o in rows:
+        digits = 0 if label.endswith("parameters") else 2 if "(" in label else 4
+        cells = [_fmt(b, digits)]
+        if other is not None:
+            delta = None if b is None or o is None else o - b
+            cells += [_fmt(o, digits), ("+" if delta and delta > 0 else "") + _fmt(delta, digits)]
+        lines.append(f"{label:<24}" + "".join(f"{c:>14}" for c in cells))
+    for title, res in [("baseline", base)] + ([("compressed", other)] if other else []):
+        lines += ["", f"confusion matrix, {title} (rows: true, columns: predicted)"]
+        width = max(8, *(len(n) + 2 for n in res.label_names))
+        lines.append(" " * width + "".join(f"{n:>{width}}" for n in res.label_names))
+        for n, row in zip(res.label_names, res.confusion, strict=True):
+            lines.append(f"{n:<{width}}" + "".join(f"{int(v):>{width}}" for v in row))
+    if fidelity is not None:
+        lines += [
+            "",
+            f"fidelity: agreement {fidelity['agreement']:.4f}, mean KL(base||compressed)"
+            f" {fidelity['mean_kl']:.5f} nats, {len(fidelity['flipped'])} flipped",
+        ]
+    if report is not None:
+        totals = report.totals
+        lines.append(
+            f"compressed layers: {len(report.rows)}, mean rel. error "
+            f"{_fmt(totals.get('mean_rel_error'))}"
+        )
+        lines += [f"note: {a}" for a in getattr(report, "assumptions", [])]
+    if base.n_truncated:
+        lines += [
+            "",
+            f"note: {base.n_truncated} of {len(dataset)} texts were longer than the "
+            "model's maximum length and were truncated",
+        ]
+    lines += [f"note: {n}" for n in base.notes]
+    lines.append(
+        "note: latency is measured model time per sample on this machine, tokenization excluded"
+    )
+    return "\n".join(lines)

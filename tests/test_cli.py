@@ -1,0 +1,109 @@
+"""The command line: JSON/CSV contracts, exit status 2 with one line on bad input."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from llmopt.cli import main
+
+RESULT_KEYS = {
+    "metrics",
+    "confusion_matrix",
+    "latency_ms_per_sample",
+    "size_bytes",
+    "params_total",
+    "params_nonzero",
+}
+TOP_KEYS = {
+    "model",
+    "dataset",
+    "split",
+    "n",
+    "label_names",
+    "config",
+    "baseline",
+    "compressed",
+    "fidelity",
+    "report",
+}
+
+
+def test_evaluate_writes_json_and_predictions(tiny_bert_dir, tiny_csv, tmp_path, capsys):
+    out, preds = tmp_path / "r.json", tmp_path / "p.csv"
+    rc = main(
+        [
+            "evaluate",
+            "--model",
+            str(tiny_bert_dir),
+            "--dataset",
+            str(tiny_csv),
+            "--json",
+            str(out),
+            "--predictions",
+            str(preds),
+        ]
+    )
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "accuracy" in printed and "confusion matrix" in printed
+    data = json.loads(out.read_text())
+    assert set(data) == TOP_KEYS
+    assert set(data["baseline"]) == RESULT_KEYS
+    assert data["n"] == 10 and data["split"] == "test"
+    assert data["compressed"] is None and data["fidelity"] is None and data["report"] is None
+    rows = list(csv.DictReader(preds.open()))
+    assert len(rows) == 10
+    assert list(rows[0])[:4] == ["index", "label", "pred_baseline", "pred_compressed"]
+    names = data["label_names"]
+    assert [f"prob_baseline_{n}" for n in names] == list(rows[0])[4 : 4 + len(names)]
+    acc = sum(r["label"] == r["pred_baseline"] for r in rows) / len(rows)
+    assert acc == pytest.approx(data["baseline"]["metrics"]["accuracy"])
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--limit", "0"], "--limit"),
+        (["--dataset", "missing.csv"], "not found"),
+        (["--model", "./no/such/dir"], "not found"),
+        (["--text-column", "body"], "'body' not found"),
+        (["--json", "no/such/folder/x.json"], "does not exist"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tiny_bert_dir, tiny_csv, args, match, capsys):
+    base = ["--model", str(tiny_bert_dir), "--dataset", str(tiny_csv)]
+    try:
+        rc = main(["evaluate", *base, *args])
+    except SystemExit as exc:  # argparse errors leave through sys.exit
+        rc = exc.code
+    assert rc == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and match in lines[0]
+
+
+def test_module_entry_point_reports_errors_without_traceback(tiny_csv):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmopt",
+            "evaluate",
+            "--model",
+            "./no/such/dir",
+            "--dataset",
+            str(tiny_csv),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("llmopt: error:") and "Traceback" not in proc.stderr
+
+
+def test_prepare_command(tiny_bert_dir, tiny_csv, capsys):
+    assert main(["prepare", "--model", f"encoder:{tiny_bert_dir}", "--dataset", str(tiny_csv)]) == 0
+    assert "ready:" in capsys.readouterr().out
