@@ -35,14 +35,19 @@ def reference_predict(loaded, texts: list[str], batch_size: int = 32) -> np.ndar
     return np.concatenate(preds)
 
 
-def best_of(repeats: int, fn):
-    """(best wall seconds, last result) over ``repeats`` runs: the least-disturbed run."""
-    best, out = float("inf"), None
+def best_of_interleaved(repeats: int, fns: list):
+    """Run each of ``fns`` in turn, ``repeats`` rounds; per fn (best wall seconds, result).
+
+    Interleaving means a burst of load elsewhere on the machine hits both sides alike.
+    """
+    best = [float("inf")] * len(fns)
+    outs = [None] * len(fns)
     for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            outs[i] = fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return list(zip(best, outs, strict=True))
 
 
 def main() -> None:
@@ -58,8 +63,10 @@ def main() -> None:
     reference_predict(loaded, data.texts[:32])  # warm both paths up once
     llmopt.evaluate(loaded, data.subset(32))
 
-    t_ref, ref_pred = best_of(args.repeats, lambda: reference_predict(loaded, data.texts))
-    t_llm, result = best_of(args.repeats, lambda: llmopt.evaluate(loaded, data))
+    (t_ref, ref_pred), (t_llm, result) = best_of_interleaved(
+        args.repeats,
+        [lambda: reference_predict(loaded, data.texts), lambda: llmopt.evaluate(loaded, data)],
+    )
     same = float((ref_pred == result.y_pred).mean())
     print(f"rows: {len(data)}, torch threads: {args.threads}, best of {args.repeats} runs")
     print("| path | seconds | samples/s |")

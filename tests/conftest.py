@@ -143,11 +143,25 @@ def tiny_csv(tmp_path):
     return path
 
 
-@pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory, monkeypatch):
-    """Trained heads go to a per-session temp cache unless a test asks for the real one."""
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_home(tmp_path_factory):
+    """Trained heads go to a per-session temp cache, or to ``$LLMOPT_TEST_HOME`` if set
+    (point it at ``~/.cache/llmopt`` to reuse an already prepared bundled model)."""
     import os
 
-    if "LLMOPT_TEST_HOME" not in os.environ:
-        os.environ["LLMOPT_TEST_HOME"] = str(tmp_path_factory.mktemp("llmopt_home"))
-    monkeypatch.setenv("LLMOPT_HOME", os.environ["LLMOPT_TEST_HOME"])
+    home = os.environ.get("LLMOPT_TEST_HOME") or str(tmp_path_factory.mktemp("llmopt_home"))
+    old = os.environ.get("LLMOPT_HOME")
+    os.environ["LLMOPT_HOME"] = home
+    yield home
+    if old is None:
+        os.environ.pop("LLMOPT_HOME", None)
+    else:
+        os.environ["LLMOPT_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def bundled_model(_isolated_home):
+    """The real bundled model (its head is trained once per test home: about a minute)."""
+    import llmopt
+
+    return llmopt.load_model("bundled")
