@@ -28,6 +28,9 @@ def test_bundled_model_gives_attentions_and_compressible_linears(bundled_model):
     assert len(out.attentions) == 6
     att = out.attentions[0][0]  # (heads, seq, seq)
     np.testing.assert_allclose(att.sum(-1).numpy(), 1.0, atol=1e-5)
-    linears = [n for n, m in bundled_model.model.named_modules()
-               if isinstance(m, torch.nn.Linear) and ".layer." in n]
+    linears = [
+        n
+        for n, m in bundled_model.model.named_modules()
+        if isinstance(m, torch.nn.Linear) and ".layer." in n
+    ]
     assert len(linears) == 36  # 6 blocks x (q, k, v, out, ffn in, ffn out)

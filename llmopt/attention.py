@@ -1,0 +1,135 @@
+"""Attention maps of one text as plain arrays, and how much compression moved them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from llmopt.batching import accepts_token_types
+from llmopt.errors import LlmoptError
+from llmopt.models import LoadedModel
+
+
+@dataclass
+class AttentionMaps:
+    """Every head's attention over one text: ``maps[layer, head, query, key]``."""
+
+    tokens: list[str]  # one display string per position, as the tokenizer split the text
+    maps: np.ndarray  # (layers, heads, seq, seq) float32; each row (query) sums to 1
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.maps.shape[0])
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.maps.shape[1])
+
+
+def _display_token(token: str) -> str:
+    """Byte-level BPE marks a leading space with 'Ġ' and a newline with 'Ċ'; show them plainly."""
+    return token.replace("Ġ", "␣").replace("Ċ", "⏎")
+
+
+@torch.inference_mode()
+def attention_maps(loaded: LoadedModel, text: str) -> AttentionMaps:
+    """Run one text through the model and collect the attention of every layer and head.
+
+    Args:
+        loaded: the classifier (loaded with eager attention, as ``load_model`` does).
+        text: the text; truncated to ``loaded.max_length`` tokens.
+
+    Returns:
+        The tokens and a ``(layers, heads, seq, seq)`` float32 array whose rows sum to 1.
+
+    Raises:
+        LlmoptError: empty text, or a model that returns no attention weights.
+    """
+    if not str(text).strip():
+        raise LlmoptError("the text is empty; type a sentence to see its attention")
+    inputs = loaded.tokenizer(
+        str(text), truncation=True, max_length=loaded.max_length, return_tensors="pt"
+    )
+    if not accepts_token_types(loaded.model):
+        inputs.pop("token_type_ids", None)
+    out = loaded.model(**inputs, output_attentions=True)
+    attentions = getattr(out, "attentions", None)
+    if not attentions or any(a is None for a in attentions):
+        raise LlmoptError(
+            f"model {loaded.name!r} returned no attention weights; reload it with eager "
+            "attention (load_model does this; for your own code pass "
+            "attn_implementation='eager' to from_pretrained)"
+        )
+    maps = torch.stack([a[0] for a in attentions])  # (layers, heads, seq, seq)
+    ids = inputs["input_ids"][0].tolist()
+    tokens = [_display_token(str(t)) for t in loaded.tokenizer.convert_ids_to_tokens(ids)]
+    return AttentionMaps(tokens=tokens, maps=maps.float().numpy().astype(np.float32))
+
+
+def js_divergence(p: np.ndarray, q: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Jensen–Shannon divergence in bits between distributions along ``axis``.
+
+    JS(p, q) = ½ KL(p ‖ m) + ½ KL(q ‖ m) with m = ½ (p + q); symmetric, 0 for equal
+    distributions and at most 1 bit. Inputs are normalised along ``axis`` first.
+
+    Args:
+        p, q: non-negative arrays of the same shape.
+        axis: the axis along which each distribution lies.
+
+    Returns:
+        The divergence, with ``axis`` removed, in [0, 1].
+
+    Raises:
+        LlmoptError: arrays of different shapes.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    if p.shape != q.shape:
+        raise LlmoptError(f"js_divergence needs arrays of one shape, got {p.shape} and {q.shape}")
+    p = p / p.sum(axis=axis, keepdims=True)
+    q = q / q.sum(axis=axis, keepdims=True)
+    m = 0.5 * (p + q)
+
+    def kl(a: np.ndarray) -> np.ndarray:  # 0 · log 0 = 0; where a > 0, m > 0 too
+        safe_m = np.where(a > 0, m, 1.0)
+        terms = np.where(a > 0, a * np.log2(np.where(a > 0, a, 1.0) / safe_m), 0.0)
+        return terms.sum(axis=axis)
+
+    return np.clip(0.5 * kl(p) + 0.5 * kl(q), 0.0, 1.0)
+
+
+def attention_drift(base: LoadedModel, other: LoadedModel, texts: list[str]) -> np.ndarray:
+    """Mean JS divergence (bits) between the two models' attention rows, per layer and head.
+
+    Each query token's attention row of ``other`` is compared with the same row of ``base``;
+    the divergences are averaged over the query tokens of a text, then over the texts.
+
+    Args:
+        base: the uncompressed model.
+        other: a compressed copy (same architecture and tokenizer).
+        texts: a handful of texts (about 8 is plenty).
+
+    Returns:
+        A ``(layers, heads)`` array in [0, 1]; 0 where attention is unchanged.
+
+    Raises:
+        LlmoptError: no texts, or models with different layer/head counts or tokenization.
+    """
+    texts = [t for t in texts if str(t).strip()]
+    if not texts:
+        raise LlmoptError("attention drift needs at least one non-empty text")
+    total = None
+    for text in texts:
+        a = attention_maps(base, text)
+        b = attention_maps(other, text)
+        if a.maps.shape != b.maps.shape:
+            raise LlmoptError(
+                f"the models' attention differs in shape ({a.maps.shape} vs {b.maps.shape}); "
+                "drift compares a model with a compressed copy of itself"
+            )
+        per_row = js_divergence(a.maps, b.maps, axis=-1)  # (layers, heads, seq)
+        drift = per_row.mean(axis=-1)  # (layers, heads)
+        total = drift if total is None else total + drift
+    return total / len(texts)

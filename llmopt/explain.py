@@ -1,0 +1,206 @@
+"""Data for the teaching pictures: masks, quantization grids and spectra of a real weight."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from llmopt.compress.config import parse_pattern
+from llmopt.compress.lowrank import svd_factors
+from llmopt.compress.prune import magnitude_mask, nm_mask
+from llmopt.compress.quantize import fake_quantize, qmax
+from llmopt.compress.targets import find_targets, in_blocks
+from llmopt.compress.targets import get_weight as layer_weight
+from llmopt.errors import LlmoptError
+from llmopt.models import LoadedModel
+
+QUERY_NAMES = ("query", "q_lin", "q_proj", "c_attn")  # the attention query projection
+
+
+def weight_matrices(loaded: LoadedModel) -> list[str]:
+    """Names of the compressible weight layers, in model order (the compression engine's own
+    targeting: every Linear / GPT-2 Conv1D inside the transformer blocks)."""
+    return find_targets(loaded.model, in_blocks(loaded.model))
+
+
+def get_weight(loaded: LoadedModel, name: str | None = None) -> tuple[str, np.ndarray]:
+    """One weight matrix as a float32 ``(out, in)`` array (GPT-2 ``Conv1D`` is transposed).
+
+    Args:
+        loaded: the model.
+        name: a name from ``weight_matrices``; default: the first block's attention query
+            projection (GPT-2's fused query/key/value ``c_attn``).
+
+    Raises:
+        LlmoptError: an unknown layer name.
+    """
+    names = weight_matrices(loaded)
+    if not names:
+        raise LlmoptError(f"model {loaded.name!r} has no linear layers in its transformer blocks")
+    if name is None:
+        queries = [n for n in names if n.rsplit(".", 1)[-1] in QUERY_NAMES]
+        name = queries[0] if queries else names[0]
+    if name not in names:
+        raise LlmoptError(
+            f"{name!r} is not a compressible layer of {loaded.name!r}; "
+            f"choose one of: {', '.join(names[:8])}{', …' if len(names) > 8 else ''}"
+        )
+    weight = layer_weight(loaded.model.get_submodule(name)).float()  # (out, in)
+    return name, weight.contiguous().numpy().copy()
+
+
+def _tensor(weight) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(weight, dtype=np.float32))
+
+
+def nm_block(weight, n: int, m: int, *, rows: int = 16, cols: int = 32) -> np.ndarray:
+    """The top-left ``rows × cols`` block of the N:M keep mask (N kept of every M along a row).
+
+    ``cols`` is rounded down to a whole number of groups so every group shown is complete.
+    """
+    if not 0 < n < m:
+        raise LlmoptError(f"N:M needs 0 < N < M, got {n}:{m}")
+    mask = nm_mask(_tensor(weight).abs(), n, m).numpy().astype(bool)
+    cols = max(m, cols - cols % m)
+    return mask[:rows, :cols]
+
+
+def mask_block(
+    weight, sparsity: float, pattern: str = "unstructured", *, rows: int = 16, cols: int = 32
+) -> np.ndarray:
+    """The top-left block of a magnitude keep mask: unstructured (the smallest ``sparsity``
+    share of every row zeroed, as the engine's layer scope does), or an N:M pattern such as
+    ``"2:4"`` (whose sparsity is fixed at 1 − N/M)."""
+    nm = parse_pattern(pattern)
+    if nm is not None:
+        return nm_block(weight, *nm, rows=rows, cols=cols)
+    if not 0.0 <= sparsity < 1.0:
+        raise LlmoptError(f"sparsity must be in [0, 1), got {sparsity}")
+    mask = magnitude_mask(_tensor(weight), sparsity).numpy().astype(bool)
+    return mask[:rows, :cols]
+
+
+def quant_grid(weight, bits: int, group_size: int | None = None, *, row: int = 0) -> dict:
+    """How one row (or, with groups, the first group of one row) is quantized.
+
+    Returns:
+        ``{"weights", "dequantized"}`` (the row's values before/after), ``"grid"`` (every level
+        ``scale · q`` for integers ``|q| ≤ 2^(bits−1) − 1``), ``"step"`` (the scale Δ),
+        ``"mse"`` (mean squared error over the shown values), ``"bits"``, ``"group_size"``,
+        ``"row"``.
+
+    Raises:
+        LlmoptError: a row outside the matrix, or settings the quantizer rejects.
+    """
+    w = _tensor(weight)
+    if not 0 <= row < w.shape[0]:
+        raise LlmoptError(f"row {row} is outside the weight's {w.shape[0]} rows")
+    try:
+        deq, scales = fake_quantize(w, bits, group_size)
+    except LlmoptError:
+        raise
+    except ValueError as exc:
+        raise LlmoptError(
+            f"{exc}; choose a group size that divides {w.shape[1]}, or None (one scale per row)"
+        ) from None
+    width = w.shape[1] if group_size is None else min(group_size, w.shape[1])
+    scale = float(scales.reshape(w.shape[0], -1)[row, 0])
+    levels = qmax(bits)
+    values = w[row, :width].numpy()
+    deq_values = deq[row, :width].detach().float().numpy()
+    return {
+        "weights": values,
+        "dequantized": deq_values,
+        "grid": scale * np.arange(-levels, levels + 1, dtype=np.float64),
+        "step": scale,
+        "mse": float(np.mean((values.astype(np.float64) - deq_values) ** 2)),
+        "bits": bits,
+        "group_size": group_size,
+        "row": row,
+    }
+
+
+def spectrum(weight, rank: int | None = None) -> dict:
+    """Singular values of a weight and what a rank-``rank`` truncation keeps.
+
+    Returns:
+        ``"singular_values"`` (descending), ``"energy"`` (cumulative Σσ_i² / Σσ², so
+        ``energy[r-1]`` is what rank r keeps), ``"energy_kept"``, ``"rel_error"`` (the
+        Eckart–Young optimum sqrt(Σ_{i>r} σ_i²) / ‖W‖_F), ``"rel_error_factors"`` (the same
+        measured from the engine's factors A·B), ``"rank"``.
+
+    Raises:
+        LlmoptError: a rank outside 1..min(out, in).
+    """
+    w = _tensor(weight)
+    full = min(w.shape)
+    rank = full if rank is None else int(rank)
+    if not 1 <= rank <= full:
+        raise LlmoptError(f"rank must be between 1 and {full} for a {tuple(w.shape)} weight")
+    a, b, sigma = svd_factors(w, rank)
+    s = sigma.detach().double().numpy()
+    energy = np.cumsum(s**2) / np.sum(s**2)
+    tail = float(np.sqrt(np.sum(s[rank:] ** 2)))
+    norm = float(np.linalg.norm(w.double().numpy()))
+    measured = float(torch.linalg.norm(w.double() - a.double() @ b.double()))
+    return {
+        "singular_values": s,
+        "energy": energy,
+        "energy_kept": float(energy[rank - 1]),
+        "rel_error": tail / norm,
+        "rel_error_factors": measured / norm,
+        "rank": rank,
+    }
+
+
+FORMULAS: dict[str, str] = {
+    "attention": (
+        r"**Attention** $\mathrm{softmax}\!\left(QK^\top/\sqrt{d_k}\right)V$ — each token asks a "
+        r"question ($Q$), compares it with every token's key ($K$), and mixes their values "
+        r"($V$) by how well they match; each row of the map sums to 1."
+    ),
+    "quantization": (
+        r"**Quantization** $\Delta = \max|w| / (2^{b-1}-1)$, $\hat w = \Delta \cdot "
+        r"\mathrm{round}(w/\Delta)$ — store each weight as a small integer times one shared "
+        r"step $\Delta$ per row (or group); fewer bits mean a coarser grid and a larger "
+        r"rounding error."
+    ),
+    "magnitude": (
+        r"**Magnitude pruning** keep the weights with the largest $|W_{ij}|$ — small weights "
+        r"change the output least, so they are set to zero first."
+    ),
+    "wanda": (
+        r"**Wanda** score $|W_{ij}| \cdot \lVert X_j \rVert_2$ — a weight matters if it is large "
+        r"*and* its input feature $j$ is usually large on real text, so both are multiplied."
+    ),
+    "nm": (
+        r"**N:M sparsity** keep $N$ of every $M$ consecutive weights in a row (e.g. 2:4) — a "
+        r"regular pattern that sparse tensor cores can skip over for real speed-ups."
+    ),
+    "svd": (
+        r"**Low rank (SVD)** $W \approx U_r \Sigma_r V_r^\top$, energy kept "
+        r"$\sum_{i\le r}\sigma_i^2 / \sum_i \sigma_i^2$ — a matrix is a sum of rank-one layers "
+        r"ordered by importance $\sigma_i$; keeping the first $r$ stores $r(m+n)$ numbers "
+        r"instead of $mn$."
+    ),
+    "eckart_young": (
+        r"**Eckart–Young** $\min_{\mathrm{rank}\,\hat W \le r}\lVert W-\hat W\rVert_F = "
+        r"\sqrt{\sum_{i>r}\sigma_i^2}$ — truncated SVD is the best possible rank-$r$ "
+        r"approximation, and its error is exactly the dropped singular values."
+    ),
+    "kl": (
+        r"**KL divergence** $\mathrm{KL}(p\,\Vert\,q) = \sum_c p_c \log(p_c/q_c)$ — how much "
+        r"the compressed model's probabilities $q$ surprise someone who believes the baseline's "
+        r"$p$; 0 when they are identical."
+    ),
+    "js": (
+        r"**Jensen–Shannon divergence** $\mathrm{JS} = \tfrac12\mathrm{KL}(p\Vert m) + "
+        r"\tfrac12\mathrm{KL}(q\Vert m)$, $m = \tfrac12(p+q)$ — a symmetric, bounded version "
+        r"of KL: 0 bits for identical attention rows, 1 bit for rows with no overlap."
+    ),
+    "agreement": (
+        r"**Agreement** $\frac1n\sum_i [\hat y_i^{\mathrm{compressed}} = "
+        r"\hat y_i^{\mathrm{baseline}}]$ — the share of texts whose predicted label did not "
+        r"change; it measures fidelity to the original model, not correctness."
+    ),
+}

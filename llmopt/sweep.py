@@ -1,0 +1,282 @@
+"""Sweep one compression knob over values and methods; one evaluated row per point."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import numpy as np
+import pandas as pd
+
+from llmopt.compress import CompressionConfig, compress
+from llmopt.compress.engine import _check_plan
+from llmopt.compress.targets import find_targets, in_blocks, is_linear
+from llmopt.compress.targets import get_weight as layer_weight
+from llmopt.data import TextDataset
+from llmopt.errors import LlmoptError
+from llmopt.evaluate import EvalResult, compare, evaluate
+from llmopt.models import LoadedModel, Progress
+
+# What a user can sweep. "field" is the CompressionConfig field the value goes into, "off" the
+# value that leaves it uncompressed (the baseline), "methods" maps each method to the other
+# config fields it sets, "reverse" says that smaller values compress more (for plot axes).
+SWEEP_KNOBS: dict[str, dict] = {
+    "sparsity": {
+        "label": "Sparsity (fraction of weights set to zero)",
+        "field": "sparsity",
+        "values": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+        "methods": {
+            "magnitude": {"sparsity_method": "magnitude"},
+            "wanda": {"sparsity_method": "wanda"},
+        },
+        "off": 0.0,
+        "reverse": False,
+        "help": "Unstructured pruning per layer: magnitude keeps the largest |W|, Wanda the "
+        "largest |W|·‖X‖ measured on calibration texts.",
+    },
+    "bits": {
+        "label": "Bits per weight",
+        "field": "bits",
+        "values": [8, 7, 6, 5, 4, 3, 2],
+        "methods": {
+            "per-channel": {"group_size": None},
+            "group 128": {"group_size": 128},
+            "group 64": {"group_size": 64},
+        },
+        "off": None,
+        "reverse": True,
+        "help": "Symmetric round-to-nearest weight quantization, one scale per output channel "
+        "or per group of input columns (simulated: weights are quantized then dequantized).",
+    },
+    "rank": {
+        "label": "Rank kept per layer",
+        "field": "rank",
+        "values": [256, 192, 128, 96, 64, 48, 32, 16, 8],
+        "methods": {"svd": {}},
+        "off": None,
+        "reverse": True,
+        "help": "Truncated SVD: each weight W (out×in) becomes A (out×r) · B (r×in).",
+    },
+}
+COLUMNS = [
+    "knob",
+    "method",
+    "value",
+    "accuracy",
+    "roc_auc",
+    "f1_macro",
+    "agreement",
+    "mean_kl",
+    "size_bytes",
+    "size_mb",
+    "params_nonzero",
+    "latency_ms_per_sample",
+    "seconds",
+]
+MB = 1e6
+
+
+def _is_off(knob: str, value) -> bool:
+    off = SWEEP_KNOBS[knob]["off"]
+    return value is None if off is None else value is not None and float(value) == off
+
+
+def sweep_config(base: CompressionConfig, knob: str, method: str, value) -> CompressionConfig:
+    """``base`` with the knob set to ``value`` and the method's fields (unless value is 'off').
+
+    Raises:
+        LlmoptError: an unknown knob or method, or a value the config rejects.
+    """
+    spec = _knob(knob)
+    if method not in spec["methods"]:
+        raise LlmoptError(
+            f"method {method!r} does not apply to {knob}; choose from {', '.join(spec['methods'])}"
+        )
+    changes = {spec["field"]: _cast(knob, value)}
+    if not _is_off(knob, value):
+        changes.update(spec["methods"][method])
+    try:
+        return dataclasses.replace(base, **changes)
+    except LlmoptError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise LlmoptError(f"{knob}={value!r} with method {method!r}: {exc}") from None
+
+
+def _knob(knob: str) -> dict:
+    if knob not in SWEEP_KNOBS:
+        raise LlmoptError(f"unknown sweep knob {knob!r}; choose from {', '.join(SWEEP_KNOBS)}")
+    return SWEEP_KNOBS[knob]
+
+
+def _cast(knob: str, value):
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return SWEEP_KNOBS[knob]["off"]
+    return float(value) if knob == "sparsity" else int(value)
+
+
+def max_rank(loaded: LoadedModel) -> int:
+    """The largest rank every compressible layer allows: the smallest min(out, in)."""
+    model = loaded.model
+    names = find_targets(model, in_blocks(model))
+    if not names:
+        raise LlmoptError(f"model {loaded.name!r} has no linear layers in its transformer blocks")
+    return min(min(layer_weight(model.get_submodule(n)).shape) for n in names)
+
+
+def _check_points(
+    loaded: LoadedModel, configs: list[CompressionConfig], calibration: TextDataset | None
+) -> None:
+    """Reject settings some layer cannot take, before any compression starts."""
+    model = loaded.model
+    for config in configs:
+        targets = find_targets(model, is_linear if config.include_head else in_blocks(model))
+        _check_plan(model, targets, config)  # rank and group size against every layer
+        if config.prunes and config.sparsity_method == "wanda" and calibration is None:
+            raise LlmoptError(
+                "Wanda needs calibration texts: pass calibration= the training split, "
+                "or sweep the magnitude method only"
+            )
+
+
+def run_sweep(
+    loaded: LoadedModel,
+    dataset: TextDataset,
+    knob: str,
+    values: list,
+    methods: list[str],
+    *,
+    base_result: EvalResult | None = None,
+    calibration: TextDataset | None = None,
+    base_config: CompressionConfig | None = None,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """Compress and evaluate ``loaded`` at every (method, value) of one knob.
+
+    Args:
+        loaded: the uncompressed model (never modified).
+        dataset: the rows every point, and the baseline, is evaluated on.
+        knob: a key of ``SWEEP_KNOBS`` ("sparsity", "bits", "rank").
+        values: the knob's values; the 'off' value (0 sparsity, bits/rank None) is the
+            baseline configuration and is measured like any other point.
+        methods: names from ``SWEEP_KNOBS[knob]["methods"]``.
+        base_result: the baseline's evaluation on ``dataset`` if already known.
+        calibration: texts for methods that need activations (Wanda).
+        base_config: other settings kept fixed at every point (default: none).
+        progress: called with (fraction of all points, message).
+
+    Returns:
+        One row per (method, value) with columns ``COLUMNS``; ``df.attrs["baseline"]`` holds
+        the baseline's accuracy, roc_auc, f1_macro, size and latency.
+
+    Raises:
+        LlmoptError: an unknown knob/method, no values, or a setting some layer cannot take
+            (checked before any work).
+    """
+    spec = _knob(knob)
+    if not values:
+        raise LlmoptError(f"choose at least one {knob} value to sweep")
+    if not methods:
+        raise LlmoptError(f"choose at least one method: {', '.join(spec['methods'])}")
+    if len(dataset) == 0:
+        raise LlmoptError("the dataset has no rows to evaluate")
+    base_config = base_config or CompressionConfig()
+    points = [(m, v, sweep_config(base_config, knob, m, v)) for m in methods for v in values]
+    _check_points(loaded, [c for _, _, c in points], calibration)
+
+    unique = {_key(c): c for _, _, c in points}
+    steps = len(unique) + (base_result is None)
+    done = 0
+
+    def report(step_fraction: float, message: str) -> None:
+        if progress:
+            progress(min((done + step_fraction) / steps, 1.0), message)
+
+    if base_result is None:
+        base_result = evaluate(loaded, dataset, progress=lambda f, _: report(f, "baseline"))
+        done += 1
+    measured: dict[str, dict] = {}
+    for key, config in unique.items():
+        what = _describe(knob, config)
+        start = time.perf_counter()
+        model, _ = compress(
+            loaded,
+            config,
+            calibration=calibration,
+            progress=lambda f, _m, w=what: report(0.5 * f, f"compressing: {w}"),
+        )
+        result = evaluate(model, dataset, progress=lambda f, _m, w=what: report(0.5 + 0.5 * f, w))
+        fidelity = compare(base_result, result)
+        measured[key] = {
+            "accuracy": result.metrics["accuracy"],
+            "roc_auc": result.metrics["roc_auc"],
+            "f1_macro": result.metrics["f1_macro"],
+            "agreement": fidelity["agreement"],
+            "mean_kl": fidelity["mean_kl"],
+            "size_bytes": int(result.size_bytes),
+            "size_mb": result.size_bytes / MB,
+            "params_nonzero": int(result.params_nonzero),
+            "latency_ms_per_sample": result.latency_ms_per_sample,
+            "seconds": time.perf_counter() - start,
+        }
+        del model
+        done += 1
+        report(0.0, f"done: {what}")
+    rows = [
+        {"knob": knob, "method": m, "value": getattr(c, spec["field"]), **measured[_key(c)]}
+        for m, _, c in points
+    ]
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame.attrs["knob"] = knob
+    frame.attrs["baseline"] = {
+        "accuracy": base_result.metrics["accuracy"],
+        "roc_auc": base_result.metrics["roc_auc"],
+        "f1_macro": base_result.metrics["f1_macro"],
+        "agreement": 1.0,
+        "size_bytes": int(base_result.size_bytes),
+        "size_mb": base_result.size_bytes / MB,
+        "latency_ms_per_sample": base_result.latency_ms_per_sample,
+    }
+    return frame
+
+
+def _key(config: CompressionConfig) -> str:
+    return json.dumps(config.to_dict(), sort_keys=True, default=str)
+
+
+def _describe(knob: str, config: CompressionConfig) -> str:
+    value = getattr(config, SWEEP_KNOBS[knob]["field"])
+    return f"{knob} = {value}" if value is not None else f"{knob} off"
+
+
+def pareto_front(df: pd.DataFrame, *, x: str = "size_bytes", y: str = "accuracy") -> np.ndarray:
+    """Which points are not dominated: no other point is as small (``x``) and as good (``y``)
+    with at least one of the two strictly better.
+
+    Args:
+        df: sweep rows (any frame with columns ``x`` and ``y``).
+        x: the column to minimise.
+        y: the column to maximise.
+
+    Returns:
+        A bool array, True on the frontier; rows with NaN in x or y are never on it.
+    """
+    xs = df[x].to_numpy(dtype=float)
+    ys = df[y].to_numpy(dtype=float)
+    front = np.zeros(len(xs), dtype=bool)
+    valid = np.flatnonzero(~(np.isnan(xs) | np.isnan(ys)))
+    order = valid[np.lexsort((-ys[valid], xs[valid]))]  # by x ascending, then y descending
+    best = -np.inf  # best y among points with strictly smaller x
+    i = 0
+    while i < len(order):
+        j = i
+        while j < len(order) and xs[order[j]] == xs[order[i]]:
+            j += 1
+        group = order[i:j]
+        top = ys[group].max()
+        if top > best:
+            front[group[ys[group] == top]] = True
+        best = max(best, top)
+        i = j
+    return front

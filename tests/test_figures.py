@@ -1,0 +1,255 @@
+"""Figures carry the result's numbers, the traces a reader needs, and titled axes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+from sklearn import metrics as skm
+
+import llmopt
+from llmopt import figures
+from llmopt.attention import AttentionMaps, attention_maps
+from llmopt.evaluate import EvalResult, compute_metrics, roc_curves
+from llmopt.sweep import COLUMNS, pareto_front
+
+
+def make_result(seed: int, k: int = 2, n: int = 80, name: str = "m") -> EvalResult:
+    """An EvalResult from random (but informative) scores, built with the evaluate helpers."""
+    rng = np.random.default_rng(seed)
+    y_true = np.arange(n) % k
+    logits = rng.normal(size=(n, k)) + 1.5 * np.eye(k)[y_true]
+    y_score = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    y_pred = y_score.argmax(1)
+    names = [f"class{c}" for c in range(k)]
+    return EvalResult(
+        y_true=y_true,
+        y_score=y_score,
+        y_pred=y_pred,
+        label_names=names,
+        metrics=compute_metrics(y_true, y_score, y_pred),
+        confusion=skm.confusion_matrix(y_true, y_pred, labels=list(range(k))),
+        roc=roc_curves(y_true, y_score, names),
+        latency_ms_per_sample=2.0 + seed,
+        size_bytes=1_000_000 * (seed + 1),
+        params_total=1000,
+        params_nonzero=1000 - 100 * seed,
+        name=name,
+    )
+
+
+def axis_title(fig: go.Figure, axis: str) -> str:
+    return fig.layout[axis].title.text or ""
+
+
+def test_roc_binary_one_curve_per_model_with_auc_in_legend():
+    results = {"baseline": make_result(0), "compressed": make_result(1)}
+    fig = figures.roc_figure(results)
+    assert isinstance(fig, go.Figure)
+    assert len(fig.data) == 3  # two models + chance diagonal
+    for trace, result in zip(fig.data[:2], results.values(), strict=True):
+        assert f"AUC {result.metrics['roc_auc']:.3f}" in trace.name
+        np.testing.assert_allclose(trace.x, result.roc["class1"]["fpr"])
+        np.testing.assert_allclose(trace.y, result.roc["class1"]["tpr"])
+    assert fig.data[0].line.color == figures.PALETTE["baseline"]
+    assert fig.data[1].line.color == figures.PALETTE["compressed"]
+    assert fig.data[2].line.dash == "dash"
+    assert axis_title(fig, "xaxis") == "False positive rate"
+    assert axis_title(fig, "yaxis") == "True positive rate"
+    assert list(fig.layout.xaxis.range) == [0, 1] and list(fig.layout.yaxis.range) == [0, 1]
+    assert fig.layout.title.text
+
+
+def test_roc_multiclass_one_curve_per_model_and_class():
+    results = {"baseline": make_result(0, k=3), "compressed": make_result(1, k=3)}
+    fig = figures.roc_figure(results)
+    assert len(fig.data) == 2 * 3 + 1
+    for i, (label, result) in enumerate(results.items()):
+        for c, cls in enumerate(result.label_names):
+            trace = fig.data[3 * i + c]
+            assert label in trace.name and cls in trace.name
+            assert f"AUC {result.roc[cls]['auc']:.3f}" in trace.name
+
+
+def test_confusion_counts_and_row_normalised():
+    result = make_result(2, k=3)
+    fig = figures.confusion_figure(result)
+    assert len(fig.data) == 2
+    counts, rates = np.asarray(fig.data[0].z), np.asarray(fig.data[1].z)
+    np.testing.assert_array_equal(counts, result.confusion)
+    np.testing.assert_allclose(rates.sum(axis=1), 1.0)
+    np.testing.assert_allclose(rates, result.confusion / result.confusion.sum(1, keepdims=True))
+    assert list(fig.data[0].x) == result.label_names == list(fig.data[1].y)
+    for axis in ("xaxis", "xaxis2"):
+        assert axis_title(fig, axis) == "Predicted label"
+    for axis in ("yaxis", "yaxis2"):
+        assert axis_title(fig, axis) == "True label"
+    assert fig.data[0].texttemplate and fig.layout.title.text
+
+
+def test_confusion_diff_is_other_minus_base_centred():
+    base, other = make_result(0, k=3), make_result(3, k=3)
+    fig = figures.confusion_diff_figure(base, other)
+    assert len(fig.data) == 1
+    np.testing.assert_array_equal(np.asarray(fig.data[0].z), other.confusion - base.confusion)
+    assert fig.data[0].zmid == 0 and fig.data[0].zmin == -fig.data[0].zmax
+    assert axis_title(fig, "xaxis") and axis_title(fig, "yaxis")
+    with pytest.raises(llmopt.LlmoptError):
+        figures.confusion_diff_figure(base, make_result(0, k=2))
+
+
+def test_metrics_and_delta_tables_hold_the_results_values():
+    results = {"baseline": make_result(0), "compressed": make_result(1)}
+    table = figures.metrics_table(results)
+    assert list(table.index) == ["baseline", "compressed"]
+    assert list(table.columns) == figures.TABLE_COLUMNS
+    for label, result in results.items():
+        for key, value in result.metrics.items():
+            assert table.loc[label, key] == value
+        assert table.loc[label, "size_mb"] == result.size_bytes / 1e6
+        assert table.loc[label, "params_nonzero"] == result.params_nonzero
+    delta = figures.delta_table(results["baseline"], results["compressed"])
+    assert list(delta.columns) == ["metric", "baseline", "compressed", "delta"]
+    row = delta.set_index("metric").loc["accuracy"]
+    assert row["baseline"] == results["baseline"].metrics["accuracy"]
+    assert row["delta"] == pytest.approx(row["compressed"] - row["baseline"])
+
+
+def test_size_latency_bars():
+    results = {"baseline": make_result(0), "compressed": make_result(1)}
+    fig = figures.size_latency_figure(results)
+    assert len(fig.data) == 2
+    assert list(fig.data[0].y) == [1.0, 2.0]  # MB
+    assert list(fig.data[1].y) == [2.0, 3.0]  # ms/sample
+    assert "MB" in axis_title(fig, "yaxis") and "ms" in axis_title(fig, "yaxis2")
+
+
+def test_layer_error_figure_from_a_real_report(tiny_dirs):
+    from llmopt.compress import CompressionConfig, compress
+
+    loaded = llmopt.load_model(str(tiny_dirs["bert"]))
+    _, report = compress(loaded, CompressionConfig(sparsity=0.5, bits=4))
+    fig = figures.layer_error_figure(report)
+    assert len(fig.data) == 2
+    assert len(fig.data[0].x) == len(report.rows) == 12
+    np.testing.assert_allclose(fig.data[0].y, [r["rel_error"] for r in report.rows])
+    np.testing.assert_allclose(fig.data[1].y, [r["sparsity"] for r in report.rows])
+    assert all(r["name"].endswith(x) for r, x in zip(report.rows, fig.data[0].x, strict=True))
+    assert axis_title(fig, "yaxis") and axis_title(fig, "yaxis2") and axis_title(fig, "xaxis")
+
+
+@pytest.fixture(scope="module")
+def maps(tiny_dirs):
+    loaded = llmopt.load_model(str(tiny_dirs["bert"]))
+    return attention_maps(loaded, "the tea was good and the tea was hot")
+
+
+def test_attention_figure_one_head(maps):
+    fig = figures.attention_figure(maps, 1, 2)
+    assert len(fig.data) == 1
+    np.testing.assert_array_equal(np.asarray(fig.data[0].z), maps.maps[1, 2])
+    assert list(fig.layout.xaxis.ticktext) == maps.tokens  # repeated tokens stay separate
+    assert fig.layout.yaxis.autorange == "reversed"
+    assert "Key" in axis_title(fig, "xaxis") and "Query" in axis_title(fig, "yaxis")
+    with pytest.raises(llmopt.LlmoptError, match="head 4"):
+        figures.attention_figure(maps, 0, 4)
+
+
+def test_attention_compare_and_heads(maps):
+    shifted = np.roll(maps.maps, 1, axis=-1)
+    other = AttentionMaps(maps.tokens, shifted)
+    fig = figures.attention_compare_figure(maps, other, 0, 1)
+    assert len(fig.data) == 3
+    np.testing.assert_allclose(np.asarray(fig.data[2].z), shifted[0, 1] - maps.maps[0, 1])
+    assert fig.layout.coloraxis2.cmid == 0
+    heads = figures.attention_heads_figure(maps, 0)
+    assert len(heads.data) == maps.maps.shape[1]
+    for h, trace in enumerate(heads.data):
+        np.testing.assert_array_equal(np.asarray(trace.z), maps.maps[0, h])
+    assert axis_title(heads, "xaxis") and axis_title(heads, "yaxis")
+
+
+def test_drift_figure_axes_and_units():
+    drift = np.random.default_rng(0).random((3, 4)) * 0.2
+    fig = figures.drift_figure(drift)
+    np.testing.assert_array_equal(np.asarray(fig.data[0].z), drift)
+    assert axis_title(fig, "xaxis") == "Head" and axis_title(fig, "yaxis") == "Layer"
+    assert "bits" in fig.data[0].colorbar.title.text
+    assert fig.data[0].texttemplate
+
+
+def sweep_frame() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for method in ("magnitude", "wanda"):
+        for value in (0.0, 0.3, 0.6, 0.9):
+            size = 10_000_000 * (1 - 0.8 * value) + rng.integers(0, 100_000)
+            rows.append(
+                {
+                    "knob": "sparsity",
+                    "method": method,
+                    "value": value,
+                    "accuracy": 0.8 - 0.3 * value**2 + 0.02 * rng.random(),
+                    "roc_auc": 0.85 - 0.3 * value**2,
+                    "f1_macro": 0.8,
+                    "agreement": 1 - 0.4 * value,
+                    "mean_kl": 0.1 * value,
+                    "size_bytes": int(size),
+                    "size_mb": size / 1e6,
+                    "params_nonzero": 1000,
+                    "latency_ms_per_sample": 5.0,
+                    "seconds": 1.0,
+                }
+            )
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame.attrs["baseline"] = {"accuracy": 0.81, "size_mb": 10.2, "size_bytes": 10_200_000}
+    return frame
+
+
+def test_sweep_figure_lines_per_method_and_metric():
+    frame = sweep_frame()
+    fig = figures.sweep_figure(frame)
+    assert len(fig.data) == 2 * 4  # (accuracy, AUC, agreement, size) per method
+    first = fig.data[0]
+    part = frame[frame["method"] == "magnitude"]
+    np.testing.assert_allclose(first.x, part["value"])
+    np.testing.assert_allclose(first.y, part["accuracy"])
+    assert fig.data[3].yaxis == "y2"  # size on the secondary axis
+    assert fig.data[0].line.color == fig.data[3].line.color != fig.data[4].line.color
+    assert axis_title(fig, "xaxis") and axis_title(fig, "yaxis") and axis_title(fig, "yaxis2")
+
+
+def test_pareto_figure_marks_the_front_and_the_baseline():
+    frame = sweep_frame()
+    fig = figures.pareto_figure(frame)
+    names = [t.name for t in fig.data]
+    assert names[:2] == ["magnitude", "wanda"]
+    front = next(t for t in fig.data if t.name == "Pareto frontier")
+    both = pd.concat(
+        [frame[["size_mb", "accuracy"]], pd.DataFrame([{"size_mb": 10.2, "accuracy": 0.81}])]
+    )
+    expected = both[pareto_front(both, x="size_mb", y="accuracy")].sort_values("size_mb")
+    np.testing.assert_allclose(front.x, expected["size_mb"])
+    np.testing.assert_allclose(front.y, expected["accuracy"])
+    assert any("baseline" in n for n in names)
+    assert axis_title(fig, "xaxis") == "Size (MB)" and axis_title(fig, "yaxis") == "Accuracy"
+
+
+def test_explainer_figures():
+    block = np.zeros((4, 8), dtype=bool)
+    block[:, ::2] = True
+    fig = figures.mask_figure(block, title="2:4", m=4)
+    np.testing.assert_array_equal(np.asarray(fig.data[0].z), block.astype(int))
+    assert len(fig.layout.shapes) == 1  # one group boundary inside 8 columns
+    assert "50%" in fig.layout.title.text
+    grid = np.linspace(-1, 1, 7)
+    hist = figures.quant_hist_figure(np.random.default_rng(0).normal(size=200), grid, title="q")
+    assert len(hist.data) == 2
+    np.testing.assert_allclose(hist.data[1].x, grid)
+    s = np.array([4.0, 2.0, 1.0, 1.0])
+    spec = figures.spectrum_figure(s, 2)
+    np.testing.assert_allclose(spec.data[1].y, 100 * np.cumsum(s**2) / np.sum(s**2))
+    assert "90.9%" in spec.layout.annotations[0].text  # (16 + 4) / 22
+    for f in (fig, hist, spec):
+        assert f.layout.title.text and axis_title(f, "xaxis") and axis_title(f, "yaxis")

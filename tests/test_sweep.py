@@ -1,0 +1,150 @@
+"""Sweeps: one measured row per point, the 'off' point is the baseline, Pareto front is right."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import llmopt
+import llmopt.sweep as sweep_mod
+from llmopt.compress import CompressionConfig
+from llmopt.errors import LlmoptError
+from llmopt.sweep import COLUMNS, SWEEP_KNOBS, max_rank, pareto_front, run_sweep, sweep_config
+
+
+@pytest.fixture(scope="module")
+def bert(tiny_dirs):
+    return llmopt.load_model(str(tiny_dirs["bert"]))
+
+
+def brute_force_front(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    front = np.zeros(len(x), dtype=bool)
+    for i in range(len(x)):
+        if np.isnan(x[i]) or np.isnan(y[i]):
+            continue
+        dominated = any(
+            x[j] <= x[i] and y[j] >= y[i] and (x[j] < x[i] or y[j] > y[i])
+            for j in range(len(x))
+            if j != i and not (np.isnan(x[j]) or np.isnan(y[j]))
+        )
+        front[i] = not dominated
+    return front
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pareto_front_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    n = 60
+    x = rng.integers(0, 12, n).astype(float)  # small ranges: many ties
+    y = rng.integers(0, 12, n).astype(float)
+    x[rng.random(n) < 0.05] = np.nan
+    frame = pd.DataFrame({"size_bytes": x, "accuracy": y})
+    np.testing.assert_array_equal(pareto_front(frame), brute_force_front(x, y))
+    continuous = pd.DataFrame({"a": rng.random(n), "b": rng.random(n)})
+    np.testing.assert_array_equal(
+        pareto_front(continuous, x="a", y="b"),
+        brute_force_front(continuous["a"].to_numpy(), continuous["b"].to_numpy()),
+    )
+
+
+def test_sweep_config_sets_the_knob_and_the_method():
+    base = CompressionConfig(bits=8)
+    config = sweep_config(base, "sparsity", "wanda", 0.5)
+    assert (config.sparsity, config.sparsity_method, config.bits) == (0.5, "wanda", 8)
+    off = sweep_config(CompressionConfig(), "sparsity", "wanda", 0)
+    assert off.is_identity and off == CompressionConfig()
+    grouped = sweep_config(CompressionConfig(), "bits", "group 64", 4)
+    assert (grouped.bits, grouped.group_size) == (4, 64)
+    assert sweep_config(CompressionConfig(), "rank", "svd", None).rank is None
+    with pytest.raises(LlmoptError, match="choose from"):
+        sweep_config(CompressionConfig(), "sparsity", "svd", 0.5)
+    with pytest.raises(LlmoptError, match="unknown sweep knob"):
+        sweep_config(CompressionConfig(), "depth", "svd", 2)
+    with pytest.raises(LlmoptError, match="sparsity"):
+        sweep_config(CompressionConfig(), "sparsity", "magnitude", 1.5)
+
+
+def test_every_knob_default_is_a_valid_config():
+    for knob, spec in SWEEP_KNOBS.items():
+        for method in spec["methods"]:
+            for value in spec["values"]:
+                sweep_config(CompressionConfig(), knob, method, value)
+
+
+def test_sparsity_sweep_rows_and_baseline_point(bert, tiny_dataset):
+    calls = []
+    frame = run_sweep(
+        bert,
+        tiny_dataset,
+        "sparsity",
+        [0.0, 0.5, 0.9],
+        ["magnitude", "wanda"],
+        calibration=tiny_dataset,
+        progress=lambda f, m: calls.append(f),
+    )
+    assert list(frame.columns) == COLUMNS
+    assert len(frame) == 6
+    assert set(zip(frame["method"], frame["value"], strict=True)) == {
+        (m, v) for m in ("magnitude", "wanda") for v in (0.0, 0.5, 0.9)
+    }
+    base = llmopt.evaluate(bert, tiny_dataset)
+    off = frame[frame["value"] == 0.0]
+    assert (off["agreement"] == 1.0).all()
+    assert np.allclose(off["mean_kl"], 0.0, atol=1e-9)
+    assert (off["accuracy"] == base.metrics["accuracy"]).all()
+    assert frame.attrs["baseline"]["accuracy"] == base.metrics["accuracy"]
+    # sparser models store fewer non-zero parameters and (packed) fewer bytes
+    for _, part in frame.groupby("method"):
+        part = part.sort_values("value")
+        assert part["params_nonzero"].is_monotonic_decreasing
+        assert part["size_bytes"].iloc[-1] < part["size_bytes"].iloc[0]
+    np.testing.assert_allclose(frame["size_mb"], frame["size_bytes"] / 1e6)
+    assert frame["agreement"].between(0, 1).all() and (frame["seconds"] > 0).all()
+    assert calls == sorted(calls) and calls[-1] == pytest.approx(1.0)
+
+
+def test_sweep_uses_the_given_baseline_and_base_config(bert, tiny_dataset):
+    base = llmopt.evaluate(bert, tiny_dataset)
+    frame = run_sweep(
+        bert,
+        tiny_dataset,
+        "bits",
+        [None, 8, 2],
+        ["per-channel"],
+        base_result=base,
+        base_config=CompressionConfig(sparsity=0.3),
+    )
+    assert list(frame["value"].isna()) == [True, False, False]
+    assert frame.attrs["baseline"]["size_bytes"] == base.size_bytes
+    # the 'off' point keeps the base config's 30% sparsity, so it is not the baseline
+    assert frame["params_nonzero"].iloc[0] < base.params_nonzero
+    assert frame["size_bytes"].iloc[2] < frame["size_bytes"].iloc[1] < base.size_bytes
+
+
+def test_rank_sweep_smaller_rank_smaller_model(bert, tiny_dataset):
+    frame = run_sweep(bert, tiny_dataset, "rank", [None, 12, 4], ["svd"])
+    assert list(frame["method"]) == ["svd"] * 3
+    assert frame["agreement"].iloc[0] == 1.0
+    assert frame["size_bytes"].iloc[0] == frame.attrs["baseline"]["size_bytes"]
+    assert frame["size_bytes"].iloc[0] > frame["size_bytes"].iloc[1] > frame["size_bytes"].iloc[2]
+
+
+def test_invalid_points_fail_before_any_work(bert, tiny_dataset, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the settings were checked")
+
+    monkeypatch.setattr(sweep_mod, "evaluate", no_work)
+    monkeypatch.setattr(sweep_mod, "compress", no_work)
+    limit = max_rank(bert)
+    assert limit == 32
+    with pytest.raises(LlmoptError, match="rank"):
+        run_sweep(bert, tiny_dataset, "rank", [8, limit + 1], ["svd"])
+    with pytest.raises(LlmoptError, match="group_size 64"):
+        run_sweep(bert, tiny_dataset, "bits", [8], ["per-channel", "group 64"])
+    with pytest.raises(LlmoptError, match="calibration"):
+        run_sweep(bert, tiny_dataset, "sparsity", [0.5], ["wanda"])
+    with pytest.raises(LlmoptError, match="at least one"):
+        run_sweep(bert, tiny_dataset, "sparsity", [], ["magnitude"])
+    with pytest.raises(LlmoptError, match="unknown sweep knob"):
+        run_sweep(bert, tiny_dataset, "heads", [1], ["magnitude"])
