@@ -1,0 +1,66 @@
+"""Attention: what each head looks at, before and after compression."""
+
+import streamlit as st
+
+import ui
+from llmopt import figures
+from llmopt.explain import FORMULAS
+from pages import views
+
+st.title("Attention")
+st.markdown(FORMULAS["attention"])
+sel, loaded, data = ui.load()
+text = st.text_area(
+    "Text",
+    value=data.texts[0],
+    key="a_text",
+    persist_state="session",
+    help="Any text; it starts as the first review of the evaluation rows. Long texts are cut to "
+    "the model's maximum length.",
+)
+with ui.guard():
+    base = ui.attention(sel, loaded, text, "baseline")
+left, right = st.columns(2)
+layer = left.selectbox("Layer", range(base.n_layers), key="a_layer", persist_state="session")
+head = right.selectbox("Head", range(base.n_heads), key="a_head", persist_state="session")
+st.caption(f"{len(base.tokens)} tokens. Rows: the token that looks; columns: where it looks.")
+
+hit = ui.session_compressed(sel)
+if hit is None:
+    st.info(
+        "Nothing is compressed in this session yet, so only the uncompressed model is shown. "
+        "Compress with the settings of the *Compress & Evaluate* page (their first values if you "
+        "have not been there: 50 % magnitude pruning) to compare."
+    )
+    if st.button("Compress with those settings", type="primary"):
+        with ui.guard():
+            ui.compressed(sel, loaded, ui.config_from_state())
+        st.rerun()
+    st.plotly_chart(figures.attention_figure(base, layer, head))
+else:
+    st.caption(f"Compressed model of this session: **{ui.describe(hit['config'])}**.")
+    with ui.guard():
+        other = ui.attention(sel, hit["model"], text, hit["key"])
+    st.plotly_chart(views.attention_compare(base, other, layer, head))
+
+which = st.radio(
+    "All heads of this layer for",
+    ["uncompressed", "compressed"] if hit is not None else ["uncompressed"],
+    horizontal=True,
+    key="a_grid",
+)
+grid = other if which == "compressed" else base
+st.plotly_chart(figures.attention_heads_figure(grid, layer))
+
+if hit is not None:
+    st.subheader("Attention drift")
+    texts = data.texts[:8]
+    with ui.guard():
+        drift = ui.drift(sel, loaded, hit, texts)
+    st.caption(
+        f"Mean Jensen–Shannon divergence between the two models' attention rows over "
+        f"{len(texts)} evaluation texts: bright cells = heads compression disturbed most."
+    )
+    st.plotly_chart(figures.drift_figure(drift))
+    with st.expander("How drift is measured"):
+        st.markdown(FORMULAS["js"])

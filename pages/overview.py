@@ -1,0 +1,58 @@
+"""Overview: the chosen model and dataset at a glance, and how to use the dashboard."""
+
+import streamlit as st
+
+import ui
+from pages import views
+
+st.title("llmopt — how far can this model be squeezed?")
+st.markdown(
+    "Pick a **model** and a **labelled dataset** in the sidebar, then:\n"
+    "1. **Compress & Evaluate** — set sparsity, bit-width and rank, press *Evaluate*, and "
+    "compare accuracy, ROC, size and latency with the uncompressed model.\n"
+    "2. **Attention** — see how compression changed what each head looks at.\n"
+    "3. **Sweep** — run one knob over many values and find the best size/accuracy trade-offs.\n\n"
+    "The uncompressed model and its evaluation are computed once and shared; your compressed "
+    "model and settings belong to your browser session only."
+)
+sel, loaded, data = ui.load()
+with ui.guard():
+    facts = ui.facts(sel, loaded)
+    balance = views.label_balance(sel)
+
+st.subheader("Model")
+cols = st.columns(5)
+cols[0].metric("Parameters", f"{facts['params_total'] / 1e6:.2f} M")
+cols[1].metric("Size", f"{facts['size_bytes'] / 1e6:.1f} MB", help="Dense float32 tensors.")
+cols[2].metric("Layers", facts["layers"] if facts["layers"] is not None else "n/a")
+cols[3].metric("Heads per layer", facts["heads"] if facts["heads"] is not None else "n/a")
+cols[4].metric("Max length", f"{facts['max_length']} tokens")
+left, right = st.columns([3, 2], gap="large")
+table = views.facts_frame(facts)
+left.dataframe(table, hide_index=True, width="stretch", height=35 * len(table) + 38)
+right.markdown("**Notes**")
+for note in loaded.notes or ["none"]:
+    right.caption(note)
+
+st.subheader("Dataset")
+st.markdown(
+    f"**{data.name}** — {int(balance['train'].sum())} training rows, "
+    f"{int(balance['test'].sum())} test rows; the dashboard evaluates the first **{len(data)}** "
+    "test rows (change *Evaluation rows* in the sidebar)."
+)
+left, right = st.columns([2, 3])
+left.dataframe(balance, hide_index=True, width="stretch")
+right.bar_chart(
+    balance,
+    x="label",
+    y=["train", "test"],
+    stack=False,
+    horizontal=True,
+    height=200,
+    x_label="label",
+    y_label="rows",
+)
+st.caption(
+    "Label balance: a model that always predicts the largest class gets its share as "
+    "accuracy — compare the metrics with that."
+)

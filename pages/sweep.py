@@ -1,0 +1,60 @@
+"""Sweep: run one compression knob over many values and find the best size/accuracy trade-offs."""
+
+import streamlit as st
+
+import ui
+from llmopt import figures
+from llmopt.sweep import SWEEP_KNOBS, pareto_front
+from pages import views
+
+st.title("Sweep")
+st.markdown(
+    "Turn one knob through many values, compress and evaluate at each, and see where accuracy "
+    "starts to fall and which settings give the best size for their accuracy."
+)
+sel, loaded, data = ui.load()
+knob = st.selectbox(
+    "Knob",
+    list(SWEEP_KNOBS),
+    format_func=lambda k: SWEEP_KNOBS[k]["label"],
+    key="s_knob",
+    persist_state="session",
+)
+spec = SWEEP_KNOBS[knob]
+st.caption(spec["help"])
+with ui.guard():
+    choices, defaults = views.sweep_values(loaded, knob)
+left, right = st.columns([3, 2])
+values = left.multiselect(
+    "Values", choices, defaults, key=f"s_values_{knob}", persist_state="session"
+)
+methods = right.multiselect(
+    "Methods",
+    list(spec["methods"]),
+    list(spec["methods"])[:2],
+    key=f"s_methods_{knob}",
+    persist_state="session",
+)
+points = len(values) * len(methods)
+st.caption(f"{points} points on {len(data)} rows; each compresses a copy and evaluates it.")
+if st.button("Run sweep", type="primary"):
+    with ui.guard():
+        ui.run_sweep(sel, loaded, data, knob, values, methods)
+frame = ui.last_sweep(sel, data)
+if frame is None:
+    st.info("Choose values and methods, then press **Run sweep**.")
+else:
+    st.plotly_chart(figures.sweep_figure(frame))
+    left, right = st.columns([3, 2], gap="large")
+    left.plotly_chart(figures.pareto_figure(frame))
+    right.markdown("**Pareto frontier**: nothing else is both smaller and more accurate.")
+    front = frame[pareto_front(frame, x="size_bytes", y="accuracy")].sort_values("size_mb")
+    right.dataframe(front[["method", "value", "size_mb", "accuracy", "agreement"]], hide_index=True)
+    st.dataframe(frame, hide_index=True)
+    st.download_button(
+        "Download CSV",
+        frame.to_csv(index=False),
+        file_name=f"sweep_{frame['knob'].iloc[0]}.csv",
+        mime="text/csv",
+        icon=":material/download:",
+    )

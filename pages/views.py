@@ -1,0 +1,356 @@
+"""Page building blocks: tables, result views and the method explainers (no state, no caches)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import llmopt
+import ui
+
+PATTERNS = ["unstructured", "2:4", "4:8"]
+BIT_OPTIONS = ["off", 2, 3, 4, 5, 6, 7, 8]
+GROUP_OPTIONS = ["per-channel", 32, 64, 128]
+HELP = {
+    "c_method": "Which weights to zero. Magnitude: the smallest |w| in each row. Wanda: the "
+    "smallest |w|·‖x‖, where ‖x‖ is the input feature's size measured on training texts — "
+    "usually better at high sparsity.",
+    "c_pattern": "Unstructured: any weights may be zero (best accuracy, needs sparse formats to "
+    "save memory). 2:4 / 4:8: keep N of every M neighbouring weights — the pattern GPU sparse "
+    "tensor cores accelerate; its sparsity is fixed at 1 − N/M.",
+    "c_sparsity": "Fraction of weights set to zero in every transformer linear layer "
+    "(embeddings and the classifier head stay). 0 = no pruning.",
+    "c_bits": "Bits per weight (off = float32). Each weight is rounded to one of 2^b levels "
+    "scaled per row or group; simulated exactly, sized as a packed format would store it.",
+    "c_group": "How many weights share one scale. Per-channel: one per output row (cheapest); "
+    "smaller groups follow the weights more closely at the cost of more scales.",
+    "c_int8": "Run torch's real int8 kernels (dynamic quantization): weights stored in int8, "
+    "activations quantized on the fly — the latency is measured, not simulated. Only with "
+    "Bit-width off.",
+    "c_rank": "Replace each weight W (out×in) by two thin matrices A (out×r)·B (r×in) from its "
+    "SVD. Smaller r = fewer numbers; 0 = off. Saves memory only when r < out·in/(out+in).",
+}
+
+
+def control(widget, label: str, key: str, *args, **kwargs):
+    """A Compress-page widget with its help text, kept for the whole session (page switches)."""
+    return widget(label, *args, key=key, help=HELP[key], persist_state="session", **kwargs)
+
+
+def facts_frame(facts: dict) -> pd.DataFrame:
+    """``model_facts`` as a two-column table for display."""
+    names = {
+        "name": "Name",
+        "source": "Source",
+        "architecture": "Architecture",
+        "layers": "Layers",
+        "heads": "Attention heads per layer",
+        "hidden_size": "Hidden size",
+        "params_total": "Parameters",
+        "params_nonzero": "Non-zero parameters",
+        "size_bytes": "Size (bytes)",
+        "labels": "Labels",
+        "max_length": "Max length (tokens)",
+    }
+    rows = []
+    for key, title in names.items():
+        value = facts.get(key)
+        if isinstance(value, list):
+            value = ", ".join(map(str, value))
+        elif isinstance(value, int):
+            value = f"{value:,}"
+        rows.append({"fact": title, "value": "n/a" if value is None else str(value)})
+    return pd.DataFrame(rows)
+
+
+def label_balance(sel: ui.Selection) -> pd.DataFrame:
+    """Rows per label in the train and test splits, and each label's share of the test split."""
+    train, test = ui.dataset(sel, "train"), ui.dataset(sel, "test")
+    k = len(test.label_names)
+    frame = pd.DataFrame(
+        {
+            "label": list(test.label_names),
+            "train": np.bincount(train.labels, minlength=k),
+            "test": np.bincount(test.labels, minlength=k),
+        }
+    )
+    frame["test share"] = (frame["test"] / max(int(frame["test"].sum()), 1)).round(3)
+    return frame
+
+
+# ---------------------------------------------------------------- result views
+
+
+def metric(col, label: str, value: str, delta: float, fmt: str, unit="", *, inverse=False, **kw):
+    """``st.metric`` with a signed delta; no arrow or colour when it rounds to zero."""
+    shown = format(delta, fmt) + unit
+    flat = float(format(delta, fmt)) == 0
+    colour = "off" if flat else "inverse" if inverse else "normal"
+    col.metric(
+        label,
+        value,
+        ("±" + shown.lstrip("+-")) if flat else shown,
+        delta_color=colour,
+        delta_arrow="off" if flat else "auto",
+        **kw,
+    )
+
+
+def show_estimate(loaded: llmopt.LoadedModel, config) -> None:
+    """Instant size and parameter estimate of ``config`` (no compression is run)."""
+    from llmopt.estimate import estimate_size
+
+    est = estimate_size(loaded, config)
+    mb_before, mb_after = est["size_bytes_before"] / 1e6, est["size_bytes"] / 1e6
+    cols = st.columns(4)
+    metric(
+        cols[0],
+        "Size (estimate)",
+        f"{mb_after:.2f} MB",
+        mb_after - mb_before,
+        "+.2f",
+        " MB",
+        inverse=True,
+        help="From layer shapes and settings only, with the same packed-storage rules as the "
+        "measured result; rounding to few bits zeroes extra weights, so the measured size can "
+        "be a little smaller.",
+    )
+    cols[1].metric("Compression (estimate)", f"{est['ratio']:.2f}×")
+    cols[2].metric("Parameters (estimate)", f"{est['params_total'] / 1e6:.3f} M")
+    cols[3].metric("Non-zero parameters (estimate)", f"{est['params_nonzero'] / 1e6:.3f} M")
+    st.caption(
+        f"Estimate for **{ui.describe(config)}** on {est['layers']} layers, before anything runs."
+    )
+
+
+def half_width(fig):
+    """A two-panel confusion figure made to fit half the page: cells carry the counts, so the
+    count colour bar goes, and the second panel shares the first one's row labels."""
+    fig.update_traces(showscale=False, selector={"xaxis": "x"})
+    fig.update_yaxes(title_text=None, row=1, col=2)
+    return fig
+
+
+def spread_panels(fig):
+    """Two side-by-side panels with room between them for the right panel's axis title."""
+    fig.update_layout(xaxis={"domain": [0, 0.4]}, xaxis2={"domain": [0.6, 1]})
+    for note, x in zip(fig.layout.annotations, (0.2, 0.8), strict=False):
+        note.x = x
+    return fig
+
+
+def attention_compare(base, other, layer: int, head: int):
+    """``attention_compare_figure`` sized so three token × token maps stay readable."""
+    from llmopt import figures
+
+    fig = figures.attention_compare_figure(base, other, layer, head)
+    n = len(base.tokens)
+    fig.update_yaxes(showticklabels=False, row=1, col=2)
+    fig.update_yaxes(showticklabels=False, row=1, col=3)
+    fig.update_layout(
+        height=max(480, 12 * n + 220),
+        coloraxis_colorbar={"x": 1.0, "len": 0.45, "y": 0.78, "title": "weight"},
+        coloraxis2_colorbar={"x": 1.0, "len": 0.45, "y": 0.22},
+    )
+    return fig
+
+
+def _delta_frame(base, other) -> pd.io.formats.style.Styler:
+    from llmopt import figures
+
+    frame = figures.delta_table(base, other)
+    frame["metric"] = [figures.METRIC_TITLES.get(m, m) for m in frame["metric"]]
+    counts = frame.index[frame["metric"].str.contains("arameters")]
+    styler = frame.style.format("{:.4f}", subset=["baseline", "compressed"])
+    styler = styler.format("{:+.4f}", subset=["delta"])
+    styler = styler.format("{:,.0f}", subset=pd.IndexSlice[counts, ["baseline", "compressed"]])
+    return styler.format("{:+,.0f}", subset=pd.IndexSlice[counts, ["delta"]])
+
+
+def flipped_frame(ev: dict) -> pd.DataFrame:
+    """The texts whose predicted label changed, with both models' probability of the label."""
+    base, other = ev["base"], ev["other"]
+    rows = ev["fidelity"]["flipped"]
+    names = base.label_names
+    truth = base.y_true[rows]
+    return pd.DataFrame(
+        {
+            "text": [ev["texts"][i] for i in rows],
+            "label": [names[t] for t in truth],
+            "baseline says": [names[p] for p in base.y_pred[rows]],
+            "compressed says": [names[p] for p in other.y_pred[rows]],
+            "P(label) baseline": base.y_score[rows, truth],
+            "P(label) compressed": other.y_score[rows, truth],
+        }
+    )
+
+
+def show_results(ev: dict, current) -> None:
+    """Everything one evaluation measured: metrics, curves, confusion, size, fidelity, layers."""
+    from llmopt import figures
+    from llmopt.explain import FORMULAS
+
+    base, other, fid, report = ev["base"], ev["other"], ev["fidelity"], ev["report"]
+    st.header("Results")
+    if ui.config_key(ev["config"]) != ui.config_key(current):
+        st.warning("The settings changed since this evaluation: press **Evaluate** to update.")
+    st.caption(f"Compressed with **{ui.describe(ev['config'])}**, on {len(base.y_true)} rows.")
+    cols = st.columns(6)
+    for col, key in zip(cols, ["accuracy", "f1_macro", "roc_auc"], strict=False):
+        value, delta = other.metrics[key], other.metrics[key] - base.metrics[key]
+        metric(col, figures.METRIC_TITLES[key], f"{value:.3f}", delta, "+.3f")
+    size, size_delta = other.size_bytes / 1e6, (other.size_bytes - base.size_bytes) / 1e6
+    metric(cols[3], "Size", f"{size:.2f} MB", size_delta, "+.2f", " MB", inverse=True)
+    lat = other.latency_ms_per_sample
+    metric(
+        cols[4],
+        "Latency",
+        f"{lat:.3g} ms",
+        lat - base.latency_ms_per_sample,
+        "+.2f",
+        " ms",
+        inverse=True,
+        help="Model time per text on this machine (measured; tokenization excluded).",
+    )
+    cols[5].metric("Agreement", f"{fid['agreement']:.1%}", help=FORMULAS["agreement"])
+    results = {"baseline": base, "compressed": other}
+    left, right = st.columns(2, gap="large")
+    left.subheader("Baseline vs compressed")
+    table = _delta_frame(base, other)
+    left.dataframe(table, hide_index=True, width="stretch", height=35 * len(table.data) + 38)
+    right.plotly_chart(figures.roc_figure(results))
+    st.subheader("Confusion matrices")
+    left, right = st.columns(2, gap="large")
+    left.plotly_chart(half_width(figures.confusion_figure(base, title="Baseline")))
+    right.plotly_chart(half_width(figures.confusion_figure(other, title="Compressed")))
+    left, right = st.columns(2, gap="large")
+    left.plotly_chart(figures.confusion_diff_figure(base, other))
+    right.plotly_chart(spread_panels(figures.size_latency_figure(results)))
+    st.subheader("Fidelity to the uncompressed model")
+    st.markdown(
+        f"Agreement **{fid['agreement']:.1%}** · mean KL(baseline ‖ compressed) "
+        f"**{fid['mean_kl']:.4f} nats** · **{len(fid['flipped'])}** of {len(base.y_true)} "
+        "predictions flipped."
+    )
+    with st.expander("What these measure"):
+        st.markdown(FORMULAS["agreement"] + "\n\n" + FORMULAS["kl"])
+    if fid["flipped"]:
+        st.dataframe(
+            flipped_frame(ev),
+            hide_index=True,
+            column_config={
+                "text": st.column_config.TextColumn(width="large"),
+                "P(label) baseline": st.column_config.ProgressColumn(min_value=0, max_value=1),
+                "P(label) compressed": st.column_config.ProgressColumn(min_value=0, max_value=1),
+            },
+        )
+    st.subheader("Per layer")
+    if report.rows:
+        st.plotly_chart(figures.layer_error_figure(report))
+        st.dataframe(report.to_frame(), hide_index=True)
+    else:
+        st.caption("No layer was compressed with these settings.")
+    st.subheader("Measured or simulated?")
+    st.markdown(
+        "**Measured** on this machine: accuracy, F1, ROC, agreement, KL, latency, parameter "
+        "counts, and the tensors' sparsity and error.\n\n"
+        + "\n".join(f"- {line}" for line in [*ev["notes"], *report.assumptions])
+    )
+
+
+# ---------------------------------------------------------------- explainers
+
+
+INT8_FORMULA = (  # shown until llmopt.explain.FORMULAS has an "int8_dynamic" entry
+    r"**Dynamic int8** $W_q = \mathrm{round}(W/s_W)$ once per output channel, "
+    r"$x_q = \mathrm{round}(x/s_x)$ for every batch, $y \approx s_x s_W\,(x_q W_q^\top)$ — "
+    r"the matrix product runs on 8-bit integers with 32-bit accumulation, which is why its "
+    r"latency is real, not simulated."
+)
+
+
+def _explainer(title: str, text: str, draw) -> None:
+    """An expander: the formula and a caption on the left, ``draw()``'s picture on the right."""
+    with st.expander(title), ui.inline_errors():
+        left, right = st.columns([2, 3], gap="large")
+        left.markdown(text)
+        fig, caption = draw()
+        right.plotly_chart(fig, key=f"explain {title}")  # 8-bit pictures may be identical
+        left.caption(caption)
+
+
+def show_explainers(loaded: llmopt.LoadedModel, config) -> None:
+    """One expander per method: its formula and a live picture on a real weight matrix."""
+    from llmopt import explain, figures
+
+    formulas = explain.FORMULAS
+    st.header("How it works")
+    names = explain.weight_matrices(loaded)
+    if not names:
+        st.caption("This model has no linear layers in its transformer blocks to illustrate.")
+        return
+    name = st.selectbox(
+        "Weight matrix shown in the pictures",
+        names,
+        index=names.index(explain.get_weight(loaded)[0]),
+        key="x_weight",
+        persist_state="session",
+        help="Any compressible layer of the loaded (uncompressed) model.",
+    )
+    name, weight = explain.get_weight(loaded, name)
+    full_rank = min(weight.shape)
+
+    def pruning():
+        sparsity, nm = config.effective_sparsity or 0.5, config.nm
+        block = explain.mask_block(weight, sparsity, config.sparsity_pattern)
+        title = f"{config.sparsity_pattern.capitalize()} magnitude mask, top-left block"
+        off = "" if config.effective_sparsity else " Pruning is off: drawn at 50 %."
+        caption = f"Sparsity {sparsity:.0%}; Wanda also weighs each column by its input.{off}"
+        return figures.mask_figure(block, title=title, m=nm[1] if nm else None), caption
+
+    def quantization(bits=None, group=None):
+        grid = explain.quant_grid(weight, bits, group)
+        what = "its first group" if group else "one scale per row"
+        title = f"Row 0: {bits}-bit grid ({what}), step Δ = {grid['step']:.3g}"
+        caption = f"Mean squared rounding error of these weights: {grid['mse']:.2e}."
+        return figures.quant_hist_figure(grid["weights"], grid["grid"], title=title), caption
+
+    def lowrank():
+        rank = min(config.rank or max(1, full_rank // 4), full_rank)
+        spec = explain.spectrum(weight, rank)
+        off = "" if config.rank else " Rank is off: drawn at a quarter of the full rank."
+        caption = (
+            f"Rank {rank} of {full_rank} keeps {spec['energy_kept']:.1%} of the energy; relative "
+            f"error {spec['rel_error']:.3f} (the Eckart–Young optimum).{off}"
+        )
+        return figures.spectrum_figure(
+            spec["singular_values"], rank, energy=spec["energy"]
+        ), caption
+
+    bits, group = (config.bits, config.group_size) if config.bits else (4, None)
+    prune_text = "\n\n".join(formulas[k] for k in ("magnitude", "wanda", "nm"))
+    _explainer("How pruning works", prune_text, pruning)
+    quant_text = formulas["quantization"] + (
+        "" if config.bits else "\n\nBit-width is off: drawn at 4 bits."
+    )
+    _explainer("How quantization works", quant_text, lambda: quantization(bits, group))
+    _explainer("How low-rank works", formulas["svd"] + "\n\n" + formulas["eckart_young"], lowrank)
+    int8_text = formulas.get("int8_dynamic", INT8_FORMULA)
+    _explainer("How int8 kernels work", int8_text, lambda: quantization(8))
+
+
+def sweep_values(loaded: llmopt.LoadedModel, knob: str) -> tuple[list, list]:
+    """(choices, defaults) for a knob's values; ranks are limited to what every layer allows."""
+    from llmopt.sweep import SWEEP_KNOBS, max_rank
+
+    spec = SWEEP_KNOBS[knob]
+    if knob == "sparsity":
+        return [round(0.05 * i, 2) for i in range(20)], list(spec["values"])
+    if knob == "bits":
+        return list(range(8, 1, -1)), list(spec["values"])
+    limit = max_rank(loaded)
+    extra = {limit, limit // 2, limit // 4, limit // 8}
+    choices = sorted(r for r in {*spec["values"], *extra} if 0 < r <= limit)[::-1]
+    defaults = [r for r in spec["values"] if r <= limit] or choices[:4]
+    return choices, defaults

@@ -1,0 +1,52 @@
+"""Fixtures for the dashboard tests: point the app at a tiny model and CSV, fresh caches."""
+
+from __future__ import annotations
+
+import pytest
+
+APP = "../../app.py"  # AppTest resolves it relative to this folder
+TIMEOUT = 120  # seconds per script run: first model loads take a while on a busy CPU
+TINY_ROWS = 10  # the tiny CSV's test split has exactly 10 rows
+
+
+@pytest.fixture()
+def tiny_env(tiny_dirs, tiny_csv, monkeypatch):
+    """The sidebar starts on the tiny BERT classifier and the tiny CSV; caches start empty."""
+    import streamlit as st
+
+    monkeypatch.setenv("LLMOPT_DEFAULT_MODEL", str(tiny_dirs["bert"]))
+    monkeypatch.setenv("LLMOPT_DEFAULT_DATASET", str(tiny_csv))
+    monkeypatch.setenv("LLMOPT_DEFAULT_ROWS", str(TINY_ROWS))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield {"model": tiny_dirs["bert"], "csv": tiny_csv}
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+@pytest.fixture(autouse=True)
+def _navigation_like_the_server(monkeypatch):
+    """Run app.py on every rerun, as the server does once app.py has run.
+
+    A ``pages/`` folder starts Streamlit in its old folder-based mode until ``st.navigation``
+    switches it off for the process (``ui.load`` makes sure that happens). AppTest turns it back
+    on before every run, which would rerun only the page file, skip app.py and its sidebar, and
+    drop button clicks; keep it off as it stays on the server.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    init = PagesManager.__init__
+
+    def init_after_navigation(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init_after_navigation)
+
+
+@pytest.fixture()
+def app(tiny_env):
+    """An AppTest of the dashboard on the tiny model, not yet run."""
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file(APP, default_timeout=TIMEOUT)

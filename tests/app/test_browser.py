@@ -1,0 +1,213 @@
+"""A real Chromium drives the dashboard served by ``streamlit run``: slider, Evaluate, charts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]  # the folder holding app.py
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+CHART = '[data-testid="stPlotlyChart"] .js-plotly-plot'
+WAIT_MS = 120_000  # model loads and evaluation on a busy 2-core machine
+
+
+def _require_browser() -> None:
+    """Skip without Chromium or Playwright, except in CI, where both must be there."""
+    missing = []
+    if not os.access(CHROMIUM, os.X_OK):
+        missing.append(f"{CHROMIUM} (run .ci/browser-deps.sh)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("the playwright package (pip install playwright)")
+    if missing:
+        message = "browser test needs " + " and ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(message + " — it is required in CI")
+        pytest.skip(message)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def server(tiny_dirs, tiny_csv, tmp_path):
+    """``streamlit run app.py`` on a free port, pointed at the tiny model and CSV."""
+    _require_browser()
+    port = _free_port()
+    env = {
+        **os.environ,
+        "LLMOPT_DEFAULT_MODEL": str(tiny_dirs["bert"]),
+        "LLMOPT_DEFAULT_DATASET": str(tiny_csv),
+        "LLMOPT_DEFAULT_ROWS": "10",
+        "LLMOPT_HOME": str(tmp_path / "home"),
+    }
+    log = (tmp_path / "server.log").open("w")
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true"]
+    command += ["--server.address", "127.0.0.1", "--server.port", str(port)]
+    command += ["--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited with {proc.returncode}: {_tail(tmp_path)}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
+                    if answer.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not answer on {url} in 60 s: {_tail(tmp_path)}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
+def _tail(tmp_path: Path) -> str:
+    return (tmp_path / "server.log").read_text()[-2000:]
+
+
+@pytest.fixture()
+def browser(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _open_compress_page(browser, server):
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    page.set_default_timeout(WAIT_MS)
+    page.goto(f"{server}/compress")
+    page.get_by_role("button", name="Evaluate").wait_for()
+    return page
+
+
+def _sparsity(page):
+    return page.locator('[data-testid="stSlider"]').filter(has_text="Sparsity")
+
+
+def _settle(page, slider) -> None:
+    """Wait until the script is idle and the slider is drawn once (a rerun can briefly show the
+    previous run's element next to the new one)."""
+    from playwright.sync_api import expect
+
+    idle = page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]')
+    for _ in range(2):  # a rerun may start just after the first check
+        expect(idle).to_have_count(1)
+        expect(slider).to_have_count(1)
+        page.wait_for_timeout(300)
+
+
+def _step_right(page, slider, values: list[str]) -> None:
+    """Press ArrowRight once per value, waiting for each: every change reruns the script."""
+    from playwright.sync_api import expect
+
+    for value in values:
+        _settle(page, slider)
+        slider.focus()
+        page.keyboard.press("ArrowRight")
+        expect(slider.first).to_have_value(value)
+    _settle(page, slider)
+
+
+def _full_page_screenshot(page, path: Path) -> None:
+    """Streamlit scrolls inside its main container, so grow the window to the content first."""
+    page.mouse.move(0, 0)  # no tooltip in the picture
+    selector = '[data-testid="stMain"], [data-testid="stAppViewContainer"]'
+    height = page.evaluate(
+        "s => Math.max(...[...document.querySelectorAll(s)].map(e => e.scrollHeight))", selector
+    )
+    width = page.viewport_size["width"]
+    page.set_viewport_size({"width": width, "height": min(int(height) + 50, 16_000)})
+    page.wait_for_timeout(1500)  # charts redraw at the new size
+    page.screenshot(path=str(path), full_page=True)
+
+
+def test_slider_evaluate_and_charts_in_a_real_browser(browser, server):
+    from playwright.sync_api import expect
+
+    page = _open_compress_page(browser, server)
+    assert "llmopt" in page.title()
+    slider = _sparsity(page).locator('input[type="range"]')
+    expect(slider).to_have_value("0.5")
+    _step_right(page, slider, ["0.55", "0.6"])
+    expect(_sparsity(page).get_by_test_id("stSliderThumbValue")).to_have_text("0.60")
+    expect(page.get_by_text("60% magnitude pruning").first).to_be_visible()
+
+    page.get_by_role("button", name="Evaluate").click()
+    roc = page.locator(CHART).filter(has_text="ROC curve")
+    expect(roc).to_have_count(1)
+    expect(page.locator(CHART).filter(has_text="Error per layer")).to_have_count(1)
+    expect(page.get_by_text("Compressed with 60% magnitude pruning")).to_be_visible()
+    assert page.locator(CHART).count() >= 6  # ROC, 2 confusion, diff, size, layers
+    assert not page.get_by_test_id("stException").count()
+
+    path = Path(tempfile.mkdtemp(prefix="llmopt-screens-")) / "compress.png"
+    _full_page_screenshot(page, path)
+    print(f"screenshot: {path}")
+    assert path.stat().st_size > 10_000
+
+
+def test_two_browser_sessions_keep_their_own_settings(browser, server):
+    from playwright.sync_api import expect
+
+    first = _open_compress_page(browser, server)
+    slider = _sparsity(first).locator('input[type="range"]')
+    _step_right(first, slider, ["0.55", "0.6", "0.65", "0.7", "0.75", "0.8"])
+    first.get_by_role("button", name="Evaluate").click()
+    expect(first.locator(CHART).filter(has_text="ROC curve")).to_have_count(1)
+
+    second = _open_compress_page(browser, server)  # a new page is a new Streamlit session
+    expect(_sparsity(second).locator('input[type="range"]')).to_have_value("0.5")
+    expect(second.get_by_text("50% magnitude pruning").first).to_be_visible()
+    expect(second.get_by_text("Press Evaluate")).to_be_visible()
+    assert second.locator(CHART).filter(has_text="ROC curve").count() == 0
+
+    second.get_by_role("button", name="Evaluate").click()  # the second session evaluates too
+    expect(second.get_by_text("Compressed with 50% magnitude pruning")).to_be_visible()
+    first.get_by_role("button", name="Evaluate").click()  # and the first keeps its own 80 %
+    expect(first.get_by_text("Compressed with 80% magnitude pruning")).to_be_visible()
+    expect(slider).to_have_value("0.8")

@@ -1,0 +1,526 @@
+"""Streamlit glue shared by every page: the sidebar choice, process-wide caches, session state.
+
+Environment variables set the sidebar's first values (handy for demos and tests):
+``LLMOPT_DEFAULT_MODEL`` (``bundled``, ``encoder:SRC``, a checkpoint directory or a hub id),
+``LLMOPT_DEFAULT_DATASET`` (``bundled``, a CSV path or ``hf:NAME[:CONFIG]``) and
+``LLMOPT_DEFAULT_ROWS`` (how many test rows to evaluate, default 300).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+import llmopt
+from llmopt.errors import LlmoptError
+
+ENV_MODEL, ENV_DATASET, ENV_ROWS = (
+    "LLMOPT_DEFAULT_MODEL",
+    "LLMOPT_DEFAULT_DATASET",
+    "LLMOPT_DEFAULT_ROWS",
+)
+DEFAULT_ROWS = 300  # a few seconds per evaluation of the bundled model on 2 CPU cores
+BUNDLED, LOCAL, HUB, ENCODER = (
+    "Bundled default",
+    "Local directory",
+    "Hugging Face hub id",
+    "Encoder + trained head",
+)
+MODEL_KINDS = {  # kind -> (what the text box holds, its first value)
+    BUNDLED: ("", ""),
+    LOCAL: ("Checkpoint directory", ""),
+    HUB: ("Hub id", "distilbert-base-uncased-finetuned-sst-2-english"),
+    ENCODER: ("Encoder (bundled, a directory or a hub id)", "bundled"),
+}
+REVIEWS, CSV, HF = "Bundled reviews", "CSV file", "Hugging Face dataset"
+TEXT_LIKE = ("text", "review", "sentence", "content", "document")
+LABEL_LIKE = ("label", "score", "class", "target", "sentiment")
+FIRST_RUN = "first run on this machine only (about a minute); afterwards it loads in seconds"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the sidebar chose: a model, a dataset and how many test rows to evaluate."""
+
+    model_kind: str
+    model_ref: str  # directory, hub id or encoder source; unused for the bundled model
+    data_kind: str
+    data_ref: str  # CSV name or path, or hf:NAME[:CONFIG]
+    csv: bytes | None  # the CSV's bytes (uploaded or read from data_ref)
+    text_column: str
+    label_column: str
+    rows: int
+
+    @property
+    def model_source(self) -> str:
+        """The ``load_model`` source string. Raises LlmoptError when the text box is empty."""
+        ref = self.model_ref.strip()
+        if self.model_kind == BUNDLED:
+            return "bundled"
+        if not ref:
+            raise LlmoptError(f"type a {MODEL_KINDS[self.model_kind][0].lower()} in the sidebar")
+        return f"encoder:{ref}" if self.model_kind == ENCODER else ref
+
+    @property
+    def data_key(self) -> tuple:
+        digest = hashlib.sha256(self.csv).hexdigest()[:16] if self.csv is not None else None
+        return (self.data_kind, self.data_ref, digest, self.text_column, self.label_column)
+
+    @property
+    def model_key(self) -> tuple:
+        """Identifies a base model: an encoder's head also depends on the training data."""
+        source = self.model_source
+        return (source, self.data_key if self.model_kind == ENCODER else None)
+
+
+# ---------------------------------------------------------------- sidebar
+
+
+def _env_model() -> tuple[str, str]:
+    source = os.environ.get(ENV_MODEL, "").strip() or "bundled"
+    if source == "bundled":
+        return BUNDLED, ""
+    if source.startswith("encoder:"):
+        return ENCODER, source[len("encoder:") :]
+    if Path(source).expanduser().exists() or source.startswith((".", "/", "~")):
+        return LOCAL, source
+    return HUB, source
+
+
+def _env_dataset() -> tuple[str, str]:
+    source = os.environ.get(ENV_DATASET, "").strip() or "bundled"
+    if source == "bundled":
+        return REVIEWS, ""
+    return (HF, source) if source.startswith("hf:") else (CSV, source)
+
+
+def _env_rows() -> int:
+    try:
+        return max(1, int(os.environ.get(ENV_ROWS, DEFAULT_ROWS)))
+    except ValueError:
+        return DEFAULT_ROWS
+
+
+def _csv_columns(raw: bytes, name: str) -> list[str]:
+    """The header of a CSV file, or [] when it cannot be read (loading then says why)."""
+    sep = "\t" if name.lower().endswith(".tsv") else ","
+    try:
+        return [str(c) for c in pd.read_csv(io.BytesIO(raw), sep=sep, nrows=0).columns]
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError):
+        return []
+
+
+def _pick(columns: list[str], wanted: tuple[str, ...], fallback: int) -> int:
+    low = [c.lower() for c in columns]
+    for w in wanted:
+        if w in low:
+            return low.index(w)
+    return min(fallback, len(columns) - 1)
+
+
+def sidebar() -> Selection:
+    """Draw the model and dataset picker (in app.py, so it survives page switches).
+
+    Returns:
+        The choice, also kept in ``st.session_state["selection"]`` for the pages.
+    """
+    sb = st.sidebar
+    env_kind, env_ref = _env_model()
+    sb.header("Model")
+    kinds = list(MODEL_KINDS)
+    kind = sb.radio(
+        "Model source",
+        kinds,
+        index=kinds.index(env_kind),
+        key="src_model_kind",
+        help="The bundled default works offline: MiniLM sentence encoder + a review classifier "
+        "head. A local directory or hub id must hold a sequence-classification checkpoint; "
+        "'Encoder + trained head' trains a logistic-regression head on your dataset's "
+        "training split.",
+    )
+    ref = ""
+    if kind != BUNDLED:
+        label, first = MODEL_KINDS[kind]
+        ref = sb.text_input(label, value=env_ref if kind == env_kind else first, key=f"src_{kind}")
+    sb.header("Dataset")
+    env_data, env_data_ref = _env_dataset()
+    data_kinds = [REVIEWS, CSV, HF]
+    data_kind = sb.radio(
+        "Dataset source",
+        data_kinds,
+        index=data_kinds.index(env_data),
+        key="src_data_kind",
+        help="Bundled: 5000 Amazon fine-food reviews labelled great/other. A CSV needs a text "
+        "and a label column. Sources without a test split get a fixed, stratified 80/20 split.",
+    )
+    data_ref, raw, text_col, label_col = "", None, "text", "label"
+    if data_kind == CSV:
+        upload = sb.file_uploader("Upload a CSV", type=["csv", "tsv"], key="src_upload")
+        path = sb.text_input(
+            "…or a CSV path on this machine",
+            value=env_data_ref if env_data == CSV else "",
+            key="src_csv_path",
+        ).strip()
+        if upload is not None:
+            raw, data_ref = upload.getvalue(), upload.name
+        elif path:
+            data_ref = path
+            with contextlib.suppress(OSError):
+                raw = Path(path).expanduser().read_bytes()
+        columns = _csv_columns(raw, data_ref) if raw is not None else []
+        if columns:
+            digest = hashlib.sha256(raw).hexdigest()[:8]
+            text_col = sb.selectbox(
+                "Text column", columns, index=_pick(columns, TEXT_LIKE, 0), key=f"tc_{digest}"
+            )
+            label_col = sb.selectbox(
+                "Label column", columns, index=_pick(columns, LABEL_LIKE, 1), key=f"lc_{digest}"
+            )
+    elif data_kind == HF:
+        first = env_data_ref if env_data == HF else "hf:imdb"
+        data_ref = sb.text_input("Dataset id (hf:NAME[:CONFIG])", value=first, key="src_hf")
+        text_col = sb.text_input("Text column", value="text", key="src_hf_text")
+        label_col = sb.text_input("Label column", value="label", key="src_hf_label")
+    rows = sb.number_input(
+        "Evaluation rows",
+        min_value=1,
+        max_value=1_000_000,
+        value=_env_rows(),
+        step=50,
+        key="src_rows",
+        help="Evaluate on the first N rows of the test split: fewer rows answer faster, more "
+        "rows give steadier numbers.",
+    )
+    selection = Selection(kind, ref, data_kind, data_ref, raw, text_col, label_col, int(rows))
+    st.session_state["selection"] = selection
+    return selection
+
+
+# ---------------------------------------------------------------- process-wide caches
+
+
+class _Store:
+    """Values computed once per key for all sessions; a lock per key so only one session works."""
+
+    def __init__(self, max_items: int):
+        self._items: OrderedDict = OrderedDict()
+        self._locks: dict = {}
+        self._guard = threading.Lock()
+        self._max = max_items
+
+    def get(self, key, make: Callable):
+        with self._guard:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._guard:
+                if key in self._items:
+                    return self._items[key]
+            value = make()
+            with self._guard:
+                self._items[key] = value
+                while len(self._items) > self._max:
+                    self._items.popitem(last=False)
+            return value
+
+
+@st.cache_resource(show_spinner=False)
+def _store(kind: str, max_items: int) -> _Store:
+    # A store, not a cached loader: progress bars drawn while loading must not be replayed.
+    return _Store(max_items)
+
+
+@contextlib.contextmanager
+def progress(intro: str = "") -> Iterator[Callable[[float, str], None]]:
+    """A ``progress(fraction, message)`` callback drawing one bar, removed when done."""
+    slot = st.empty()
+
+    def report(fraction: float, message: str) -> None:
+        text = f"{message} — {intro}" if intro else message
+        slot.progress(min(max(float(fraction), 0.0), 1.0), text=text)
+
+    try:
+        yield report
+    finally:
+        slot.empty()
+
+
+@contextlib.contextmanager
+def guard() -> Iterator[None]:
+    """Show a user mistake (a ValueError such as LlmoptError) with st.error and end this run."""
+    try:
+        yield
+    except ValueError as exc:
+        st.error(str(exc))
+        st.stop()
+
+
+@contextlib.contextmanager
+def inline_errors() -> Iterator[None]:
+    """Show a user mistake with st.error and carry on with the rest of the page."""
+    try:
+        yield
+    except ValueError as exc:
+        st.error(str(exc))
+
+
+def dataset(sel: Selection, split: str = "test", rows: int | None = None) -> llmopt.TextDataset:
+    """One split of the chosen dataset (first ``rows`` rows if given), loaded once per process."""
+
+    def make():
+        if rows is not None:
+            full = dataset(sel, split)
+            return full.subset(min(rows, len(full)))
+        with st.spinner(f"Loading the {split} split…"):
+            return _load_dataset(sel, split)
+
+    return _store("datasets", 16).get((sel.data_key, split, rows), make)
+
+
+def _load_dataset(sel: Selection, split: str) -> llmopt.TextDataset:
+    columns = {"text_column": sel.text_column, "label_column": sel.label_column}
+    if sel.data_kind == REVIEWS:
+        return llmopt.load_dataset("bundled", split)
+    if sel.data_kind == HF:
+        return llmopt.load_dataset(sel.data_ref.strip(), split, **columns)
+    if sel.csv is not None:
+        return llmopt.load_csv(sel.csv, split, name=Path(sel.data_ref).name, **columns)
+    if sel.data_ref:
+        return llmopt.load_dataset(sel.data_ref, split, **columns)  # says the file is missing
+    raise LlmoptError("upload a CSV file (or type its path) in the sidebar")
+
+
+def base_model(sel: Selection) -> llmopt.LoadedModel:
+    """The chosen uncompressed model, loaded once per process and shared: never modify it."""
+    source = sel.model_source
+
+    def make():
+        train = dataset(sel, "train") if sel.model_kind == ENCODER else None
+        with st.spinner(f"Loading model {source}…"), progress(FIRST_RUN) as report:
+            return llmopt.load_model(source, train_data=train, progress=report)
+
+    return _store("models", 3).get(sel.model_key, make)
+
+
+def _run_through_app() -> None:
+    """Make sure app.py (page setup, navigation, sidebar) runs, not a page file on its own.
+
+    A ``pages/`` folder starts Streamlit in its old folder-based mode, which runs a page file
+    directly when a fresh server is opened on that page's address; ``st.navigation`` in app.py
+    switches the mode off for good, so switch it off and run again through app.py.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+def load() -> tuple[Selection, llmopt.LoadedModel, llmopt.TextDataset]:
+    """The sidebar's choice, its base model and its evaluation rows; errors end the run."""
+    _run_through_app()
+    sel = st.session_state["selection"]
+    with guard():
+        data = dataset(sel, "test", sel.rows)
+        loaded = base_model(sel)
+    st.caption(
+        f"Model **{loaded.name}** · dataset **{data.name}** · {len(data)} test rows "
+        f"· labels {', '.join(loaded.label_names)}"
+    )
+    return sel, loaded, data
+
+
+def facts(sel: Selection, loaded: llmopt.LoadedModel) -> dict:
+    """``model_facts`` of the base model, computed once (it counts every parameter)."""
+    return _store("facts", 8).get(sel.model_key, lambda: llmopt.model_facts(loaded))
+
+
+def baseline(sel: Selection, loaded: llmopt.LoadedModel, data) -> llmopt.EvalResult:
+    """The base model's evaluation, once per (model, dataset rows) for all sessions."""
+
+    def make():
+        with progress("the uncompressed model, once per model and rows") as report:
+            return llmopt.evaluate(loaded, data, progress=report)
+
+    return _store("baselines", 16).get((sel.model_key, data.fingerprint, len(data)), make)
+
+
+def config_key(config) -> str:
+    return json.dumps(config.to_dict(), sort_keys=True, default=str)
+
+
+# ---------------------------------------------------------------- per-session compression
+
+
+def compressed(sel: Selection, loaded: llmopt.LoadedModel, config):
+    """This session's compressed copy of the base model for ``config`` (made once per setting).
+
+    Returns:
+        ``(LoadedModel, CompressionReport)``; kept in ``st.session_state``, so other browser
+        sessions never see it. Only the latest one is kept, to bound memory.
+    """
+    from llmopt.compress import compress
+
+    key = (sel.model_key, config_key(config))
+    hit = st.session_state.get("compressed")
+    if hit is not None and hit["key"] == key:
+        return hit["model"], hit["report"]
+    st.session_state.pop("compressed", None)  # free the previous copy before making a new one
+    calibration = dataset(sel, "train") if config.sparsity_method == "wanda" else None
+    with progress("compressing a copy; the shared base model is left untouched") as report:
+        model, rep = compress(loaded, config, calibration=calibration, progress=report)
+    st.session_state["compressed"] = {"key": key, "config": config, "model": model, "report": rep}
+    return model, rep
+
+
+def session_compressed(sel: Selection) -> dict | None:
+    """The compressed model this session made for the current base model, if any."""
+    hit = st.session_state.get("compressed")
+    return hit if hit is not None and hit["key"][0] == sel.model_key else None
+
+
+def evaluate_compressed(sel: Selection, loaded: llmopt.LoadedModel, data, config) -> dict:
+    """Baseline (cached for everyone) and compressed evaluation on the same rows.
+
+    Returns:
+        The evaluation, also kept in ``st.session_state["evaluation"]``.
+    """
+    base = baseline(sel, loaded, data)
+    model, report = compressed(sel, loaded, config)
+    with progress("the compressed model") as bar:
+        other = llmopt.evaluate(model, data, progress=bar)
+    evaluation = {
+        "key": (sel.model_key, data.fingerprint),
+        "config": config,
+        "base": base,
+        "other": other,
+        "fidelity": llmopt.compare(base, other),
+        "report": report,
+        "notes": list(model.notes),
+        "texts": list(data.texts),
+    }
+    st.session_state["evaluation"] = evaluation
+    return evaluation
+
+
+def last_evaluation(sel: Selection, data) -> dict | None:
+    """This session's latest evaluation if it was made on the current model and rows."""
+    ev = st.session_state.get("evaluation")
+    return ev if ev is not None and ev["key"] == (sel.model_key, data.fingerprint) else None
+
+
+def attention(sel: Selection, loaded: llmopt.LoadedModel, text: str, tag: str):
+    """Attention maps of ``text`` (baseline shared, compressed per session), reused on reruns."""
+    from llmopt.attention import attention_maps
+
+    if tag == "baseline":
+        key = (sel.model_key, text)
+        return _store("attention", 32).get(key, lambda: attention_maps(loaded, text))
+    memo = st.session_state.setdefault("attention_memo", {})
+    key = (tag, text)
+    if key not in memo:
+        memo.clear()
+        memo[key] = attention_maps(loaded, text)
+    return memo[key]
+
+
+def drift(sel: Selection, base: llmopt.LoadedModel, hit: dict, texts: list[str]):
+    """Mean JS divergence per (layer, head) between base and this session's compressed model."""
+    from llmopt.attention import attention_drift
+
+    key = (hit["key"], tuple(texts))
+    memo = st.session_state.get("drift_memo")
+    if memo is None or memo[0] != key:
+        with st.spinner(f"Comparing attention on {len(texts)} texts…"):
+            memo = (key, attention_drift(base, hit["model"], texts))
+        st.session_state["drift_memo"] = memo
+    return memo[1]
+
+
+# ---------------------------------------------------------------- compression settings
+
+# Widget key -> first value of the Compress page's controls; kept for the whole session, so the
+# Attention page can compress with them too.
+CONTROLS = {
+    "c_method": "magnitude",
+    "c_pattern": "unstructured",
+    "c_sparsity": 0.5,
+    "c_bits": "off",
+    "c_group": "per-channel",
+    "c_int8": False,
+    "c_rank": 0,
+}
+
+
+def config_from_state():
+    """The Compress page's settings (its widgets or their first values) as a CompressionConfig.
+
+    Raises:
+        LlmoptError: a combination the engine rejects.
+    """
+    from llmopt.compress import CompressionConfig
+
+    s = {key: st.session_state.get(key, first) for key, first in CONTROLS.items()}
+    bits = None if s["c_bits"] == "off" else int(s["c_bits"])
+    group = None if bits is None or s["c_group"] == "per-channel" else int(s["c_group"])
+    return CompressionConfig(
+        sparsity=float(s["c_sparsity"]) if s["c_pattern"] == "unstructured" else 0.0,
+        sparsity_method=s["c_method"],
+        sparsity_pattern=s["c_pattern"],
+        bits=bits,
+        group_size=group,
+        rank=int(s["c_rank"]) or None,
+        int8_dynamic=bool(s["c_int8"]) and bits is None,
+    )
+
+
+def describe(config) -> str:
+    """A short human description of a config, e.g. '50% magnitude pruning · 4-bit, group 64'."""
+    parts = []
+    if config.effective_sparsity > 0:
+        pattern = "" if config.sparsity_pattern == "unstructured" else f" {config.sparsity_pattern}"
+        parts.append(f"{config.effective_sparsity:.0%}{pattern} {config.sparsity_method} pruning")
+    if config.bits is not None:
+        group = "per-channel" if config.group_size is None else f"group {config.group_size}"
+        parts.append(f"{config.bits}-bit weights ({group})")
+    if config.rank is not None:
+        parts.append(f"rank {config.rank}")
+    if config.int8_dynamic:
+        parts.append("int8 kernels")
+    return " · ".join(parts) or "no compression"
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+def run_sweep(sel: Selection, loaded, data, knob: str, values: list, methods: list) -> None:
+    """Run a sweep with a progress bar; the result is kept for this session only."""
+    from llmopt.sweep import run_sweep as sweep
+
+    base = baseline(sel, loaded, data)
+    calibration = dataset(sel, "train") if "wanda" in methods else None
+    with progress("each point compresses a copy and evaluates it") as report:
+        frame = sweep(
+            loaded, data, knob, values, methods,
+            base_result=base, calibration=calibration, progress=report,
+        )  # fmt: skip
+    st.session_state["sweep"] = {"key": (sel.model_key, data.fingerprint), "frame": frame}
+
+
+def last_sweep(sel: Selection, data) -> pd.DataFrame | None:
+    """This session's latest sweep if it was run on the current model and rows."""
+    hit = st.session_state.get("sweep")
+    return hit["frame"] if hit and hit["key"] == (sel.model_key, data.fingerprint) else None
