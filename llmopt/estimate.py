@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from llmopt.compress.config import CompressionConfig
-from llmopt.compress.engine import _check_plan
+from llmopt.compress.engine import check_plan
 from llmopt.compress.lowrank import break_even_rank
 from llmopt.compress.report import FLOAT_BITS
 from llmopt.compress.targets import find_targets, get_bias, get_weight, in_blocks, is_linear
@@ -72,7 +72,7 @@ def estimate_size(loaded: LoadedModel, config: CompressionConfig) -> dict:
     before = dense_size_bytes(model)
     params, nonzero = count_params(model)
     targets = [] if config.is_identity else _targets(model, config)
-    _check_plan(model, targets, config)
+    check_plan(model, targets, config)
     bytes_before = bytes_after = removed = added = zeros = stored = kept = 0
     for name in targets:
         module = model.get_submodule(name)

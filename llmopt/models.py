@@ -202,6 +202,12 @@ def count_params(model: nn.Module) -> tuple[int, int]:
         seen.add(p.data_ptr())
         total += p.numel()
         nonzero += int(torch.count_nonzero(p.detach()))
+    for m in model.modules():  # torch's dynamic int8 Linear keeps weights packed, not as params
+        if hasattr(m, "_packed_params") and callable(getattr(m, "weight", None)):
+            for t in (m.weight(), m.bias()):
+                if t is not None:
+                    total += t.numel()
+                    nonzero += int(torch.count_nonzero(t.int_repr() if t.is_quantized else t))
     return total, nonzero
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from llmopt.compress import CompressionConfig, compress
-from llmopt.compress.engine import _check_plan
+from llmopt.compress.engine import check_plan
 from llmopt.compress.targets import find_targets, in_blocks, is_linear
 from llmopt.compress.targets import get_weight as layer_weight
 from llmopt.data import TextDataset
@@ -132,7 +132,7 @@ def _check_points(
     model = loaded.model
     for config in configs:
         targets = find_targets(model, is_linear if config.include_head else in_blocks(model))
-        _check_plan(model, targets, config)  # rank and group size against every layer
+        check_plan(model, targets, config)  # rank and group size against every layer
         if config.prunes and config.sparsity_method == "wanda" and calibration is None:
             raise LlmoptError(
                 "Wanda needs calibration texts: pass calibration= the training split, "

@@ -1,0 +1,15 @@
+"""Compression of transformer classifiers: low-rank, pruning, quantization; one entry point."""
+
+from llmopt.compress.config import CompressionConfig
+from llmopt.compress.engine import STEPS, check_config, compress
+from llmopt.compress.report import CompressionReport
+from llmopt.compress.save import save_model
+
+__all__ = [
+    "STEPS",
+    "CompressionConfig",
+    "CompressionReport",
+    "check_config",
+    "compress",
+    "save_model",
+]

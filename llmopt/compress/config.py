@@ -1,0 +1,151 @@
+"""CompressionConfig: the knobs of one compression, validated and JSON-serialisable."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, fields
+
+from llmopt.errors import LlmoptError
+
+METHODS = ("magnitude", "wanda")
+SCOPES = ("layer", "global")
+NM_PATTERN = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+PATTERN_HELP = "'unstructured', '2:4', '4:8' or any 'N:M' with 0 < N < M"
+
+
+def parse_pattern(pattern: str) -> tuple[int, int] | None:
+    """``None`` for ``unstructured``, else ``(n, m)``: keep n of every m consecutive weights.
+
+    Raises:
+        LlmoptError: a pattern that is neither ``unstructured`` nor ``N:M`` with 0 < N < M.
+    """
+    if pattern == "unstructured":
+        return None
+    match = NM_PATTERN.match(str(pattern))
+    if not match:
+        raise LlmoptError(f"sparsity_pattern {pattern!r} is not valid; allowed: {PATTERN_HELP}")
+    n, m = int(match.group(1)), int(match.group(2))
+    if not 0 < n < m:
+        raise LlmoptError(
+            f"sparsity_pattern {pattern!r} is not valid: N={n} must satisfy 0 < N < M={m} "
+            f"(N weights are kept in every group of M); allowed: {PATTERN_HELP}"
+        )
+    return n, m
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+@dataclass(frozen=True)
+class CompressionConfig:
+    """What to do to every targeted Linear layer; applied as low-rank -> prune -> quantize.
+
+    With an N:M ``sparsity_pattern`` the sparsity is fixed at 1 - N/M (``effective_sparsity``)
+    and the ``sparsity`` field is ignored (the report says so).
+    """
+
+    sparsity: float = 0.0  # 0 = no pruning: compression is opt-in, knob by knob
+    sparsity_method: str = "magnitude"  # needs no data; "wanda" needs calibration texts
+    sparsity_pattern: str = "unstructured"  # free choice of zeros; N:M is what sparse kernels run
+    sparsity_scope: str = "layer"  # per-row ranking, as Wanda found best; "global" = magnitude
+    bits: int | None = None  # None = keep float weights; 8 is near-lossless, 4 needs groups
+    group_size: int | None = None  # None = one scale per output row: cheapest, coarsest
+    rank: int | None = None  # None = no factorisation; most layers are far from low-rank
+    int8_dynamic: bool = False  # real int8 kernels change activations too: opt-in
+    calibration_samples: int = 64  # Wanda's norms settle within a few dozen texts; seconds
+    include_head: bool = False  # the head is tiny and every logit passes through it: keep it
+
+    def __post_init__(self) -> None:
+        s = self.sparsity
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or math.isnan(s):
+            raise LlmoptError(f"sparsity must be a number in [0, 1), got {s!r}")
+        if not 0.0 <= s < 1.0:
+            raise LlmoptError(
+                f"sparsity {s} is outside the allowed range [0, 1): it is the fraction of "
+                "weights set to zero, e.g. 0.5"
+            )
+        object.__setattr__(self, "sparsity", float(s))
+        if self.sparsity_method not in METHODS:
+            raise LlmoptError(
+                f"sparsity_method {self.sparsity_method!r} is unknown; "
+                f"allowed: {', '.join(METHODS)}"
+            )
+        parse_pattern(self.sparsity_pattern)
+        if self.sparsity_scope not in SCOPES:
+            raise LlmoptError(
+                f"sparsity_scope {self.sparsity_scope!r} is unknown; allowed: {', '.join(SCOPES)}"
+            )
+        if self.sparsity_scope == "global" and (
+            self.sparsity_method != "magnitude" or self.sparsity_pattern != "unstructured"
+        ):
+            raise LlmoptError(
+                "sparsity_scope 'global' ranks |w| across layers: it needs sparsity_method "
+                "'magnitude' and sparsity_pattern 'unstructured' (use scope 'layer' otherwise)"
+            )
+        if self.bits is not None and (not _is_int(self.bits) or not 2 <= self.bits <= 8):
+            raise LlmoptError(
+                f"bits {self.bits!r} is outside the allowed range 2..8 (or None for float weights)"
+            )
+        if self.group_size is not None and (not _is_int(self.group_size) or self.group_size < 1):
+            raise LlmoptError(
+                f"group_size {self.group_size!r} must be a positive whole number (weights per "
+                "scale, e.g. 64 or 128), or None for one scale per output channel"
+            )
+        if self.rank is not None and (not _is_int(self.rank) or self.rank < 1):
+            raise LlmoptError(f"rank {self.rank!r} must be a whole number >= 1, or None")
+        if not isinstance(self.int8_dynamic, bool):
+            raise LlmoptError(f"int8_dynamic must be true or false, got {self.int8_dynamic!r}")
+        if self.bits is not None and self.int8_dynamic:
+            raise LlmoptError(
+                f"bits={self.bits} and int8_dynamic both quantize the weights: pick one "
+                "(bits simulates 2..8-bit weights; int8_dynamic runs real int8 kernels)"
+            )
+        n = self.calibration_samples
+        if not _is_int(n) or n < 1:
+            raise LlmoptError(f"calibration_samples {n!r} must be a whole number >= 1")
+        if not isinstance(self.include_head, bool):
+            raise LlmoptError(f"include_head must be true or false, got {self.include_head!r}")
+
+    @property
+    def nm(self) -> tuple[int, int] | None:
+        """``(n, m)`` of an N:M pattern, ``None`` when unstructured."""
+        return parse_pattern(self.sparsity_pattern)
+
+    @property
+    def effective_sparsity(self) -> float:
+        """The fraction of weights pruning removes: 1 - N/M with a pattern, else ``sparsity``."""
+        nm = self.nm
+        return 1.0 - nm[0] / nm[1] if nm else self.sparsity
+
+    @property
+    def prunes(self) -> bool:
+        """Whether pruning runs at all."""
+        return self.effective_sparsity > 0.0
+
+    @property
+    def is_identity(self) -> bool:
+        """True when nothing would change (no pruning, quantization or factorisation)."""
+        return not (self.prunes or self.bits is not None or self.rank is not None) and not (
+            self.int8_dynamic
+        )
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready values of every field."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CompressionConfig:
+        """Build from ``to_dict`` output; missing keys take their defaults.
+
+        Raises:
+            LlmoptError: unknown keys or invalid values.
+        """
+        allowed = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - allowed)
+        if unknown:
+            raise LlmoptError(
+                f"unknown compression settings {unknown}; allowed: {', '.join(sorted(allowed))}"
+            )
+        return cls(**d)
