@@ -13,7 +13,7 @@ from llmopt.errors import LlmoptError
 
 COMPRESSION_FLAGS = (
     "sparsity", "sparsity_method", "sparsity_pattern", "bits", "group_size", "rank",
-    "int8_dynamic", "calibration_samples",
+    "int8_dynamic", "calibration_samples", "sparsity_scope", "include_head",
 )  # fmt: skip
 
 
@@ -66,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="real int8 kernels (torch dynamic quantization)",
+    )
+    ev.add_argument(
+        "--sparsity-scope",
+        choices=["layer", "global"],
+        help="rank weights per output row (layer) or across all layers (global; magnitude)",
+    )
+    ev.add_argument(
+        "--include-head",
+        action="store_true",
+        default=None,
+        help="compress the classification head too",
     )
     ev.add_argument(
         "--calibration-samples",
@@ -176,6 +187,11 @@ def _evaluate(args) -> int:
             raise LlmoptError(f"folder {str(path.parent)!r} for {path.name} does not exist")
     if args.save_model is not None and config is None:
         raise LlmoptError("--save-model saves a compressed model: add a compression flag")
+    if args.save_model is not None and config.int8_dynamic:
+        raise LlmoptError(
+            "--int8-dynamic models cannot be saved as a checkpoint; use --bits 8 "
+            "(simulated, saveable) or drop --save-model"
+        )
     dataset = load_dataset(
         args.dataset,
         args.split,
@@ -186,6 +202,10 @@ def _evaluate(args) -> int:
     )
     bar = _Bar()
     loaded = _load(args, bar)
+    if config is not None:
+        from llmopt.compress import check_config
+
+        check_config(loaded, config)  # a rank or group size a layer cannot take: fail now
     base = evaluate(loaded, dataset, batch_size=args.batch_size, progress=bar)
     other = fidelity = report = None
     if config is not None:

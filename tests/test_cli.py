@@ -107,3 +107,64 @@ def test_module_entry_point_reports_errors_without_traceback(tiny_csv):
 def test_prepare_command(tiny_bert_dir, tiny_csv, capsys):
     assert main(["prepare", "--model", f"encoder:{tiny_bert_dir}", "--dataset", str(tiny_csv)]) == 0
     assert "ready:" in capsys.readouterr().out
+
+
+def test_compression_flags_fill_compressed_fidelity_report_and_save(
+    tiny_bert_dir, tiny_csv, tmp_path
+):
+    out, preds, saved = tmp_path / "r.json", tmp_path / "p.csv", tmp_path / "model"
+    rc = main(
+        [
+            "evaluate",
+            "--model",
+            str(tiny_bert_dir),
+            "--dataset",
+            str(tiny_csv),
+            "--sparsity",
+            "0.5",
+            "--bits",
+            "8",
+            "--json",
+            str(out),
+            "--predictions",
+            str(preds),
+            "--save-model",
+            str(saved),
+        ]
+    )
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert data["config"]["sparsity"] == 0.5 and data["config"]["bits"] == 8
+    assert set(data["compressed"]) == RESULT_KEYS
+    assert set(data["fidelity"]) == {"agreement", "mean_kl", "flipped"}
+    assert len(data["report"]) == 12  # 2 blocks x 6 Linear layers
+    nonzero = data["compressed"]["params_nonzero"]
+    assert nonzero < data["baseline"]["params_nonzero"]
+    assert data["compressed"]["size_bytes"] < data["baseline"]["size_bytes"]
+    rows = list(csv.DictReader(preds.open()))
+    agree = sum(r["pred_baseline"] == r["pred_compressed"] for r in rows) / len(rows)
+    assert agree == pytest.approx(data["fidelity"]["agreement"])
+    again = tmp_path / "again.json"
+    assert (
+        main(["evaluate", "--model", str(saved), "--dataset", str(tiny_csv), "--json", str(again)])
+        == 0
+    )
+    reloaded = json.loads(again.read_text())["baseline"]
+    assert reloaded["metrics"] == data["compressed"]["metrics"]  # the saved model predicts alike
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--rank", "5000"], "rank 5000"),
+        (["--bits", "4", "--group-size", "7"], "group_size 7"),
+        (["--bits", "9"], "bits 9"),
+        (["--sparsity", "1.0"], "sparsity 1.0"),
+        (["--int8-dynamic", "--save-model", "x"], "cannot be saved"),
+    ],
+)
+def test_bad_compression_flags_exit_2(tiny_bert_dir, tiny_csv, args, match, capsys):
+    rc = main(["evaluate", "--model", str(tiny_bert_dir), "--dataset", str(tiny_csv), *args])
+    assert rc == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and match in err[0]
