@@ -89,7 +89,7 @@ def test_long_texts_are_truncated_and_counted(tiny_bert_dir):
 
 
 def test_three_classes(tmp_path, tiny_dataset):
-    from conftest import make_texts, make_tiny
+    from tinymodels import make_texts, make_tiny
 
     loaded = llmopt.load_model(str(make_tiny("bert", tmp_path / "m3", num_labels=3)))
     texts, labels = make_texts(30, num_classes=3)
@@ -100,7 +100,7 @@ def test_three_classes(tmp_path, tiny_dataset):
 
 
 def test_labels_map_by_name_and_mismatch_is_an_error(tmp_path):
-    from conftest import make_tiny
+    from tinymodels import make_tiny
 
     named = make_tiny("bert", tmp_path / "named", id2label={0: "negative", 1: "positive"})
     loaded = llmopt.load_model(str(named))

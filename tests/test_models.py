@@ -71,7 +71,7 @@ def test_invalid_source_string():
 
 
 def test_encoder_head_learns_the_training_split_and_is_cached(tiny_bert_dir):
-    from conftest import make_texts
+    from tinymodels import make_texts
 
     texts, labels = make_texts(80, seed=1)
     train = llmopt.TextDataset(texts, np.array(labels), ["pos", "neg"], name="toy", split="train")
@@ -91,7 +91,7 @@ def test_encoder_head_learns_the_training_split_and_is_cached(tiny_bert_dir):
 
 
 def test_stale_cached_head_is_rebuilt(tiny_bert_dir, tmp_path, monkeypatch):
-    from conftest import make_texts
+    from tinymodels import make_texts
 
     monkeypatch.setenv("LLMOPT_HOME", str(tmp_path))
     texts, labels = make_texts(30, seed=2)
@@ -107,7 +107,7 @@ def test_stale_cached_head_is_rebuilt(tiny_bert_dir, tmp_path, monkeypatch):
 
 
 def test_pooled_model_saves_and_loads_back(tiny_bert_dir, tmp_path, tiny_dataset):
-    from conftest import make_texts
+    from tinymodels import make_texts
 
     from llmopt.train import save_pooled_dir
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-APP = "../../app.py"  # AppTest resolves it relative to this folder
-TIMEOUT = 120  # seconds per script run: first model loads take a while on a busy CPU
-TINY_ROWS = 10  # the tiny CSV's test split has exactly 10 rows
+from app_settings import APP, TIMEOUT, TINY_ROWS  # noqa: F401 - re-exported for fixtures
 
 
 @pytest.fixture()

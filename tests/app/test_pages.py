@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import APP, TIMEOUT, TINY_ROWS
+from app_settings import APP, TIMEOUT, TINY_ROWS
 
 import llmopt
 from llmopt.attention import attention_maps
