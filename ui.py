@@ -266,6 +266,9 @@ def guard() -> Iterator[None]:
     except ValueError as exc:
         st.error(str(exc))
         st.stop()
+    except Exception as exc:  # not a user mistake, but the page must stay usable
+        st.error(f"Something went wrong: {type(exc).__name__}: {exc}")
+        st.stop()
 
 
 @contextlib.contextmanager
@@ -275,6 +278,8 @@ def inline_errors() -> Iterator[None]:
         yield
     except ValueError as exc:
         st.error(str(exc))
+    except Exception as exc:  # not a user mistake, but the page must stay usable
+        st.error(f"Something went wrong: {type(exc).__name__}: {exc}")
 
 
 def dataset(sel: Selection, split: str = "test", rows: int | None = None) -> llmopt.TextDataset:
@@ -375,6 +380,8 @@ def compressed(sel: Selection, loaded: llmopt.LoadedModel, config):
     from llmopt.compress import compress
 
     key = (sel.model_key, config_key(config))
+    if config.prunes and config.sparsity_method == "wanda":  # calibrated on this dataset
+        key = (*key, sel.data_key)
     hit = st.session_state.get("compressed")
     if hit is not None and hit["key"] == key:
         return hit["model"], hit["report"]

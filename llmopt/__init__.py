@@ -1,11 +1,15 @@
 """llmopt: what-if compression of transformer classifiers — compress, evaluate, compare."""
 
+from llmopt.compress import CompressionConfig, CompressionReport, compress_model
 from llmopt.data import TextDataset, load_csv, load_dataset
 from llmopt.errors import LlmoptError
 from llmopt.evaluate import EvalResult, compare, evaluate
 from llmopt.models import LoadedModel, load_model, model_facts
 
 __all__ = [
+    "CompressionConfig",
+    "CompressionReport",
+    "compress_model",
     "EvalResult",
     "LlmoptError",
     "LoadedModel",

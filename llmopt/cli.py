@@ -98,11 +98,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "prepare":
             return _prepare(args)
         return _evaluate(args)
-    except LlmoptError as exc:
-        print(f"llmopt: error: {exc}", file=sys.stderr)
+    except ValueError as exc:  # LlmoptError, and bad values caught by the libraries below
+        print(f"llmopt: error: {exc}".splitlines()[0], file=sys.stderr)
         return 2
     except MemoryError:
         print("llmopt: error: out of memory; try a smaller model or --limit", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # torch reports an allocation failure as a RuntimeError
+        if "memory" not in str(exc).lower():
+            raise
+        print(
+            "llmopt: error: out of memory; try a smaller model, --limit or --batch-size",
+            file=sys.stderr,
+        )
         return 2
     except OSError as exc:  # unwritable output path and the like
         print(
@@ -174,7 +182,14 @@ def _config(args):
         return None
     from llmopt.compress import CompressionConfig
 
-    return CompressionConfig(**given)
+    config = CompressionConfig(**given)
+    if config.is_identity:
+        flags = " ".join("--" + k.replace("_", "-") for k in given)
+        raise LlmoptError(
+            f"{flags} change nothing on their own: add --sparsity above 0, --bits, --rank "
+            "or --int8-dynamic"
+        )
+    return config
 
 
 def _evaluate(args) -> int:
@@ -226,7 +241,9 @@ def _evaluate(args) -> int:
     bar.close()
     print(format_results(loaded.name, dataset, base, other, fidelity, report))
     if args.json is not None:
-        payload = results_json(loaded, dataset, config, base, other, fidelity, report)
+        payload = results_json(
+            loaded, dataset, config, base, other, fidelity, report, dataset_source=args.dataset
+        )
         args.json.write_text(json.dumps(payload, indent=2))
     if args.predictions is not None:
         write_predictions(args.predictions, dataset, base, other)
@@ -235,11 +252,18 @@ def _evaluate(args) -> int:
     return 0
 
 
-def results_json(loaded, dataset, config, base, other, fidelity, report) -> dict:
-    """The ``--json`` object of DESIGN.md (keys are a contract)."""
+def results_json(loaded, dataset, config, base, other, fidelity, report, dataset_source=None):
+    """The ``--json`` object of DESIGN.md (keys are a contract).
+
+    ``fidelity["flipped"]`` holds the same row indices as the predictions CSV's ``index``.
+    """
+    dataset_source = dataset_source or dataset.source
+    if fidelity is not None:
+        flipped = [int(dataset.indices[i]) for i in fidelity["flipped"]]
+        fidelity = {**fidelity, "flipped": flipped}
     return {
         "model": loaded.source,
-        "dataset": dataset.source,
+        "dataset": dataset_source,
         "split": dataset.split,
         "n": len(dataset),
         "label_names": list(base.label_names),

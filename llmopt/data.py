@@ -103,6 +103,7 @@ def load_dataset(
     """
     if split not in SPLITS:
         raise LlmoptError(f"unknown split {split!r}; use one of: {', '.join(SPLITS)}")
+    _check_columns(text_column, label_column)
     source = str(source).strip()
     if source == "bundled":
         dataset = _load_bundled(split)
@@ -120,6 +121,13 @@ def load_dataset(
     if len(dataset) == 0:
         raise LlmoptError(f"the {split} split of {source!r} has no rows")
     return dataset
+
+
+def _check_columns(text_column: str, label_column: str) -> None:
+    if text_column == label_column:
+        raise LlmoptError(
+            f"the text and label columns are both {text_column!r}; choose two different columns"
+        )
 
 
 def _load_bundled(split: str) -> TextDataset:
@@ -149,6 +157,7 @@ def load_csv(
         LlmoptError: for a missing, empty or non-UTF-8 file, missing columns, empty texts,
             or fewer than two classes.
     """
+    _check_columns(text_column, label_column)
     if isinstance(path_or_buffer, bytes):
         raw = path_or_buffer
         name = name or "uploaded CSV"

@@ -150,11 +150,21 @@ def _from_pretrained(ref: str, source: str, local_only: bool = False) -> LoadedM
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(ref, local_files_only=local_only)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            ref, attn_implementation="eager", dtype=torch.float32, local_files_only=local_only
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            ref,
+            attn_implementation="eager",
+            dtype=torch.float32,
+            local_files_only=local_only,
+            output_loading_info=True,
         )
     except Exception as exc:
         raise LlmoptError(_load_failure(ref, exc, local_only)) from None
+    fresh = [k for k in info.get("missing_keys", []) if "classifier" in k or "score" in k]
+    if fresh:
+        raise LlmoptError(
+            f"{source!r} has no trained classification head (missing: {', '.join(fresh[:3])}), "
+            f"so its predictions would be random; use --model encoder:{source} to train a head"
+        )
     if tokenizer.pad_token_id is None:  # GPT-2 style: pad with end-of-text
         tokenizer.pad_token = tokenizer.eos_token
     if model.config.pad_token_id is None:

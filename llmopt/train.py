@@ -167,8 +167,13 @@ def load_encoder_classifier(
     if train_limit is not None:
         train_data = train_data.subset(train_limit)
     names = list(train_data.label_names)
-    if len(set(train_data.labels.tolist())) < 2:
-        raise LlmoptError("the training split has a single class; a head needs at least two")
+    counts = np.bincount(train_data.labels, minlength=len(names))
+    if (counts == 0).any():
+        missing = [n for n, c in zip(names, counts, strict=True) if c == 0]
+        raise LlmoptError(
+            f"labels {missing} have no rows in the training split of {train_data.name}, so a "
+            "head cannot learn them; add examples of them or drop those rows"
+        )
     key_src = json.dumps([identity, train_data.fingerprint, ENCODER_MAX_LENGTH, HEAD_VERSION])
     key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
     folder = llmopt_home() / "heads" / key

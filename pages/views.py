@@ -196,6 +196,11 @@ def show_results(ev: dict, current) -> None:
     if ui.config_key(ev["config"]) != ui.config_key(current):
         st.warning("The settings changed since this evaluation: press **Evaluate** to update.")
     st.caption(f"Compressed with **{ui.describe(ev['config'])}**, on {len(base.y_true)} rows.")
+    if base.n_truncated:
+        st.caption(
+            f"{base.n_truncated} of {len(base.y_true)} texts are longer than the model's maximum "
+            "length and were truncated (both models saw the same truncated texts)."
+        )
     cols = st.columns(6)
     for col, key in zip(cols, ["accuracy", "f1_macro", "roc_auc"], strict=False):
         value, delta = other.metrics[key], other.metrics[key] - base.metrics[key]

@@ -168,3 +168,10 @@ def test_bad_compression_flags_exit_2(tiny_bert_dir, tiny_csv, args, match, caps
     assert rc == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and match in err[0]
+
+
+def test_flags_that_change_nothing_are_refused(tiny_bert_dir, tiny_csv, capsys):
+    rc = main(["evaluate", "--model", str(tiny_bert_dir), "--dataset", str(tiny_csv),
+               "--sparsity-method", "wanda"])  # fmt: skip
+    assert rc == 2
+    assert "change nothing on their own" in capsys.readouterr().err

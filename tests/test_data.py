@@ -104,3 +104,8 @@ def test_fingerprint_changes_with_data():
     b = TextDataset(["x", "y"], np.array([1, 0]), ["a", "b"], name="d")
     assert a.fingerprint != b.fingerprint
     assert a.fingerprint == TextDataset(["x", "y"], np.array([0, 1]), ["a", "b"], "e").fingerprint
+
+
+def test_same_column_for_text_and_label_is_a_clear_error(tiny_csv):
+    with pytest.raises(LlmoptError, match="choose two different columns"):
+        load_dataset(str(tiny_csv), text_column="text", label_column="text")

@@ -119,3 +119,24 @@ def test_pooled_model_saves_and_loads_back(tiny_bert_dir, tmp_path, tiny_dataset
     a = llmopt.evaluate(loaded, tiny_dataset).y_score
     b = llmopt.evaluate(back, tiny_dataset).y_score
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_head_cannot_be_trained_for_a_label_without_training_rows(tiny_bert_dir):
+    train = llmopt.TextDataset(["good", "bad", "fine"], np.array([0, 1, 0]), ["a", "b", "c"],
+                               name="toy", split="train")  # fmt: skip
+    with pytest.raises(LlmoptError, match=r"\['c'\] have no rows"):
+        llmopt.load_model(f"encoder:{tiny_bert_dir}", train_data=train)
+
+
+def test_checkpoint_without_a_trained_head_is_refused(tiny_bert_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "nohead"
+    loaded = llmopt.load_model(str(tiny_bert_dir))
+    loaded.model.save_pretrained(broken)
+    loaded.tokenizer.save_pretrained(broken)
+    weights = load_file(str(broken / "model.safetensors"))
+    save_file({k: v for k, v in weights.items() if "classifier" not in k},
+              str(broken / "model.safetensors"))  # fmt: skip
+    with pytest.raises(LlmoptError, match="no trained classification head"):
+        llmopt.load_model(str(broken))

@@ -13,3 +13,5 @@ __all__ = [
     "compress",
     "save_model",
 ]
+
+compress_model = compress  # reachable as llmopt.compress_model: llmopt.compress is this package
