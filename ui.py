@@ -258,28 +258,30 @@ def progress(intro: str = "") -> Iterator[Callable[[float, str], None]]:
         slot.empty()
 
 
+def _show_error(exc: Exception) -> None:
+    if isinstance(exc, ValueError):  # a user mistake (LlmoptError): its message says the fix
+        st.error(str(exc))
+    else:  # not a user mistake, but the page must stay usable
+        st.error(f"Something went wrong: {type(exc).__name__}: {exc}")
+
+
 @contextlib.contextmanager
 def guard() -> Iterator[None]:
-    """Show a user mistake (a ValueError such as LlmoptError) with st.error and end this run."""
+    """Show an error (a user mistake such as LlmoptError, or any other) and end this run."""
     try:
         yield
-    except ValueError as exc:
-        st.error(str(exc))
-        st.stop()
-    except Exception as exc:  # not a user mistake, but the page must stay usable
-        st.error(f"Something went wrong: {type(exc).__name__}: {exc}")
+    except Exception as exc:
+        _show_error(exc)
         st.stop()
 
 
 @contextlib.contextmanager
 def inline_errors() -> Iterator[None]:
-    """Show a user mistake with st.error and carry on with the rest of the page."""
+    """Show an error with st.error and carry on with the rest of the page."""
     try:
         yield
-    except ValueError as exc:
-        st.error(str(exc))
-    except Exception as exc:  # not a user mistake, but the page must stay usable
-        st.error(f"Something went wrong: {type(exc).__name__}: {exc}")
+    except Exception as exc:
+        _show_error(exc)
 
 
 def dataset(sel: Selection, split: str = "test", rows: int | None = None) -> llmopt.TextDataset:
