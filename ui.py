@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import os
 import threading
 from collections import OrderedDict
@@ -266,22 +265,20 @@ def _show_error(exc: Exception) -> None:
 
 
 @contextlib.contextmanager
-def guard() -> Iterator[None]:
+def inline_errors(*, stop: bool = False) -> Iterator[None]:
+    """Show an error with st.error (a user mistake's message says the fix) and carry on with
+    the rest of the page, or end this run with ``stop``."""
+    try:
+        yield
+    except Exception as exc:
+        _show_error(exc)
+        if stop:
+            st.stop()
+
+
+def guard():
     """Show an error (a user mistake such as LlmoptError, or any other) and end this run."""
-    try:
-        yield
-    except Exception as exc:
-        _show_error(exc)
-        st.stop()
-
-
-@contextlib.contextmanager
-def inline_errors() -> Iterator[None]:
-    """Show an error with st.error and carry on with the rest of the page."""
-    try:
-        yield
-    except Exception as exc:
-        _show_error(exc)
+    return inline_errors(stop=True)
 
 
 def dataset(sel: Selection, split: str = "test", rows: int | None = None) -> llmopt.TextDataset:
@@ -365,10 +362,6 @@ def baseline(sel: Selection, loaded: llmopt.LoadedModel, data) -> llmopt.EvalRes
     return _store("baselines", 16).get((sel.model_key, data.fingerprint, len(data)), make)
 
 
-def config_key(config) -> str:
-    return json.dumps(config.to_dict(), sort_keys=True, default=str)
-
-
 # ---------------------------------------------------------------- per-session compression
 
 
@@ -381,7 +374,7 @@ def compressed(sel: Selection, loaded: llmopt.LoadedModel, config):
     """
     from llmopt.compress import compress
 
-    key = (sel.model_key, config_key(config))
+    key = (sel.model_key, config)  # frozen, so hashable and comparable
     if config.prunes and config.sparsity_method == "wanda":  # calibrated on this dataset
         key = (*key, sel.data_key)
     hit = st.session_state.get("compressed")
@@ -494,22 +487,6 @@ def config_from_state():
         rank=int(s["c_rank"]) or None,
         int8_dynamic=bool(s["c_int8"]) and bits is None,
     )
-
-
-def describe(config) -> str:
-    """A short human description of a config, e.g. '50% magnitude pruning · 4-bit, group 64'."""
-    parts = []
-    if config.effective_sparsity > 0:
-        pattern = "" if config.sparsity_pattern == "unstructured" else f" {config.sparsity_pattern}"
-        parts.append(f"{config.effective_sparsity:.0%}{pattern} {config.sparsity_method} pruning")
-    if config.bits is not None:
-        group = "per-channel" if config.group_size is None else f"group {config.group_size}"
-        parts.append(f"{config.bits}-bit weights ({group})")
-    if config.rank is not None:
-        parts.append(f"rank {config.rank}")
-    if config.int8_dynamic:
-        parts.append("int8 kernels")
-    return " · ".join(parts) or "no compression"
 
 
 # ---------------------------------------------------------------- sweeps

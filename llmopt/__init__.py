@@ -3,7 +3,7 @@
 from llmopt.compress import CompressionConfig, CompressionReport, compress_model
 from llmopt.data import TextDataset, load_csv, load_dataset
 from llmopt.errors import LlmoptError
-from llmopt.evaluate import EvalResult, compare, evaluate
+from llmopt.evaluate import EvalResult, compare, evaluate, flipped_table
 from llmopt.models import LoadedModel, load_model, model_facts
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "TextDataset",
     "compare",
     "evaluate",
+    "flipped_table",
     "load_csv",
     "load_dataset",
     "load_model",

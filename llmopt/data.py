@@ -318,3 +318,17 @@ def _load_hf(source: str, split: str, text_column: str, label_column: str) -> Te
     else:
         labels, names = _encode_labels(part[label_column])
     return _split(texts, labels, names, split, name=source, source=source)
+
+
+def label_balance(train: TextDataset, test: TextDataset) -> pd.DataFrame:
+    """Rows per label in the train and test splits, and each label's share of the test split."""
+    k = len(test.label_names)
+    frame = pd.DataFrame(
+        {
+            "label": list(test.label_names),
+            "train": np.bincount(train.labels, minlength=k),
+            "test": np.bincount(test.labels, minlength=k),
+        }
+    )
+    frame["test share"] = (frame["test"] / max(int(frame["test"].sum()), 1)).round(3)
+    return frame

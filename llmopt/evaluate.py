@@ -229,3 +229,31 @@ def compare(base: EvalResult, other: EvalResult) -> dict:
         "mean_kl": float(kl.mean()),
         "flipped": np.flatnonzero(base.y_pred != other.y_pred).tolist(),
     }
+
+
+def flipped_table(base: EvalResult, other: EvalResult, texts: list[str]):
+    """The texts whose predicted label changed, with both models' probability of the label.
+
+    Args:
+        base: the uncompressed model's result.
+        other: the compressed model's result on the same rows.
+        texts: the texts of those rows, in the same order.
+
+    Returns:
+        A pandas DataFrame, one row per flipped text.
+    """
+    import pandas as pd
+
+    rows = np.flatnonzero(base.y_pred != other.y_pred)
+    names = base.label_names
+    truth = base.y_true[rows]
+    return pd.DataFrame(
+        {
+            "text": [texts[i] for i in rows],
+            "label": [names[t] for t in truth],
+            "baseline says": [names[p] for p in base.y_pred[rows]],
+            "compressed says": [names[p] for p in other.y_pred[rows]],
+            "P(label) baseline": base.y_score[rows, truth],
+            "P(label) compressed": other.y_score[rows, truth],
+        }
+    )

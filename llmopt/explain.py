@@ -203,4 +203,10 @@ FORMULAS: dict[str, str] = {
         r"\hat y_i^{\mathrm{baseline}}]$ — the share of texts whose predicted label did not "
         r"change; it measures fidelity to the original model, not correctness."
     ),
+    "int8_dynamic": (
+        r"**Dynamic int8** $W_q = \mathrm{round}(W/s_W)$ once per output channel, "
+        r"$x_q = \mathrm{round}(x/s_x)$ for every batch, $y \approx s_x s_W\,(x_q W_q^\top)$ — "
+        r"the matrix product runs on 8-bit integers with 32-bit accumulation, which is why its "
+        r"latency is real, not simulated."
+    ),
 }

@@ -125,6 +125,26 @@ def max_rank(loaded: LoadedModel) -> int:
     return min(min(layer_weight(model.get_submodule(n)).shape) for n in names)
 
 
+def knob_values(loaded: LoadedModel, knob: str) -> tuple[list, list]:
+    """(choices, defaults) for a knob's values; ranks are limited to what every layer allows.
+
+    Raises:
+        LlmoptError: an unknown knob, or a model without compressible layers (for ranks).
+    """
+    if knob not in SWEEP_KNOBS:
+        raise LlmoptError(f"unknown knob {knob!r}; choose one of: {', '.join(SWEEP_KNOBS)}")
+    spec = SWEEP_KNOBS[knob]
+    if knob == "sparsity":
+        return [round(0.05 * i, 2) for i in range(20)], list(spec["values"])
+    if knob == "bits":
+        return list(range(8, 1, -1)), list(spec["values"])
+    limit = max_rank(loaded)
+    extra = {limit, limit // 2, limit // 4, limit // 8}
+    choices = sorted(r for r in {*spec["values"], *extra} if 0 < r <= limit)[::-1]
+    defaults = [r for r in spec["values"] if r <= limit] or choices[:4]
+    return choices, defaults
+
+
 def _check_points(
     loaded: LoadedModel, configs: list[CompressionConfig], calibration: TextDataset | None
 ) -> None:

@@ -3,9 +3,9 @@
 import streamlit as st
 
 import ui
+import views
 from llmopt import figures
 from llmopt.explain import FORMULAS
-from pages import views
 
 st.title("Attention")
 st.markdown(FORMULAS["attention"])
@@ -38,7 +38,7 @@ if hit is None:
         st.rerun()
     st.plotly_chart(figures.attention_figure(base, layer, head))
 else:
-    st.caption(f"Compressed model of this session: **{ui.describe(hit['config'])}**.")
+    st.caption(f"Compressed model of this session: **{hit['config'].describe()}**.")
     with ui.guard():
         other = ui.attention(sel, hit["model"], text, hit["key"])
     st.plotly_chart(views.attention_compare(base, other, layer, head))

@@ -3,7 +3,7 @@
 import streamlit as st
 
 import ui
-from pages import views
+import views
 
 st.title("Compress & Evaluate")
 sel, loaded, data = ui.load()

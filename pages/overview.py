@@ -3,7 +3,8 @@
 import streamlit as st
 
 import ui
-from pages import views
+from llmopt.data import label_balance
+from llmopt.figures import facts_table
 
 st.title("llmopt — how far can this model be squeezed?")
 st.markdown(
@@ -18,7 +19,7 @@ st.markdown(
 sel, loaded, data = ui.load()
 with ui.guard():
     facts = ui.facts(sel, loaded)
-    balance = views.label_balance(sel)
+    balance = label_balance(ui.dataset(sel, "train"), ui.dataset(sel, "test"))
 
 st.subheader("Model")
 cols = st.columns(5)
@@ -28,7 +29,7 @@ cols[2].metric("Layers", facts["layers"] if facts["layers"] is not None else "n/
 cols[3].metric("Heads per layer", facts["heads"] if facts["heads"] is not None else "n/a")
 cols[4].metric("Max length", f"{facts['max_length']} tokens")
 left, right = st.columns([3, 2], gap="large")
-table = views.facts_frame(facts)
+table = facts_table(facts)
 left.dataframe(table, hide_index=True, width="stretch", height=35 * len(table) + 38)
 right.markdown("**Notes**")
 for note in loaded.notes or ["none"]:

@@ -4,8 +4,7 @@ import streamlit as st
 
 import ui
 from llmopt import figures
-from llmopt.sweep import SWEEP_KNOBS, pareto_front
-from pages import views
+from llmopt.sweep import SWEEP_KNOBS, knob_values, pareto_front
 
 st.title("Sweep")
 st.markdown(
@@ -23,7 +22,7 @@ knob = st.selectbox(
 spec = SWEEP_KNOBS[knob]
 st.caption(spec["help"])
 with ui.guard():
-    choices, defaults = views.sweep_values(loaded, knob)
+    choices, defaults = knob_values(loaded, knob)
 left, right = st.columns([3, 2])
 values = left.multiselect(
     "Values", choices, defaults, key=f"s_values_{knob}", persist_state="session"

@@ -109,3 +109,13 @@ def test_fingerprint_changes_with_data():
 def test_same_column_for_text_and_label_is_a_clear_error(tiny_csv):
     with pytest.raises(LlmoptError, match="choose two different columns"):
         load_dataset(str(tiny_csv), text_column="text", label_column="text")
+
+
+def test_label_balance_counts_every_label_of_both_splits(tiny_csv):
+    from llmopt.data import label_balance
+
+    train, test = load_dataset(str(tiny_csv), "train"), load_dataset(str(tiny_csv), "test")
+    frame = label_balance(train, test)
+    assert frame["label"].tolist() == test.label_names
+    assert frame["train"].tolist() == np.bincount(train.labels).tolist()
+    assert frame["test"].sum() == len(test) and frame["test share"].sum() == pytest.approx(1.0)

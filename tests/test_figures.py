@@ -253,3 +253,12 @@ def test_explainer_figures():
     assert "90.9%" in spec.layout.annotations[0].text  # (16 + 4) / 22
     for f in (fig, hist, spec):
         assert f.layout.title.text and axis_title(f, "xaxis") and axis_title(f, "yaxis")
+
+
+def test_facts_table_formats_every_fact():
+    from llmopt.figures import facts_table
+
+    table = facts_table({"name": "m", "params_total": 1234567, "labels": ["a", "b"]})
+    values = dict(zip(table["fact"], table["value"], strict=True))
+    assert values["Name"] == "m" and values["Parameters"] == "1,234,567"
+    assert values["Labels"] == "a, b" and values["Layers"] == "n/a"

@@ -148,3 +148,16 @@ def test_invalid_points_fail_before_any_work(bert, tiny_dataset, monkeypatch):
         run_sweep(bert, tiny_dataset, "sparsity", [], ["magnitude"])
     with pytest.raises(LlmoptError, match="unknown sweep knob"):
         run_sweep(bert, tiny_dataset, "heads", [1], ["magnitude"])
+
+
+def test_knob_values_stay_within_what_every_layer_allows(bert):
+    from llmopt.sweep import knob_values
+
+    choices, defaults = knob_values(bert, "rank")
+    limit = max_rank(bert)
+    assert max(choices) == limit and all(0 < r <= limit for r in choices)
+    assert set(defaults) <= set(choices) and defaults
+    choices, defaults = knob_values(bert, "bits")
+    assert choices == [8, 7, 6, 5, 4, 3, 2] and set(defaults) <= set(choices)
+    with pytest.raises(LlmoptError, match="unknown knob"):
+        knob_values(bert, "depth")

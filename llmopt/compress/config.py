@@ -131,6 +131,21 @@ class CompressionConfig:
             self.int8_dynamic
         )
 
+    def describe(self) -> str:
+        """A short human description, e.g. '50% magnitude pruning · 4-bit weights (group 64)'."""
+        parts = []
+        if self.prunes:
+            pattern = "" if self.nm is None else f" {self.sparsity_pattern}"
+            parts.append(f"{self.effective_sparsity:.0%}{pattern} {self.sparsity_method} pruning")
+        if self.bits is not None:
+            group = "per-channel" if self.group_size is None else f"group {self.group_size}"
+            parts.append(f"{self.bits}-bit weights ({group})")
+        if self.rank is not None:
+            parts.append(f"rank {self.rank}")
+        if self.int8_dynamic:
+            parts.append("int8 kernels")
+        return " · ".join(parts) or "no compression"
+
     def to_dict(self) -> dict:
         """Plain JSON-ready values of every field."""
         return asdict(self)

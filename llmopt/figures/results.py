@@ -178,6 +178,34 @@ def _row(result: EvalResult) -> dict:
     return row
 
 
+FACT_TITLES = {  # model_facts key -> row title
+    "name": "Name",
+    "source": "Source",
+    "architecture": "Architecture",
+    "layers": "Layers",
+    "heads": "Attention heads per layer",
+    "hidden_size": "Hidden size",
+    "params_total": "Parameters",
+    "params_nonzero": "Non-zero parameters",
+    "size_bytes": "Size (bytes)",
+    "labels": "Labels",
+    "max_length": "Max length (tokens)",
+}
+
+
+def facts_table(facts: dict) -> pd.DataFrame:
+    """``llmopt.model_facts`` as a two-column (fact, value) table of display strings."""
+    rows = []
+    for key, title in FACT_TITLES.items():
+        value = facts.get(key)
+        if isinstance(value, list):
+            value = ", ".join(map(str, value))
+        elif isinstance(value, int):
+            value = f"{value:,}"
+        rows.append({"fact": title, "value": "n/a" if value is None else str(value)})
+    return pd.DataFrame(rows)
+
+
 def metrics_table(results: dict[str, EvalResult]) -> pd.DataFrame:
     """One row per model (index = its label): metrics, latency, size in MB, parameter counts."""
     frame = pd.DataFrame([_row(r) for r in results.values()], index=list(results))

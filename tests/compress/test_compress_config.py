@@ -63,3 +63,11 @@ def test_config_is_frozen_and_sparsity_a_float():
     assert isinstance(config.sparsity, float)
     with pytest.raises(AttributeError):
         config.bits = 4
+
+
+def test_describe_names_every_active_knob():
+    assert CompressionConfig().describe() == "no compression"
+    text = CompressionConfig(sparsity=0.5, bits=4, group_size=64, rank=8).describe()
+    assert text == "50% magnitude pruning · 4-bit weights (group 64) · rank 8"
+    assert CompressionConfig(sparsity_pattern="2:4").describe() == "50% 2:4 magnitude pruning"
+    assert CompressionConfig(int8_dynamic=True).describe() == "int8 kernels"

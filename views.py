@@ -1,8 +1,7 @@
-"""Page building blocks: tables, result views and the method explainers (no state, no caches)."""
+"""Page building blocks: result views and the method explainers (no state, no caches)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -36,47 +35,6 @@ HELP = {
 def control(widget, label: str, key: str, *args, **kwargs):
     """A Compress-page widget with its help text, kept for the whole session (page switches)."""
     return widget(label, *args, key=key, help=HELP[key], persist_state="session", **kwargs)
-
-
-def facts_frame(facts: dict) -> pd.DataFrame:
-    """``model_facts`` as a two-column table for display."""
-    names = {
-        "name": "Name",
-        "source": "Source",
-        "architecture": "Architecture",
-        "layers": "Layers",
-        "heads": "Attention heads per layer",
-        "hidden_size": "Hidden size",
-        "params_total": "Parameters",
-        "params_nonzero": "Non-zero parameters",
-        "size_bytes": "Size (bytes)",
-        "labels": "Labels",
-        "max_length": "Max length (tokens)",
-    }
-    rows = []
-    for key, title in names.items():
-        value = facts.get(key)
-        if isinstance(value, list):
-            value = ", ".join(map(str, value))
-        elif isinstance(value, int):
-            value = f"{value:,}"
-        rows.append({"fact": title, "value": "n/a" if value is None else str(value)})
-    return pd.DataFrame(rows)
-
-
-def label_balance(sel: ui.Selection) -> pd.DataFrame:
-    """Rows per label in the train and test splits, and each label's share of the test split."""
-    train, test = ui.dataset(sel, "train"), ui.dataset(sel, "test")
-    k = len(test.label_names)
-    frame = pd.DataFrame(
-        {
-            "label": list(test.label_names),
-            "train": np.bincount(train.labels, minlength=k),
-            "test": np.bincount(test.labels, minlength=k),
-        }
-    )
-    frame["test share"] = (frame["test"] / max(int(frame["test"].sum()), 1)).round(3)
-    return frame
 
 
 # ---------------------------------------------------------------- result views
@@ -120,7 +78,7 @@ def show_estimate(loaded: llmopt.LoadedModel, config) -> None:
     cols[2].metric("Parameters (estimate)", f"{est['params_total'] / 1e6:.3f} M")
     cols[3].metric("Non-zero parameters (estimate)", f"{est['params_nonzero'] / 1e6:.3f} M")
     st.caption(
-        f"Estimate for **{ui.describe(config)}** on {est['layers']} layers, before anything runs."
+        f"Estimate for **{config.describe()}** on {est['layers']} layers, before anything runs."
     )
 
 
@@ -168,24 +126,6 @@ def _delta_frame(base, other) -> pd.io.formats.style.Styler:
     return styler.format("{:+,.0f}", subset=pd.IndexSlice[counts, ["delta"]])
 
 
-def flipped_frame(ev: dict) -> pd.DataFrame:
-    """The texts whose predicted label changed, with both models' probability of the label."""
-    base, other = ev["base"], ev["other"]
-    rows = ev["fidelity"]["flipped"]
-    names = base.label_names
-    truth = base.y_true[rows]
-    return pd.DataFrame(
-        {
-            "text": [ev["texts"][i] for i in rows],
-            "label": [names[t] for t in truth],
-            "baseline says": [names[p] for p in base.y_pred[rows]],
-            "compressed says": [names[p] for p in other.y_pred[rows]],
-            "P(label) baseline": base.y_score[rows, truth],
-            "P(label) compressed": other.y_score[rows, truth],
-        }
-    )
-
-
 def show_results(ev: dict, current) -> None:
     """Everything one evaluation measured: metrics, curves, confusion, size, fidelity, layers."""
     from llmopt import figures
@@ -193,9 +133,9 @@ def show_results(ev: dict, current) -> None:
 
     base, other, fid, report = ev["base"], ev["other"], ev["fidelity"], ev["report"]
     st.header("Results")
-    if ui.config_key(ev["config"]) != ui.config_key(current):
+    if ev["config"] != current:
         st.warning("The settings changed since this evaluation: press **Evaluate** to update.")
-    st.caption(f"Compressed with **{ui.describe(ev['config'])}**, on {len(base.y_true)} rows.")
+    st.caption(f"Compressed with **{ev['config'].describe()}**, on {len(base.y_true)} rows.")
     if base.n_truncated:
         st.caption(
             f"{base.n_truncated} of {len(base.y_true)} texts are longer than the model's maximum "
@@ -242,7 +182,7 @@ def show_results(ev: dict, current) -> None:
         st.markdown(FORMULAS["agreement"] + "\n\n" + FORMULAS["kl"])
     if fid["flipped"]:
         st.dataframe(
-            flipped_frame(ev),
+            llmopt.flipped_table(base, other, ev["texts"]),
             hide_index=True,
             column_config={
                 "text": st.column_config.TextColumn(width="large"),
@@ -265,14 +205,6 @@ def show_results(ev: dict, current) -> None:
 
 
 # ---------------------------------------------------------------- explainers
-
-
-INT8_FORMULA = (  # shown until llmopt.explain.FORMULAS has an "int8_dynamic" entry
-    r"**Dynamic int8** $W_q = \mathrm{round}(W/s_W)$ once per output channel, "
-    r"$x_q = \mathrm{round}(x/s_x)$ for every batch, $y \approx s_x s_W\,(x_q W_q^\top)$ — "
-    r"the matrix product runs on 8-bit integers with 32-bit accumulation, which is why its "
-    r"latency is real, not simulated."
-)
 
 
 def _explainer(title: str, text: str, draw) -> None:
@@ -341,21 +273,5 @@ def show_explainers(loaded: llmopt.LoadedModel, config) -> None:
     )
     _explainer("How quantization works", quant_text, lambda: quantization(bits, group))
     _explainer("How low-rank works", formulas["svd"] + "\n\n" + formulas["eckart_young"], lowrank)
-    int8_text = formulas.get("int8_dynamic", INT8_FORMULA)
+    int8_text = formulas["int8_dynamic"]
     _explainer("How int8 kernels work", int8_text, lambda: quantization(8))
-
-
-def sweep_values(loaded: llmopt.LoadedModel, knob: str) -> tuple[list, list]:
-    """(choices, defaults) for a knob's values; ranks are limited to what every layer allows."""
-    from llmopt.sweep import SWEEP_KNOBS, max_rank
-
-    spec = SWEEP_KNOBS[knob]
-    if knob == "sparsity":
-        return [round(0.05 * i, 2) for i in range(20)], list(spec["values"])
-    if knob == "bits":
-        return list(range(8, 1, -1)), list(spec["values"])
-    limit = max_rank(loaded)
-    extra = {limit, limit // 2, limit // 4, limit // 8}
-    choices = sorted(r for r in {*spec["values"], *extra} if 0 < r <= limit)[::-1]
-    defaults = [r for r in spec["values"] if r <= limit] or choices[:4]
-    return choices, defaults
