@@ -34,13 +34,14 @@ def encode(tokenizer, texts: list[str], max_length: int, *, token_types: bool = 
 
     ``token_types=False`` drops segment ids, for models whose forward does not take them.
     """
-    full = tokenizer(list(texts), truncation=False, padding=False, verbose=False)
-    ids = full["input_ids"]
-    n_truncated = sum(len(x) > max_length for x in ids)
-    if n_truncated:
-        cut = tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)
-    else:
-        cut = full
+    cut = dict(tokenizer(list(texts), truncation=False, padding=False, verbose=False))
+    long = [i for i, x in enumerate(cut["input_ids"]) if len(x) > max_length]
+    if long:  # tokenize only the long texts again, cut to max_length with special tokens kept
+        short = tokenizer([texts[i] for i in long], truncation=True, max_length=max_length)
+        for key, values in short.items():
+            for i, value in zip(long, values, strict=True):
+                cut[key][i] = value
+    n_truncated = len(long)
     pad = tokenizer.pad_token_id
     if pad is None:
         pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0

@@ -150,15 +150,21 @@ class _Bar:
             self.bar = None
 
 
-def _load(args, progress):
-    from llmopt.data import load_dataset
-    from llmopt.models import load_model
+def _train_split(args):
+    """The chosen dataset's training split, read once per command (heads and Wanda use it)."""
+    if getattr(args, "_train", None) is None:
+        from llmopt.data import load_dataset
 
-    train = None
-    if args.model.startswith("encoder:"):
-        train = load_dataset(
+        args._train = load_dataset(
             args.dataset, "train", text_column=args.text_column, label_column=args.label_column
         )
+    return args._train
+
+
+def _load(args, progress):
+    from llmopt.models import load_model
+
+    train = _train_split(args) if args.model.startswith("encoder:") else None
     return load_model(args.model, train_data=train, progress=progress)
 
 
@@ -226,11 +232,7 @@ def _evaluate(args) -> int:
     if config is not None:
         from llmopt.compress import compress
 
-        calibration = None
-        if config.sparsity_method == "wanda":
-            calibration = load_dataset(
-                args.dataset, "train", text_column=args.text_column, label_column=args.label_column
-            )
+        calibration = _train_split(args) if config.sparsity_method == "wanda" else None
         compressed, report = compress(loaded, config, calibration=calibration, progress=bar)
         other = evaluate(compressed, dataset, batch_size=args.batch_size, progress=bar)
         fidelity = compare(base, other)

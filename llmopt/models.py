@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -250,7 +249,3 @@ def model_facts(loaded: LoadedModel) -> dict:
         "labels": list(loaded.label_names),
         "max_length": loaded.max_length,
     }
-
-
-def save_json(path: Path, obj: dict) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True))

@@ -6,29 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from contract import RESULT_KEYS, TOP_KEYS
 
 from llmopt.cli import main
-
-RESULT_KEYS = {
-    "metrics",
-    "confusion_matrix",
-    "latency_ms_per_sample",
-    "size_bytes",
-    "params_total",
-    "params_nonzero",
-}
-TOP_KEYS = {
-    "model",
-    "dataset",
-    "split",
-    "n",
-    "label_names",
-    "config",
-    "baseline",
-    "compressed",
-    "fidelity",
-    "report",
-}
 
 
 def test_evaluate_writes_json_and_predictions(tiny_bert_dir, tiny_csv, tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from contract import METRIC_NAMES, RESULT_KEYS
 from sklearn import metrics as skm
 
 import llmopt
@@ -63,21 +64,8 @@ def test_evaluate_result_is_consistent_with_its_own_arrays(tiny_bert_dir, tiny_d
     assert r.latency_ms_per_sample > 0 and r.size_bytes > 0
     assert r.params_nonzero <= r.params_total
     d = r.to_dict()
-    assert set(d) == {
-        "metrics",
-        "confusion_matrix",
-        "latency_ms_per_sample",
-        "size_bytes",
-        "params_total",
-        "params_nonzero",
-    }
-    assert set(d["metrics"]) == {
-        "accuracy",
-        "precision_macro",
-        "recall_macro",
-        "f1_macro",
-        "roc_auc",
-    }
+    assert set(d) == RESULT_KEYS
+    assert set(d["metrics"]) == METRIC_NAMES
 
 
 def test_long_texts_are_truncated_and_counted(tiny_bert_dir):
@@ -140,3 +128,14 @@ def _result(y_score):
         0,
         0,
     )
+
+
+def test_flipped_table_lists_exactly_the_changed_predictions():
+    from llmopt.evaluate import flipped_table
+
+    base = _result(np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]))
+    other = _result(np.array([[0.9, 0.1], [0.7, 0.3], [0.6, 0.4]]))
+    table = flipped_table(base, other, ["x", "y", "z"])
+    assert table["text"].tolist() == ["y"]
+    assert table["baseline says"].tolist() == ["b"] and table["compressed says"].tolist() == ["a"]
+    assert table["P(label) compressed"].tolist() == [0.7]  # true label "a" (index 0)

@@ -1,0 +1,23 @@
+"""The JSON keys DESIGN.md fixes for `--json` output (a contract scripts rely on)."""
+
+RESULT_KEYS = {
+    "metrics",
+    "confusion_matrix",
+    "latency_ms_per_sample",
+    "size_bytes",
+    "params_total",
+    "params_nonzero",
+}
+TOP_KEYS = {
+    "model",
+    "dataset",
+    "split",
+    "n",
+    "label_names",
+    "config",
+    "baseline",
+    "compressed",
+    "fidelity",
+    "report",
+}
+METRIC_NAMES = {"accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc"}
