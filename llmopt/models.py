@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,13 +12,24 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from llmopt.errors import LlmoptError
+from llmopt.errors import Fix, LlmoptError, train_head_fix
+from llmopt.hub import (
+    SAFE_KWARGS,
+    hub_reachable,
+    load_failure,
+    model_kwargs,
+    quiet_hub_logs,
+    refuse_custom_code,
+)
+from llmopt.paths import Confinement, check_path
 
 Progress = Callable[[float, str], None]  # (fraction done in [0, 1], what is happening)
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 GENERIC_LABEL = re.compile(r"^LABEL_\d+$")
 POOLED_META = "llmopt_pooled.json"  # marks a directory saved from an encoder + head model
+SAVE_MARKER = "llmopt_save.json"  # written last by save_model: the save is complete
+PARTIAL_MARKER = ".llmopt-partial"  # written first by save_model, removed when it completes
 
 
 @dataclass
@@ -44,6 +57,7 @@ def load_model(
     train_data=None,
     train_limit: int | None = None,
     progress: Progress | None = None,
+    confine: Confinement | None = None,
 ) -> LoadedModel:
     """Load a sequence classifier.
 
@@ -54,29 +68,47 @@ def load_model(
         train_data: the training split for ``encoder:`` sources (default: bundled reviews).
         train_limit: train an ``encoder:`` head on only the first N training rows (tests, demos).
         progress: called with (fraction, message) while a head is trained.
+        confine: the folders a server may read; local directories outside them are refused
+            (``None``: any folder the user can read, as on the command line).
 
     Returns:
         The model in eval mode with eager attention.
 
     Raises:
-        LlmoptError: unknown source, unreachable hub, a checkpoint that is not a classifier.
+        LlmoptError: unknown source, unreachable hub, a checkpoint that is not a classifier,
+            needs custom code, is an incomplete save, or lies outside ``confine``.
     """
+    if not isinstance(source, (str, Path)):
+        raise LlmoptError(f"a model source is a string, got {type(source).__name__}")
+    if train_limit is not None and (
+        not isinstance(train_limit, int) or isinstance(train_limit, bool) or train_limit <= 0
+    ):
+        raise LlmoptError(f"train_limit must be a positive whole number, got {train_limit!r}")
+    if progress is not None and not callable(progress):
+        raise LlmoptError("progress must be a callable taking (fraction, message)")
     source = str(source).strip()
     if source == "bundled" or source.startswith("encoder:"):
         from llmopt.train import load_encoder_classifier
 
-        encoder = "bundled" if source == "bundled" else source[len("encoder:") :]
+        encoder = "bundled" if source == "bundled" else source[len("encoder:") :].strip()
         if not encoder:
             raise LlmoptError("encoder: needs a source, e.g. encoder:bundled or encoder:bert-base")
-        if source == "bundled" and train_data is None:
-            from llmopt.data import load_dataset
+        if _is_local(encoder) and encoder != "bundled":
+            check_path(encoder, kind="dir", what="encoder folder", confine=confine)
+        from llmopt.data import TextDataset, load_dataset
 
+        if train_data is None:
             train_data = load_dataset("bundled", "train")
+        if not isinstance(train_data, TextDataset):
+            raise LlmoptError(
+                f"train_data must be a TextDataset (from load_dataset), got "
+                f"{type(train_data).__name__}"
+            )
         return load_encoder_classifier(
             encoder, train_data, source=source, train_limit=train_limit, progress=progress
         )
-    path = Path(source).expanduser()
-    if path.exists() or source.startswith((".", "/", "~")):
+    if _is_local(source):
+        path = check_path(source, kind="dir", what="model folder", confine=confine)
         return _load_local(path, source)
     if HUB_ID.match(source):
         return _load_hub(source)
@@ -86,46 +118,56 @@ def load_model(
     )
 
 
+def _is_local(source: str) -> bool:
+    """Whether ``source`` names a path on this machine rather than a hub id."""
+    return os.path.lexists(os.path.expanduser(source)) or source.startswith((".", "/", "~"))
+
+
+def check_complete(path: Path, source: str) -> None:
+    """Refuse a folder that ``save_model`` began but did not finish.
+
+    Raises:
+        LlmoptError: the folder carries the in-progress marker, or a pooled save lacks the
+            completion marker, or a file the marker lists is missing or has another size.
+    """
+    incomplete = LlmoptError(
+        f"{source!r} is an incomplete save (the save was interrupted, or files were removed "
+        "since); it is not loaded",
+        fix=Fix(cli="save the model again", app="save the model again"),
+    )
+    if (path / PARTIAL_MARKER).exists():
+        raise incomplete
+    marker = path / SAVE_MARKER
+    if not marker.is_file():
+        if (path / POOLED_META).exists():
+            raise incomplete
+        return  # a checkpoint llmopt did not write: nothing to check
+    try:
+        files = json.loads(marker.read_text(encoding="utf-8"))["files"]
+        for rel, size in files.items():
+            if (path / rel).stat().st_size != int(size):
+                raise incomplete
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise incomplete from None
+
+
 def _load_local(path: Path, source: str) -> LoadedModel:
-    if not path.is_dir():
-        raise LlmoptError(f"model directory {source!r} not found; check the path")
+    check_complete(path, source)
     if (path / POOLED_META).is_file():
         from llmopt.train import load_pooled_dir
 
         return load_pooled_dir(path, source)
     if not (path / "config.json").is_file():
         raise LlmoptError(
-            f"{source!r} has no config.json, so it is not a Hugging Face checkpoint; "
-            "save one with model.save_pretrained(dir) and tokenizer.save_pretrained(dir)"
+            f"{source!r} has no config.json, so it is not a Hugging Face checkpoint",
+            fix=Fix(
+                cli="save one with model.save_pretrained(dir) and tokenizer.save_pretrained(dir)",
+                app="choose a folder saved with model.save_pretrained and "
+                "tokenizer.save_pretrained",
+            ),
         )
+    refuse_custom_code(path, source)
     return _from_pretrained(str(path), source)
-
-
-def hub_reachable(timeout_s: float = 3.0) -> bool:
-    """Whether the Hugging Face hub answers a TCP connect within ``timeout_s`` (offline: no)."""
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    url = urlparse(constants.ENDPOINT)
-    try:
-        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-def quiet_hub_logs() -> None:
-    """Keep transformers/hub warnings and progress bars out of the user's terminal."""
-    import huggingface_hub.utils.logging as hub_logging
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    hub_logging.set_verbosity_error()
 
 
 def _load_hub(repo_id: str) -> LoadedModel:
@@ -138,31 +180,35 @@ def _from_pretrained(ref: str, source: str, local_only: bool = False) -> LoadedM
 
     quiet_hub_logs()
     try:
-        config = AutoConfig.from_pretrained(ref, local_files_only=local_only)
+        config = AutoConfig.from_pretrained(ref, local_files_only=local_only, **SAFE_KWARGS)
     except Exception as exc:
-        raise LlmoptError(_load_failure(ref, exc, local_only)) from None
+        raise load_failure(ref, exc, local_only) from None
+    if getattr(config, "auto_map", None):
+        from llmopt.hub import custom_code_error
+
+        raise custom_code_error(source)
     archs = getattr(config, "architectures", None) or []
     if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
         raise LlmoptError(
-            f"{source!r} is a {archs[0]}, not a sequence classifier; use --model encoder:{source} "
-            "to train a classification head on your dataset"
+            f"{source!r} is a {archs[0]}, not a sequence classifier", fix=train_head_fix(source)
         )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(ref, local_files_only=local_only)
+        tokenizer = AutoTokenizer.from_pretrained(ref, local_files_only=local_only, **SAFE_KWARGS)
         model, info = AutoModelForSequenceClassification.from_pretrained(
             ref,
             attn_implementation="eager",
             dtype=torch.float32,
-            local_files_only=local_only,
             output_loading_info=True,
+            **model_kwargs(local_only),
         )
     except Exception as exc:
-        raise LlmoptError(_load_failure(ref, exc, local_only)) from None
+        raise load_failure(ref, exc, local_only) from None
     fresh = [k for k in info.get("missing_keys", []) if "classifier" in k or "score" in k]
     if fresh:
         raise LlmoptError(
             f"{source!r} has no trained classification head (missing: {', '.join(fresh[:3])}), "
-            f"so its predictions would be random; use --model encoder:{source} to train a head"
+            "so its predictions would be random",
+            fix=train_head_fix(source),
         )
     if tokenizer.pad_token_id is None:  # GPT-2 style: pad with end-of-text
         tokenizer.pad_token = tokenizer.eos_token
@@ -176,17 +222,6 @@ def _from_pretrained(ref: str, source: str, local_only: bool = False) -> LoadedM
     )
     max_length = int(min(tokenizer.model_max_length or 512, max_pos, 512))
     return LoadedModel(model, tokenizer, Path(ref).name or ref, labels, source, max_length)
-
-
-def _load_failure(ref: str, exc: Exception, offline: bool = False) -> str:
-    if offline:
-        return (
-            f"could not load model {ref!r}: the Hugging Face hub cannot be reached (no network?) "
-            "and the model is not in the local hub cache — connect to the internet, or pass a "
-            "local checkpoint directory, or use the bundled model"
-        )
-    first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
-    return f"could not load model {ref!r}: {first} — check the hub id or the path"
 
 
 def dense_size_bytes(model: nn.Module) -> int:

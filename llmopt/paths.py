@@ -1,7 +1,27 @@
-"""Where llmopt keeps what it builds (trained heads, run history): ``$LLMOPT_HOME``."""
+"""Where llmopt keeps what it builds (``$LLMOPT_HOME``) and which server paths it may read.
 
+The dashboard is also run as a shared server (a classroom, a team), where a path typed into a
+box is read by the server's account, not the visitor's. So paths given to the dashboard are
+*confined*: only regular files and directories under the configured roots
+(``$LLMOPT_ROOTS``, default: the working directory and ``$LLMOPT_HOME``), and files only up to
+a size cap (``$LLMOPT_MAX_FILE_MB``, default 200, like the upload limit). The command line runs
+as its user and is not confined, but it too reads only regular files: a FIFO would block
+forever and ``/dev/zero`` never ends.
+"""
+
+from __future__ import annotations
+
+import errno
 import os
+import stat
+from dataclasses import dataclass
 from pathlib import Path
+
+from llmopt.errors import Fix, LlmoptError
+
+ROOTS_ENV = "LLMOPT_ROOTS"  # folders the dashboard may read, separated by os.pathsep
+MAX_FILE_ENV = "LLMOPT_MAX_FILE_MB"
+DEFAULT_MAX_FILE_MB = 200.0  # the dashboard's upload limit (.streamlit/config.toml) too
 
 
 def llmopt_home() -> Path:
@@ -9,3 +29,140 @@ def llmopt_home() -> Path:
     home = Path(os.environ.get("LLMOPT_HOME") or Path.home() / ".cache" / "llmopt")
     home.mkdir(parents=True, exist_ok=True)
     return home
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """What a server may read: paths under ``roots``, files up to ``max_bytes``."""
+
+    roots: tuple[Path, ...]
+    max_bytes: int | None
+
+    @classmethod
+    def from_env(cls) -> Confinement:
+        """``$LLMOPT_ROOTS`` (default: working directory and ``$LLMOPT_HOME``) and
+        ``$LLMOPT_MAX_FILE_MB`` (default 200).
+
+        Raises:
+            LlmoptError: a size cap that is not a positive number.
+        """
+        raw = os.environ.get(ROOTS_ENV, "")
+        roots = [Path(r).expanduser() for r in raw.split(os.pathsep) if r.strip()]
+        if not roots:
+            roots = [Path.cwd(), llmopt_home()]
+        cap = os.environ.get(MAX_FILE_ENV, "").strip()
+        try:
+            mb = float(cap) if cap else DEFAULT_MAX_FILE_MB
+        except ValueError:
+            mb = float("nan")
+        if not mb > 0:
+            raise LlmoptError(
+                f"{MAX_FILE_ENV}={cap!r} is not a positive number of megabytes; "
+                "set it to e.g. 200 or unset it"
+            )
+        resolved = tuple(dict.fromkeys(_resolve(r) for r in roots))
+        return cls(roots=resolved, max_bytes=int(mb * 1e6))
+
+    def contains(self, path: Path) -> bool:
+        return any(path == r or path.is_relative_to(r) for r in self.roots)
+
+    def describe(self) -> str:
+        return ", ".join(str(r) for r in self.roots)
+
+
+def _resolve(path: Path) -> Path:
+    try:
+        return path.resolve(strict=False)
+    except (OSError, RuntimeError):  # a symlink loop
+        return path.absolute()
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def check_path(
+    path: str | Path, *, kind: str, what: str, confine: Confinement | None = None
+) -> Path:
+    """The resolved ``path`` if it exists, is of ``kind`` (``file`` or ``dir``) and, with
+    ``confine``, lies under its roots.
+
+    Args:
+        path: as the user typed it (``~`` is expanded).
+        kind: ``file`` (a regular file) or ``dir``.
+        what: how to name it in errors ("CSV file", "model folder").
+        confine: the server's roots; ``None`` = anywhere (the command line).
+
+    Raises:
+        LlmoptError: a missing path, the wrong kind, or one outside the roots. The message
+            names the path as typed, never anything read from it.
+    """
+    typed = str(path)
+    resolved = _resolve(Path(typed).expanduser())
+    if confine is not None and not confine.contains(resolved):
+        raise LlmoptError(
+            f"{what} {typed!r} is outside the folders this server may read",
+            fix=Fix(
+                cli=f"put it under one of: {confine.describe()} (or set {ROOTS_ENV})",
+                app=f"upload the file instead, or put it under one of: {confine.describe()} "
+                f"(the server's {ROOTS_ENV} setting)",
+            ),
+        )
+    try:
+        mode = os.stat(resolved).st_mode
+    except FileNotFoundError:
+        raise LlmoptError(f"{what} {typed!r} not found; check the path") from None
+    except OSError as exc:
+        raise LlmoptError(f"{what} {typed!r} cannot be read: {exc.strerror}") from None
+    if kind == "dir" and not stat.S_ISDIR(mode):
+        raise LlmoptError(f"{what} {typed!r} is {_kind(mode)}, not a folder; give a folder")
+    if kind == "file" and not stat.S_ISREG(mode):
+        raise LlmoptError(f"{what} {typed!r} is {_kind(mode)}; give a regular file")
+    return resolved
+
+
+def read_file(path: str | Path, *, what: str = "file", confine: Confinement | None = None) -> bytes:
+    """The bytes of a regular file, checked as by ``check_path`` and capped in size.
+
+    The file is opened without blocking and checked again on the open descriptor, so a path
+    swapped for a FIFO or a device between the check and the read cannot hang or flood us.
+
+    Raises:
+        LlmoptError: as ``check_path``, or a file larger than the cap.
+    """
+    resolved = check_path(path, kind="file", what=what, confine=confine)
+    limit = confine.max_bytes if confine is not None else None
+    try:
+        fd = os.open(resolved, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise LlmoptError(f"{what} {str(path)!r} cannot be read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise LlmoptError(f"{what} {str(path)!r} is {_kind(st.st_mode)}; give a regular file")
+        if limit is not None and st.st_size > limit:
+            raise LlmoptError(
+                f"{what} {str(path)!r} is {st.st_size / 1e6:.1f} MB, above this server's limit "
+                f"of {limit / 1e6:.0f} MB",
+                fix=Fix(
+                    cli=f"use a smaller file or raise {MAX_FILE_ENV}",
+                    app=f"use a smaller file (the server's {MAX_FILE_ENV} sets the limit)",
+                ),
+            )
+        try:
+            data = f.read() if limit is None else f.read(limit + 1)
+        except OSError as exc:
+            if exc.errno == errno.EISDIR:
+                raise LlmoptError(f"{what} {str(path)!r} is a folder; give a file") from None
+            raise LlmoptError(f"{what} {str(path)!r} cannot be read: {exc.strerror}") from None
+    if limit is not None and len(data) > limit:  # it grew while we read it
+        raise LlmoptError(f"{what} {str(path)!r} is above this server's limit")
+    return data

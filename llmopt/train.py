@@ -12,16 +12,18 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from llmopt import atomic
 from llmopt.batching import encode, iter_batches
 from llmopt.errors import LlmoptError
-from llmopt.models import (
-    POOLED_META,
-    LoadedModel,
-    Progress,
-    _load_failure,
+from llmopt.hub import (
+    SAFE_KWARGS,
     hub_reachable,
+    load_failure,
+    model_kwargs,
     quiet_hub_logs,
+    refuse_custom_code,
 )
+from llmopt.models import POOLED_META, LoadedModel, Progress
 from llmopt.paths import llmopt_home
 
 HEAD_VERSION = 3  # bump when the head training recipe changes: old cached heads become stale
@@ -82,6 +84,7 @@ def _load_encoder(encoder: str):
         if path.exists():
             if not (path / "config.json").is_file():
                 raise LlmoptError(f"encoder directory {encoder!r} has no config.json")
+            refuse_custom_code(path, encoder)
             ref = str(path.resolve())
             stamp = max((f.stat().st_mtime_ns for f in path.iterdir()), default=0)
             identity = f"dir:{ref}:{stamp}"
@@ -89,12 +92,16 @@ def _load_encoder(encoder: str):
             ref = identity = encoder
             local_only = not hub_reachable()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(ref, local_files_only=local_only)
+        tokenizer = AutoTokenizer.from_pretrained(ref, local_files_only=local_only, **SAFE_KWARGS)
         model = AutoModel.from_pretrained(
-            ref, attn_implementation="eager", dtype=torch.float32, local_files_only=local_only
+            ref, attn_implementation="eager", dtype=torch.float32, **model_kwargs(local_only)
         )
     except Exception as exc:
-        raise LlmoptError(_load_failure(encoder, exc, local_only)) from None
+        raise load_failure(encoder, exc, local_only) from None
+    if getattr(model.config, "auto_map", None):
+        from llmopt.hub import custom_code_error
+
+        raise custom_code_error(encoder)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.eval(), tokenizer, identity
@@ -151,7 +158,8 @@ def fit_head(features: np.ndarray, labels: np.ndarray, num_labels: int) -> tuple
         intercept = np.array([0.0, intercept[0]])
     weight = coef / std  # (num_labels, hidden)
     bias = intercept - weight @ mean
-    return weight.astype(np.float32), bias.astype(np.float32)
+    # scikit-learn's multinomial coef_ is Fortran-ordered; safetensors stores C order only
+    return np.ascontiguousarray(weight, np.float32), np.ascontiguousarray(bias, np.float32)
 
 
 def load_encoder_classifier(
@@ -178,17 +186,15 @@ def load_encoder_classifier(
     key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
     folder = llmopt_home() / "heads" / key
     model = MeanPoolClassifier(enc, len(names))
-    meta_path, head_path = folder / "meta.json", folder / "head.safetensors"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
-    if meta is None or not head_path.is_file() or meta.get("key") != key:
+    cached, problem = _read_head(folder, key, len(names), enc.config.hidden_size)
+    notes = []
+    if cached is None:
+        if problem:
+            notes.append(f"the cached head was unreadable ({problem}), so it was trained again")
         if progress:
             progress(0.0, f"training a classification head on {len(train_data)} texts (once)")
         feats = pooled_features(model, tokenizer, train_data.texts, ENCODER_MAX_LENGTH, progress)
         weight, bias = fit_head(feats, train_data.labels, len(names))
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file(
-            {"weight": torch.from_numpy(weight), "bias": torch.from_numpy(bias)}, str(head_path)
-        )
         train_acc = float(((feats @ weight.T + bias).argmax(1) == train_data.labels).mean())
         meta = {
             "key": key,
@@ -202,10 +208,12 @@ def load_encoder_classifier(
             "max_length": ENCODER_MAX_LENGTH,
             "head_version": HEAD_VERSION,
         }
-        meta_path.write_text(json.dumps(meta, indent=2))
+        head = {"weight": torch.from_numpy(weight), "bias": torch.from_numpy(bias)}
+        _write_head(folder, head, meta, replace=problem is not None)
+        cached = (head, meta)
         if progress:
             progress(1.0, "head trained and cached")
-    head = load_file(str(head_path))
+    head, meta = cached
     with torch.no_grad():
         model.classifier.weight.copy_(head["weight"])
         model.classifier.bias.copy_(head["bias"])
@@ -219,44 +227,95 @@ def load_encoder_classifier(
         f"head: logistic regression on mean-pooled features of {meta['train_rows']} "
         f"{meta['dataset']} training texts"
     )
-    return LoadedModel(model, tokenizer, name, names, source, ENCODER_MAX_LENGTH, notes=[note])
+    return LoadedModel(
+        model, tokenizer, name, names, source, ENCODER_MAX_LENGTH, notes=[note, *notes]
+    )
+
+
+HEAD_FILE, HEAD_META = "head.safetensors", "meta.json"
+
+
+def _read_head(folder: Path, key: str, num_labels: int, hidden: int):
+    """``((tensors, meta), None)`` from a cache folder, ``(None, None)`` when there is none,
+    ``(None, why)`` when it is unreadable (then it is rebuilt, never fatal)."""
+    if not folder.exists():
+        return None, None
+    try:
+        meta = json.loads((folder / HEAD_META).read_text(encoding="utf-8"))
+        head = load_file(str(folder / HEAD_FILE))
+        ok = (
+            isinstance(meta, dict)
+            and meta.get("key") == key
+            and tuple(head["weight"].shape) == (num_labels, hidden)
+            and tuple(head["bias"].shape) == (num_labels,)
+            and isinstance(meta.get("train_rows"), int)
+        )
+    except FileNotFoundError as exc:
+        return None, f"{Path(exc.filename or '').name or 'a file'} is missing"
+    except Exception as exc:  # truncated or corrupted files: any error means "rebuild it"
+        return None, f"{type(exc).__name__}"
+    return ((head, meta), None) if ok else (None, "it does not match this model")
+
+
+def _write_head(folder: Path, head: dict, meta: dict, *, replace: bool) -> None:
+    """Publish a head folder atomically: both files, the JSON written last, then one rename.
+
+    A concurrent process that published the same key first wins (same inputs, same head).
+    """
+    try:
+        with atomic.staged_dir(folder, replace=replace) as tmp:
+            save_file({k: v.contiguous() for k, v in head.items()}, str(tmp / HEAD_FILE))
+            (tmp / HEAD_META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    except FileExistsError:
+        pass  # another process cached the same head a moment ago
 
 
 def save_pooled_dir(loaded: LoadedModel, directory: str | Path) -> Path:
-    """Save an encoder + head model as encoder checkpoint, head safetensors and a marker file."""
+    """Write an encoder + head model into ``directory`` (an empty folder ``save_model`` made):
+    the encoder checkpoint, the head as safetensors and ``llmopt_pooled.json``."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     model: MeanPoolClassifier = loaded.model
     model.encoder.save_pretrained(directory / "encoder", safe_serialization=True)
     loaded.tokenizer.save_pretrained(directory / "encoder")
     save_file(
         {k: v.detach().contiguous() for k, v in model.classifier.state_dict().items()},
-        str(directory / "head.safetensors"),
+        str(directory / HEAD_FILE),
     )
     meta = {"label_names": loaded.label_names, "max_length": loaded.max_length, "name": loaded.name}
-    (directory / POOLED_META).write_text(json.dumps(meta, indent=2))
+    (directory / POOLED_META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return directory
 
 
 def load_pooled_dir(directory: Path, source: str) -> LoadedModel:
-    """Load what ``save_pooled_dir`` wrote."""
+    """Load what ``save_pooled_dir`` wrote.
+
+    Raises:
+        LlmoptError: a marker file that is not what llmopt writes, or unreadable weights.
+    """
     from transformers import AutoModel, AutoTokenizer
 
-    meta = json.loads((directory / POOLED_META).read_text())
     try:
-        enc = AutoModel.from_pretrained(directory / "encoder", attn_implementation="eager")
-        tokenizer = AutoTokenizer.from_pretrained(directory / "encoder")
+        meta = json.loads((directory / POOLED_META).read_text(encoding="utf-8"))
+        names = [str(n) for n in meta["label_names"]]
+        max_length = int(meta["max_length"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise LlmoptError(
+            f"{source!r} has an unreadable {POOLED_META}, so it is not a model llmopt saved"
+        ) from None
+    encoder = directory / "encoder"
+    if (encoder / "config.json").is_file():
+        refuse_custom_code(encoder, source)
+    try:
+        enc = AutoModel.from_pretrained(
+            encoder, attn_implementation="eager", **model_kwargs(local_only=True)
+        )
+        tokenizer = AutoTokenizer.from_pretrained(encoder, local_files_only=True, **SAFE_KWARGS)
+        model = MeanPoolClassifier(enc, len(names))
+        model.classifier.load_state_dict(load_file(str(directory / HEAD_FILE)))
     except Exception as exc:
-        raise LlmoptError(_load_failure(str(directory), exc)) from None
-    names = meta["label_names"]
-    model = MeanPoolClassifier(enc, len(names))
-    model.classifier.load_state_dict(load_file(str(directory / "head.safetensors")))
+        raise load_failure(source, exc) from None
     model.config.id2label = dict(enumerate(names))
+    model.config.label2id = {n: i for i, n in enumerate(names)}
     return LoadedModel(
-        model.eval(),
-        tokenizer,
-        meta.get("name", directory.name),
-        names,
-        source,
-        int(meta["max_length"]),
+        model.eval(), tokenizer, meta.get("name", directory.name), names, source, max_length
     )

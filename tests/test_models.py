@@ -109,12 +109,12 @@ def test_stale_cached_head_is_rebuilt(tiny_bert_dir, tmp_path, monkeypatch):
 def test_pooled_model_saves_and_loads_back(tiny_bert_dir, tmp_path, tiny_dataset):
     from tinymodels import make_texts
 
-    from llmopt.train import save_pooled_dir
+    from llmopt.compress import save_model
 
     texts, labels = make_texts(30, seed=2)
     train = llmopt.TextDataset(texts, np.array(labels), ["LABEL_0", "LABEL_1"], name="t")
     loaded = llmopt.load_model(f"encoder:{tiny_bert_dir}", train_data=train)
-    save_pooled_dir(loaded, tmp_path / "saved")
+    save_model(loaded, tmp_path / "saved")
     back = llmopt.load_model(str(tmp_path / "saved"))
     a = llmopt.evaluate(loaded, tiny_dataset).y_score
     b = llmopt.evaluate(back, tiny_dataset).y_score
