@@ -1,5 +1,7 @@
 """llmopt: what-if compression of transformer classifiers — compress, evaluate, compare."""
 
+__version__ = "0.1.0"  # before the imports: submodules record it in what they save
+
 from llmopt.compress import CompressionConfig, CompressionReport, compress_model
 from llmopt.data import TextDataset, load_csv, load_dataset
 from llmopt.errors import LlmoptError
@@ -22,4 +24,3 @@ __all__ = [
     "load_model",
     "model_facts",
 ]
-__version__ = "0.1.0"
