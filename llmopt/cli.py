@@ -6,9 +6,12 @@ import argparse
 import csv
 import json
 import math
+import os
+import re
 import sys
 from pathlib import Path
 
+from llmopt import atomic
 from llmopt.errors import LlmoptError
 
 COMPRESSION_FLAGS = (
@@ -34,6 +37,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
@@ -53,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     _source_args(ev)
     ev.add_argument("--split", default="test", choices=["train", "test"])
     ev.add_argument("--limit", type=_positive_int, help="evaluate the first N rows of the split")
-    ev.add_argument("--seed", type=int, help="shuffle the split with this seed before --limit")
+    ev.add_argument("--seed", type=_seed, help="shuffle the split with this seed before --limit")
     ev.add_argument("--batch-size", type=_positive_int, default=32)
     ev.add_argument("--sparsity", type=float, help="fraction of weights to zero, in [0, 1)")
     ev.add_argument("--sparsity-method", choices=["magnitude", "wanda"])
@@ -86,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", type=Path, help="write the results as JSON to this path")
     ev.add_argument("--predictions", type=Path, help="write per-example predictions as CSV")
     ev.add_argument("--save-model", type=Path, help="save the compressed model to this folder")
+    ev.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="let --save-model replace a non-empty folder (never the model's own folder)",
+    )
 
     pr = sub.add_parser("prepare", help="load (and train once, if needed) a model ahead of time")
     _source_args(pr)
@@ -120,6 +138,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug, not a user mistake: one line, the details on request
+        if os.environ.get("LLMOPT_DEBUG"):
+            raise
+        print(
+            f"llmopt: internal error: {type(exc).__name__}: {str(exc).splitlines()[0][:200]} "
+            "(set LLMOPT_DEBUG=1 to see the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 class _Bar:
@@ -203,9 +230,6 @@ def _evaluate(args) -> int:
     from llmopt.evaluate import compare, evaluate
 
     config = _config(args)  # validate the knobs before any slow loading
-    for path in (args.json, args.predictions):
-        if path is not None and not path.parent.exists():
-            raise LlmoptError(f"folder {str(path.parent)!r} for {path.name} does not exist")
     if args.save_model is not None and config is None:
         raise LlmoptError("--save-model saves a compressed model: add a compression flag")
     if args.save_model is not None and config.int8_dynamic:
@@ -213,6 +237,9 @@ def _evaluate(args) -> int:
             "--int8-dynamic models cannot be saved as a checkpoint; use --bits 8 "
             "(simulated, saveable) or drop --save-model"
         )
+    if args.overwrite and args.save_model is None:
+        raise LlmoptError("--overwrite applies to --save-model; add --save-model DIR or drop it")
+    check_outputs(args)  # every output is checked before any work, so none fails at the end
     dataset = load_dataset(
         args.dataset,
         args.split,
@@ -239,19 +266,54 @@ def _evaluate(args) -> int:
         if args.save_model is not None:
             from llmopt.compress import save_model
 
-            save_model(compressed, args.save_model)
+            save_model(compressed, args.save_model, overwrite=args.overwrite)
     bar.close()
     print(format_results(loaded.name, dataset, base, other, fidelity, report))
     if args.json is not None:
         payload = results_json(
             loaded, dataset, config, base, other, fidelity, report, dataset_source=args.dataset
         )
-        args.json.write_text(json.dumps(payload, indent=2))
+        atomic.write_text(args.json, json.dumps(payload, indent=2))
     if args.predictions is not None:
         write_predictions(args.predictions, dataset, base, other)
     if args.save_model is not None:
         print(f"compressed model saved to {args.save_model}")
     return 0
+
+
+def check_outputs(args) -> None:
+    """Refuse, before any work, outputs that could not be written or would clobber an input.
+
+    Raises:
+        LlmoptError: an output whose folder is missing or read-only, that is a folder itself,
+            that names the dataset file, or two outputs with the same path.
+    """
+    from llmopt.compress import check_save_target
+
+    outputs = {"--json": args.json, "--predictions": args.predictions}
+    seen: dict[Path, str] = {}
+    dataset = Path(args.dataset).expanduser()
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        resolved = path.expanduser().resolve()
+        if resolved.is_dir():
+            raise LlmoptError(f"{flag} {str(path)!r} is a folder; give a file name")
+        if not resolved.parent.is_dir():
+            raise LlmoptError(
+                f"{flag}: folder {str(path.parent)!r} does not exist; create it or choose another"
+            )
+        if not os.access(resolved.parent, os.W_OK | os.X_OK) or (
+            resolved.exists() and not os.access(resolved, os.W_OK)
+        ):
+            raise LlmoptError(f"{flag} {str(path)!r} is not writable; choose another path")
+        if dataset.exists() and resolved == dataset.resolve():
+            raise LlmoptError(f"{flag} {str(path)!r} is the dataset itself; choose another path")
+        if resolved in seen:
+            raise LlmoptError(f"{seen[resolved]} and {flag} name the same file {str(path)!r}")
+        seen[resolved] = flag
+    if args.save_model is not None:
+        check_save_target(args.save_model, source=args.model, overwrite=args.overwrite)
 
 
 def results_json(loaded, dataset, config, base, other, fidelity, report, dataset_source=None):
@@ -274,15 +336,38 @@ def results_json(loaded, dataset, config, base, other, fidelity, report, dataset
         "compressed": other.to_dict() if other is not None else None,
         "fidelity": fidelity,
         "report": report.to_rows() if report is not None else None,
+        "dropped_rows": {"count": len(dataset.dropped), "rows": list(dataset.dropped[:20])},
     }
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "|", "%")
+NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def safe_cell(value) -> str:
+    """A CSV cell that spreadsheets will not run as a formula (OWASP's CSV injection advice).
+
+    Text starting with ``= + - @``, a tab, a carriage return (and ``|``/``%``, which some
+    spreadsheets also evaluate) gets a leading apostrophe, so it shows as text; plain numbers
+    such as ``-1`` stay as they are.
+    """
+    text = str(value)
+    if text.startswith(FORMULA_START) and not NUMBER.match(text):
+        return "'" + text
+    return text
+
+
 def write_predictions(path: Path, dataset, base, other) -> None:
-    """One CSV row per example: labels, predictions and probabilities of both models."""
-    names = base.label_names
+    """One CSV row per example: labels, predictions and probabilities of both models.
+
+    Probabilities are written with every digit (``repr``), so metrics recomputed from the file
+    equal the printed ones; label values are neutralised with ``safe_cell``. Written atomically.
+    """
+    names = [safe_cell(n) for n in base.label_names]
     header = ["index", "label", "pred_baseline", "pred_compressed"]
-    header += [f"prob_baseline_{n}" for n in names] + [f"prob_compressed_{n}" for n in names]
-    with path.open("w", newline="") as f:
+    header += [safe_cell(f"prob_baseline_{n}") for n in base.label_names]
+    header += [safe_cell(f"prob_compressed_{n}") for n in base.label_names]
+    with atomic.staged_file(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         for i in range(len(dataset)):
@@ -292,9 +377,11 @@ def write_predictions(path: Path, dataset, base, other) -> None:
                 names[base.y_pred[i]],
                 names[other.y_pred[i]] if other is not None else "",
             ]
-            row += [f"{p:.6f}" for p in base.y_score[i]]
+            row += [repr(float(p)) for p in base.y_score[i]]
             row += (
-                [f"{p:.6f}" for p in other.y_score[i]] if other is not None else [""] * len(names)
+                [repr(float(p)) for p in other.y_score[i]]
+                if other is not None
+                else [""] * len(names)
             )
             writer.writerow(row)
 
@@ -359,6 +446,8 @@ def format_results(name, dataset, base, other=None, fidelity=None, report=None) 
             f"note: {base.n_truncated} of {len(dataset)} texts were longer than the "
             "model's maximum length and were truncated",
         ]
+    if dataset.dropped_note():
+        lines.append(f"note: {dataset.dropped_note()}")
     lines += [f"note: {n}" for n in base.notes]
     lines.append(
         "note: latency is measured model time per sample on this machine, tokenization excluded"

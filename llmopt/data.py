@@ -5,17 +5,20 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from llmopt.errors import LlmoptError
+from llmopt.errors import LlmoptError, columns_fix, limit_fix
+from llmopt.paths import Confinement, check_path, read_file
 
 SPLITS = ("train", "test")
 SPLIT_SEED = 0  # fixed, so a source without its own test split always splits the same way
 TEST_FRACTION = 0.2
+MANY_LABELS = 50  # more distinct labels than this usually means the wrong label column
 
 
 @dataclass
@@ -28,7 +31,8 @@ class TextDataset:
     name: str
     split: str = "test"
     source: str = "bundled"
-    indices: np.ndarray | None = field(default=None, repr=False)  # row numbers in the split
+    indices: np.ndarray | None = field(default=None, repr=False)  # row numbers in the source
+    dropped: list[int] = field(default_factory=list, repr=False)  # source rows skipped (blank)
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -36,6 +40,7 @@ class TextDataset:
             raise LlmoptError(f"{len(self.texts)} texts but {len(self.labels)} labels")
         if self.indices is None:
             self.indices = np.arange(len(self.texts))
+        self.indices = np.asarray(self.indices, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -57,12 +62,16 @@ class TextDataset:
         Raises:
             LlmoptError: if ``limit`` is not a positive number.
         """
+        if limit is not None and (not _is_int(limit) or limit <= 0):
+            raise LlmoptError(
+                f"the row limit must be a positive number, got {limit!r}", fix=limit_fix()
+            )
+        if seed is not None and (not _is_int(seed) or seed < 0):
+            raise LlmoptError(f"the shuffle seed must be a whole number >= 0, got {seed!r}")
         order = np.arange(len(self))
         if seed is not None:
             order = np.random.default_rng(seed).permutation(len(self))
         if limit is not None:
-            if limit <= 0:
-                raise LlmoptError(f"--limit must be a positive number of rows, got {limit}")
             order = order[:limit]
         return TextDataset(
             texts=[self.texts[i] for i in order],
@@ -72,7 +81,23 @@ class TextDataset:
             split=self.split,
             source=self.source,
             indices=self.indices[order],
+            dropped=list(self.dropped),
         )
+
+    def dropped_note(self, first: int = 5) -> str | None:
+        """A sentence on the source rows skipped for an empty text or label, or None."""
+        if not self.dropped:
+            return None
+        shown = ", ".join(str(r) for r in self.dropped[:first])
+        more = ", …" if len(self.dropped) > first else ""
+        return (
+            f"{len(self.dropped)} row(s) of {self.name} were skipped because their text or label "
+            f"is empty (data rows {shown}{more}; row 0 is the first row after the header)"
+        )
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
 def load_dataset(
@@ -83,6 +108,7 @@ def load_dataset(
     label_column: str = "label",
     limit: int | None = None,
     seed: int | None = None,
+    confine: Confinement | None = None,
 ) -> TextDataset:
     """Load one split of a labelled text dataset.
 
@@ -94,13 +120,17 @@ def load_dataset(
         label_column: column holding the label (CSV and HF sources).
         limit: keep the first ``limit`` rows (after a seeded shuffle if ``seed`` is given).
         seed: shuffle seed for ``limit``.
+        confine: the folders and file size a server may read (``None``: anything the user can).
 
     Returns:
         The split as a ``TextDataset``.
 
     Raises:
-        LlmoptError: for an unknown source or split, a bad file, missing columns, too few classes.
+        LlmoptError: for an unknown source or split, a bad file, missing columns, too few
+            classes, a path outside ``confine``.
     """
+    if not isinstance(source, (str, os.PathLike)):
+        raise LlmoptError(f"a dataset source is a string, got {type(source).__name__}")
     if split not in SPLITS:
         raise LlmoptError(f"unknown split {split!r}; use one of: {', '.join(SPLITS)}")
     _check_columns(text_column, label_column)
@@ -108,9 +138,11 @@ def load_dataset(
     if source == "bundled":
         dataset = _load_bundled(split)
     elif source.startswith("hf:"):
-        dataset = _load_hf(source, split, text_column, label_column)
-    elif source.lower().endswith((".csv", ".tsv")) or os.path.isfile(source):
-        dataset = load_csv(source, split, text_column=text_column, label_column=label_column)
+        dataset = _load_hf(source, split, text_column, label_column, confine)
+    elif source.lower().endswith((".csv", ".tsv")) or os.path.lexists(os.path.expanduser(source)):
+        dataset = load_csv(
+            source, split, text_column=text_column, label_column=label_column, confine=confine
+        )
     else:
         raise LlmoptError(
             f"unknown dataset source {source!r}: use 'bundled', a path to a .csv file, "
@@ -124,6 +156,9 @@ def load_dataset(
 
 
 def _check_columns(text_column: str, label_column: str) -> None:
+    for what, col in (("text", text_column), ("label", label_column)):
+        if not isinstance(col, str) or not col:
+            raise LlmoptError(f"the {what} column must be a column name, got {col!r}")
     if text_column == label_column:
         raise LlmoptError(
             f"the text and label columns are both {text_column!r}; choose two different columns"
@@ -141,35 +176,13 @@ def _load_bundled(split: str) -> TextDataset:
     )
 
 
-def load_csv(
-    path_or_buffer: str | Path | bytes | io.IOBase,
-    split: str = "test",
-    *,
-    text_column: str = "text",
-    label_column: str = "label",
-    name: str | None = None,
-) -> TextDataset:
-    """Load a CSV (or TSV) file of texts and labels and return one split of it.
-
-    ``path_or_buffer`` may be a path, the file's bytes (an upload) or a binary file object.
+def read_table(raw: bytes, name: str) -> pd.DataFrame:
+    """Parse CSV (or TSV, by the name's suffix) bytes into a frame of strings.
 
     Raises:
-        LlmoptError: for a missing, empty or non-UTF-8 file, missing columns, empty texts,
-            or fewer than two classes.
+        LlmoptError: an empty or non-UTF-8 file, or one that is not well-formed CSV. The
+            message never quotes the file's contents.
     """
-    _check_columns(text_column, label_column)
-    if isinstance(path_or_buffer, bytes):
-        raw = path_or_buffer
-        name = name or "uploaded CSV"
-    elif isinstance(path_or_buffer, io.IOBase):
-        raw = path_or_buffer.read()
-        name = name or getattr(path_or_buffer, "name", "uploaded CSV")
-    else:
-        path = Path(path_or_buffer)
-        if not path.is_file():
-            raise LlmoptError(f"CSV file {str(path)!r} not found; check the path")
-        raw = path.read_bytes()
-        name = name or path.name
     if not raw.strip():
         raise LlmoptError(f"{name} is empty; it needs a header row and at least two labelled rows")
     try:
@@ -179,48 +192,152 @@ def load_csv(
             f"{name} is not valid UTF-8 (bad byte at position {exc.start}); "
             "re-save it as UTF-8 (e.g. 'Save as CSV UTF-8' in a spreadsheet)"
         ) from None
+    if "\x00" in text:
+        raise LlmoptError(f"{name} contains NUL bytes, so it is not a text CSV file")
     sep = "\t" if str(name).lower().endswith(".tsv") else ","
     try:
-        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+        return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         raise LlmoptError(f"{name} has no columns; it needs a header row") from None
-    except pd.errors.ParserError as exc:
-        raise LlmoptError(f"{name} is not a well-formed CSV file: {exc}") from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        where = re.search(r"line \d+", str(exc))
+        at = f" (at {where.group(0)})" if where else ""
+        raise LlmoptError(
+            f"{name} is not a well-formed CSV file{at}: rows must have as many fields as the "
+            "header, and quotes must be closed"
+        ) from None
+
+
+def load_csv(
+    path_or_buffer: str | Path | bytes | io.IOBase,
+    split: str = "test",
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    name: str | None = None,
+    confine: Confinement | None = None,
+) -> TextDataset:
+    """Load a CSV (or TSV) file of texts and labels and return one split of it.
+
+    ``path_or_buffer`` may be a path, the file's bytes (an upload) or a binary file object.
+    Rows with an empty text or label are skipped and listed in ``dropped``; ``indices`` hold
+    each row's number among the file's data rows (0 = the first row after the header).
+
+    Raises:
+        LlmoptError: for a missing, empty or non-UTF-8 file, a path that is not a regular file
+            (or is outside ``confine``), missing columns, no labelled rows, or one class.
+    """
+    _check_columns(text_column, label_column)
+    if split not in SPLITS:
+        raise LlmoptError(f"unknown split {split!r}; use one of: {', '.join(SPLITS)}")
+    if isinstance(path_or_buffer, (bytes, bytearray)):
+        raw = bytes(path_or_buffer)
+        name = name or "uploaded CSV"
+    elif isinstance(path_or_buffer, io.IOBase):
+        raw = path_or_buffer.read()
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8")
+        name = name or getattr(path_or_buffer, "name", "uploaded CSV")
+    elif isinstance(path_or_buffer, (str, os.PathLike)):
+        raw = read_file(path_or_buffer, what="CSV file", confine=confine)
+        name = name or Path(path_or_buffer).name
+    else:
+        raise LlmoptError(
+            f"load_csv takes a path, bytes or a binary file, got {type(path_or_buffer).__name__}"
+        )
+    frame = read_table(raw, str(name))
     missing = [c for c in (text_column, label_column) if c not in frame.columns]
     if missing:
-        columns = ", ".join(map(str, frame.columns))
-        hint = _column_hint(frame.columns, text_column, label_column)
         raise LlmoptError(
             f"column {', '.join(repr(c) for c in missing)} not found in {name}; "
-            f"columns are: {columns}{hint}"
+            f"columns are: {_column_list(frame.columns)}",
+            fix=_column_fix(frame, text_column, label_column),
         )
-    frame = frame[[text_column, label_column]]
-    frame = frame[(frame[text_column].str.strip() != "") & (frame[label_column].str.strip() != "")]
-    if len(frame) == 0:
+    texts_col = frame[text_column].astype(str)
+    labels_col = frame[label_column].astype(str).str.strip()
+    keep = (texts_col.str.strip() != "").to_numpy() & (labels_col != "").to_numpy()
+    dropped = np.flatnonzero(~keep).tolist()
+    if not keep.any():
         raise LlmoptError(f"{name} has no rows with both a text and a label")
-    labels, names = _encode_labels(frame[label_column].str.strip())
+    labels, names = _encode_labels(labels_col[keep])
     if len(names) < 2:
         raise LlmoptError(
-            f"{name} has a single class ({names[0]!r}) in column {label_column!r}; "
-            "a classifier needs at least two"
+            f"{name} has a single class ({_short(names[0])!r}) in column {label_column!r}; "
+            "a classifier needs at least two",
+            fix=None if len(frame.columns) < 3 else columns_fix(),
         )
-    texts = frame[text_column].tolist()
-    return _split(texts, labels, names, split, name=name, source=str(name))
+    texts = texts_col[keep].tolist()
+    rows = np.flatnonzero(keep)
+    dataset = _split(texts, labels, names, split, name=str(name), source=str(name), rows=rows)
+    dataset.dropped = dropped
+    return dataset
 
 
-def _column_hint(columns, text_column: str, label_column: str) -> str:
-    text_like = [c for c in columns if str(c).lower() in ("text", "review", "sentence", "content")]
-    label_like = [c for c in columns if str(c).lower() in ("label", "score", "class", "target")]
-    hints = []
-    if text_column not in columns and text_like:
-        hints.append(f"--text-column {text_like[0]}")
-    if label_column not in columns and label_like:
-        hints.append(f"--label-column {label_like[0]}")
-    return (
-        f" — pass {' '.join(hints)}"
-        if hints
-        else " — choose them with --text-column/--label-column"
-    )
+def _short(value: str, width: int = 40) -> str:
+    value = str(value)
+    return value if len(value) <= width else value[: width - 1] + "…"
+
+
+def _column_list(columns, limit: int = 20) -> str:
+    shown = [_short(c) for c in list(columns)[:limit]]
+    more = f", … ({len(columns)} in all)" if len(columns) > limit else ""
+    return ", ".join(shown) + more
+
+
+def _column_fix(frame: pd.DataFrame, text_column: str, label_column: str):
+    guess_text, guess_label = guess_columns(frame)
+    text = guess_text if text_column not in frame.columns else None
+    label = guess_label if label_column not in frame.columns else None
+    if text is None and label is None:
+        return columns_fix()
+    return columns_fix(text=_short(text) if text else None, label=_short(label) if label else None)
+
+
+def guess_columns(frame: pd.DataFrame) -> tuple[str | None, str | None]:
+    """The likely text and label columns of a frame of strings, judged by content.
+
+    The text column has the longest texts on average (many distinct values, spaces between
+    words); the label column is the other column with the fewest distinct values (but at least
+    two). Either is ``None`` when the frame has no suitable column.
+    """
+    columns = [c for c in frame.columns]
+    if not columns:
+        return None, None
+    sample = frame.head(2000)
+    lengths = {c: sample[c].astype(str).str.len().mean() for c in columns}
+    text = max(columns, key=lambda c: (lengths[c], sample[c].nunique()))
+    others = [c for c in columns if c != text and sample[c].nunique() >= 2]
+    label = min(others, key=lambda c: (sample[c].nunique(), lengths[c])) if others else None
+    return str(text), (str(label) if label is not None else None)
+
+
+@dataclass
+class TablePreview:
+    """What a dashboard shows before loading a CSV: columns, guesses, a few rows, label counts."""
+
+    columns: list[str]
+    text_column: str | None
+    label_column: str | None
+    rows: pd.DataFrame  # the first few rows
+    n_rows: int
+
+
+def preview_table(raw: bytes, name: str, n: int = 5) -> TablePreview:
+    """Columns, guessed text and label columns and the first ``n`` rows of a CSV's bytes.
+
+    Raises:
+        LlmoptError: as ``read_table``.
+    """
+    frame = read_table(raw, name)
+    text, label = guess_columns(frame)
+    return TablePreview([str(c) for c in frame.columns], text, label, frame.head(n), len(frame))
+
+
+def label_counts(frame: pd.DataFrame, label_column: str) -> pd.DataFrame:
+    """Rows per distinct (stripped, non-empty) value of ``label_column``, most common first."""
+    values = frame[label_column].astype(str).str.strip()
+    counts = values[values != ""].value_counts()
+    return pd.DataFrame({"label": counts.index.astype(str), "rows": counts.to_numpy()})
 
 
 def _encode_labels(values) -> tuple[np.ndarray, list[str]]:
@@ -235,17 +352,23 @@ def _encode_labels(values) -> tuple[np.ndarray, list[str]]:
     return np.array([index[v] for v in values], dtype=np.int64), names
 
 
-def _split(texts, labels, names, split, *, name, source) -> TextDataset:
-    """Seeded, stratified 80/20 split; falls back to a plain split when a class is too rare."""
+def _split(texts, labels, names, split, *, name, source, rows=None) -> TextDataset:
+    """Seeded, stratified 80/20 split; falls back to a plain split when a class is too rare.
+
+    ``rows`` are the source row numbers of ``texts`` (default 0..n-1); the split keeps them.
+    """
     from sklearn.model_selection import train_test_split
 
-    rows = np.arange(len(texts))
+    rows = np.arange(len(texts)) if rows is None else np.asarray(rows, dtype=np.int64)
+    if len(rows) < 2:
+        raise LlmoptError(
+            f"{name} has {len(rows)} labelled row; a train/test split needs 2 or more"
+        )
+    positions = np.arange(len(texts))
     counts = np.bincount(labels, minlength=len(names))
     stratify = labels if counts.min() >= 2 and len(rows) * TEST_FRACTION >= len(names) else None
-    if len(rows) < 2:
-        raise LlmoptError(f"{name} has {len(rows)} row; a train/test split needs at least 2")
     train, test = train_test_split(
-        rows, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=stratify
+        positions, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=stratify
     )
     chosen = np.sort(train if split == "train" else test)
     return TextDataset(
@@ -255,16 +378,23 @@ def _split(texts, labels, names, split, *, name, source) -> TextDataset:
         name=name,
         split=split,
         source=source,
-        indices=chosen,
+        indices=rows[chosen],
     )
 
 
-def _load_hf(source: str, split: str, text_column: str, label_column: str) -> TextDataset:
+def _load_hf(
+    source: str, split: str, text_column: str, label_column: str, confine: Confinement | None
+) -> TextDataset:
     parts = source[3:].split(":")
     if not parts[0]:
         raise LlmoptError("hf: needs a dataset name, e.g. hf:imdb or hf:glue:sst2")
     name, config = parts[0], (parts[1] if len(parts) > 1 and parts[1] else None)
-    from llmopt.models import hub_reachable, quiet_hub_logs
+    if confine is not None and (
+        os.path.lexists(os.path.expanduser(name)) or name.startswith((".", "/", "~"))
+    ):  # the datasets library also reads local folders and files: confine them like a CSV
+        check_path(name, kind="dir" if os.path.isdir(name) else "file", what="dataset",
+                   confine=confine)  # fmt: skip
+    from llmopt.hub import hub_reachable, quiet_hub_logs
 
     quiet_hub_logs()
     offline = not hub_reachable()
@@ -290,7 +420,8 @@ def _load_hf(source: str, split: str, text_column: str, label_column: str) -> Te
     if missing:
         raise LlmoptError(
             f"column {', '.join(repr(c) for c in missing)} not found in {source}; columns are: "
-            f"{', '.join(first.column_names)} — choose them with --text-column/--label-column"
+            f"{_column_list(first.column_names)}",
+            fix=columns_fix(),
         )
     feature = first.features[label_column]
     class_names = getattr(feature, "names", None)
@@ -332,3 +463,21 @@ def label_balance(train: TextDataset, test: TextDataset) -> pd.DataFrame:
     )
     frame["test share"] = (frame["test"] / max(int(frame["test"].sum()), 1)).round(3)
     return frame
+
+
+_TAG = re.compile(r"<\s*(br|p|div|li|tr)\b[^>]*>|<[^<>]{1,200}>", re.IGNORECASE)
+
+
+def display_text(text: str, max_chars: int | None = None) -> str:
+    """A text as a reader should see it: HTML tags removed (line breaks kept as spaces),
+    entities decoded, whitespace collapsed, cut to ``max_chars`` with an ellipsis.
+
+    The model still sees the original text; this is for tables and captions only.
+    """
+    import html
+
+    plain = _TAG.sub(" ", str(text))
+    plain = " ".join(html.unescape(plain).split())
+    if max_chars is not None and len(plain) > max_chars:
+        plain = plain[: max_chars - 1].rstrip() + "…"
+    return plain

@@ -12,7 +12,7 @@ from sklearn import metrics as skm
 
 from llmopt.batching import accepts_token_types, encode, iter_batches
 from llmopt.data import TextDataset
-from llmopt.errors import LlmoptError
+from llmopt.errors import LlmoptError, train_head_fix
 from llmopt.models import LoadedModel, Progress, count_params, size_bytes
 
 METRIC_KEYS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc")
@@ -70,9 +70,10 @@ def label_map(loaded: LoadedModel, dataset: TextDataset) -> np.ndarray:
         unknown = [n for n in data_names if n.lower() not in lookup]
         if unknown:
             raise LlmoptError(
-                f"dataset labels {unknown} are not labels of model {loaded.name!r} "
-                f"(it knows: {', '.join(model_names)}); rename the labels in your data, or use "
-                "--model encoder:bundled to train a head for this dataset"
+                f"dataset labels {_names(unknown)} are not labels of model {loaded.name!r} "
+                f"(it knows: {_names(model_names)}); rename the labels in your data, or train a "
+                "head",
+                fix=train_head_fix(),
             )
         return np.array([lookup[n.lower()] for n in data_names])
     if data_numeric:
@@ -81,11 +82,33 @@ def label_map(loaded: LoadedModel, dataset: TextDataset) -> np.ndarray:
             return np.array(values)
     if len(data_names) > len(model_names) or (data_numeric and not loaded.named_labels):
         raise LlmoptError(
-            f"the dataset has {len(data_names)} labels ({', '.join(data_names)}) but model "
-            f"{loaded.name!r} has {len(model_names)} ({', '.join(model_names)}); use "
-            "--model encoder:bundled to train a head for this dataset"
+            f"the dataset has {len(data_names)} labels ({_names(data_names)}) but model "
+            f"{loaded.name!r} has {len(model_names)} ({_names(model_names)})",
+            fix=train_head_fix(),
         )
     return np.arange(len(data_names))
+
+
+def _names(names: list[str], limit: int = 10) -> str:
+    """Label names for a message: the first ``limit``, each cut to 30 characters."""
+    shown = [n if len(n) <= 30 else n[:29] + "…" for n in map(str, names[:limit])]
+    return ", ".join(shown) + (f", … ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _check_inputs(loaded, dataset, batch_size) -> None:
+    """Public-API argument checks, with the CLI's kind of message (not a bare TypeError)."""
+    if not isinstance(loaded, LoadedModel):
+        raise LlmoptError(
+            f"evaluate needs a LoadedModel (from llmopt.load_model), got {type(loaded).__name__}"
+        )
+    if not isinstance(dataset, TextDataset):
+        raise LlmoptError(
+            f"evaluate needs a TextDataset (from llmopt.load_dataset), got {type(dataset).__name__}"
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise LlmoptError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    if batch_size < 1:
+        raise LlmoptError(f"batch_size must be >= 1, got {batch_size}")
 
 
 def compute_metrics(y_true: np.ndarray, y_score: np.ndarray, y_pred: np.ndarray) -> dict:
@@ -183,6 +206,9 @@ def evaluate(
     Raises:
         LlmoptError: empty dataset, or labels the model does not know.
     """
+    _check_inputs(loaded, dataset, batch_size)
+    if progress is not None and not callable(progress):
+        raise LlmoptError("progress must be a callable taking (fraction, message)")
     if len(dataset) == 0:
         raise LlmoptError("the dataset has no rows to evaluate")
     mapping = label_map(loaded, dataset)
@@ -218,7 +244,9 @@ def compare(base: EvalResult, other: EvalResult) -> dict:
         ``{"agreement": fraction of equal predictions, "mean_kl": mean KL(base || other) in
         nats, "flipped": row positions whose prediction changed}``.
     """
-    if base.y_score.shape != other.y_score.shape:
+    if not isinstance(base, EvalResult) or not isinstance(other, EvalResult):
+        raise LlmoptError("compare needs two EvalResults (from llmopt.evaluate)")
+    if base.y_score.shape != other.y_score.shape or not np.array_equal(base.y_true, other.y_true):
         raise LlmoptError("compare needs two results on the same rows and labels")
     eps = 1e-12
     p = np.clip(base.y_score, eps, 1.0)
@@ -244,12 +272,18 @@ def flipped_table(base: EvalResult, other: EvalResult, texts: list[str]):
     """
     import pandas as pd
 
-    rows = np.flatnonzero(base.y_pred != other.y_pred)
+    from llmopt.data import display_text
+
+    fid = compare(base, other)
+    if len(texts) != len(base.y_true):
+        raise LlmoptError(f"flipped_table needs one text per row: {len(texts)} texts, "
+                          f"{len(base.y_true)} rows")  # fmt: skip
+    rows = np.asarray(fid["flipped"], dtype=int)
     names = base.label_names
     truth = base.y_true[rows]
     return pd.DataFrame(
         {
-            "text": [texts[i] for i in rows],
+            "text": [display_text(texts[i]) for i in rows],
             "label": [names[t] for t in truth],
             "baseline says": [names[p] for p in base.y_pred[rows]],
             "compressed says": [names[p] for p in other.y_pred[rows]],

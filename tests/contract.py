@@ -19,5 +19,6 @@ TOP_KEYS = {
     "compressed",
     "fidelity",
     "report",
+    "dropped_rows",
 }
 METRIC_NAMES = {"accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc"}
