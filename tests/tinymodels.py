@@ -103,3 +103,31 @@ def make_texts(n: int, seed: int = 0, num_classes: int = 2):
         texts.append(" ".join(words))
         labels.append(label)
     return texts, labels
+
+
+def make_class_texts(n: int, num_classes: int, seed: int = 0):
+    """Short texts for ``num_classes`` (up to 40) classes: each class has its own keyword from
+    the tiny vocabulary, among filler words no class uses. Labels are ``category_NN``."""
+    if num_classes > 40:
+        raise ValueError("the tiny vocabulary has keywords for at most 40 classes")
+    rng = np.random.default_rng(seed)
+    keywords = WORDS[:num_classes]
+    filler = WORDS[40:]
+    texts, labels = [], []
+    for i in range(n):
+        label = i % num_classes
+        words = [keywords[label]] * int(rng.integers(1, 3))
+        words += list(rng.choice(filler, size=rng.integers(2, 10)))
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        labels.append(f"category_{label:02d}")
+    return texts, labels
+
+
+def write_class_csv(path, n: int, num_classes: int, seed: int = 0):
+    """A CSV with columns text,label of ``make_class_texts``; returns the path."""
+    import pandas as pd
+
+    texts, labels = make_class_texts(n, num_classes, seed)
+    pd.DataFrame({"text": texts, "label": labels}).to_csv(path, index=False)
+    return path

@@ -206,6 +206,8 @@ def compress(
         LlmoptError: no layer to compress, a rank above a layer's limit, a group size that
             does not divide a layer's input size, Wanda without calibration texts.
     """
+    if not isinstance(loaded, LoadedModel):
+        raise LlmoptError(f"compress needs a LoadedModel, got {type(loaded).__name__}")
     if not isinstance(config, CompressionConfig):
         raise LlmoptError(f"config must be a CompressionConfig, got {type(config).__name__}")
     report_progress = progress or (lambda _f, _m: None)
