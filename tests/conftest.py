@@ -66,3 +66,28 @@ def bundled_model(_isolated_home):
     import llmopt
 
     return llmopt.load_model("bundled")
+
+
+# ---------------------------------------------------------------- matrix sizes in the output
+
+_MATRICES: dict[str, list[str]] = {}  # matrix name -> node ids of its cases
+
+
+def pytest_collection_modifyitems(items):
+    """Group the cases of every ``@pytest.mark.matrix("name")`` test by matrix name."""
+    _MATRICES.clear()
+    for item in items:
+        marker = item.get_closest_marker("matrix")
+        if marker is not None:
+            _MATRICES.setdefault(marker.args[0], []).append(item.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print how many cases each bad-input matrix tried and how many passed."""
+    if not _MATRICES:
+        return
+    passed = {r.nodeid for r in terminalreporter.stats.get("passed", []) if r.when == "call"}
+    terminalreporter.section("bad-input matrices")
+    for name, ids in sorted(_MATRICES.items()):
+        ok = sum(i in passed for i in ids)
+        terminalreporter.write_line(f"{name}: {len(ids)} cases, {ok} passed")

@@ -20,7 +20,6 @@ from tinymodels import make_tiny, write_class_csv
 import llmopt
 from llmopt.cli import main
 from llmopt.errors import LlmoptError
-from llmopt.paths import Confinement
 
 CLASS_COUNTS = (3, 7, 20)
 
@@ -153,6 +152,8 @@ def test_malicious_pickle_checkpoint_is_refused_with_a_complete_message(tiny_ber
 
 @pytest.fixture()
 def confine(tmp_path, monkeypatch):
+    from llmopt.paths import Confinement
+
     root = tmp_path / "root"
     root.mkdir()
     monkeypatch.setenv("LLMOPT_ROOTS", str(root))
