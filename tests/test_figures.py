@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -15,14 +17,16 @@ from llmopt.evaluate import EvalResult, compute_metrics, roc_curves
 from llmopt.sweep import COLUMNS, pareto_front
 
 
-def make_result(seed: int, k: int = 2, n: int = 80, name: str = "m") -> EvalResult:
+def make_result(
+    seed: int, k: int = 2, n: int = 80, name: str = "m", names: list[str] | None = None
+) -> EvalResult:
     """An EvalResult from random (but informative) scores, built with the evaluate helpers."""
     rng = np.random.default_rng(seed)
     y_true = np.arange(n) % k
     logits = rng.normal(size=(n, k)) + 1.5 * np.eye(k)[y_true]
     y_score = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     y_pred = y_score.argmax(1)
-    names = [f"class{c}" for c in range(k)]
+    names = names or [f"class{c}" for c in range(k)]
     return EvalResult(
         y_true=y_true,
         y_score=y_score,
@@ -68,8 +72,145 @@ def test_roc_multiclass_one_curve_per_model_and_class():
     for i, (label, result) in enumerate(results.items()):
         for c, cls in enumerate(result.label_names):
             trace = fig.data[3 * i + c]
-            assert label in trace.name and cls in trace.name
+            assert trace.legendgroup == label and cls in trace.name  # model: the legend group
             assert f"AUC {result.roc[cls]['auc']:.3f}" in trace.name
+
+
+CLASS_COUNTS = [2, 3, 4, 7, 20, 50]
+
+
+def long_names(k: int) -> list[str]:
+    """Label names like a real many-class dataset's, the last one very long."""
+    return [f"category_number_{c}" for c in range(k - 1)] + [f"a_really_long_name_{k - 1:02d}x"]
+
+
+def many_class_pair(k: int, names: list[str] | None = None) -> dict[str, EvalResult]:
+    """Baseline and compressed results on k classes, a few rows of each class."""
+    n = max(80, 4 * k)
+    return {
+        "baseline": make_result(0, k=k, n=n, names=names),
+        "compressed": make_result(1, k=k, n=n, names=names),
+    }
+
+
+@pytest.mark.parametrize("k", [3, 4, 7, 20, 50])
+def test_roc_multiclass_legend_outside_and_one_curve_per_class_and_model(k):
+    results = many_class_pair(k, long_names(k))
+    fig = figures.roc_figure(results)
+    legend = fig.layout.legend
+    assert legend.y < 0 and legend.yanchor == "top"  # below the [0, 1] plot, never on it
+    assert fig.layout.yaxis.scaleanchor == "x"  # square plot
+    curves = [t for t in fig.data if t.showlegend is not False]
+    for i, (label, result) in enumerate(results.items()):
+        mine = [t for t in curves if t.legendgroup == label]
+        assert len(mine) == len(result.roc) == k  # every class that occurs has a curve
+        for trace, cls in zip(mine, result.label_names, strict=True):
+            assert cls in trace.hovertemplate and label in trace.hovertemplate  # full names
+            assert f"AUC {result.roc[cls]['auc']:.3f}" in trace.name
+            np.testing.assert_allclose(trace.x, result.roc[cls]["fpr"])
+        assert {t.line.dash for t in mine} == {["solid", "dash"][i]}  # dash = model
+        macro = f"macro AUC {result.metrics['roc_auc']:.3f}"
+        assert macro in mine[0].legendgrouptitle.text
+        assert f"{label} {result.metrics['roc_auc']:.3f}" in fig.layout.title.text
+    base, other = (
+        [t for t in curves if t.legendgroup == label] for label in ("baseline", "compressed")
+    )
+    assert [t.line.color for t in base] == [t.line.color for t in other]  # colour = class
+    assert len({t.line.color for t in base}) == min(k, 24)
+    assert fig.layout.legend.groupclick == "togglegroup"  # a click hides a model's curves
+
+
+def test_roc_multiclass_skips_a_class_that_does_not_occur():
+    result = make_result(0, k=4)
+    missing = replace(result, roc={c: v for c, v in result.roc.items() if c != "class2"})
+    fig = figures.roc_figure({"baseline": missing, "compressed": make_result(1, k=4)})
+    groups = [t.legendgroup for t in fig.data if t.legendgroup]
+    assert groups.count("baseline") == 3 and groups.count("compressed") == 4
+
+
+def test_roc_height_grows_with_many_classes_and_binary_keeps_its_legend():
+    heights = [figures.roc_figure(many_class_pair(k)).layout.height for k in CLASS_COUNTS]
+    assert heights == sorted(heights) and heights[-2] > heights[2]
+    binary = figures.roc_figure(many_class_pair(2))
+    assert 0 < binary.layout.legend.x <= 1 and 0 <= binary.layout.legend.y <= 1
+    assert binary.data[0].legendgroup is None and binary.data[0].line.dash == "solid"
+
+
+def test_short_label_keeps_both_ends_of_a_long_name():
+    assert figures.short_label("class3") == "class3"
+    short = figures.short_label("a_really_long_category_name_number_17")
+    assert len(short) == figures.LABEL_CHARS and "…" in short
+    assert short.startswith("a_really") and short.endswith("_17")
+
+
+def test_confusion_layout_grows_and_hides_cell_text_for_many_classes():
+    layouts = [figures.confusion_layout(k, len(f"class{k - 1}")) for k in CLASS_COUNTS]
+    heights = [lay.height for lay in layouts]
+    assert heights == sorted(heights) and heights[2] < heights[3] < heights[4] < heights[5]
+    long = [figures.confusion_layout(k, 18).height for k in CLASS_COUNTS]
+    assert long == sorted(long) and long[3] < long[4] < long[5]
+    show = {k: lay.show_text for k, lay in zip(CLASS_COUNTS, layouts, strict=True)}
+    assert show[2] and show[4] and show[7] and not show[20] and not show[50]
+    for k, lay in zip(CLASS_COUNTS, layouts, strict=True):
+        cell = lay.side / k
+        assert lay.tick_step == 1  # every class named up to 50 classes
+        assert 1.2 * lay.tick_font <= cell * lay.tick_step  # row labels do not overlap
+        assert 8 <= lay.tick_font <= 12 and lay.tick_angle in (0, -45, -90)
+    assert figures.confusion_layout(100, 18).tick_step > 1  # beyond: every other name
+    single = [figures.confusion_layout(k, 18, panels=1).height for k in CLASS_COUNTS]
+    assert single == sorted(single)
+
+
+def test_needs_full_width_above_six_classes_or_with_long_names():
+    assert not any(figures.needs_full_width(k) for k in range(1, 7))
+    assert all(figures.needs_full_width(k) for k in (7, 20, 50))
+    assert figures.needs_full_width(3, len("category_number_17"))
+    assert not figures.needs_full_width(2, len("negative"))
+
+
+@pytest.mark.parametrize("k", CLASS_COUNTS)
+def test_confusion_figure_readable_for_many_classes(k):
+    result = many_class_pair(k)["baseline"]
+    fig = figures.confusion_figure(result)
+    counts, rates = fig.data
+    np.testing.assert_array_equal(np.asarray(counts.z), result.confusion)
+    np.testing.assert_allclose(np.asarray(rates.z).sum(axis=1), 1.0)
+    layout = figures.confusion_layout(k, max(map(len, result.label_names)))
+    assert fig.layout.height == layout.height
+    assert bool(counts.texttemplate) == bool(rates.texttemplate) == (k <= 12)
+    assert "%{x}" in counts.hovertemplate and "%{y}" in counts.hovertemplate  # values on hover
+    assert list(fig.layout.xaxis.tickvals) == result.label_names  # every class named
+    diff = figures.confusion_diff_figure(result, many_class_pair(k)["compressed"])
+    assert bool(diff.data[0].texttemplate) == (k <= 12)
+    assert (
+        diff.layout.height
+        == figures.confusion_layout(k, len(result.label_names[-1]), panels=1).height
+    )
+
+
+def test_confusion_heights_grow_with_the_number_of_classes():
+    pairs = [many_class_pair(k, long_names(k)) for k in CLASS_COUNTS]
+    heights = [figures.confusion_figure(p["baseline"]).layout.height for p in pairs]
+    assert heights == sorted(heights) and heights[2] < heights[4] < heights[5]
+    diffs = [figures.confusion_diff_figure(*p.values()).layout.height for p in pairs]
+    assert diffs == sorted(diffs) and diffs[2] < diffs[4]
+
+
+@pytest.mark.parametrize("k", [4, 20])
+def test_confusion_long_names_are_shortened_in_ticks_full_in_hover(k):
+    names = long_names(k)
+    base, other = many_class_pair(k, names).values()
+    for fig in (figures.confusion_figure(base), figures.confusion_diff_figure(base, other)):
+        heatmap = fig.data[0]
+        assert list(heatmap.x) == list(heatmap.y) == names  # the hover's %{x} is the full name
+        for axis in (fig.layout.xaxis, fig.layout.yaxis):
+            ticks = list(axis.ticktext)
+            assert list(axis.tickvals) == names
+            assert all(len(t) <= figures.LABEL_CHARS for t in ticks)
+            assert ticks[-1] != names[-1] and "…" in ticks[-1]
+            assert ticks[:-1] == names[:-1]  # short enough names stay whole
+        assert fig.layout.xaxis.tickangle in (-45, -90)  # long names never side by side
+    assert bool(fig.data[0].texttemplate) == (k == 4)
 
 
 def test_confusion_counts_and_row_normalised():
@@ -262,3 +403,7 @@ def test_facts_table_formats_every_fact():
     values = dict(zip(table["fact"], table["value"], strict=True))
     assert values["Name"] == "m" and values["Parameters"] == "1,234,567"
     assert values["Labels"] == "a, b" and values["Layers"] == "n/a"
+    many = facts_table({"labels": [f"category_number_{c}" for c in range(50)]})
+    labels = dict(zip(many["fact"], many["value"], strict=True))["Labels"]
+    assert labels.startswith("category_number_0, ") and labels.endswith("(50 in all)")
+    assert "category_number_11" in labels and "category_number_12" not in labels

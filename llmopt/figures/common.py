@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from plotly.colors import qualitative
+
 from llmopt.evaluate import METRIC_KEYS
 
 # One colour per role, the same in every figure: baseline blue, compressed orange.
@@ -13,6 +15,11 @@ METHOD_COLOURS = ["#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#17bec
 SEQUENTIAL = "Blues"
 DIVERGING = "RdBu"  # red = fewer / less, blue = more; always centred at 0
 MB = 1e6  # sizes are shown in megabytes of 10^6 bytes
+# One colour per class where curves are coloured by class (more than two classes): the
+# categorical palette for up to ten classes, 24 dark colours beyond (repeating after 24).
+CLASS_COLOURS = [PALETTE["baseline"], PALETTE["compressed"], *EXTRA_COLOURS, "#7f7f7f"]
+MANY_CLASS_COLOURS = list(qualitative.Dark24)
+LABEL_CHARS = 20  # tick labels longer than this are shortened (the hover keeps the full name)
 TABLE_COLUMNS = [*METRIC_KEYS, "latency_ms_per_sample", "size_mb", "params_total", "params_nonzero"]
 METRIC_TITLES = {
     "accuracy": "Accuracy",
@@ -38,6 +45,22 @@ def model_colour(label: str, index: int = 0) -> str:
     if index < 2:
         return PALETTE["baseline"] if index == 0 else PALETTE["compressed"]
     return EXTRA_COLOURS[(index - 2) % len(EXTRA_COLOURS)]
+
+
+def class_colours(n_classes: int) -> list[str]:
+    """One distinct colour per class (repeating only beyond 24 classes)."""
+    palette = CLASS_COLOURS if n_classes <= len(CLASS_COLOURS) else MANY_CLASS_COLOURS
+    return [palette[i % len(palette)] for i in range(n_classes)]
+
+
+def short_label(name: str, limit: int = LABEL_CHARS) -> str:
+    """``name`` cut to ``limit`` characters in the middle ("a_really_lo…umber_17"), so that
+    numbered names keep the part that tells them apart."""
+    if len(name) <= limit:
+        return name
+    head = (limit - 1) * 3 // 5
+    tail = limit - 1 - head
+    return name[:head] + "…" + (name[-tail:] if tail > 0 else "")
 
 
 def _fmt(x: float, digits: int = 3) -> str:
