@@ -9,10 +9,13 @@ import math
 import os
 import re
 import sys
+import weakref
 from pathlib import Path
+from typing import ClassVar
 
 from llmopt import atomic
 from llmopt.errors import LlmoptError
+from llmopt.paths import describe_kind, is_special
 
 COMPRESSION_FLAGS = (
     "sparsity", "sparsity_method", "sparsity_pattern", "bits", "group_size", "rank",
@@ -116,44 +119,58 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "prepare":
             return _prepare(args)
         return _evaluate(args)
-    except ValueError as exc:  # LlmoptError, and bad values caught by the libraries below
-        print(f"llmopt: error: {exc}".splitlines()[0], file=sys.stderr)
-        return 2
-    except MemoryError:
-        print("llmopt: error: out of memory; try a smaller model or --limit", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:  # torch reports an allocation failure as a RuntimeError
-        if "memory" not in str(exc).lower():
+    except (Exception, KeyboardInterrupt) as exc:
+        _Bar.close_all()  # the message must not land on a progress bar's line
+        if os.environ.get("LLMOPT_DEBUG") and not isinstance(exc, ValueError):
             raise
-        print(
-            "llmopt: error: out of memory; try a smaller model, --limit or --batch-size",
-            file=sys.stderr,
-        )
-        return 2
-    except OSError as exc:  # unwritable output path and the like
-        print(
-            f"llmopt: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
-            file=sys.stderr,
-        )
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # a bug, not a user mistake: one line, the details on request
-        if os.environ.get("LLMOPT_DEBUG"):
-            raise
-        print(
-            f"llmopt: internal error: {type(exc).__name__}: {str(exc).splitlines()[0][:200]} "
-            "(set LLMOPT_DEBUG=1 to see the traceback)",
-            file=sys.stderr,
-        )
-        return 1
+        status, message = _failure(exc)
+        if message:
+            print(message, file=sys.stderr)
+        return status
+
+
+def _first_line(text: str) -> str:
+    return (str(text).splitlines() or [""])[0]
+
+
+def _failure(exc: BaseException) -> tuple[int, str]:
+    """Exit status and the one line on stderr for an exception that ended a command."""
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, ""
+    if isinstance(exc, ValueError):  # LlmoptError, and bad values caught by the libraries below
+        return 2, _first_line(f"llmopt: error: {exc}")
+    memory = "llmopt: error: out of memory; try a smaller model, --limit or --batch-size"
+    if isinstance(exc, MemoryError):
+        return 2, memory
+    if isinstance(exc, RuntimeError) and "memory" in str(exc).lower():  # torch's alloc failure
+        return 2, memory
+    if isinstance(exc, OSError):  # a full disk, a folder that vanished, and the like
+        what = exc.strerror or _first_line(str(exc)) or type(exc).__name__
+        where = f": {exc.filename}" if exc.filename else ""
+        return 2, f"llmopt: error: {what}{where}"
+    return (
+        1,
+        (  # a bug, not a user mistake: one line, the traceback on request
+            f"llmopt: internal error: {type(exc).__name__}: {_first_line(str(exc))[:200]} "
+            "(set LLMOPT_DEBUG=1 to see the traceback)"
+        ),
+    )
 
 
 class _Bar:
     """A tqdm progress bar driven by llmopt's (fraction, message) callbacks."""
 
+    _open: ClassVar[weakref.WeakSet] = weakref.WeakSet()
+
     def __init__(self) -> None:
         self.bar = None
+        _Bar._open.add(self)
+
+    @classmethod
+    def close_all(cls) -> None:
+        """Close every bar still drawn (before an error message is printed)."""
+        for bar in list(cls._open):
+            bar.close()
 
     def __call__(self, fraction: float, message: str) -> None:
         from tqdm import tqdm
@@ -293,12 +310,20 @@ def check_outputs(args) -> None:
     outputs = {"--json": args.json, "--predictions": args.predictions}
     seen: dict[Path, str] = {}
     dataset = Path(args.dataset).expanduser()
+    if args.save_model is not None:
+        seen[args.save_model.expanduser().resolve()] = "--save-model"
     for flag, path in outputs.items():
         if path is None:
             continue
         resolved = path.expanduser().resolve()
         if resolved.is_dir():
             raise LlmoptError(f"{flag} {str(path)!r} is a folder; give a file name")
+        if is_special(resolved):
+            raise LlmoptError(
+                f"{flag} {str(path)!r} is {describe_kind(resolved)}; give a regular file name"
+            )
+        if resolved.parent.exists() and not resolved.parent.is_dir():
+            raise LlmoptError(f"{flag}: {str(path.parent)!r} is a file, not a folder")
         if not resolved.parent.is_dir():
             raise LlmoptError(
                 f"{flag}: folder {str(path.parent)!r} does not exist; create it or choose another"
@@ -309,11 +334,19 @@ def check_outputs(args) -> None:
             raise LlmoptError(f"{flag} {str(path)!r} is not writable; choose another path")
         if dataset.exists() and resolved == dataset.resolve():
             raise LlmoptError(f"{flag} {str(path)!r} is the dataset itself; choose another path")
-        if resolved in seen:
-            raise LlmoptError(f"{seen[resolved]} and {flag} name the same file {str(path)!r}")
+        inside = [p for p in seen if resolved == p or resolved.is_relative_to(p)]
+        if inside:
+            what = "file" if resolved in seen and seen[resolved] != "--save-model" else "path"
+            raise LlmoptError(f"{seen[inside[0]]} and {flag} name the same {what} {str(path)!r}")
         seen[resolved] = flag
     if args.save_model is not None:
         check_save_target(args.save_model, source=args.model, overwrite=args.overwrite)
+        target = args.save_model.expanduser().resolve()
+        if dataset.exists() and dataset.resolve().is_relative_to(target):
+            raise LlmoptError(
+                f"--save-model {str(args.save_model)!r} holds the dataset {args.dataset!r}; "
+                "saving there would destroy it — choose another folder"
+            )
 
 
 def results_json(loaded, dataset, config, base, other, fidelity, report, dataset_source=None):

@@ -18,6 +18,7 @@ from llmopt.paths import Confinement, check_path, read_file
 SPLITS = ("train", "test")
 SPLIT_SEED = 0  # fixed, so a source without its own test split always splits the same way
 TEST_FRACTION = 0.2
+SEPARATORS = {"\t": "tabs", ";": "semicolons", "|": "vertical bars"}
 MANY_LABELS = 50  # more distinct labels than this usually means the wrong label column
 
 
@@ -247,6 +248,13 @@ def load_csv(
         )
     frame = read_table(raw, str(name))
     missing = [c for c in (text_column, label_column) if c not in frame.columns]
+    header = str(frame.columns[0]) if len(frame.columns) == 1 else ""
+    separator = next((n for c, n in SEPARATORS.items() if c in header), None)
+    if missing and separator:
+        raise LlmoptError(
+            f"{name} has a single column: its header looks separated by {separator}, not commas; "
+            "save it as a comma-separated CSV (or as .tsv if tab-separated)"
+        )
     if missing:
         raise LlmoptError(
             f"column {', '.join(repr(c) for c in missing)} not found in {name}; "

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from llmopt.atomic import TMP_PREFIX
 from llmopt.errors import Fix, LlmoptError, train_head_fix
 from llmopt.hub import (
     SAFE_KWARGS,
@@ -135,8 +136,8 @@ def check_complete(path: Path, source: str) -> None:
         "since); it is not loaded",
         fix=Fix(cli="save the model again", app="save the model again"),
     )
-    if (path / PARTIAL_MARKER).exists():
-        raise incomplete
+    if (path / PARTIAL_MARKER).exists() or path.name.startswith(TMP_PREFIX):
+        raise incomplete  # a save's staging folder, or one moved aside during --overwrite
     marker = path / SAVE_MARKER
     if not marker.is_file():
         if (path / POOLED_META).exists():

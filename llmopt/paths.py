@@ -78,6 +78,8 @@ def _resolve(path: Path) -> Path:
 
 
 def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "a file"
     if stat.S_ISDIR(mode):
         return "a folder"
     if stat.S_ISFIFO(mode):
@@ -87,6 +89,20 @@ def _kind(mode: int) -> str:
     if stat.S_ISSOCK(mode):
         return "a socket"
     return "not a regular file"
+
+
+def is_special(path: Path) -> bool:
+    """Whether ``path`` exists and is neither a regular file nor a folder (FIFO, device…)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def describe_kind(path: Path) -> str:
+    """ "a file", "a folder", "a named pipe (FIFO)", … for an existing path."""
+    return _kind(os.stat(path).st_mode)
 
 
 def check_path(

@@ -11,7 +11,8 @@ from llmopt.errors import LlmoptError
 METHODS = ("magnitude", "wanda")
 SCOPES = ("layer", "global")
 NM_PATTERN = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
-PATTERN_HELP = "'unstructured', '2:4', '4:8' or any 'N:M' with 0 < N < M"
+MAX_M = 256  # group size of an N:M pattern; hardware uses 4 or 8, research up to 32 or 64
+PATTERN_HELP = f"'unstructured', '2:4', '4:8' or any 'N:M' with 0 < N < M <= {MAX_M}"
 
 
 def parse_pattern(pattern: str) -> tuple[int, int] | None:
@@ -26,12 +27,18 @@ def parse_pattern(pattern: str) -> tuple[int, int] | None:
     if not match:
         raise LlmoptError(f"sparsity_pattern {pattern!r} is not valid; allowed: {PATTERN_HELP}")
     n, m = int(match.group(1)), int(match.group(2))
-    if not 0 < n < m:
+    if not 0 < n < m <= MAX_M:
         raise LlmoptError(
-            f"sparsity_pattern {pattern!r} is not valid: N={n} must satisfy 0 < N < M={m} "
-            f"(N weights are kept in every group of M); allowed: {PATTERN_HELP}"
+            f"sparsity_pattern {pattern!r} is not valid: N={n}, M={m} must satisfy "
+            f"0 < N < M <= {MAX_M} (N weights are kept in every group of M); allowed: "
+            f"{PATTERN_HELP}"
         )
     return n, m
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _is_int(x) -> bool:
@@ -59,8 +66,12 @@ class CompressionConfig:
 
     def __post_init__(self) -> None:
         s = self.sparsity
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or math.isnan(s):
-            raise LlmoptError(f"sparsity must be a number in [0, 1), got {s!r}")
+        try:
+            bad = isinstance(s, bool) or not isinstance(s, (int, float)) or math.isnan(float(s))
+        except OverflowError:  # an int beyond float range
+            bad = True
+        if bad:
+            raise LlmoptError(f"sparsity must be a number in [0, 1), got {_short(s)}")
         if not 0.0 <= s < 1.0:
             raise LlmoptError(
                 f"sparsity {s} is outside the allowed range [0, 1): it is the fraction of "
@@ -157,10 +168,13 @@ class CompressionConfig:
         Raises:
             LlmoptError: unknown keys or invalid values.
         """
+        if not isinstance(d, dict):
+            raise LlmoptError(f"a compression config is a JSON object, got {type(d).__name__}")
         allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - allowed)
+        unknown = sorted(map(repr, set(d) - allowed))
         if unknown:
             raise LlmoptError(
-                f"unknown compression settings {unknown}; allowed: {', '.join(sorted(allowed))}"
+                f"unknown compression settings {', '.join(unknown)}; "
+                f"allowed: {', '.join(sorted(allowed))}"
             )
         return cls(**d)
