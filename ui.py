@@ -4,25 +4,35 @@ Environment variables set the sidebar's first values (handy for demos and tests)
 ``LLMOPT_DEFAULT_MODEL`` (``bundled``, ``encoder:SRC``, a checkpoint directory or a hub id),
 ``LLMOPT_DEFAULT_DATASET`` (``bundled``, a CSV path or ``hf:NAME[:CONFIG]``) and
 ``LLMOPT_DEFAULT_ROWS`` (how many test rows to evaluate, default 300).
+
+Paths typed into the sidebar (a CSV, a model or encoder folder, a local ``hf:`` dataset) are read
+by the server's account, so only regular files and folders under ``LLMOPT_ROOTS`` (default: the
+working directory and ``LLMOPT_HOME``) are read, files up to ``LLMOPT_MAX_FILE_MB`` (default 200):
+see ``llmopt.paths``. Uploads are not paths and are not confined.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
+import logging
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 import llmopt
+from llmopt.data import MANY_LABELS, display_text, label_counts, preview_table, read_table
 from llmopt.errors import LlmoptError
+from llmopt.evaluate import label_map
+from llmopt.paths import Confinement, read_file
+
+LOG = logging.getLogger(__name__)
 
 ENV_MODEL, ENV_DATASET, ENV_ROWS = (
     "LLMOPT_DEFAULT_MODEL",
@@ -43,9 +53,12 @@ MODEL_KINDS = {  # kind -> (what the text box holds, its first value)
     ENCODER: ("Encoder (bundled, a directory or a hub id)", "bundled"),
 }
 REVIEWS, CSV, HF = "Bundled reviews", "CSV file", "Hugging Face dataset"
-TEXT_LIKE = ("text", "review", "sentence", "content", "document")
-LABEL_LIKE = ("label", "score", "class", "target", "sentiment")
 FIRST_RUN = "first run on this machine only (about a minute); afterwards it loads in seconds"
+MAX_ROWS = 1_000_000  # the Evaluation rows box's upper limit
+PREVIEW_ROWS, PREVIEW_CHARS = 5, 60  # the sidebar's CSV preview: rows, characters per cell
+PREVIEW_LABELS = 20  # label counts listed in the preview (the most common ones)
+ERROR_CHARS = 200  # of an unexpected error's message shown on the page
+LABELS_SHOWN = 8  # label names listed in a page's caption
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,8 @@ class Selection:
     text_column: str
     label_column: str
     rows: int
+    csv_digest: str | None = None  # identifies ``csv`` (a hash prefix)
+    csv_error: Exception | None = field(default=None, compare=False)  # why the CSV is unusable
 
     @property
     def model_source(self) -> str:
@@ -68,19 +83,30 @@ class Selection:
         if self.model_kind == BUNDLED:
             return "bundled"
         if not ref:
-            raise LlmoptError(f"type a {MODEL_KINDS[self.model_kind][0].lower()} in the sidebar")
+            raise LlmoptError(
+                f"the sidebar's '{MODEL_KINDS[self.model_kind][0]}' box is empty; fill it in"
+            )
         return f"encoder:{ref}" if self.model_kind == ENCODER else ref
 
     @property
     def data_key(self) -> tuple:
-        digest = hashlib.sha256(self.csv).hexdigest()[:16] if self.csv is not None else None
-        return (self.data_kind, self.data_ref, digest, self.text_column, self.label_column)
+        return (self.data_kind, self.data_ref, self.csv_digest, self.text_column, self.label_column)
 
     @property
     def model_key(self) -> tuple:
         """Identifies a base model: an encoder's head also depends on the training data."""
         source = self.model_source
         return (source, self.data_key if self.model_kind == ENCODER else None)
+
+
+def confinement() -> Confinement:
+    """What this server may read: files and folders under ``$LLMOPT_ROOTS`` (default: the
+    working directory and ``$LLMOPT_HOME``), files up to ``$LLMOPT_MAX_FILE_MB``.
+
+    Every path typed into the sidebar is read through it: on a shared server a path is read
+    by the server's account, not the visitor's.
+    """
+    return Confinement.from_env()
 
 
 # ---------------------------------------------------------------- sidebar
@@ -106,26 +132,73 @@ def _env_dataset() -> tuple[str, str]:
 
 def _env_rows() -> int:
     try:
-        return max(1, int(os.environ.get(ENV_ROWS, DEFAULT_ROWS)))
+        return min(max(1, int(os.environ.get(ENV_ROWS, DEFAULT_ROWS))), MAX_ROWS)
     except ValueError:
         return DEFAULT_ROWS
 
 
-def _csv_columns(raw: bytes, name: str) -> list[str]:
-    """The header of a CSV file, or [] when it cannot be read (loading then says why)."""
-    sep = "\t" if name.lower().endswith(".tsv") else ","
+def _read_server_csv(path: str) -> tuple[bytes | None, Exception | None]:
+    """The bytes of a CSV typed as a path, or why it may not be read: only a regular file
+    under the server's roots and within its size cap (never a FIFO, a device, a folder)."""
     try:
-        return [str(c) for c in pd.read_csv(io.BytesIO(raw), sep=sep, nrows=0).columns]
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError):
-        return []
+        return read_file(path, what="CSV file", confine=confinement()), None
+    except LlmoptError as exc:
+        return None, exc
 
 
-def _pick(columns: list[str], wanted: tuple[str, ...], fallback: int) -> int:
-    low = [c.lower() for c in columns]
-    for w in wanted:
-        if w in low:
-            return low.index(w)
-    return min(fallback, len(columns) - 1)
+def _table(raw: bytes, name: str, digest: str):
+    """(``preview_table``, all rows as strings) of a CSV, parsed once per file for everyone.
+
+    Raises:
+        LlmoptError: a file that is not a readable CSV (the message never quotes it).
+    """
+
+    def make():
+        return preview_table(raw, name, n=PREVIEW_ROWS), read_table(raw, name)
+
+    return _store("tables", 3).get((digest, name), make)
+
+
+def _index(columns: list[str], guess: str | None, fallback: int) -> int:
+    return columns.index(guess) if guess in columns else min(fallback, len(columns) - 1)
+
+
+def _csv_columns(raw: bytes, name: str, digest: str) -> tuple[str, str]:
+    """Text and Label column boxes (first guess by content: the longest texts, the fewest
+    distinct values), a warning for a label column with too many values, a preview.
+
+    Raises:
+        LlmoptError: a file that is not a readable CSV.
+    """
+    preview, frame = _table(raw, name, digest)
+    sb, columns = st.sidebar, preview.columns
+    text_col = sb.selectbox(
+        "Text column",
+        columns,
+        index=_index(columns, preview.text_column, 0),
+        key=f"tc_{digest}",
+        help="The texts to classify. First guess: the column with the longest texts.",
+    )
+    label_col = sb.selectbox(
+        "Label column",
+        columns,
+        index=_index(columns, preview.label_column, 1),
+        key=f"lc_{digest}",
+        help="Each text's class. First guess: the other column with the fewest distinct values.",
+    )
+    counts = label_counts(frame, label_col)
+    if len(counts) > MANY_LABELS:
+        sb.warning(
+            f"The Label column '{label_col}' has {len(counts):,} distinct values: probably not "
+            "a label column; choose another."
+        )
+    with sb.expander(f"Preview of {name} ({preview.n_rows:,} rows)"):
+        cells = preview.rows.map(lambda v: display_text(v, PREVIEW_CHARS))
+        st.dataframe(cells, hide_index=True)
+        shown = f", the {PREVIEW_LABELS} most common" if len(counts) > PREVIEW_LABELS else ""
+        st.caption(f"Rows per value of the Label column '{label_col}' ({len(counts):,}{shown}):")
+        st.dataframe(counts.head(PREVIEW_LABELS), hide_index=True)
+    return text_col, label_col
 
 
 def sidebar() -> Selection:
@@ -163,45 +236,48 @@ def sidebar() -> Selection:
         help="Bundled: 5000 Amazon fine-food reviews labelled great/other. A CSV needs a text "
         "and a label column. Sources without a test split get a fixed, stratified 80/20 split.",
     )
-    data_ref, raw, text_col, label_col = "", None, "text", "label"
+    data_ref, raw, digest, problem = "", None, None, None
+    text_col, label_col = "text", "label"
     if data_kind == CSV:
         upload = sb.file_uploader("Upload a CSV", type=["csv", "tsv"], key="src_upload")
         path = sb.text_input(
             "…or a CSV path on this machine",
             value=env_data_ref if env_data == CSV else "",
             key="src_csv_path",
+            help="A file on the server, in a folder the server may read.",
         ).strip()
         if upload is not None:
             raw, data_ref = upload.getvalue(), upload.name
         elif path:
             data_ref = path
-            with contextlib.suppress(OSError):
-                raw = Path(path).expanduser().read_bytes()
-        columns = _csv_columns(raw, data_ref) if raw is not None else []
-        if columns:
-            digest = hashlib.sha256(raw).hexdigest()[:8]
-            text_col = sb.selectbox(
-                "Text column", columns, index=_pick(columns, TEXT_LIKE, 0), key=f"tc_{digest}"
-            )
-            label_col = sb.selectbox(
-                "Label column", columns, index=_pick(columns, LABEL_LIKE, 1), key=f"lc_{digest}"
-            )
+            raw, problem = _read_server_csv(path)
+        if raw is not None:
+            digest = hashlib.sha256(raw).hexdigest()[:16]
+            try:
+                text_col, label_col = _csv_columns(raw, Path(data_ref).name, digest)
+            except Exception as exc:  # any parse failure: shown where the page loads the data
+                problem = exc
     elif data_kind == HF:
         first = env_data_ref if env_data == HF else "hf:imdb"
         data_ref = sb.text_input("Dataset id (hf:NAME[:CONFIG])", value=first, key="src_hf")
+        data_ref = data_ref.strip()
+        if data_ref and not data_ref.startswith("hf:"):
+            data_ref = f"hf:{data_ref}"
         text_col = sb.text_input("Text column", value="text", key="src_hf_text")
         label_col = sb.text_input("Label column", value="label", key="src_hf_label")
     rows = sb.number_input(
         "Evaluation rows",
         min_value=1,
-        max_value=1_000_000,
+        max_value=MAX_ROWS,
         value=_env_rows(),
         step=50,
         key="src_rows",
         help="Evaluate on the first N rows of the test split: fewer rows answer faster, more "
         "rows give steadier numbers.",
     )
-    selection = Selection(kind, ref, data_kind, data_ref, raw, text_col, label_col, int(rows))
+    selection = Selection(
+        kind, ref, data_kind, data_ref, raw, text_col, label_col, int(rows), digest, problem
+    )
     st.session_state["selection"] = selection
     return selection
 
@@ -258,10 +334,16 @@ def progress(intro: str = "") -> Iterator[Callable[[float, str], None]]:
 
 
 def _show_error(exc: Exception) -> None:
-    if isinstance(exc, ValueError):  # a user mistake (LlmoptError): its message says the fix
-        st.error(str(exc))
-    else:  # not a user mistake, but the page must stay usable
-        st.error(f"Something went wrong: {type(exc).__name__}: {exc}")
+    """One line in the dashboard's words; never a traceback (the server log keeps it)."""
+    if isinstance(exc, LlmoptError):  # a user mistake: its message says the fix
+        st.error(exc.render("app"))
+        return
+    LOG.error("dashboard error", exc_info=exc)  # not a user mistake: details for the admin
+    first = (str(exc).strip().splitlines() or [""])[0]
+    if len(first) > ERROR_CHARS:
+        first = first[: ERROR_CHARS - 1] + "…"
+    what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    st.error(f"Something went wrong ({what}). Try other settings; the server's log has details.")
 
 
 @contextlib.contextmanager
@@ -299,11 +381,13 @@ def _load_dataset(sel: Selection, split: str) -> llmopt.TextDataset:
     if sel.data_kind == REVIEWS:
         return llmopt.load_dataset("bundled", split)
     if sel.data_kind == HF:
-        return llmopt.load_dataset(sel.data_ref.strip(), split, **columns)
+        if not sel.data_ref:
+            raise LlmoptError("type a dataset id such as hf:imdb in the sidebar")
+        return llmopt.load_dataset(sel.data_ref, split, confine=confinement(), **columns)
+    if sel.csv_error is not None:  # the sidebar could not read or parse the CSV
+        raise sel.csv_error
     if sel.csv is not None:
         return llmopt.load_csv(sel.csv, split, name=Path(sel.data_ref).name, **columns)
-    if sel.data_ref:
-        return llmopt.load_dataset(sel.data_ref, split, **columns)  # says the file is missing
     raise LlmoptError("upload a CSV file (or type its path) in the sidebar")
 
 
@@ -314,23 +398,38 @@ def base_model(sel: Selection) -> llmopt.LoadedModel:
     def make():
         train = dataset(sel, "train") if sel.model_kind == ENCODER else None
         with st.spinner(f"Loading model {source}…"), progress(FIRST_RUN) as report:
-            return llmopt.load_model(source, train_data=train, progress=report)
+            return llmopt.load_model(
+                source, train_data=train, progress=report, confine=confinement()
+            )
 
     return _store("models", 3).get(sel.model_key, make)
 
 
 def _run_through_app() -> None:
-    """Make sure app.py (page setup, navigation, sidebar) runs, not a page file on its own.
+    """Make sure app.py (page setup, navigation, sidebar) ran for this run, not a page file on
+    its own. The one place that works around Streamlit's folder-based page mode.
 
-    A ``pages/`` folder starts Streamlit in its old folder-based mode, which runs a page file
-    directly when a fresh server is opened on that page's address; ``st.navigation`` in app.py
-    switches the mode off for good, so switch it off and run again through app.py.
+    A ``pages/`` folder starts Streamlit in that old mode, which runs a page file directly when
+    a fresh server is opened on the page's address; ``st.navigation`` in app.py switches the
+    mode off for good. The mode is one flag for the whole process
+    (``PagesManager.uses_pages_directory``), but sessions run side by side: when two visitors
+    open a page of a fresh server at once, the first one to switch it off is not the only one
+    that started in it, and the other finds the flag off while running its page file without
+    app.py's sidebar. So decide by this session's own state: no ``selection`` yet means app.py
+    has not run in this session. Switch the mode off and run again, through app.py.
     """
     from streamlit.runtime.pages_manager import PagesManager
 
-    if PagesManager.uses_pages_directory:
+    if PagesManager.uses_pages_directory or "selection" not in st.session_state:
         PagesManager.uses_pages_directory = False
         st.rerun()
+
+
+def _labels(names: list[str]) -> str:
+    """Label names for a caption: all of a few, the first ones and a count of many."""
+    if len(names) <= LABELS_SHOWN:
+        return ", ".join(names)
+    return f"{', '.join(names[:LABELS_SHOWN])}, … ({len(names)} in all)"
 
 
 def load() -> tuple[Selection, llmopt.LoadedModel, llmopt.TextDataset]:
@@ -342,8 +441,10 @@ def load() -> tuple[Selection, llmopt.LoadedModel, llmopt.TextDataset]:
         loaded = base_model(sel)
     st.caption(
         f"Model **{loaded.name}** · dataset **{data.name}** · {len(data)} test rows "
-        f"· labels {', '.join(loaded.label_names)}"
+        f"· labels {_labels(loaded.label_names)}"
     )
+    with inline_errors():  # say now that labels do not match; facts and attention still work
+        label_map(loaded, data)
     return sel, loaded, data
 
 

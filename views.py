@@ -7,10 +7,12 @@ import streamlit as st
 
 import llmopt
 import ui
+from llmopt.data import display_text
 
 PATTERNS = ["unstructured", "2:4", "4:8"]
 BIT_OPTIONS = ["off", 2, 3, 4, 5, 6, 7, 8]
 GROUP_OPTIONS = ["per-channel", 32, 64, 128]
+FLIPPED_CHARS = 160  # of a text in the flipped-examples table (select a row for all of it)
 HELP = {
     "c_method": "Which weights to zero. Magnitude: the smallest |w| in each row. Wanda: the "
     "smallest |w|·‖x‖, where ‖x‖ is the input feature's size measured on training texts — "
@@ -86,7 +88,14 @@ def half_width(fig):
     """A two-panel confusion figure made to fit half the page: cells carry the counts, so the
     count colour bar goes, and the second panel shares the first one's row labels."""
     fig.update_traces(showscale=False, selector={"xaxis": "x"})
-    fig.update_yaxes(title_text=None, row=1, col=2)
+    return shared_rows(fig)
+
+
+def shared_rows(fig):
+    """Two confusion panels side by side name the true labels once, left of the first panel
+    (stacked panels, for many classes, keep both)."""
+    if fig.layout.yaxis2.domain == fig.layout.yaxis.domain:
+        fig.update_yaxes(title_text=None, row=1, col=2)
     return fig
 
 
@@ -166,12 +175,21 @@ def show_results(ev: dict, current) -> None:
     left.dataframe(table, hide_index=True, width="stretch", height=35 * len(table.data) + 38)
     right.plotly_chart(figures.roc_figure(results))
     st.subheader("Confusion matrices")
-    left, right = st.columns(2, gap="large")
-    left.plotly_chart(half_width(figures.confusion_figure(base, title="Baseline")))
-    right.plotly_chart(half_width(figures.confusion_figure(other, title="Compressed")))
-    left, right = st.columns(2, gap="large")
-    left.plotly_chart(figures.confusion_diff_figure(base, other))
-    right.plotly_chart(spread_panels(figures.size_latency_figure(results)))
+    names = [str(n) for n in base.label_names]
+    if figures.needs_full_width(len(names), max(map(len, names), default=0)):
+        # Many classes (or long names): one figure per row, as wide as the page, so that every
+        # class keeps a readable row and column.
+        st.plotly_chart(shared_rows(figures.confusion_figure(base, title="Baseline")))
+        st.plotly_chart(shared_rows(figures.confusion_figure(other, title="Compressed")))
+        st.plotly_chart(figures.confusion_diff_figure(base, other))
+        size_slot = st.columns(2, gap="large")[0]
+    else:
+        left, right = st.columns(2, gap="large")
+        left.plotly_chart(half_width(figures.confusion_figure(base, title="Baseline")))
+        right.plotly_chart(half_width(figures.confusion_figure(other, title="Compressed")))
+        left, size_slot = st.columns(2, gap="large")
+        left.plotly_chart(figures.confusion_diff_figure(base, other))
+    size_slot.plotly_chart(spread_panels(figures.size_latency_figure(results)))
     st.subheader("Fidelity to the uncompressed model")
     st.markdown(
         f"Agreement **{fid['agreement']:.1%}** · mean KL(baseline ‖ compressed) "
@@ -181,15 +199,7 @@ def show_results(ev: dict, current) -> None:
     with st.expander("What these measure"):
         st.markdown(FORMULAS["agreement"] + "\n\n" + FORMULAS["kl"])
     if fid["flipped"]:
-        st.dataframe(
-            llmopt.flipped_table(base, other, ev["texts"]),
-            hide_index=True,
-            column_config={
-                "text": st.column_config.TextColumn(width="large"),
-                "P(label) baseline": st.column_config.ProgressColumn(min_value=0, max_value=1),
-                "P(label) compressed": st.column_config.ProgressColumn(min_value=0, max_value=1),
-            },
-        )
+        show_flipped(llmopt.flipped_table(base, other, ev["texts"]))
     st.subheader("Per layer")
     if report.rows:
         st.plotly_chart(figures.layer_error_figure(report))
@@ -202,6 +212,53 @@ def show_results(ev: dict, current) -> None:
         "counts, and the tensors' sparsity and error.\n\n"
         + "\n".join(f"- {line}" for line in [*ev["notes"], *report.assumptions])
     )
+
+
+def show_flipped(table: pd.DataFrame) -> None:
+    """The examples whose prediction flipped: each text as a reader sees it (HTML tags and
+    entities of scraped reviews removed), cut to fit one row; a selected row's whole text below.
+    """
+    full = [display_text(t) for t in table["text"]]
+    table = table.assign(text=[display_text(t, FLIPPED_CHARS) for t in full])
+    event = st.dataframe(
+        table,
+        hide_index=True,
+        key="flipped",
+        on_select="rerun",
+        selection_mode="single-row",
+        column_config={
+            "text": st.column_config.TextColumn(
+                width="large",
+                help="HTML tags removed; long texts are cut: select a row to read all of it.",
+            ),
+            "P(label) baseline": st.column_config.ProgressColumn(
+                "P baseline",
+                help="The baseline model's probability of the true label.",
+                min_value=0,
+                max_value=1,
+                format="percent",
+                width="small",
+            ),
+            "P(label) compressed": st.column_config.ProgressColumn(
+                "P compressed",
+                help="The compressed model's probability of the true label.",
+                min_value=0,
+                max_value=1,
+                format="percent",
+                width="small",
+            ),
+        },
+    )
+    chosen = [i for i in event.selection.rows if i < len(full)]
+    if chosen:
+        row = table.iloc[chosen[0]]
+        st.markdown(
+            f"**True label {row['label']}** · baseline says {row['baseline says']} · "
+            f"compressed says {row['compressed says']}"
+        )
+        st.text(full[chosen[0]])
+    else:
+        st.caption("Select a row to read its whole text.")
 
 
 # ---------------------------------------------------------------- explainers

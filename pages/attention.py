@@ -5,6 +5,7 @@ import streamlit as st
 import ui
 import views
 from llmopt import figures
+from llmopt.data import display_text
 from llmopt.explain import FORMULAS
 
 st.title("Attention")
@@ -12,11 +13,11 @@ st.markdown(FORMULAS["attention"])
 sel, loaded, data = ui.load()
 text = st.text_area(
     "Text",
-    value=data.texts[0],
+    value=display_text(data.texts[0]),
     key="a_text",
     persist_state="session",
-    help="Any text; it starts as the first review of the evaluation rows. Long texts are cut to "
-    "the model's maximum length.",
+    help="Any text; it starts as the first text of the evaluation rows (HTML tags removed). Long "
+    "texts are cut to the model's maximum length.",
 )
 with ui.guard():
     base = ui.attention(sel, loaded, text, "baseline")

@@ -41,6 +41,8 @@ st.markdown(
     f"{int(balance['test'].sum())} test rows; the dashboard evaluates the first **{len(data)}** "
     "test rows (change *Evaluation rows* in the sidebar)."
 )
+if note := data.dropped_note():
+    st.caption(note)
 left, right = st.columns([2, 3])
 left.dataframe(balance, hide_index=True, width="stretch")
 right.bar_chart(
@@ -49,7 +51,7 @@ right.bar_chart(
     y=["train", "test"],
     stack=False,
     horizontal=True,
-    height=200,
+    height=max(200, 24 * len(balance) + 80),  # a readable pair of bars per label
     x_label="label",
     y_label="rows",
 )

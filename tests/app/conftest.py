@@ -7,10 +7,16 @@ from app_settings import APP, TIMEOUT, TINY_ROWS  # noqa: F401 - re-exported for
 
 
 @pytest.fixture()
-def tiny_env(tiny_dirs, tiny_csv, monkeypatch):
-    """The sidebar starts on the tiny BERT classifier and the tiny CSV; caches start empty."""
+def tiny_env(tiny_dirs, tiny_csv, monkeypatch, tmp_path_factory):
+    """The sidebar starts on the tiny BERT classifier and the tiny CSV; caches start empty.
+
+    The server may read the test run's temporary folders (where the tiny model and CSV are),
+    and nothing else: ``$LLMOPT_ROOTS``.
+    """
     import streamlit as st
 
+    monkeypatch.setenv("LLMOPT_ROOTS", str(tmp_path_factory.getbasetemp()))
+    monkeypatch.delenv("LLMOPT_MAX_FILE_MB", raising=False)
     monkeypatch.setenv("LLMOPT_DEFAULT_MODEL", str(tiny_dirs["bert"]))
     monkeypatch.setenv("LLMOPT_DEFAULT_DATASET", str(tiny_csv))
     monkeypatch.setenv("LLMOPT_DEFAULT_ROWS", str(TINY_ROWS))
@@ -41,9 +47,34 @@ def _navigation_like_the_server(monkeypatch):
     monkeypatch.setattr(PagesManager, "__init__", init_after_navigation)
 
 
+@pytest.fixture(scope="session")
+def sensitive_bert(tmp_path_factory):
+    """A tiny BERT whose predictions compression flips (see ``app_data.make_sensitive_bert``)."""
+    from app_data import make_sensitive_bert
+
+    return make_sensitive_bert(tmp_path_factory.mktemp("sensitive") / "bert")
+
+
 @pytest.fixture()
 def app(tiny_env):
     """An AppTest of the dashboard on the tiny model, not yet run."""
     from streamlit.testing.v1 import AppTest
 
     return AppTest.from_file(APP, default_timeout=TIMEOUT)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say how many cases of the bad-input matrix ran (tests/app/test_bad_inputs.py)."""
+    outcome_of: dict[str, str] = {}
+    for outcome, reports in terminalreporter.stats.items():
+        for report in reports:
+            nodeid = getattr(report, "nodeid", "")
+            if outcome and hasattr(report, "when") and "test_bad_input[" in nodeid:
+                if outcome_of.get(nodeid) in (None, "passed"):  # a failure or error wins
+                    outcome_of[nodeid] = outcome
+    if outcome_of:
+        counts: dict[str, int] = {}
+        for outcome in outcome_of.values():
+            counts[outcome] = counts.get(outcome, 0) + 1
+        summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+        terminalreporter.write_line(f"app bad-input matrix: {len(outcome_of)} cases ({summary})")

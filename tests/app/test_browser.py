@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,31 +57,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture()
-def server(tiny_dirs, tiny_csv, tmp_path):
-    """``streamlit run app.py`` on a free port, pointed at the tiny model and CSV."""
+@contextlib.contextmanager
+def _serve(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """``streamlit run app.py`` on a free port with ``env``; yields its URL once it answers."""
     _require_browser()
     port = _free_port()
-    env = {
-        **os.environ,
-        "LLMOPT_DEFAULT_MODEL": str(tiny_dirs["bert"]),
-        "LLMOPT_DEFAULT_DATASET": str(tiny_csv),
-        "LLMOPT_DEFAULT_ROWS": "10",
-        "LLMOPT_HOME": str(tmp_path / "home"),
-    }
-    log = (tmp_path / "server.log").open("w")
+    log = log_path.open("w")
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true"]
     command += ["--server.address", "127.0.0.1", "--server.port", str(port)]
     command += ["--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     proc = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        command,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"streamlit exited with {proc.returncode}: {_tail(tmp_path)}")
+                pytest.fail(f"streamlit exited with {proc.returncode}: {_tail(log_path)}")
             try:
                 with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
                     if answer.read().strip() == b"ok":
@@ -87,7 +87,7 @@ def server(tiny_dirs, tiny_csv, tmp_path):
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not answer on {url} in 60 s: {_tail(tmp_path)}")
+                pytest.fail(f"streamlit did not answer on {url} in 60 s: {_tail(log_path)}")
             time.sleep(0.3)
         yield url
     finally:
@@ -101,12 +101,32 @@ def server(tiny_dirs, tiny_csv, tmp_path):
         log.close()
 
 
-def _tail(tmp_path: Path) -> str:
-    return (tmp_path / "server.log").read_text()[-2000:]
+def _env(model, dataset, tmp_path: Path, tmp_path_factory, rows: int = 10) -> dict[str, str]:
+    """The sidebar's first model, dataset and rows; the server may read the test's tmp folders."""
+    return {
+        "LLMOPT_DEFAULT_MODEL": str(model),
+        "LLMOPT_DEFAULT_DATASET": str(dataset),
+        "LLMOPT_DEFAULT_ROWS": str(rows),
+        "LLMOPT_HOME": str(tmp_path / "home"),
+        "LLMOPT_ROOTS": str(tmp_path_factory.getbasetemp()),
+    }
 
 
 @pytest.fixture()
-def browser(server):
+def server(tiny_dirs, tiny_csv, tmp_path, tmp_path_factory):
+    """A fresh ``streamlit run app.py`` (no visit yet) on the tiny model and CSV."""
+    env = _env(tiny_dirs["bert"], tiny_csv, tmp_path, tmp_path_factory)
+    with _serve(env, tmp_path / "server.log") as url:
+        yield url
+
+
+def _tail(log_path: Path) -> str:
+    return log_path.read_text()[-2000:]
+
+
+@pytest.fixture()
+def chromium():
+    _require_browser()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -115,6 +135,12 @@ def browser(server):
             yield chromium
         finally:
             chromium.close()
+
+
+@pytest.fixture()
+def browser(server, chromium):
+    """Chromium, launched once the server is up (and before anyone visits it)."""
+    return chromium
 
 
 def _open_compress_page(browser, server):
@@ -211,3 +237,65 @@ def test_two_browser_sessions_keep_their_own_settings(browser, server):
     first.get_by_role("button", name="Evaluate").click()  # and the first keeps its own 80 %
     expect(first.get_by_text("Compressed with 80% magnitude pruning")).to_be_visible()
     expect(slider).to_have_value("0.8")
+
+
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+
+
+def test_first_visits_at_once_to_a_page_of_a_fresh_server(browser, server):
+    """Three visitors open /compress of a fresh server at the same moment. Streamlit starts in
+    its folder-based page mode there, for the whole process, and the first session to leave it
+    used to leave the others running the page without app.py: a KeyError with a traceback."""
+    from playwright.sync_api import expect
+
+    pages = [browser.new_page(viewport={"width": 1280, "height": 900}) for _ in range(3)]
+    for page in pages:  # all requests go out before any page has loaded
+        page.set_default_timeout(WAIT_MS)
+        page.goto(f"{server}/compress", wait_until="commit")
+    for page in pages:
+        crashed = page.get_by_test_id("stException")
+        page.get_by_role("button", name="Evaluate").or_(crashed).first.wait_for()
+        expect(page.locator(IDLE)).to_have_count(1, timeout=WAIT_MS)
+        page.wait_for_timeout(500)  # a rerun through app.py may follow
+        expect(page.locator(IDLE)).to_have_count(1, timeout=WAIT_MS)
+        assert crashed.count() == 0, crashed.first.inner_text()[:300]
+        assert page.get_by_text("KeyError").count() == 0
+        expect(page.get_by_text("Compress & Evaluate").first).to_be_visible()
+        expect(page.get_by_role("link", name="Sweep")).to_be_visible()  # app.py's navigation
+
+
+def test_seven_classes_in_a_real_browser(chromium, sensitive_bert, tmp_path, tmp_path_factory):
+    """An encoder + trained head on a 7-class CSV: after Evaluate every figure is drawn, the
+    confusion matrices each take the page's width, a flipped row's whole text shows when it is
+    selected, and nothing failed."""
+    from app_data import write_class_csv
+    from playwright.sync_api import expect
+
+    csv_path = write_class_csv(tmp_path / "seven.csv", 7, per_class=10)
+    model = f"encoder:{sensitive_bert}"  # compression flips some of its predictions
+    env = _env(model, csv_path, tmp_path, tmp_path_factory, rows=1000)
+    with _serve(env, tmp_path / "server.log") as url:
+        page = _open_compress_page(chromium, url)
+        page.get_by_role("button", name="Evaluate").click()
+        confusion = page.locator(CHART).filter(has_text="Share of each true label")
+        expect(confusion).to_have_count(2, timeout=WAIT_MS)
+        expect(page.locator(CHART).filter(has_text="Error per layer")).to_have_count(1)
+        expect(page.locator(IDLE)).to_have_count(1, timeout=WAIT_MS)
+        assert not page.get_by_test_id("stException").count()
+        assert not page.get_by_test_id("stAlertContentError").count()
+        main = page.get_by_test_id("stMain").bounding_box()
+        for i in range(2):  # one per row, as wide as the page's content
+            assert confusion.nth(i).bounding_box()["width"] > 0.7 * main["width"]
+        roc = page.locator(CHART).filter(has_text="one-vs-rest")
+        expect(roc).to_have_count(1)
+        flipped = page.get_by_test_id("stMain").get_by_test_id("stDataFrame").nth(1)
+        expect(page.get_by_text("Select a row to read its whole text.")).to_be_visible()
+        flipped.scroll_into_view_if_needed()
+        box = flipped.bounding_box()
+        page.mouse.click(box["x"] + 15, box["y"] + 53)  # the first row's selection box
+        expect(page.get_by_text("True label category_")).to_be_visible(timeout=WAIT_MS)
+        expect(page.locator(IDLE)).to_have_count(1, timeout=WAIT_MS)
+        path = Path(tempfile.mkdtemp(prefix="llmopt-screens-")) / "compress-7-classes.png"
+        _full_page_screenshot(page, path)
+        print(f"screenshot: {path}")
+        assert path.stat().st_size > 10_000

@@ -2,52 +2,18 @@
 
 from __future__ import annotations
 
-import base64
-import json
-
 import numpy as np
 import pytest
+from app_data import decode, figure, figures, table, title
 from app_settings import APP, TIMEOUT, TINY_ROWS
 
 import llmopt
 from llmopt.attention import attention_maps
 from llmopt.compress import CompressionConfig, compress
+from llmopt.data import display_text
 from llmopt.estimate import estimate_size
 
 PAGES = ["pages/overview.py", "pages/compress.py", "pages/attention.py", "pages/sweep.py"]
-
-
-def decode(value) -> np.ndarray:
-    """A plotly data array: a plain list, or NumPy data sent as base64 ``bdata``."""
-    if isinstance(value, dict) and "bdata" in value:
-        array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
-        shape = value.get("shape")
-        if shape:
-            dims = shape if isinstance(shape, list) else str(shape).split(",")
-            array = array.reshape([int(d) for d in dims])
-        return array
-    return np.asarray(value)
-
-
-def figures(at) -> list[dict]:
-    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
-
-
-def title(fig: dict) -> str:
-    t = fig["layout"].get("title", {})
-    return t.get("text", "") if isinstance(t, dict) else str(t)
-
-
-def figure(at, starts: str) -> dict:
-    found = [f for f in figures(at) if title(f).startswith(starts)]
-    assert len(found) == 1, [title(f) for f in figures(at)]
-    return found[0]
-
-
-def table(at, first_column: str):
-    found = [d.value for d in at.dataframe if d.value.columns[0] == first_column]
-    assert len(found) == 1, [list(d.value.columns) for d in at.dataframe]
-    return found[0]
 
 
 def direct(env, config):
@@ -170,7 +136,9 @@ def test_evaluate_shows_the_numbers_llmopt_computes(app, tiny_env):
     assert agreement == f"{fidelity['agreement']:.1%}"
     if fidelity["flipped"]:
         flipped = table(at, "text")
-        assert list(flipped["text"]) == [data.texts[i] for i in fidelity["flipped"]]
+        for shown, i in zip(flipped["text"], fidelity["flipped"], strict=True):
+            full = display_text(data.texts[i])  # as a reader sees it, cut to fit a row
+            assert shown == full or (shown.endswith("…") and full.startswith(shown[:-1]))
         rows, truth = fidelity["flipped"], base.y_true[fidelity["flipped"]]
         np.testing.assert_allclose(flipped["P(label) compressed"], other.y_score[rows, truth])
 
@@ -288,10 +256,40 @@ def test_an_uploaded_csv_offers_its_own_columns(app):
     assert "dataset **mine.csv** · 6 test rows" in at.caption[0].value  # 20 % of 30 rows
 
 
+def test_csv_columns_are_guessed_by_their_content_and_previewed(app):
+    """Names mislead here (no 'text' or 'label' column; a short code column comes first): the
+    guess goes by content — the longest texts, the fewest distinct values — and the sidebar
+    previews the first rows and the chosen label column's counts."""
+    words = ["great tasty snack with fresh bread", "awful stale bread and bland soup"]
+    rows = "".join(
+        f"P{i:03d},{words[i % 2]} number {i},{['good', 'bad'][i % 2]}\n" for i in range(60)
+    )
+    at = app.run()
+    at.file_uploader[0].set_value(("mine.csv", f"code,comment,stars\n{rows}".encode(), "text/csv"))
+    at.run()
+    assert not at.exception and not at.error, at.exception or [e.value for e in at.error]
+    assert not at.warning, [w.value for w in at.warning]
+    text_col, label_col = at.sidebar.selectbox
+    assert (text_col.value, label_col.value) == ("comment", "stars")
+    assert at.session_state["selection"].label_column == "stars"
+    preview, counts = [d.value for d in at.sidebar.dataframe]
+    assert list(preview.columns) == ["code", "comment", "stars"] and len(preview) == 5
+    assert counts.set_index("label")["rows"].to_dict() == {"good": 30, "bad": 30}
+    assert any("Preview of mine.csv (60 rows)" in e.label for e in at.sidebar.expander)
+
+    label_col.set_value("comment").run()  # 60 distinct values: not a label column
+    assert not at.exception, at.exception
+    assert [w.value for w in at.warning] == [
+        "The Label column 'comment' has 60 distinct values: probably not a label column; "
+        "choose another."
+    ]
+    assert len([d.value for d in at.sidebar.dataframe][1]) == 20  # the 20 most common
+
+
 def test_a_bad_model_path_shows_an_error_and_the_page_recovers(app, tiny_env):
     at = app.run()
     key = [t.key for t in at.sidebar.text_input if t.key.startswith("src_Local")][0]
-    at.text_input(key).set_value("/no/such/model/dir").run()
+    at.text_input(key).set_value(str(tiny_env["model"].parent / "no_such_model")).run()
     assert not at.exception, at.exception
     assert at.error and "not found" in at.error[0].value
     at.text_input(key).set_value(str(tiny_env["model"])).run()
@@ -348,3 +346,15 @@ def test_compress_page_on_the_bundled_model(monkeypatch):
         at.switch_page(page).run()
         assert not at.exception, (page, at.exception)
     st.cache_resource.clear()
+
+
+def test_visitors_never_see_tracebacks():
+    """An uncaught error shows Streamlit's generic notice only (the server log has the rest)."""
+    import tomllib
+    from pathlib import Path
+
+    from streamlit.config import ShowErrorDetailsConfigOptions
+
+    config = tomllib.loads((Path(__file__).parents[2] / ".streamlit" / "config.toml").read_text())
+    value = config["client"]["showErrorDetails"]
+    assert value == ShowErrorDetailsConfigOptions.NONE == "none"
