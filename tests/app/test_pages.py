@@ -11,7 +11,7 @@ from app_settings import APP, TIMEOUT, TINY_ROWS
 
 import llmopt
 from llmopt.attention import attention_maps
-from llmopt.compress import CompressionConfig, compress
+from llmopt.compression import CompressionConfig, compress
 from llmopt.estimate import estimate_size
 
 PAGES = ["pages/overview.py", "pages/compress.py", "pages/attention.py", "pages/sweep.py"]
