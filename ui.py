@@ -29,7 +29,7 @@ import streamlit as st
 import llmopt
 from llmopt.data import MANY_LABELS, display_text, label_counts, preview_table, read_table
 from llmopt.errors import LlmoptError
-from llmopt.evaluate import label_map
+from llmopt.evaluation import label_map
 from llmopt.paths import Confinement, read_file
 
 LOG = logging.getLogger(__name__)
@@ -473,7 +473,7 @@ def compressed(sel: Selection, loaded: llmopt.LoadedModel, config):
         ``(LoadedModel, CompressionReport)``; kept in ``st.session_state``, so other browser
         sessions never see it. Only the latest one is kept, to bound memory.
     """
-    from llmopt.compress import compress
+    from llmopt.compression import compress
 
     key = (sel.model_key, config)  # frozen, so hashable and comparable
     if config.prunes and config.sparsity_method == "wanda":  # calibrated on this dataset
@@ -574,7 +574,7 @@ def config_from_state():
     Raises:
         LlmoptError: a combination the engine rejects.
     """
-    from llmopt.compress import CompressionConfig
+    from llmopt.compression import CompressionConfig
 
     s = {key: st.session_state.get(key, first) for key, first in CONTROLS.items()}
     bits = None if s["c_bits"] == "off" else int(s["c_bits"])

@@ -19,9 +19,9 @@ from torch import nn
 
 import llmopt
 from llmopt.batching import accepts_token_types, encode, iter_batches
-from llmopt.compress import CompressionConfig, compress
-from llmopt.compress.quantize import fake_quantize
-from llmopt.compress.targets import find_targets, in_blocks
+from llmopt.compression import CompressionConfig, compress
+from llmopt.compression.quantize import fake_quantize
+from llmopt.compression.targets import find_targets, in_blocks
 
 C = CompressionConfig
 QUALITY = [

@@ -2,16 +2,17 @@
 
 __version__ = "0.1.0"  # before the imports: submodules record it in what they save
 
-from llmopt.compress import CompressionConfig, CompressionReport, compress_model
+from llmopt.compression import CompressionConfig, CompressionReport, compress, save_model
 from llmopt.data import TextDataset, load_csv, load_dataset
 from llmopt.errors import LlmoptError
-from llmopt.evaluate import EvalResult, compare, evaluate, flipped_table
+from llmopt.evaluation import EvalResult, compare, evaluate, flipped_table
 from llmopt.models import LoadedModel, load_model, model_facts
 
 __all__ = [
     "CompressionConfig",
     "CompressionReport",
-    "compress_model",
+    "compress",
+    "save_model",
     "EvalResult",
     "LlmoptError",
     "LoadedModel",

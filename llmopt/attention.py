@@ -9,7 +9,7 @@ import torch
 
 from llmopt.batching import accepts_token_types
 from llmopt.errors import LlmoptError
-from llmopt.models import LoadedModel
+from llmopt.loaded import LoadedModel
 
 
 @dataclass

@@ -7,12 +7,12 @@ import math
 import torch
 from torch import nn
 
-from llmopt.compress.config import CompressionConfig
-from llmopt.compress.engine import check_plan
-from llmopt.compress.lowrank import break_even_rank
-from llmopt.compress.report import FLOAT_BITS
-from llmopt.compress.targets import find_targets, get_bias, get_weight, in_blocks, is_linear
-from llmopt.models import LoadedModel, count_params, dense_size_bytes
+from llmopt.compression.config import CompressionConfig
+from llmopt.compression.engine import check_plan
+from llmopt.compression.lowrank import break_even_rank
+from llmopt.compression.report import FLOAT_BITS
+from llmopt.compression.targets import find_targets, get_bias, get_weight, in_blocks, is_linear
+from llmopt.loaded import LoadedModel, count_params, dense_size_bytes
 
 SCALE_BITS = 16  # quantization scales are stored as fp16 (the engine uses fp32 only on overflow)
 INT8_SCALE_BITS = 32  # torch's dynamic int8 kernels keep fp32 per-channel scales

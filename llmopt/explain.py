@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from llmopt.compress.config import parse_pattern
-from llmopt.compress.lowrank import svd_factors
-from llmopt.compress.prune import magnitude_mask, nm_mask
-from llmopt.compress.quantize import fake_quantize, qmax
-from llmopt.compress.targets import find_targets, in_blocks
-from llmopt.compress.targets import get_weight as layer_weight
+from llmopt.compression.config import parse_pattern
+from llmopt.compression.lowrank import svd_factors
+from llmopt.compression.prune import magnitude_mask, nm_mask
+from llmopt.compression.quantize import fake_quantize, qmax
+from llmopt.compression.targets import find_targets, in_blocks
+from llmopt.compression.targets import get_weight as layer_weight
 from llmopt.errors import LlmoptError
-from llmopt.models import LoadedModel
+from llmopt.loaded import LoadedModel
 
 QUERY_NAMES = ("query", "q_lin", "q_proj", "c_attn")  # the attention query projection
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from llmopt.atomic import TMP_PREFIX
+from llmopt.data import TextDataset, load_dataset
 from llmopt.errors import Fix, LlmoptError, train_head_fix
 from llmopt.hub import (
     SAFE_KWARGS,
@@ -22,34 +20,21 @@ from llmopt.hub import (
     quiet_hub_logs,
     refuse_custom_code,
 )
+from llmopt.loaded import (  # noqa: F401 - re-exported: the model type and its accounting
+    PARTIAL_MARKER,
+    POOLED_META,
+    SAVE_MARKER,
+    LoadedModel,
+    Progress,
+    count_params,
+    dense_size_bytes,
+    model_facts,
+    size_bytes,
+)
 from llmopt.paths import Confinement, check_path
-
-Progress = Callable[[float, str], None]  # (fraction done in [0, 1], what is happening)
+from llmopt.training.head import load_encoder_classifier, load_pooled_dir
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
-GENERIC_LABEL = re.compile(r"^LABEL_\d+$")
-POOLED_META = "llmopt_pooled.json"  # marks a directory saved from an encoder + head model
-SAVE_MARKER = "llmopt_save.json"  # written last by save_model: the save is complete
-PARTIAL_MARKER = ".llmopt-partial"  # written first by save_model, removed when it completes
-
-
-@dataclass
-class LoadedModel:
-    """A classifier ready for inference: eval mode, eager attention, labels named."""
-
-    model: nn.Module  # returns .logits and, with output_attentions=True, .attentions
-    tokenizer: object
-    name: str
-    label_names: list[str]
-    source: str
-    max_length: int = 512  # longer texts are truncated to this many tokens
-    size_bytes: int | None = None  # storage of a compressed model; None = its dense tensors
-    notes: list[str] = field(default_factory=list)  # what is simulated, what was trained
-
-    @property
-    def named_labels(self) -> bool:
-        """Whether the label names mean something (not ``LABEL_0``-style placeholders)."""
-        return not all(GENERIC_LABEL.match(n) for n in self.label_names)
 
 
 def load_model(
@@ -89,15 +74,11 @@ def load_model(
         raise LlmoptError("progress must be a callable taking (fraction, message)")
     source = str(source).strip()
     if source == "bundled" or source.startswith("encoder:"):
-        from llmopt.train import load_encoder_classifier
-
         encoder = "bundled" if source == "bundled" else source[len("encoder:") :].strip()
         if not encoder:
             raise LlmoptError("encoder: needs a source, e.g. encoder:bundled or encoder:bert-base")
         if _is_local(encoder) and encoder != "bundled":
             check_path(encoder, kind="dir", what="encoder folder", confine=confine)
-        from llmopt.data import TextDataset, load_dataset
-
         if train_data is None:
             train_data = load_dataset("bundled", "train")
         if not isinstance(train_data, TextDataset):
@@ -155,8 +136,6 @@ def check_complete(path: Path, source: str) -> None:
 def _load_local(path: Path, source: str) -> LoadedModel:
     check_complete(path, source)
     if (path / POOLED_META).is_file():
-        from llmopt.train import load_pooled_dir
-
         return load_pooled_dir(path, source)
     if not (path / "config.json").is_file():
         raise LlmoptError(
@@ -223,65 +202,3 @@ def _from_pretrained(ref: str, source: str, local_only: bool = False) -> LoadedM
     )
     max_length = int(min(tokenizer.model_max_length or 512, max_pos, 512))
     return LoadedModel(model, tokenizer, Path(ref).name or ref, labels, source, max_length)
-
-
-def dense_size_bytes(model: nn.Module) -> int:
-    """Bytes of every distinct parameter and buffer as stored (shared tensors counted once)."""
-    seen: set[int] = set()
-    total = 0
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        if tensor.data_ptr() in seen:
-            continue
-        seen.add(tensor.data_ptr())
-        total += tensor.numel() * tensor.element_size()
-    return total
-
-
-def count_params(model: nn.Module) -> tuple[int, int]:
-    """(total, non-zero) parameter counts, measured from the tensors; shared tensors once."""
-    seen: set[int] = set()
-    total = nonzero = 0
-    for p in model.parameters():
-        if p.data_ptr() in seen:
-            continue
-        seen.add(p.data_ptr())
-        total += p.numel()
-        nonzero += int(torch.count_nonzero(p.detach()))
-    for m in model.modules():  # torch's dynamic int8 Linear keeps weights packed, not as params
-        if hasattr(m, "_packed_params") and callable(getattr(m, "weight", None)):
-            for t in (m.weight(), m.bias()):
-                if t is not None:
-                    total += t.numel()
-                    nonzero += int(torch.count_nonzero(t.int_repr() if t.is_quantized else t))
-    return total, nonzero
-
-
-def size_bytes(loaded: LoadedModel) -> int:
-    """Storage of a loaded model: its compressed accounting if it has one, else dense bytes."""
-    return loaded.size_bytes if loaded.size_bytes is not None else dense_size_bytes(loaded.model)
-
-
-def model_facts(loaded: LoadedModel) -> dict:
-    """Plain facts for display: architecture, layers, heads, parameters, size, labels."""
-    config = getattr(loaded.model, "config", None)
-    total, nonzero = count_params(loaded.model)
-
-    def first(*names, default=None):
-        for n in names:
-            if config is not None and getattr(config, n, None) is not None:
-                return getattr(config, n)
-        return default
-
-    return {
-        "name": loaded.name,
-        "source": loaded.source,
-        "architecture": type(loaded.model).__name__,
-        "layers": first("num_hidden_layers", "n_layer", "n_layers"),
-        "heads": first("num_attention_heads", "n_head", "n_heads"),
-        "hidden_size": first("hidden_size", "n_embd", "dim"),
-        "params_total": total,
-        "params_nonzero": nonzero,
-        "size_bytes": size_bytes(loaded),
-        "labels": list(loaded.label_names),
-        "max_length": loaded.max_length,
-    }

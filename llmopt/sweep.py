@@ -9,14 +9,14 @@ import time
 import numpy as np
 import pandas as pd
 
-from llmopt.compress import CompressionConfig, compress
-from llmopt.compress.engine import check_plan
-from llmopt.compress.targets import find_targets, in_blocks, is_linear
-from llmopt.compress.targets import get_weight as layer_weight
+from llmopt.compression import CompressionConfig, compress
+from llmopt.compression.engine import check_plan
+from llmopt.compression.targets import find_targets, in_blocks, is_linear
+from llmopt.compression.targets import get_weight as layer_weight
 from llmopt.data import TextDataset
 from llmopt.errors import LlmoptError
-from llmopt.evaluate import EvalResult, compare, evaluate
-from llmopt.models import LoadedModel, Progress
+from llmopt.evaluation import EvalResult, compare, evaluate
+from llmopt.loaded import LoadedModel, Progress
 
 # What a user can sweep. "field" is the CompressionConfig field the value goes into, "off" the
 # value that leaves it uncompressed (the baseline), "methods" maps each method to the other

@@ -126,9 +126,9 @@ def test_drift_needs_texts(models):
 
 
 def test_int8_dynamic_model_still_returns_attention(models, tiny_dataset):
-    compress_mod = pytest.importorskip("llmopt.compress")
+    compress_mod = pytest.importorskip("llmopt.compression")
     if not hasattr(compress_mod, "compress"):
-        pytest.skip("llmopt.compress.compress is not available yet")
+        pytest.skip("llmopt.compression.compress is not available yet")
     base = models["bert"]
     other, _ = compress_mod.compress(base, compress_mod.CompressionConfig(int8_dynamic=True))
     maps = attention_maps(other, TEXT)

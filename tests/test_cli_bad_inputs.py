@@ -514,9 +514,9 @@ def _prepare(case: Case, tmp_path: Path, tiny_dirs, broken) -> tuple[list[str], 
 def _offline(monkeypatch) -> None:
     import llmopt.hub
     import llmopt.models
-    import llmopt.train
+    import llmopt.training.head
 
-    for module in (llmopt.models, llmopt.train, llmopt.hub):
+    for module in (llmopt.models, llmopt.training.head, llmopt.hub):
         monkeypatch.setattr(module, "hub_reachable", lambda *a, **k: False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

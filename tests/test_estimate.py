@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import llmopt
-from llmopt.compress import CompressionConfig, compress
+from llmopt.compression import CompressionConfig, compress
 from llmopt.estimate import estimate_size
 from llmopt.models import count_params
 

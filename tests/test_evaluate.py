@@ -7,7 +7,7 @@ from sklearn import metrics as skm
 
 import llmopt
 from llmopt.errors import LlmoptError
-from llmopt.evaluate import compare, compute_metrics, label_map, predict_proba
+from llmopt.evaluation import compare, compute_metrics, label_map, predict_proba
 
 
 def test_metrics_equal_scikit_learn_binary():
@@ -112,7 +112,7 @@ def test_compare_agreement_kl_and_flips():
 
 
 def _result(y_score):
-    from llmopt.evaluate import EvalResult
+    from llmopt.evaluation import EvalResult
 
     y_pred = y_score.argmax(1)
     return EvalResult(
@@ -131,7 +131,7 @@ def _result(y_score):
 
 
 def test_flipped_table_lists_exactly_the_changed_predictions():
-    from llmopt.evaluate import flipped_table
+    from llmopt.evaluation import flipped_table
 
     base = _result(np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]))
     other = _result(np.array([[0.9, 0.1], [0.7, 0.3], [0.6, 0.4]]))

@@ -13,7 +13,7 @@ from sklearn import metrics as skm
 import llmopt
 from llmopt import figures
 from llmopt.attention import AttentionMaps, attention_maps
-from llmopt.evaluate import EvalResult, compute_metrics, roc_curves
+from llmopt.evaluation import EvalResult, compute_metrics, roc_curves
 from llmopt.sweep import COLUMNS, pareto_front
 
 
@@ -267,7 +267,7 @@ def test_size_latency_bars():
 
 
 def test_layer_error_figure_from_a_real_report(tiny_dirs):
-    from llmopt.compress import CompressionConfig, compress
+    from llmopt.compression import CompressionConfig, compress
 
     loaded = llmopt.load_model(str(tiny_dirs["bert"]))
     _, report = compress(loaded, CompressionConfig(sparsity=0.5, bits=4))

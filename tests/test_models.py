@@ -109,7 +109,7 @@ def test_stale_cached_head_is_rebuilt(tiny_bert_dir, tmp_path, monkeypatch):
 def test_pooled_model_saves_and_loads_back(tiny_bert_dir, tmp_path, tiny_dataset):
     from tinymodels import make_texts
 
-    from llmopt.compress import save_model
+    from llmopt.compression import save_model
 
     texts, labels = make_texts(30, seed=2)
     train = llmopt.TextDataset(texts, np.array(labels), ["LABEL_0", "LABEL_1"], name="t")

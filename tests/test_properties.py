@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from llmopt import LlmoptError, TextDataset, load_csv
-from llmopt.compress import CompressionConfig
+from llmopt.compression import CompressionConfig
 
 SETTINGS = settings(
     max_examples=200,

@@ -8,7 +8,7 @@ import pytest
 
 import llmopt
 import llmopt.sweep as sweep_mod
-from llmopt.compress import CompressionConfig
+from llmopt.compression import CompressionConfig
 from llmopt.errors import LlmoptError
 from llmopt.sweep import COLUMNS, SWEEP_KNOBS, max_rank, pareto_front, run_sweep, sweep_config
 

@@ -36,7 +36,7 @@ def class_csvs(tmp_path_factory):
 
 @pytest.mark.parametrize("k", CLASS_COUNTS)
 def test_multiclass_encoder_head_trains_saves_and_reloads(k, class_csvs, tiny_bert_dir, tmp_path):
-    from llmopt.compress import CompressionConfig, compress, save_model
+    from llmopt.compression import CompressionConfig, compress, save_model
 
     train = llmopt.load_dataset(str(class_csvs[k]), "train")
     test = llmopt.load_dataset(str(class_csvs[k]), "test")
@@ -233,7 +233,7 @@ def test_unreadable_cached_head_is_rebuilt_with_a_note(damage, tiny_bert_dir, tm
 def test_save_refuses_the_source_folder_and_non_empty_folders(tiny_bert_dir, tmp_path):
     import shutil
 
-    from llmopt.compress import CompressionConfig, compress, save_model
+    from llmopt.compression import CompressionConfig, compress, save_model
 
     src = tmp_path / "src"
     shutil.copytree(tiny_bert_dir, src)
@@ -254,7 +254,7 @@ def test_save_refuses_the_source_folder_and_non_empty_folders(tiny_bert_dir, tmp
 def test_overwrite_replaces_an_earlier_save_entirely(tiny_bert_dir, tmp_path, tiny_dataset):
     from tinymodels import make_texts
 
-    from llmopt.compress import CompressionConfig, compress, save_model
+    from llmopt.compression import CompressionConfig, compress, save_model
 
     texts, labels = make_texts(30, seed=3)
     train = llmopt.TextDataset(texts, np.array(labels), ["LABEL_0", "LABEL_1"], name="t")
@@ -277,7 +277,7 @@ def test_overwrite_replaces_an_earlier_save_entirely(tiny_bert_dir, tmp_path, ti
 def test_incomplete_save_is_refused(damage, tiny_bert_dir, tmp_path):
     from tinymodels import make_texts
 
-    from llmopt.compress import save_model
+    from llmopt.compression import save_model
 
     texts, labels = make_texts(30, seed=4)
     train = llmopt.TextDataset(texts, np.array(labels), ["LABEL_0", "LABEL_1"], name="t")
@@ -366,8 +366,8 @@ def test_public_api_rejects_bad_arguments_with_clear_errors(tiny_bert_dir, tiny_
         lambda: llmopt.load_dataset(None),
         lambda: llmopt.load_dataset("bundled", text_column=None),
         lambda: llmopt.load_csv(12345),
-        lambda: llmopt.compress_model(loaded, {"sparsity": 0.5}),
-        lambda: llmopt.compress_model("model", llmopt.CompressionConfig(sparsity=0.5)),
+        lambda: llmopt.compress(loaded, {"sparsity": 0.5}),
+        lambda: llmopt.compress("model", llmopt.CompressionConfig(sparsity=0.5)),
         lambda: llmopt.compare("a", "b"),
         lambda: tiny_dataset.subset(0),
         lambda: tiny_dataset.subset(5, seed=-1),
@@ -385,7 +385,7 @@ def test_unwritable_outputs_fail_before_any_work(tiny_bert_dir, tiny_csv, tmp_pa
     def must_not_run(*_a, **_k):
         raise AssertionError("evaluated before checking the outputs")
 
-    monkeypatch.setattr(sys.modules["llmopt.evaluate"], "evaluate", must_not_run)
+    monkeypatch.setattr(sys.modules["llmopt.evaluation"], "evaluate", must_not_run)
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     cases = [

@@ -6,7 +6,7 @@ import math
 
 from plotly.colors import qualitative
 
-from llmopt.evaluate import METRIC_KEYS
+from llmopt.evaluation import METRIC_KEYS
 
 # One colour per role, the same in every figure: baseline blue, compressed orange.
 PALETTE = {"baseline": "#1f77b4", "compressed": "#ff7f0e"}

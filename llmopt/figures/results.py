@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from llmopt.errors import LlmoptError
-from llmopt.evaluate import METRIC_KEYS, EvalResult
+from llmopt.evaluation import METRIC_KEYS, EvalResult
 from llmopt.figures.common import (
     DIVERGING,
     LABEL_CHARS,
@@ -28,7 +28,7 @@ from llmopt.figures.common import (
 )
 
 if TYPE_CHECKING:
-    from llmopt.compress import CompressionReport
+    from llmopt.compression import CompressionReport
 
 
 ROC_DASHES = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"]

@@ -9,7 +9,7 @@ from app_settings import APP, TIMEOUT, TINY_ROWS
 
 import llmopt
 from llmopt.attention import attention_maps
-from llmopt.compress import CompressionConfig, compress
+from llmopt.compression import CompressionConfig, compress
 from llmopt.data import display_text
 from llmopt.estimate import estimate_size
 

@@ -13,7 +13,7 @@ from sklearn import metrics as skm
 from llmopt.batching import accepts_token_types, encode, iter_batches
 from llmopt.data import TextDataset
 from llmopt.errors import LlmoptError, train_head_fix
-from llmopt.models import LoadedModel, Progress, count_params, size_bytes
+from llmopt.loaded import LoadedModel, Progress, count_params, size_bytes
 
 METRIC_KEYS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc")
 

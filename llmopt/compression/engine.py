@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from llmopt.compress import prune as P
-from llmopt.compress.calibrate import input_norms
-from llmopt.compress.config import CompressionConfig
-from llmopt.compress.lowrank import LowRankLinear, break_even_rank, svd_factors
-from llmopt.compress.quantize import (
+from llmopt.compression import prune as P
+from llmopt.compression.calibrate import input_norms
+from llmopt.compression.config import CompressionConfig
+from llmopt.compression.lowrank import LowRankLinear, break_even_rank, svd_factors
+from llmopt.compression.quantize import (
     dynamic_int8_weight,
     fake_quantize,
     is_dynamic_int8,
@@ -22,14 +22,14 @@ from llmopt.compress.quantize import (
     quantize_dynamic_int8,
     scale_bits,
 )
-from llmopt.compress.report import (
+from llmopt.compression.report import (
     FLOAT_BITS,
     STORAGE_ASSUMPTIONS,
     CompressionReport,
     packed_storage,
     summarize,
 )
-from llmopt.compress.targets import (
+from llmopt.compression.targets import (
     Filter,
     find_targets,
     get_bias,
@@ -43,7 +43,7 @@ from llmopt.compress.targets import (
 )
 from llmopt.data import TextDataset
 from llmopt.errors import LlmoptError
-from llmopt.models import LoadedModel, Progress, dense_size_bytes
+from llmopt.loaded import LoadedModel, Progress, dense_size_bytes
 
 
 @dataclass

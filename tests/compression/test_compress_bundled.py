@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import llmopt
-from llmopt.compress import CompressionConfig, compress
+from llmopt.compression import CompressionConfig, compress
 from llmopt.models import dense_size_bytes
 
 

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from llmopt.batching import accepts_token_types, encode, iter_batches
-from llmopt.models import Progress
+from llmopt.loaded import Progress
 
 CALIBRATION_BATCH = 16  # texts per forward pass: small batches pad little
 

@@ -81,7 +81,7 @@ class LowRankLinear(nn.Module):
         """One dense module computing the same function: ``nn.Linear``, or ``Conv1D`` if it was."""
         weight, bias = self.dense_weight(), self.up.bias
         if not self.conv1d:
-            from llmopt.compress.quantize import linear_from
+            from llmopt.compression.quantize import linear_from
 
             return linear_from(weight, bias)
         from transformers.pytorch_utils import Conv1D

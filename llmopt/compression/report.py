@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from llmopt.compress.prune import satisfies_nm
+from llmopt.compression.prune import satisfies_nm
 
 FLOAT_BITS = 32  # uncompressed weights and all biases stay fp32
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from llmopt.compress import CompressionConfig, compress
-from llmopt.compress.quantize import fake_quantize, is_dynamic_int8
-from llmopt.compress.targets import get_weight
-from llmopt.evaluate import predict_proba
+from llmopt.compression import CompressionConfig, compress
+from llmopt.compression.quantize import fake_quantize, is_dynamic_int8
+from llmopt.compression.targets import get_weight
+from llmopt.evaluation import predict_proba
 from llmopt.models import count_params, dense_size_bytes
 
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import llmopt
-from llmopt.compress import CompressionConfig, compress, save_model
-from llmopt.compress.lowrank import LowRankLinear
+from llmopt.compression import CompressionConfig, compress, save_model
+from llmopt.compression.lowrank import LowRankLinear
 from llmopt.errors import LlmoptError
-from llmopt.evaluate import predict_proba
+from llmopt.evaluation import predict_proba
 
 
 @pytest.mark.parametrize(
@@ -42,7 +42,7 @@ def test_round_trip_gives_the_same_probabilities(
 def test_mean_pool_round_trip(tiny_dirs, tiny_dataset, tmp_path):
     from transformers import BertModel
 
-    from llmopt.train import MeanPoolClassifier
+    from llmopt.training.head import MeanPoolClassifier
 
     encoder = BertModel.from_pretrained(str(tiny_dirs["bert"]), attn_implementation="eager")
     tok = llmopt.load_model(str(tiny_dirs["bert"])).tokenizer

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from llmopt.compress import CompressionConfig
+from llmopt.compression import CompressionConfig
 from llmopt.errors import LlmoptError
 
 

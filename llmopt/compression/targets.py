@@ -7,8 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from llmopt.compress.lowrank import LowRankLinear
-from llmopt.compress.quantize import dynamic_int8_weight, is_dynamic_int8
+from llmopt.compression.lowrank import LowRankLinear
+from llmopt.compression.quantize import dynamic_int8_weight, is_dynamic_int8
 
 Filter = Callable[[nn.Module, str], bool]  # (module, qualified name) -> compress it?
 

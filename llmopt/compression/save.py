@@ -15,11 +15,11 @@ import os
 from pathlib import Path
 
 from llmopt import __version__, atomic
-from llmopt.compress.lowrank import LowRankLinear
-from llmopt.compress.quantize import is_dynamic_int8
-from llmopt.compress.targets import replace
+from llmopt.compression.lowrank import LowRankLinear
+from llmopt.compression.quantize import is_dynamic_int8
+from llmopt.compression.targets import replace
 from llmopt.errors import Fix, LlmoptError
-from llmopt.models import PARTIAL_MARKER, SAVE_MARKER, LoadedModel
+from llmopt.loaded import PARTIAL_MARKER, SAVE_MARKER, LoadedModel
 
 
 def _resolved(path: str | Path) -> Path:
@@ -80,7 +80,7 @@ def save_model(loaded: LoadedModel, directory: str | Path, *, overwrite: bool = 
     """Save a (compressed) model as a normal checkpoint that ``llmopt.load_model`` reads back.
 
     Hugging Face models are written with ``save_pretrained`` (safetensors) plus the tokenizer;
-    the bundled encoder + head model with ``llmopt.train.save_pooled_dir``. Low-rank layers are
+    the encoder + head model with ``llmopt.training.head.save_pooled_dir``. Low-rank layers are
     saved as their dense product, so a plain checkpoint loads (the file is not smaller).
     Pruned and quantized weights are saved as their fp32 values (zeros and grid points).
 
@@ -110,7 +110,7 @@ def save_model(loaded: LoadedModel, directory: str | Path, *, overwrite: bool = 
         if isinstance(module, LowRankLinear):
             replace(model, name, module.to_dense())
     dense = dataclasses.replace(loaded, model=model)
-    from llmopt.train import MeanPoolClassifier, save_pooled_dir
+    from llmopt.training.head import MeanPoolClassifier, save_pooled_dir
 
     with atomic.staged_dir(target, replace=True) as tmp:
         (tmp / PARTIAL_MARKER).write_text("save in progress\n", encoding="utf-8")

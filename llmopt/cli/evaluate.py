@@ -1,19 +1,16 @@
-"""Command line: ``python -m llmopt evaluate|prepare`` (the ``llmopt`` console script)."""
+"""``llmopt evaluate`` and ``llmopt prepare``: evaluate a model (and a compressed copy of it)."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
 import os
 import re
-import sys
-import weakref
 from pathlib import Path
-from typing import ClassVar
 
 from llmopt import atomic
+from llmopt.cli.common import Bar, load, positive_int, seed, source_args, train_split
 from llmopt.errors import LlmoptError
 from llmopt.paths import describe_kind, is_special
 
@@ -23,54 +20,14 @@ COMPRESSION_FLAGS = (
 )  # fmt: skip
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line on stderr and exit status 2."""
-
-    def error(self, message: str):  # noqa: D102 - argparse hook
-        self.exit(2, f"llmopt: error: {message} (see --help)\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _source_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model",
-        default="bundled",
-        help="bundled | local checkpoint dir | HF hub id | encoder:SRC",
-    )
-    p.add_argument("--dataset", default="bundled", help="bundled | path.csv | hf:NAME[:CONFIG]")
-    p.add_argument("--text-column", default="text", help="text column of a CSV/HF dataset")
-    p.add_argument("--label-column", default="label", help="label column of a CSV/HF dataset")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="llmopt", description="What-if compression of text classifiers.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
+def add_commands(sub) -> None:
+    """Register ``evaluate`` and ``prepare``."""
     ev = sub.add_parser("evaluate", help="evaluate a model, and a compressed copy of it")
-    _source_args(ev)
+    source_args(ev)
     ev.add_argument("--split", default="test", choices=["train", "test"])
-    ev.add_argument("--limit", type=_positive_int, help="evaluate the first N rows of the split")
-    ev.add_argument("--seed", type=_seed, help="shuffle the split with this seed before --limit")
-    ev.add_argument("--batch-size", type=_positive_int, default=32)
+    ev.add_argument("--limit", type=positive_int, help="evaluate the first N rows of the split")
+    ev.add_argument("--seed", type=seed, help="shuffle the split with this seed before --limit")
+    ev.add_argument("--batch-size", type=positive_int, default=32)
     ev.add_argument("--sparsity", type=float, help="fraction of weights to zero, in [0, 1)")
     ev.add_argument("--sparsity-method", choices=["magnitude", "wanda"])
     ev.add_argument("--sparsity-pattern", choices=["unstructured", "2:4", "4:8"])
@@ -96,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--calibration-samples",
-        type=_positive_int,
+        type=positive_int,
         help="training texts for Wanda's activation norms (default 64)",
     )
     ev.add_argument("--json", type=Path, help="write the results as JSON to this path")
@@ -108,115 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="let --save-model replace a non-empty folder (never the model's own folder)",
     )
 
+    ev.set_defaults(run=run_evaluate)
+
     pr = sub.add_parser("prepare", help="load (and train once, if needed) a model ahead of time")
-    _source_args(pr)
-    return parser
+    source_args(pr)
+    pr.set_defaults(run=run_prepare)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        if args.command == "prepare":
-            return _prepare(args)
-        return _evaluate(args)
-    except (Exception, KeyboardInterrupt) as exc:
-        _Bar.close_all()  # the message must not land on a progress bar's line
-        if os.environ.get("LLMOPT_DEBUG") and not isinstance(exc, ValueError):
-            raise
-        status, message = _failure(exc)
-        if message:
-            print(message, file=sys.stderr)
-        return status
-
-
-def _first_line(text: str) -> str:
-    return (str(text).splitlines() or [""])[0]
-
-
-def _failure(exc: BaseException) -> tuple[int, str]:
-    """Exit status and the one line on stderr for an exception that ended a command."""
-    if isinstance(exc, KeyboardInterrupt):
-        return 130, ""
-    if isinstance(exc, ValueError):  # LlmoptError, and bad values caught by the libraries below
-        return 2, _first_line(f"llmopt: error: {exc}")
-    memory = "llmopt: error: out of memory; try a smaller model, --limit or --batch-size"
-    if isinstance(exc, MemoryError):
-        return 2, memory
-    if isinstance(exc, RuntimeError) and "memory" in str(exc).lower():  # torch's alloc failure
-        return 2, memory
-    if isinstance(exc, OSError):  # a full disk, a folder that vanished, and the like
-        what = exc.strerror or _first_line(str(exc)) or type(exc).__name__
-        where = f": {exc.filename}" if exc.filename else ""
-        return 2, f"llmopt: error: {what}{where}"
-    return (
-        1,
-        (  # a bug, not a user mistake: one line, the traceback on request
-            f"llmopt: internal error: {type(exc).__name__}: {_first_line(str(exc))[:200]} "
-            "(set LLMOPT_DEBUG=1 to see the traceback)"
-        ),
-    )
-
-
-class _Bar:
-    """A tqdm progress bar driven by llmopt's (fraction, message) callbacks."""
-
-    _open: ClassVar[weakref.WeakSet] = weakref.WeakSet()
-
-    def __init__(self) -> None:
-        self.bar = None
-        _Bar._open.add(self)
-
-    @classmethod
-    def close_all(cls) -> None:
-        """Close every bar still drawn (before an error message is printed)."""
-        for bar in list(cls._open):
-            bar.close()
-
-    def __call__(self, fraction: float, message: str) -> None:
-        from tqdm import tqdm
-
-        if self.bar is None or fraction <= 0 or message != self.bar.desc:
-            if self.bar is not None:
-                self.bar.close()
-            self.bar = tqdm(
-                total=100,
-                desc=message,
-                file=sys.stderr,
-                leave=False,
-                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}",
-            )
-        self.bar.n = round(100 * fraction)
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def _train_split(args):
-    """The chosen dataset's training split, read once per command (heads and Wanda use it)."""
-    if getattr(args, "_train", None) is None:
-        from llmopt.data import load_dataset
-
-        args._train = load_dataset(
-            args.dataset, "train", text_column=args.text_column, label_column=args.label_column
-        )
-    return args._train
-
-
-def _load(args, progress):
-    from llmopt.models import load_model
-
-    train = _train_split(args) if args.model.startswith("encoder:") else None
-    return load_model(args.model, train_data=train, progress=progress)
-
-
-def _prepare(args) -> int:
+def run_prepare(args) -> int:
     from llmopt.models import model_facts
 
-    bar = _Bar()
-    loaded = _load(args, bar)
+    bar = Bar()
+    loaded = load(args, bar)
     bar.close()
     facts = model_facts(loaded)
     print(
@@ -230,7 +90,7 @@ def _config(args):
     given = {k: getattr(args, k) for k in COMPRESSION_FLAGS if getattr(args, k) is not None}
     if not given:
         return None
-    from llmopt.compress import CompressionConfig
+    from llmopt.compression import CompressionConfig
 
     config = CompressionConfig(**given)
     if config.is_identity:
@@ -242,9 +102,9 @@ def _config(args):
     return config
 
 
-def _evaluate(args) -> int:
+def run_evaluate(args) -> int:
     from llmopt.data import load_dataset
-    from llmopt.evaluate import compare, evaluate
+    from llmopt.evaluation import compare, evaluate
 
     config = _config(args)  # validate the knobs before any slow loading
     if args.save_model is not None and config is None:
@@ -265,23 +125,23 @@ def _evaluate(args) -> int:
         limit=args.limit,
         seed=args.seed,
     )
-    bar = _Bar()
-    loaded = _load(args, bar)
+    bar = Bar()
+    loaded = load(args, bar)
     if config is not None:
-        from llmopt.compress import check_config
+        from llmopt.compression import check_config
 
         check_config(loaded, config)  # a rank or group size a layer cannot take: fail now
     base = evaluate(loaded, dataset, batch_size=args.batch_size, progress=bar)
     other = fidelity = report = None
     if config is not None:
-        from llmopt.compress import compress
+        from llmopt.compression import compress
 
-        calibration = _train_split(args) if config.sparsity_method == "wanda" else None
+        calibration = train_split(args) if config.sparsity_method == "wanda" else None
         compressed, report = compress(loaded, config, calibration=calibration, progress=bar)
         other = evaluate(compressed, dataset, batch_size=args.batch_size, progress=bar)
         fidelity = compare(base, other)
         if args.save_model is not None:
-            from llmopt.compress import save_model
+            from llmopt.compression import save_model
 
             save_model(compressed, args.save_model, overwrite=args.overwrite)
     bar.close()
@@ -305,7 +165,7 @@ def check_outputs(args) -> None:
         LlmoptError: an output whose folder is missing or read-only, that is a folder itself,
             that names the dataset file, or two outputs with the same path.
     """
-    from llmopt.compress import check_save_target
+    from llmopt.compression import check_save_target
 
     outputs = {"--json": args.json, "--predictions": args.predictions}
     seen: dict[Path, str] = {}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llmopt.compress import CompressionConfig, compress
-from llmopt.compress.lowrank import LowRankLinear, break_even_rank, svd_factors
-from llmopt.compress.targets import get_weight
+from llmopt.compression import CompressionConfig, compress
+from llmopt.compression.lowrank import LowRankLinear, break_even_rank, svd_factors
+from llmopt.compression.targets import get_weight
 from llmopt.errors import LlmoptError
 from llmopt.models import count_params
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import llmopt
-from llmopt.compress import STEPS, CompressionConfig, CompressionReport, compress
-from llmopt.compress.lowrank import LowRankLinear
-from llmopt.compress.quantize import is_dynamic_int8
-from llmopt.compress.targets import get_weight
+from llmopt.compression import STEPS, CompressionConfig, CompressionReport, compress
+from llmopt.compression.lowrank import LowRankLinear
+from llmopt.compression.quantize import is_dynamic_int8
+from llmopt.compression.targets import get_weight
 from llmopt.errors import LlmoptError
 from llmopt.models import count_params, dense_size_bytes
 
@@ -168,7 +168,7 @@ def test_int8_dynamic_on_low_rank_factors(tiny_models):
 def test_mean_pool_classifier_is_supported(tiny_dirs, tiny_dataset, tmp_path):
     from transformers import BertModel
 
-    from llmopt.train import MeanPoolClassifier
+    from llmopt.training.head import MeanPoolClassifier
 
     encoder = BertModel.from_pretrained(str(tiny_dirs["bert"]), attn_implementation="eager")
     tok = llmopt.load_model(str(tiny_dirs["bert"])).tokenizer

@@ -23,7 +23,7 @@ from llmopt.hub import (
     quiet_hub_logs,
     refuse_custom_code,
 )
-from llmopt.models import POOLED_META, LoadedModel, Progress
+from llmopt.loaded import POOLED_META, LoadedModel, Progress
 from llmopt.paths import llmopt_home
 
 HEAD_VERSION = 3  # bump when the head training recipe changes: old cached heads become stale

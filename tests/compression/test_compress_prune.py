@@ -9,10 +9,10 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from llmopt.batching import encode, iter_batches
-from llmopt.compress import CompressionConfig, compress
-from llmopt.compress.calibrate import input_norms
-from llmopt.compress.prune import global_masks, magnitude_mask, nm_mask, wanda_scores
-from llmopt.compress.targets import find_targets, get_weight, in_blocks
+from llmopt.compression import CompressionConfig, compress
+from llmopt.compression.calibrate import input_norms
+from llmopt.compression.prune import global_masks, magnitude_mask, nm_mask, wanda_scores
+from llmopt.compression.targets import find_targets, get_weight, in_blocks
 from llmopt.data import TextDataset
 from llmopt.errors import LlmoptError
 

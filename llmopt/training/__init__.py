@@ -1,0 +1,1 @@
+"""Training: the encoder + trained-head classifier (head.py); fine-tuning grows here."""
