@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -349,15 +351,24 @@ def label_counts(frame: pd.DataFrame, label_column: str) -> pd.DataFrame:
 
 
 def _encode_labels(values) -> tuple[np.ndarray, list[str]]:
-    """Map label values to 0..k-1; names sort numerically when all labels are integers."""
+    """Map label values to 0..k-1; names sort naturally (``2`` before ``10``, ``class_2``
+    before ``class_10``)."""
     values = [str(v).strip() for v in values]
-    unique = set(values)
-    try:
-        names = sorted(unique, key=lambda v: (int(v), v))
-    except ValueError:
-        names = sorted(unique)
+    names = sorted(set(values), key=_natural_key)
     index = {n: i for i, n in enumerate(names)}
     return np.array([index[v] for v in values], dtype=np.int64), names
+
+
+def _natural_key(value: str) -> tuple:
+    """Sort key: runs of digits compare as numbers (a leading minus sign counts for a number)."""
+    try:
+        number = float(value)
+        if math.isfinite(number):
+            return (0, number, value)
+    except ValueError:
+        pass
+    parts = re.split(r"(\d+)", value.lower())
+    return (1, tuple((0, int(p), "") if p.isdecimal() else (1, 0, p) for p in parts), value)
 
 
 def _split(texts, labels, names, split, *, name, source, rows=None) -> TextDataset:
@@ -405,18 +416,13 @@ def _load_hf(
     from llmopt.hub import hub_reachable, quiet_hub_logs
 
     quiet_hub_logs()
-    offline = not hub_reachable()
-    if offline:  # use the local datasets cache only: fail in seconds instead of retrying
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
     try:
         import datasets
     except ImportError:  # pragma: no cover - datasets is in requirements.txt
         raise LlmoptError("hf: sources need the 'datasets' package: pip install datasets") from None
-    if offline:
-        datasets.config.HF_DATASETS_OFFLINE = True
-        datasets.config.HF_HUB_OFFLINE = True
     try:
-        dsd = datasets.load_dataset(name, config)
+        with _offline_unless_reachable(datasets, hub_reachable()):
+            dsd = datasets.load_dataset(name, config)
     except Exception as exc:  # network, unknown name, missing config: all user-fixable
         raise LlmoptError(
             f"could not load Hugging Face dataset {name!r}"
@@ -457,6 +463,21 @@ def _load_hf(
     else:
         labels, names = _encode_labels(part[label_column])
     return _split(texts, labels, names, split, name=source, source=source)
+
+
+@contextlib.contextmanager
+def _offline_unless_reachable(datasets, reachable: bool):
+    """Without network, ask only the local datasets cache (fail in seconds, not after retries);
+    the process's settings are restored afterwards."""
+    if reachable:
+        yield
+        return
+    saved = (datasets.config.HF_DATASETS_OFFLINE, datasets.config.HF_HUB_OFFLINE)
+    datasets.config.HF_DATASETS_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_DATASETS_OFFLINE, datasets.config.HF_HUB_OFFLINE = saved
 
 
 def label_balance(train: TextDataset, test: TextDataset) -> pd.DataFrame:

@@ -95,8 +95,13 @@ def load_model(
     if HUB_ID.match(source):
         return _load_hub(source)
     raise LlmoptError(
-        f"model source {source!r} is neither 'bundled', 'encoder:SRC', an existing directory, "
-        "nor a Hugging Face hub id like 'distilbert-base-uncased-finetuned-sst-2-english'"
+        f"model source {source!r} is not a model this tool can load",
+        fix=Fix(
+            cli="use 'bundled', 'encoder:SRC', a checkpoint folder, or a Hugging Face hub id "
+            "like 'distilbert-base-uncased-finetuned-sst-2-english'",
+            app="type a hub id like 'distilbert-base-uncased-finetuned-sst-2-english' "
+            "(letters, digits, '-', '_', '.' and one '/')",
+        ),
     )
 
 

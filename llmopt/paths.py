@@ -128,8 +128,10 @@ def check_path(
             f"{what} {typed!r} is outside the folders this server may read",
             fix=Fix(
                 cli=f"put it under one of: {confine.describe()} (or set {ROOTS_ENV})",
-                app=f"upload the file instead, or put it under one of: {confine.describe()} "
-                f"(the server's {ROOTS_ENV} setting)",
+                # visitors of a shared server are not told the server's folder names
+                app="upload the file instead"
+                if kind == "file"
+                else f"ask whoever runs this server to put it in a folder listed in {ROOTS_ENV}",
             ),
         )
     try:
@@ -166,8 +168,8 @@ def read_file(path: str | Path, *, what: str = "file", confine: Confinement | No
             raise LlmoptError(f"{what} {str(path)!r} is {_kind(st.st_mode)}; give a regular file")
         if limit is not None and st.st_size > limit:
             raise LlmoptError(
-                f"{what} {str(path)!r} is {st.st_size / 1e6:.1f} MB, above this server's limit "
-                f"of {limit / 1e6:.0f} MB",
+                f"{what} {str(path)!r} is {st.st_size / 1e6:.3g} MB, above this server's limit "
+                f"of {limit / 1e6:.3g} MB",
                 fix=Fix(
                     cli=f"use a smaller file or raise {MAX_FILE_ENV}",
                     app=f"use a smaller file (the server's {MAX_FILE_ENV} sets the limit)",

@@ -66,7 +66,7 @@ def test_unreachable_hub_id_fails_fast_with_advice(monkeypatch):
 
 
 def test_invalid_source_string():
-    with pytest.raises(LlmoptError, match="neither"):
+    with pytest.raises(LlmoptError, match="not a model this tool can load"):
         llmopt.load_model("not a valid id!")
 
 

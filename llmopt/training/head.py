@@ -107,6 +107,13 @@ def _load_encoder(encoder: str):
     return model.eval(), tokenizer, identity
 
 
+def encoder_max_length(encoder: nn.Module, tokenizer) -> int:
+    """Tokens per text: ``ENCODER_MAX_LENGTH``, or fewer if the encoder has fewer positions."""
+    positions = getattr(encoder.config, "max_position_embeddings", None) or ENCODER_MAX_LENGTH
+    limit = getattr(tokenizer, "model_max_length", None) or ENCODER_MAX_LENGTH
+    return int(min(ENCODER_MAX_LENGTH, positions, limit))
+
+
 @torch.inference_mode()
 def pooled_features(
     model: MeanPoolClassifier,
@@ -182,7 +189,8 @@ def load_encoder_classifier(
             f"labels {missing} have no rows in the training split of {train_data.name}, so a "
             "head cannot learn them; add examples of them or drop those rows"
         )
-    key_src = json.dumps([identity, train_data.fingerprint, ENCODER_MAX_LENGTH, HEAD_VERSION])
+    max_length = encoder_max_length(enc, tokenizer)
+    key_src = json.dumps([identity, train_data.fingerprint, max_length, HEAD_VERSION])
     key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
     folder = llmopt_home() / "heads" / key
     model = MeanPoolClassifier(enc, len(names))
@@ -193,7 +201,7 @@ def load_encoder_classifier(
             notes.append(f"the cached head was unreadable ({problem}), so it was trained again")
         if progress:
             progress(0.0, f"training a classification head on {len(train_data)} texts (once)")
-        feats = pooled_features(model, tokenizer, train_data.texts, ENCODER_MAX_LENGTH, progress)
+        feats = pooled_features(model, tokenizer, train_data.texts, max_length, progress)
         weight, bias = fit_head(feats, train_data.labels, len(names))
         train_acc = float(((feats @ weight.T + bias).argmax(1) == train_data.labels).mean())
         meta = {
@@ -205,7 +213,7 @@ def load_encoder_classifier(
             "train_rows": len(train_data),
             "train_accuracy": train_acc,
             "label_names": names,
-            "max_length": ENCODER_MAX_LENGTH,
+            "max_length": max_length,
             "head_version": HEAD_VERSION,
         }
         head = {"weight": torch.from_numpy(weight), "bias": torch.from_numpy(bias)}
@@ -227,9 +235,7 @@ def load_encoder_classifier(
         f"head: logistic regression on mean-pooled features of {meta['train_rows']} "
         f"{meta['dataset']} training texts"
     )
-    return LoadedModel(
-        model, tokenizer, name, names, source, ENCODER_MAX_LENGTH, notes=[note, *notes]
-    )
+    return LoadedModel(model, tokenizer, name, names, source, max_length, notes=[note, *notes])
 
 
 HEAD_FILE, HEAD_META = "head.safetensors", "meta.json"
