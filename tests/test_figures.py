@@ -229,11 +229,17 @@ def test_confusion_counts_and_row_normalised():
     assert fig.data[0].texttemplate and fig.layout.title.text
 
 
-def test_confusion_diff_is_other_minus_base_centred():
+def test_confusion_diff_colours_more_errors_as_worse():
     base, other = make_result(0, k=3), make_result(3, k=3)
     fig = figures.confusion_diff_figure(base, other)
     assert len(fig.data) == 1
-    np.testing.assert_array_equal(np.asarray(fig.data[0].z), other.confusion - base.confusion)
+    diff = other.confusion - base.confusion
+    shown = np.array([[int(t) for t in row] for row in fig.data[0].text])
+    np.testing.assert_array_equal(shown, diff)  # the cells show the signed change
+    worse = np.asarray(fig.data[0].z)  # colour: > 0 = worse (red end of RdBu_r)
+    off = ~np.eye(3, dtype=bool)
+    np.testing.assert_array_equal(worse[off], diff[off])  # more errors off the diagonal: worse
+    np.testing.assert_array_equal(np.diag(worse), -np.diag(diff))  # fewer correct: worse
     assert fig.data[0].zmid == 0 and fig.data[0].zmin == -fig.data[0].zmax
     assert axis_title(fig, "xaxis") and axis_title(fig, "yaxis")
     with pytest.raises(llmopt.LlmoptError):

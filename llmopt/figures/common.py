@@ -14,6 +14,7 @@ EXTRA_COLOURS = ["#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf
 METHOD_COLOURS = ["#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#17becf", "#e377c2"]
 SEQUENTIAL = "Blues"
 DIVERGING = "RdBu"  # red = fewer / less, blue = more; always centred at 0
+BETTER_WORSE = "RdBu_r"  # for changes judged good or bad: blue = better, red = worse
 MB = 1e6  # sizes are shown in megabytes of 10^6 bytes
 # One colour per class where curves are coloured by class (more than two classes): the
 # categorical palette for up to ten classes, 24 dark colours beyond (repeating after 24).

@@ -15,7 +15,7 @@ from plotly.subplots import make_subplots
 from llmopt.errors import LlmoptError
 from llmopt.evaluation import METRIC_KEYS, EvalResult
 from llmopt.figures.common import (
-    DIVERGING,
+    BETTER_WORSE,
     LABEL_CHARS,
     MB,
     PALETTE,
@@ -354,8 +354,11 @@ def _colourbar(fig: go.Figure, row: int, col: int) -> dict:
 
 
 def confusion_diff_figure(base: EvalResult, other: EvalResult) -> go.Figure:
-    """Compressed minus baseline confusion counts (diverging colours, centred at 0), sized by
-    ``confusion_layout``; values in the cells for few classes, always in the hover.
+    """Compressed minus baseline confusion counts, sized by ``confusion_layout``; values in the
+    cells for few classes, always in the hover.
+
+    Colour says better or worse, not up or down: more predictions off the diagonal (errors) or
+    fewer on it (correct ones) are red, the opposite blue; the cells show the signed change.
 
     Raises:
         LlmoptError: if the two results have different labels.
@@ -366,26 +369,37 @@ def confusion_diff_figure(base: EvalResult, other: EvalResult) -> go.Figure:
     names = [str(n) for n in base.label_names]
     layout = confusion_layout(len(names), max(map(len, names), default=1), panels=1)
     limit = max(int(np.abs(diff).max(initial=0)), 1)
+    worse = np.where(np.eye(len(names), dtype=bool), -diff, diff)  # > 0: more errors
     fig = go.Figure(
         go.Heatmap(
-            z=diff,
+            z=worse,
             x=names,
             y=names,
             text=np.char.mod("%+d", diff),
             texttemplate="%{text}" if layout.show_text else None,
             textfont={"size": layout.text_font},
-            colorscale=DIVERGING,
+            colorscale=BETTER_WORSE,
             zmid=0,
             zmin=-limit,
             zmax=limit,
-            colorbar={"title": "Δ count"},
+            colorbar={
+                "title": "change",
+                "tickvals": [-limit, 0, limit],
+                "ticktext": ["better", "same", "worse"],
+            },
             hovertemplate="true %{y}<br>predicted %{x}<br>change %{text}<extra></extra>",
         )
     )
     fig.update_xaxes(_class_axis(names, layout, "Predicted label"), tickangle=layout.tick_angle)
-    fig.update_yaxes(_class_axis(names, layout, "True label"), autorange="reversed")
+    fig.update_yaxes(
+        _class_axis(names, layout, "True label"),
+        autorange="reversed",
+        scaleanchor="x",  # square cells at any width
+        constrain="domain",
+    )
     fig.update_layout(
-        title="Change in the confusion matrix<br><sup>compressed − baseline counts</sup>",
+        title="Change in the confusion matrix<br><sup>compressed − baseline counts; red = more "
+        "errors</sup>",
         height=layout.height,
         margin={"t": TITLE_PX, "b": layout.bottom, "l": 10, "r": 10},
     )
