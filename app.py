@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-import ui
+from dashboard import sidebar
 
 st.set_page_config(page_title="llmopt", page_icon=":material/compress:", layout="wide")
 page = st.navigation(
@@ -13,5 +13,5 @@ page = st.navigation(
         st.Page("pages/sweep.py", title="Sweep", icon=":material/show_chart:"),
     ]
 )
-ui.sidebar()
+sidebar.sidebar()
 page.run()

@@ -2,15 +2,14 @@
 
 import streamlit as st
 
-import ui
-import views
+from dashboard import controls, results, state
 from llmopt import figures
 from llmopt.data import display_text
 from llmopt.explain import FORMULAS
 
 st.title("Attention")
 st.markdown(FORMULAS["attention"])
-sel, loaded, data = ui.load()
+sel, loaded, data = state.load()
 text = st.text_area(
     "Text",
     value=display_text(data.texts[0]),
@@ -19,14 +18,14 @@ text = st.text_area(
     help="Any text; it starts as the first text of the evaluation rows (HTML tags removed). Long "
     "texts are cut to the model's maximum length.",
 )
-with ui.guard():
-    base = ui.attention(sel, loaded, text, "baseline")
+with state.guard():
+    base = state.attention(sel, loaded, text, "baseline")
 left, right = st.columns(2)
 layer = left.selectbox("Layer", range(base.n_layers), key="a_layer", persist_state="session")
 head = right.selectbox("Head", range(base.n_heads), key="a_head", persist_state="session")
 st.caption(f"{len(base.tokens)} tokens. Rows: the token that looks; columns: where it looks.")
 
-hit = ui.session_compressed(sel)
+hit = state.session_compressed(sel)
 if hit is None:
     st.info(
         "Nothing is compressed in this session yet, so only the uncompressed model is shown. "
@@ -34,15 +33,15 @@ if hit is None:
         "have not been there: 50 % magnitude pruning) to compare."
     )
     if st.button("Compress with those settings", type="primary"):
-        with ui.guard():
-            ui.compressed(sel, loaded, ui.config_from_state())
+        with state.guard():
+            state.compressed(sel, loaded, controls.config_from_state())
         st.rerun()
     st.plotly_chart(figures.attention_figure(base, layer, head))
 else:
     st.caption(f"Compressed model of this session: **{hit['config'].describe()}**.")
-    with ui.guard():
-        other = ui.attention(sel, hit["model"], text, hit["key"])
-    st.plotly_chart(views.attention_compare(base, other, layer, head))
+    with state.guard():
+        other = state.attention(sel, hit["model"], text, hit["key"])
+    st.plotly_chart(results.attention_compare(base, other, layer, head))
 
 which = st.radio(
     "All heads of this layer for",
@@ -56,8 +55,8 @@ st.plotly_chart(figures.attention_heads_figure(grid, layer))
 if hit is not None:
     st.subheader("Attention drift")
     texts = data.texts[:8]
-    with ui.guard():
-        drift = ui.drift(sel, loaded, hit, texts)
+    with state.guard():
+        drift = state.drift(sel, loaded, hit, texts)
     st.caption(
         f"Mean Jensen–Shannon divergence between the two models' attention rows over "
         f"{len(texts)} evaluation texts: bright cells = heads compression disturbed most."

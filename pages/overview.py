@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-import ui
+from dashboard import state
 from llmopt.data import label_balance
 from llmopt.figures import facts_table
 
@@ -16,10 +16,10 @@ st.markdown(
     "The uncompressed model and its evaluation are computed once and shared; your compressed "
     "model and settings belong to your browser session only."
 )
-sel, loaded, data = ui.load()
-with ui.guard():
-    facts = ui.facts(sel, loaded)
-    balance = label_balance(ui.dataset(sel, "train"), ui.dataset(sel, "test"))
+sel, loaded, data = state.load()
+with state.guard():
+    facts = state.facts(sel, loaded)
+    balance = label_balance(state.dataset(sel, "train"), state.dataset(sel, "test"))
 
 st.subheader("Model")
 cols = st.columns(5)

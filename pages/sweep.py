@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-import ui
+from dashboard import state
 from llmopt import figures
 from llmopt.sweep import SWEEP_KNOBS, knob_values, pareto_front
 
@@ -11,7 +11,7 @@ st.markdown(
     "Turn one knob through many values, compress and evaluate at each, and see where accuracy "
     "starts to fall and which settings give the best size for their accuracy."
 )
-sel, loaded, data = ui.load()
+sel, loaded, data = state.load()
 knob = st.selectbox(
     "Knob",
     list(SWEEP_KNOBS),
@@ -21,7 +21,7 @@ knob = st.selectbox(
 )
 spec = SWEEP_KNOBS[knob]
 st.caption(spec["help"])
-with ui.guard():
+with state.guard():
     choices, defaults = knob_values(loaded, knob)
 left, right = st.columns([3, 2])
 values = left.multiselect(
@@ -37,9 +37,9 @@ methods = right.multiselect(
 points = len(values) * len(methods)
 st.caption(f"{points} points on {len(data)} rows; each compresses a copy and evaluates it.")
 if st.button("Run sweep", type="primary"):
-    with ui.guard():
-        ui.run_sweep(sel, loaded, data, knob, values, methods)
-frame = ui.last_sweep(sel, data)
+    with state.guard():
+        state.run_sweep(sel, loaded, data, knob, values, methods)
+frame = state.last_sweep(sel, data)
 if frame is None:
     st.info("Choose values and methods, then press **Run sweep**.")
 else:

@@ -61,20 +61,3 @@ def app(tiny_env):
     from streamlit.testing.v1 import AppTest
 
     return AppTest.from_file(APP, default_timeout=TIMEOUT)
-
-
-def pytest_terminal_summary(terminalreporter):
-    """Say how many cases of the bad-input matrix ran (tests/app/test_bad_inputs.py)."""
-    outcome_of: dict[str, str] = {}
-    for outcome, reports in terminalreporter.stats.items():
-        for report in reports:
-            nodeid = getattr(report, "nodeid", "")
-            if outcome and hasattr(report, "when") and "test_bad_input[" in nodeid:
-                if outcome_of.get(nodeid) in (None, "passed"):  # a failure or error wins
-                    outcome_of[nodeid] = outcome
-    if outcome_of:
-        counts: dict[str, int] = {}
-        for outcome in outcome_of.values():
-            counts[outcome] = counts.get(outcome, 0) + 1
-        summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
-        terminalreporter.write_line(f"app bad-input matrix: {len(outcome_of)} cases ({summary})")

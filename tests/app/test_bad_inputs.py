@@ -322,6 +322,7 @@ def env(tiny_env, tmp_path, monkeypatch):
     return Env(root=root, outside=outside, model=tiny_env["model"], monkeypatch=monkeypatch)
 
 
+@pytest.mark.matrix("app bad-input matrix")
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(env, case):
     from streamlit.testing.v1 import AppTest

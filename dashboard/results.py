@@ -1,4 +1,4 @@
-"""Page building blocks: result views and the method explainers (no state, no caches)."""
+"""Result views: the instant estimate, an evaluation's metrics, figures and flipped rows."""
 
 from __future__ import annotations
 
@@ -6,40 +6,9 @@ import pandas as pd
 import streamlit as st
 
 import llmopt
-import ui
 from llmopt.data import display_text
 
-PATTERNS = ["unstructured", "2:4", "4:8"]
-BIT_OPTIONS = ["off", 2, 3, 4, 5, 6, 7, 8]
-GROUP_OPTIONS = ["per-channel", 32, 64, 128]
 FLIPPED_CHARS = 160  # of a text in the flipped-examples table (select a row for all of it)
-HELP = {
-    "c_method": "Which weights to zero. Magnitude: the smallest |w| in each row. Wanda: the "
-    "smallest |w|·‖x‖, where ‖x‖ is the input feature's size measured on training texts — "
-    "usually better at high sparsity.",
-    "c_pattern": "Unstructured: any weights may be zero (best accuracy, needs sparse formats to "
-    "save memory). 2:4 / 4:8: keep N of every M neighbouring weights — the pattern GPU sparse "
-    "tensor cores accelerate; its sparsity is fixed at 1 − N/M.",
-    "c_sparsity": "Fraction of weights set to zero in every transformer linear layer "
-    "(embeddings and the classifier head stay). 0 = no pruning.",
-    "c_bits": "Bits per weight (off = float32). Each weight is rounded to one of 2^b levels "
-    "scaled per row or group; simulated exactly, sized as a packed format would store it.",
-    "c_group": "How many weights share one scale. Per-channel: one per output row (cheapest); "
-    "smaller groups follow the weights more closely at the cost of more scales.",
-    "c_int8": "Run torch's real int8 kernels (dynamic quantization): weights stored in int8, "
-    "activations quantized on the fly — the latency is measured, not simulated. Only with "
-    "Bit-width off.",
-    "c_rank": "Replace each weight W (out×in) by two thin matrices A (out×r)·B (r×in) from its "
-    "SVD. Smaller r = fewer numbers; 0 = off. Saves memory only when r < out·in/(out+in).",
-}
-
-
-def control(widget, label: str, key: str, *args, **kwargs):
-    """A Compress-page widget with its help text, kept for the whole session (page switches)."""
-    return widget(label, *args, key=key, help=HELP[key], persist_state="session", **kwargs)
-
-
-# ---------------------------------------------------------------- result views
 
 
 def metric(col, label: str, value: str, delta: float, fmt: str, unit="", *, inverse=False, **kw):
@@ -259,76 +228,3 @@ def show_flipped(table: pd.DataFrame) -> None:
         st.text(full[chosen[0]])
     else:
         st.caption("Select a row to read its whole text.")
-
-
-# ---------------------------------------------------------------- explainers
-
-
-def _explainer(title: str, text: str, draw) -> None:
-    """An expander: the formula and a caption on the left, ``draw()``'s picture on the right."""
-    with st.expander(title), ui.inline_errors():
-        left, right = st.columns([2, 3], gap="large")
-        left.markdown(text)
-        fig, caption = draw()
-        right.plotly_chart(fig, key=f"explain {title}")  # 8-bit pictures may be identical
-        left.caption(caption)
-
-
-def show_explainers(loaded: llmopt.LoadedModel, config) -> None:
-    """One expander per method: its formula and a live picture on a real weight matrix."""
-    from llmopt import explain, figures
-
-    formulas = explain.FORMULAS
-    st.header("How it works")
-    names = explain.weight_matrices(loaded)
-    if not names:
-        st.caption("This model has no linear layers in its transformer blocks to illustrate.")
-        return
-    name = st.selectbox(
-        "Weight matrix shown in the pictures",
-        names,
-        index=names.index(explain.get_weight(loaded)[0]),
-        key="x_weight",
-        persist_state="session",
-        help="Any compressible layer of the loaded (uncompressed) model.",
-    )
-    name, weight = explain.get_weight(loaded, name)
-    full_rank = min(weight.shape)
-
-    def pruning():
-        sparsity, nm = config.effective_sparsity or 0.5, config.nm
-        block = explain.mask_block(weight, sparsity, config.sparsity_pattern)
-        title = f"{config.sparsity_pattern.capitalize()} magnitude mask, top-left block"
-        off = "" if config.effective_sparsity else " Pruning is off: drawn at 50 %."
-        caption = f"Sparsity {sparsity:.0%}; Wanda also weighs each column by its input.{off}"
-        return figures.mask_figure(block, title=title, m=nm[1] if nm else None), caption
-
-    def quantization(bits=None, group=None):
-        grid = explain.quant_grid(weight, bits, group)
-        what = "its first group" if group else "one scale per row"
-        title = f"Row 0: {bits}-bit grid ({what}), step Δ = {grid['step']:.3g}"
-        caption = f"Mean squared rounding error of these weights: {grid['mse']:.2e}."
-        return figures.quant_hist_figure(grid["weights"], grid["grid"], title=title), caption
-
-    def lowrank():
-        rank = min(config.rank or max(1, full_rank // 4), full_rank)
-        spec = explain.spectrum(weight, rank)
-        off = "" if config.rank else " Rank is off: drawn at a quarter of the full rank."
-        caption = (
-            f"Rank {rank} of {full_rank} keeps {spec['energy_kept']:.1%} of the energy; relative "
-            f"error {spec['rel_error']:.3f} (the Eckart–Young optimum).{off}"
-        )
-        return figures.spectrum_figure(
-            spec["singular_values"], rank, energy=spec["energy"]
-        ), caption
-
-    bits, group = (config.bits, config.group_size) if config.bits else (4, None)
-    prune_text = "\n\n".join(formulas[k] for k in ("magnitude", "wanda", "nm"))
-    _explainer("How pruning works", prune_text, pruning)
-    quant_text = formulas["quantization"] + (
-        "" if config.bits else "\n\nBit-width is off: drawn at 4 bits."
-    )
-    _explainer("How quantization works", quant_text, lambda: quantization(bits, group))
-    _explainer("How low-rank works", formulas["svd"] + "\n\n" + formulas["eckart_young"], lowrank)
-    int8_text = formulas["int8_dynamic"]
-    _explainer("How int8 kernels work", int8_text, lambda: quantization(8))
