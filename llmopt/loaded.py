@@ -33,6 +33,9 @@ class LoadedModel:
     max_length: int = 512  # longer texts are truncated to this many tokens
     size_bytes: int | None = None  # storage of a compressed model; None = its dense tensors
     notes: list[str] = field(default_factory=list)  # what is simulated, what was trained
+    # What compression left that later steps must keep (recovery fine-tuning, saving): see
+    # ``llmopt.compression.engine.compression_state``; None for an uncompressed model.
+    compression: dict | None = field(default=None, repr=False)
 
     @property
     def named_labels(self) -> bool:

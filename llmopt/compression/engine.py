@@ -57,6 +57,7 @@ class Context:
     calibration: TextDataset | None
     progress: Callable[[float, str], None]
     scales: dict[str, Tensor] = field(default_factory=dict)  # stored matrix -> RTN scales
+    masks: dict[str, Tensor] = field(default_factory=dict)  # stored matrix -> kept weights
     notes: dict[str, list[str]] = field(default_factory=dict)  # layer -> remarks for its row
 
     def matrices(self) -> list[str]:
@@ -154,6 +155,7 @@ def _prune(ctx: Context) -> None:
     for n in names:
         module = ctx.model.get_submodule(n)
         set_weight(module, get_weight(module) * masks[n])
+        ctx.masks[n] = masks[n].bool()
 
 
 @register("quantize", active=lambda c: c.bits is not None)
@@ -244,8 +246,28 @@ def compress(
         max_length=loaded.max_length,
         size_bytes=int(report.totals["model_bytes_after"]),
         notes=list(loaded.notes) + _notes(config),
+        compression=compression_state(ctx),
     )
     return compressed, report
+
+
+@torch.no_grad()
+def compression_state(ctx: Context) -> dict:
+    """What a compressed model must keep if it is trained further, per stored weight matrix.
+
+    Returns:
+        ``{"config": the config as a dict, "masks": {matrix: bool (out, in) tensor of the
+        weights pruning kept}, "scales": {matrix: (out, groups) quantization scales},
+        "bits", "group_size"}``; masks only when pruning ran, scales only when weights were
+        quantized to ``bits`` (symmetric grid: ``scale * k`` for integer ``|k| <= 2^(bits-1)-1``).
+    """
+    return {
+        "config": ctx.config.to_dict(),
+        "masks": dict(ctx.masks),
+        "scales": {m: s.clone() for m, s in ctx.scales.items()},
+        "bits": ctx.config.bits,
+        "group_size": ctx.config.group_size,
+    }
 
 
 def check_config(loaded: LoadedModel, config: CompressionConfig) -> None:

@@ -178,3 +178,21 @@ def test_mean_pool_classifier_is_supported(tiny_dirs, tiny_dataset, tmp_path):
     assert len(report.rows) == 12
     assert all(r["name"].startswith("encoder.encoder.layer.") for r in report.rows)
     assert compressed.size_bytes < dense_size_bytes(model)
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_compression_state_holds_the_masks_and_grids_later_steps_must_keep(tiny_models, family):
+    config = CompressionConfig(sparsity=0.5, bits=4)  # one scale per row (37 inputs: prime)
+    small, _ = compress(tiny_models[family], config)
+    state = small.compression
+    assert state["config"] == config.to_dict() and state["bits"] == 4
+    assert set(state["masks"]) == set(state["scales"]) and state["masks"]
+    for name, mask in state["masks"].items():
+        weight = get_weight(small.model.get_submodule(name))
+        assert mask.dtype == torch.bool and mask.shape == weight.shape
+        assert not weight[~mask].any()  # pruned weights are zero
+        scales = state["scales"][name].expand(-1, weight.shape[1])  # (out, in)
+        steps = weight / scales
+        torch.testing.assert_close(steps, steps.round(), atol=1e-4, rtol=0)  # on the grid
+        assert steps.abs().max() <= 7
+    assert tiny_models[family].compression is None
