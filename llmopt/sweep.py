@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
-from llmopt.compression import CompressionConfig, compress
+from llmopt.compression import CompressionConfig, CompressionReport, compress
 from llmopt.compression.engine import check_plan
 from llmopt.compression.targets import find_targets, in_blocks, is_linear
 from llmopt.compression.targets import get_weight as layer_weight
@@ -171,6 +172,8 @@ def run_sweep(
     calibration: TextDataset | None = None,
     base_config: CompressionConfig | None = None,
     progress: Progress | None = None,
+    on_point: Callable[[CompressionConfig, EvalResult, CompressionReport, dict], None]
+    | None = None,
 ) -> pd.DataFrame:
     """Compress and evaluate ``loaded`` at every (method, value) of one knob.
 
@@ -185,6 +188,8 @@ def run_sweep(
         calibration: texts for methods that need activations (Wanda).
         base_config: other settings kept fixed at every point (default: none).
         progress: called with (fraction of all points, message).
+        on_point: called once per distinct point with (config, its EvalResult, its
+            CompressionReport, its fidelity to the baseline), e.g. to record it.
 
     Returns:
         One row per (method, value) with columns ``COLUMNS``; ``df.attrs["baseline"]`` holds
@@ -220,7 +225,7 @@ def run_sweep(
     for key, config in unique.items():
         what = _describe(knob, config)
         start = time.perf_counter()
-        model, _ = compress(
+        model, comp_report = compress(
             loaded,
             config,
             calibration=calibration,
@@ -228,6 +233,8 @@ def run_sweep(
         )
         result = evaluate(model, dataset, progress=lambda f, _m, w=what: report(0.5 + 0.5 * f, w))
         fidelity = compare(base_result, result)
+        if on_point is not None:
+            on_point(config, result, comp_report, fidelity)
         measured[key] = {
             "accuracy": result.metrics["accuracy"],
             "roc_auc": result.metrics["roc_auc"],

@@ -161,3 +161,19 @@ def test_knob_values_stay_within_what_every_layer_allows(bert):
     assert choices == [8, 7, 6, 5, 4, 3, 2] and set(defaults) <= set(choices)
     with pytest.raises(LlmoptError, match="unknown knob"):
         knob_values(bert, "depth")
+
+
+def test_on_point_sees_every_distinct_point_with_its_result(tiny_dirs, tiny_dataset):
+    import llmopt
+    from llmopt.sweep import run_sweep
+
+    bert = llmopt.load_model(str(tiny_dirs["bert"]))
+    seen = []
+    frame = run_sweep(
+        bert, tiny_dataset, "bits", [8, 4], ["per-channel"],
+        on_point=lambda c, r, rep, fid: seen.append((c.bits, r.metrics["accuracy"], fid)),
+    )  # fmt: skip
+    assert [b for b, _, _ in seen] == [8, 4]
+    for (bits, accuracy, fid), (_, row) in zip(seen, frame.iterrows(), strict=True):
+        assert row["value"] == bits and row["accuracy"] == accuracy
+        assert row["agreement"] == fid["agreement"]
