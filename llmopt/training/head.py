@@ -29,7 +29,8 @@ from llmopt.paths import llmopt_home
 HEAD_VERSION = 3  # bump when the head training recipe changes: old cached heads become stale
 ENCODER_MAX_LENGTH = 128  # tokens per review; covers most reviews, keeps CPU training ~2 min
 C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # L2 strengths tried by cross-validation
-BUNDLED_NAME = "all-MiniLM-L6-v2 + review head"
+BUNDLED_ENCODER_NAME = "all-MiniLM-L6-v2"
+BUNDLED_NAME = f"{BUNDLED_ENCODER_NAME} + review head"
 
 
 class MeanPoolClassifier(nn.Module):
@@ -228,9 +229,8 @@ def load_encoder_classifier(
     model.config.id2label = dict(enumerate(names))
     model.config.label2id = {n: i for i, n in enumerate(names)}
     model.eval()
-    name = (
-        BUNDLED_NAME if source == "bundled" else f"{Path(encoder).name} + head ({train_data.name})"
-    )
+    encoder_name = BUNDLED_ENCODER_NAME if encoder == "bundled" else Path(encoder).name
+    name = BUNDLED_NAME if source == "bundled" else f"{encoder_name} + head ({train_data.name})"
     note = (
         f"head: logistic regression on mean-pooled features of {meta['train_rows']} "
         f"{meta['dataset']} training texts"
