@@ -396,7 +396,10 @@ def confusion_diff_figure(base: EvalResult, other: EvalResult) -> go.Figure:
         autorange="reversed",
         scaleanchor="x",  # square cells at any width
         constrain="domain",
+        showgrid=False,
+        zeroline=False,
     )
+    fig.update_xaxes(showgrid=False, zeroline=False, constrain="domain")
     fig.update_layout(
         title="Change in the confusion matrix<br><sup>compressed − baseline counts; red = more "
         "errors</sup>",
