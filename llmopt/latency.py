@@ -45,7 +45,10 @@ def same_kernels(a: LoadedModel, b: LoadedModel) -> bool:
 
     def signature(loaded: LoadedModel) -> list:
         mods = [(name, type(m)) for name, m in loaded.model.named_modules()]
-        tensors = [(n, tuple(t.shape), t.dtype) for n, t in loaded.model.state_dict().items()]
+        tensors = [  # int8 kernels keep packed parameters (not tensors) in their state
+            (n, (tuple(t.shape), t.dtype) if isinstance(t, torch.Tensor) else type(t).__name__)
+            for n, t in loaded.model.state_dict().items()
+        ]
         return mods + tensors
 
     return signature(a) == signature(b)

@@ -113,23 +113,18 @@ def describe_config(config: dict | None) -> str:
 
 
 def is_ancestor(older: dict | None, newer: dict | None) -> bool:
-    """Whether ``older`` is ``newer`` stopped after a leading part of its steps: the model
-    ``newer`` compresses passes through ``older``'s model on the way."""
-    if not older or not newer or not 0 < len(config_steps(older)) < len(config_steps(newer)):
+    """Whether ``older`` is ``newer`` stopped after a leading part of its steps (same settings
+    for those steps and everything else): the model ``newer`` compresses passes through
+    ``older``'s model on the way."""
+    if not older or not newer:
+        return False
+    steps_old, steps_new = config_steps(older), config_steps(newer)
+    if not 0 < len(steps_old) < len(steps_new) or steps_new[: len(steps_old)] != steps_old:
         return False
     step_keys = {k for keys in STEP_FIELDS.values() for k in keys}
     others = (set(older) | set(newer)) - step_keys  # include_head, and fields llmopt adds later
-    if any(older.get(k) != newer.get(k) for k in others):
-        return False
-    stopped = False
-    for step, keys in STEP_FIELDS.items():
-        if not _active(step, older):
-            stopped = True
-        elif stopped:  # a step after one older skips: not a leading part of newer's steps
-            return False
-        elif any(older.get(k) != newer.get(k) for k in keys):
-            return False
-    return True
+    shared = [k for s in steps_old for k in STEP_FIELDS[s]]
+    return all(older.get(k) == newer.get(k) for k in [*others, *shared])
 
 
 def infer_parent(store: ExperimentStore, base_id: int, model_fp: str, rows_fp: str,
@@ -262,6 +257,7 @@ def record_evaluation(
             latency={"method": "single pass", "ms_per_sample": base.latency_ms_per_sample},
             confusion_matrix=base.confusion.tolist(),
             notes=list(base.notes),
+            n_truncated=int(base.n_truncated),
         )
         base_id = store.add(base_run, y_true=base.y_true, y_score=base.y_score, row_set=row_set)
     if other is None:
@@ -293,6 +289,7 @@ def record_evaluation(
         mean_rel_error=(report.totals.get("mean_rel_error") if report is not None else None),
         confusion_matrix=other.confusion.tolist(),
         notes=list(other.notes),
+        n_truncated=int(other.n_truncated),
         **_latency_fields(base, other, base_model, variant, config_dict, report, latency),
     )
     masks = (variant.compression or {}).get("masks") if variant is not None else None
@@ -358,6 +355,7 @@ def run_result(store: ExperimentStore, run: Run) -> EvalResult | None:
         size_bytes=int(run.size_bytes),
         params_total=int(run.params_total),
         params_nonzero=int(run.params_nonzero),
+        n_truncated=int(run.n_truncated),
         name=run.label,
         notes=list(run.notes),
     )
