@@ -26,10 +26,6 @@ URL = {"runs": PICKED, "ref": "cmp_ref", "x": "cmp_x", "y": "cmp_y"}  # address 
 TABLE_COLUMNS = {  # runs_frame column -> title in the table
     "id": "id",
     "name": "name",
-    "tags": "tags",
-    "model": "model",
-    "dataset": "dataset",
-    "n": "rows",
     "method": "recipe",
     "accuracy": "accuracy",
     "accuracy_low": "acc. low",
@@ -40,7 +36,11 @@ TABLE_COLUMNS = {  # runs_frame column -> title in the table
     "latency_ms": "latency ms",
     "agreement": "agreement",
     "mean_kl": "KL",
+    "model_short": "model",
+    "dataset_short": "dataset",
+    "n": "rows",
     "parent": "parent",
+    "tags": "tags",
     "created": "created",
 }
 VERDICT_STYLE = {
@@ -193,7 +193,12 @@ def scatter(shown: pd.DataFrame, picked: list[int]) -> None:
     y = middle.selectbox(
         "y", axes, axes.index("accuracy"), format_func=comparison.AXES.get, key="cmp_y"
     )
-    colour = right.selectbox("Colour by", ["model", "dataset", "method"], key="cmp_colour")
+    colour = right.selectbox(
+        "Colour by",
+        ["model_short", "dataset_short", "method"],
+        format_func=lambda c: c.removesuffix("_short"),
+        key="cmp_colour",
+    )
     front = comparison.pareto(shown, x, y)
     fig = figures.runs_scatter_figure(shown, x, y, front=front, selected=picked, colour=colour)
     st.plotly_chart(
@@ -202,9 +207,10 @@ def scatter(shown: pd.DataFrame, picked: list[int]) -> None:
         on_select=lambda: _points_picked("cmp_scatter"),
         selection_mode=("points", "box", "lasso"),
     )
+    count = int(front.sum())
     st.caption(
-        f"Pareto front (dotted): the {int(front.sum())} runs no other run beats on both axes. "
-        "Hover a point for its recipe; click or lasso points to compare them."
+        f"Pareto front (dotted): the {count} run{'s' if count != 1 else ''} no other run beats "
+        "on both axes. Hover a point for its recipe; click or lasso points to compare them."
     )
 
 

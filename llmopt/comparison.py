@@ -39,6 +39,16 @@ TEXT_CHARS = 160  # of a text in the disagreements table
 MAX_DISAGREEMENTS = 500  # rows listed in the disagreements table (the count says how many)
 
 
+def short_source(source: str) -> str:
+    """A model or dataset source as a table shows it: a path by its last part
+    (``encoder:/a/b/bert`` -> ``encoder:bert``), anything else as it is."""
+    prefix = "encoder:" if source.startswith("encoder:") else ""
+    rest = source[len(prefix) :]
+    if "/" in rest or "\\" in rest:
+        rest = rest.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or rest
+    return prefix + rest
+
+
 def runs_frame(runs: list[Run]) -> pd.DataFrame:
     """One row per run: identity, recipe, every axis metric and its accuracy interval."""
     rows = []
@@ -54,6 +64,8 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
                 "created": r.created,
                 "model": r.model,
                 "dataset": r.dataset,
+                "model_short": short_source(r.model),
+                "dataset_short": short_source(r.dataset),
                 "n": r.n,
                 "rows_fingerprint": r.rows_fingerprint,
                 "kind": r.kind,
@@ -74,7 +86,8 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
                 "recipe": json.dumps(r.config, sort_keys=True) if r.config else "",
             }
         )
-    columns = ["id", "label", "name", "tags", "created", "model", "dataset", "n"]
+    columns = ["id", "label", "name", "tags", "created", "model", "dataset", "model_short"]
+    columns += ["dataset_short", "n"]
     columns += ["rows_fingerprint", "kind", "method", "steps", "parent", "origin", *SCORES]
     columns += ["accuracy_low", "accuracy_high", *[k for k in AXES if k not in SCORES]]
     columns += ["latency_simulated", "recipe"]
@@ -212,8 +225,8 @@ def side_by_side(
             mcnemar, verdict["mcnemar"] = "other rows: not comparable", ""
         col["mcnemar"] = mcnemar
         size_delta = (r.size_bytes - ref_run.size_bytes) / 1e6
-        col["size_mb"] = f"{r.size_bytes / 1e6:.2f}" + (
-            f" · Δ {size_delta:+.2f}" if r.id != reference else ""
+        col["size_mb"] = f"{r.size_bytes / 1e6:.4g}" + (
+            f" · Δ {size_delta:+.3g}" if r.id != reference else ""
         )
         verdict["size_mb"] = "" if r.id == reference or size_delta == 0 else (
             "better" if size_delta < 0 else "worse"
@@ -223,7 +236,7 @@ def side_by_side(
         col["agreement"] = "—" if r.agreement is None else f"{r.agreement:.3f}"
         verdict["agreement"] = ""
         cells[r.label], verdicts[r.label] = col, verdict
-    titles = {**AXES, "mcnemar": "Accuracy vs reference (exact McNemar)"}
+    titles = {**AXES, "mcnemar": "McNemar vs reference"}
     order = [*SCORES, "mcnemar", "size_mb", "latency_ms", "agreement"]
     frame = pd.DataFrame(cells).reindex(order)
     marks = pd.DataFrame(verdicts).reindex(order).fillna("")

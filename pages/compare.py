@@ -38,6 +38,6 @@ compare.mirror()
 if not picked:
     st.info("Pick runs (tick rows, click points, or use the box above) to compare them.")
     st.stop()
-st.header(f"{len(picked)} picked runs")
+st.header(f"{len(picked)} picked run{'s' if len(picked) != 1 else ''}")
 with state.guard():
     compare.picked_views(store, store.runs(ids=picked_ids, full=True))

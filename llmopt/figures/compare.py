@@ -115,8 +115,8 @@ def runs_scatter_figure(
         title=f"{_axis_title(y)} against {_axis_title(x)} (Pareto front dotted)",
         xaxis_title=_axis_title(x),
         yaxis_title=_axis_title(y),
-        height=480,
-        legend={"title": colour},
+        height=520,
+        legend={"title": colour.removesuffix("_short"), "orientation": "h", "y": -0.2},
         clickmode="event+select",
         dragmode="lasso",
     )
