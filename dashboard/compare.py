@@ -360,8 +360,11 @@ def export(store: ExperimentStore, runs: list[Run]) -> None:
         disabled=not run.config,
         help="Set the Compress page's controls to this run's settings and open the page.",
     )
-    st.code(f"llmopt runs export {run.id} -o run-{run.id}.json\n"
-            f"llmopt evaluate --recipe run-{run.id}.json", language="bash")  # fmt: skip
+    st.code(
+        f"llmopt runs export {run.id} -o run-{run.id}.json\n"
+        f"llmopt evaluate --recipe run-{run.id}.json",
+        language="bash",
+    )
 
 
 def control_values(config: dict) -> dict:

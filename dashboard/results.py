@@ -173,9 +173,8 @@ def _delta_frame(base, other, deltas: dict | None = None) -> pd.io.formats.style
 
     frame = figures.delta_table(base, other)
     deltas = deltas or {}
-    frame["95% interval of delta"] = [
-        f"[{deltas[m][0]:+.4f}, {deltas[m][1]:+.4f}]" if m in deltas else ""
-        for m in frame["metric"]
+    frame["delta 95% CI"] = [
+        f"{deltas[m][0]:+.3f} … {deltas[m][1]:+.3f}" if m in deltas else "" for m in frame["metric"]
     ]
     frame["metric"] = [figures.METRIC_TITLES.get(m, m) for m in frame["metric"]]
     counts = frame.index[frame["metric"].str.contains("arameters")]

@@ -327,11 +327,10 @@ def restore_evaluation(sel: Selection, loaded, data, run_id) -> dict | None:
     if (run.latency or {}).get("method") == "paired":
         from llmopt.latency import LatencyStats
 
-        latency = {
-            side: LatencyStats(**{**run.latency[side], "samples_ms": tuple(
-                run.latency[side]["samples_ms"])})
-            for side in ("baseline", "compressed")
-        }  # fmt: skip
+        latency = {}
+        for side in ("baseline", "compressed"):
+            stored = run.latency[side]
+            latency[side] = LatencyStats(**{**stored, "samples_ms": tuple(stored["samples_ms"])})
     evaluation = {
         "key": (sel.model_key, data.fingerprint),
         "config": CompressionConfig.from_dict(run.config),

@@ -16,7 +16,7 @@ import pandas as pd
 from llmopt import stats
 from llmopt.data import display_text
 from llmopt.evaluation import EvalResult
-from llmopt.experiments import RowSet, Run
+from llmopt.experiments import RowSet, Run, short_source
 from llmopt.recording import STEP_FIELDS, config_steps, describe_config
 
 # What a scatter axis (or the lineage colour) can show: column -> title.
@@ -37,16 +37,6 @@ SCORES = ("accuracy", "f1_macro", "roc_auc", "precision_macro", "recall_macro")
 BASE_METHOD = "base model"  # the method of an uncompressed model's run
 TEXT_CHARS = 160  # of a text in the disagreements table
 MAX_DISAGREEMENTS = 500  # rows listed in the disagreements table (the count says how many)
-
-
-def short_source(source: str) -> str:
-    """A model or dataset source as a table shows it: a path by its last part
-    (``encoder:/a/b/bert`` -> ``encoder:bert``), anything else as it is."""
-    prefix = "encoder:" if source.startswith("encoder:") else ""
-    rest = source[len(prefix) :]
-    if "/" in rest or "\\" in rest:
-        rest = rest.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or rest
-    return prefix + rest
 
 
 def runs_frame(runs: list[Run]) -> pd.DataFrame:
@@ -216,9 +206,10 @@ def side_by_side(
                 f"{test.only_b} only this)"
             )
             verdict["mcnemar"] = (
-                "noise" if not test.significant else ("better" if test.only_b > test.only_a
-                                                      else "worse")
-            )  # fmt: skip
+                "noise"
+                if not test.significant
+                else ("better" if test.only_b > test.only_a else "worse")
+            )
         elif r.id == reference:
             mcnemar, verdict["mcnemar"] = "reference", ""
         else:
@@ -228,9 +219,11 @@ def side_by_side(
         col["size_mb"] = f"{r.size_bytes / 1e6:.4g}" + (
             f" · Δ {size_delta:+.3g}" if r.id != reference else ""
         )
-        verdict["size_mb"] = "" if r.id == reference or size_delta == 0 else (
-            "better" if size_delta < 0 else "worse"
-        )  # fmt: skip
+        verdict["size_mb"] = (
+            ""
+            if r.id == reference or size_delta == 0
+            else ("better" if size_delta < 0 else "worse")
+        )
         col["latency_ms"] = _latency_text(r)
         verdict["latency_ms"] = ""
         col["agreement"] = "—" if r.agreement is None else f"{r.agreement:.3f}"

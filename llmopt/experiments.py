@@ -173,8 +173,12 @@ class Run:
 
     @property
     def label(self) -> str:
-        """A short display name: its name, else '#id method'."""
-        return self.name or f"#{self.id} {self.method}"
+        """A short display name: its name, else '#id method' ('#id model, uncompressed')."""
+        if self.name:
+            return self.name
+        if self.kind == "base":
+            return f"#{self.id} {short_source(self.model)}, uncompressed"
+        return f"#{self.id} {self.method}"
 
     def to_json(self, *, full: bool = False) -> dict:
         """The CLI's JSON of this run: the list fields, and with ``full`` everything recorded."""
@@ -198,6 +202,16 @@ class RowSet:
     labels: np.ndarray  # (n,) label indices into label_names
     indices: np.ndarray  # (n,) row numbers in the source
     label_names: list[str]
+
+
+def short_source(source: str) -> str:
+    """A model or dataset source as tables show it: a path by its last part
+    (``encoder:/a/b/bert`` -> ``encoder:bert``), anything else as it is."""
+    prefix = "encoder:" if source.startswith("encoder:") else ""
+    rest = source[len(prefix) :]
+    if "/" in rest or "\\" in rest:
+        rest = rest.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or rest
+    return prefix + rest
 
 
 def _plain(x):
@@ -342,12 +356,22 @@ class ExperimentStore:
                 "dataset, rows_fingerprint, n, config, summary, details, name, tags) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    run.created, run.parent, run.kind, run.origin, run.model,
-                    run.model_fingerprint, run.dataset, run.rows_fingerprint, int(run.n),
-                    None if run.config is None else _dumps(run.config), summary, details,
-                    run.name, _dumps(list(run.tags)),
+                    run.created,
+                    run.parent,
+                    run.kind,
+                    run.origin,
+                    run.model,
+                    run.model_fingerprint,
+                    run.dataset,
+                    run.rows_fingerprint,
+                    int(run.n),
+                    None if run.config is None else _dumps(run.config),
+                    summary,
+                    details,
+                    run.name,
+                    _dumps(list(run.tags)),
                 ),
-            )  # fmt: skip
+            )
             run.id = int(cur.lastrowid)
             if y_score is not None:
                 y_score = np.ascontiguousarray(y_score, dtype="<f8")
@@ -365,8 +389,10 @@ class ExperimentStore:
                 [(run.id, *row) for row in packed],
             )
             if rows_blob is not None:
-                conn.execute("INSERT OR IGNORE INTO row_sets VALUES (?, ?, ?, ?, ?)",
-                             (run.rows_fingerprint, *rows_blob))  # fmt: skip
+                conn.execute(
+                    "INSERT OR IGNORE INTO row_sets VALUES (?, ?, ?, ?, ?)",
+                    (run.rows_fingerprint, *rows_blob),
+                )
         return run.id
 
     def _has_rows(self, fingerprint: str) -> bool:
@@ -542,8 +568,23 @@ def _run_id(value) -> int:
 
 
 def _row_to_run(row: tuple, full: bool) -> Run:
-    (run_id, created, name, tags, parent, kind, origin, model, model_fp, dataset, rows_fp, n,
-     config, summary, *rest) = row  # fmt: skip
+    (
+        run_id,
+        created,
+        name,
+        tags,
+        parent,
+        kind,
+        origin,
+        model,
+        model_fp,
+        dataset,
+        rows_fp,
+        n,
+        config,
+        summary,
+        *rest,
+    ) = row
     data = json.loads(summary)
     if full and rest:
         data.update(json.loads(rest[0]))
@@ -618,8 +659,9 @@ def _inspect(path: Path) -> str | None:
     if not path.exists():
         return None
     if not path.is_file():
-        raise LlmoptError(f"the experiment store {path} is not a regular file",
-                          fix=_damaged_fix(path))  # fmt: skip
+        raise LlmoptError(
+            f"the experiment store {path} is not a regular file", fix=_damaged_fix(path)
+        )
     with open(path, "rb") as f:
         head = f.read(len(SQLITE_MAGIC))
     if not head:

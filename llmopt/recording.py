@@ -127,8 +127,9 @@ def is_ancestor(older: dict | None, newer: dict | None) -> bool:
     return all(older.get(k) == newer.get(k) for k in [*others, *shared])
 
 
-def infer_parent(store: ExperimentStore, base_id: int, model_fp: str, rows_fp: str,
-                 config: dict | None) -> int:  # fmt: skip
+def infer_parent(
+    store: ExperimentStore, base_id: int, model_fp: str, rows_fp: str, config: dict | None
+) -> int:
     """The stored variant of this model and rows that ``config`` extends by the most steps
     (the latest one on a tie), else the base run."""
     best, best_steps = base_id, 0
@@ -293,8 +294,9 @@ def record_evaluation(
         **_latency_fields(base, other, base_model, variant, config_dict, report, latency),
     )
     masks = (variant.compression or {}).get("masks") if variant is not None else None
-    run_id = store.add(run, y_true=other.y_true, y_score=other.y_score, masks=masks,
-                       row_set=row_set)  # fmt: skip
+    run_id = store.add(
+        run, y_true=other.y_true, y_score=other.y_score, masks=masks, row_set=row_set
+    )
     return Recorded(base_id, run_id, store.notice)
 
 
@@ -404,8 +406,9 @@ def load_recipe(path: str | Path) -> Recipe:
     except (OSError, UnicodeDecodeError) as exc:
         raise LlmoptError(f"cannot read recipe file {str(path)!r}: {exc}") from None
     except json.JSONDecodeError as exc:
-        raise LlmoptError(f"recipe file {str(path)!r} is not valid JSON ({exc.msg}, line "
-                          f"{exc.lineno})") from None  # fmt: skip
+        raise LlmoptError(
+            f"recipe file {str(path)!r} is not valid JSON ({exc.msg}, line {exc.lineno})"
+        ) from None
     if not isinstance(data, dict):
         raise LlmoptError(f"recipe file {str(path)!r} must hold a JSON object (a config or a run)")
     whole_run = "config" in data and ("model" in data or "rows_fingerprint" in data)

@@ -143,10 +143,14 @@ def lineage_figure(
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
-            x=xs, y=ys, mode="lines", line={"color": "#bbbbbb", "width": 1},
-            hoverinfo="skip", showlegend=False,
+            x=xs,
+            y=ys,
+            mode="lines",
+            line={"color": "#bbbbbb", "width": 1},
+            hoverinfo="skip",
+            showlegend=False,
         )
-    )  # fmt: skip
+    )
     values = nodes[metric].astype(float)
     hover = [
         f"<b>{_escape(r.label)}</b><br>{_escape(r.step)}<br>{_escape(r.model)} · "
@@ -263,22 +267,35 @@ def layer_compare_figure(layers: pd.DataFrame) -> go.Figure:
         colour = model_colour(str(run), i + 1)  # index 0 is the baseline's blue
         xs = [short[n] for n in part["layer"]]
         fig.add_trace(
-            go.Bar(x=xs, y=part["rel_error"], name=str(run), marker_color=colour,
-                   legendgroup=str(run)),
-            row=1, col=1,
-        )  # fmt: skip
+            go.Bar(
+                x=xs, y=part["rel_error"], name=str(run), marker_color=colour, legendgroup=str(run)
+            ),
+            row=1,
+            col=1,
+        )
         fig.add_trace(
-            go.Scatter(x=xs, y=part["sparsity"], name=str(run), mode="lines+markers",
-                       line={"color": colour}, legendgroup=str(run), showlegend=False),
-            row=2, col=1,
-        )  # fmt: skip
-    fig.update_xaxes(type="category", row=2, col=1,
-                     title_text=f"Layer{f' (under {prefix})' if prefix else ''}")  # fmt: skip
+            go.Scatter(
+                x=xs,
+                y=part["sparsity"],
+                name=str(run),
+                mode="lines+markers",
+                line={"color": colour},
+                legendgroup=str(run),
+                showlegend=False,
+            ),
+            row=2,
+            col=1,
+        )
+    fig.update_xaxes(
+        type="category", row=2, col=1, title_text=f"Layer{f' (under {prefix})' if prefix else ''}"
+    )
     fig.update_yaxes(range=[0, 1], row=2, col=1)
     fig.update_layout(
-        title="Per layer, side by side", height=620, barmode="group",
+        title="Per layer, side by side",
+        height=620,
+        barmode="group",
         legend={"orientation": "h", "y": 1.08},
-    )  # fmt: skip
+    )
     return fig
 
 

@@ -101,7 +101,7 @@ def test_three_runs_compared_as_the_store_has_them(sensitive_env, fresh_store):
     (side,) = [d.value for d in at.main.dataframe if "Accuracy" in list(d.value.index)]
     assert list(side.columns) == labels
     ref = at.selectbox("cmp_ref").value
-    assert side.loc["Accuracy vs reference (exact McNemar)", runs[ref].label] == "reference"
+    assert side.loc["McNemar vs reference", runs[ref].label] == "reference"
     for r in picked:
         assert side.loc["Accuracy", r.label].startswith(f"{r.own_metrics['accuracy']:.3f} [")
     assert any(title(f).startswith("Per layer") for f in figures(at))
