@@ -175,12 +175,21 @@ def manage(store: ExperimentStore, picked: list[Run]) -> None:
                 store.set_tags(run.id, tags.split(","))
             st.rerun()
         sure = right.checkbox("Yes, delete them", key="cmp_sure")
-        if right.button("Delete", disabled=not sure, type="primary"):
-            for run in picked:
-                store.delete(run.id)
-            st.session_state[PICKED] = []
-            st.session_state.pop("cmp_sure", None)
-            st.rerun()
+        right.button(
+            "Delete",
+            disabled=not sure,
+            type="primary",
+            on_click=_delete,
+            args=(store, [r.id for r in picked]),
+        )
+
+
+def _delete(store: ExperimentStore, ids: list[int]) -> None:
+    """Delete runs (a callback: it may empty the picked list before the box is drawn)."""
+    for run_id in ids:
+        store.delete(run_id)
+    _pick([])
+    st.session_state["cmp_sure"] = False
 
 
 def scatter(shown: pd.DataFrame, picked: list[int]) -> None:

@@ -186,3 +186,38 @@ def test_sweep_points_are_recorded_and_noise_is_shown_as_noise(tiny_env, fresh_s
     evaluate(at, 0.0, "off", 4)  # rank 4 runs smaller matrices: timed, paired
     latency = {m.label: m for m in at.metric}["Latency"]
     assert "×" in latency.delta and "passes" in latency.help
+
+
+def test_picked_runs_are_renamed_tagged_deleted_and_their_recipe_loaded(tiny_env, fresh_store):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    first, second = evaluate(at, 0.7, 4, 0), evaluate(at, 0.3, "off", 0)
+    at.switch_page("pages/compare.py").run()
+    at.multiselect("cmp_runs").set_value([first]).run()
+    at.text_input("cmp_name").set_value("seventy, four bits")
+    [b for b in at.button if b.label == "Rename"][0].click().run()
+    at.text_input("cmp_tags").set_value("keep, 4-bit, keep")
+    [b for b in at.button if b.label == "Set tags"][0].click().run()
+    store = ExperimentStore(store_path())
+    assert (store.get(first).name, store.get(first).tags) == (
+        "seventy, four bits",
+        ["keep", "4-bit"],
+    )
+
+    at.selectbox("cmp_export").set_value(first)
+    load = [b for b in at.button if b.label.startswith("Load its recipe")][0]
+    load.click().run()
+    assert not at.exception, at.exception
+    assert at.slider("c_sparsity").value == pytest.approx(0.7)  # now on the Compress page
+    assert at.select_slider("c_bits").value == 4
+
+    at.switch_page("pages/compare.py").run()
+    at.multiselect("cmp_runs").set_value([second]).run()
+    delete = [b for b in at.button if b.label == "Delete"][0]
+    assert delete.disabled  # not before "Yes, delete them" is ticked
+    at.checkbox("cmp_sure").check().run()
+    [b for b in at.button if b.label == "Delete"][0].click().run()
+    assert not at.exception, at.exception
+    assert [r.id for r in store.runs()] == [first - 1, first]  # the base run and the renamed one
+    assert at.multiselect("cmp_runs").value == []
