@@ -34,6 +34,7 @@ TABLE_COLUMNS = {  # runs_frame column -> title in the table
     "roc_auc": "AUC",
     "size_mb": "size MB",
     "latency_ms": "latency ms",
+    "latency_ratio": "latency ×",
     "agreement": "agreement",
     "mean_kl": "KL",
     "model_short": "model",
@@ -138,6 +139,9 @@ def runs_table(shown: pd.DataFrame, frame: pd.DataFrame) -> list[int]:
             "AUC": st.column_config.NumberColumn(format="%.3f"),
             "size MB": st.column_config.NumberColumn(format="%.2f"),
             "latency ms": st.column_config.NumberColumn(format="%.2f"),
+            "latency ×": st.column_config.NumberColumn(
+                format="%.2f", help="Latency over its baseline's, timed together (1 = same kernels)"
+            ),
             "agreement": st.column_config.NumberColumn(format="%.3f"),
             "KL": st.column_config.NumberColumn(format="%.4f"),
         },
@@ -309,7 +313,7 @@ def behaviour(store: ExperimentStore, runs: list[Run], results: dict) -> None:
     if count > len(table):
         st.caption(f"The first {len(table)} are listed.")
     st.markdown("**Per class**")
-    st.dataframe(comparison.class_agreement(runs, results), hide_index=True)
+    st.dataframe(comparison.class_agreement(runs, results).round(3), hide_index=True)
 
 
 def layers(store: ExperimentStore, runs: list[Run]) -> None:

@@ -28,6 +28,7 @@ AXES = {
     "recall_macro": "Recall (macro)",
     "size_mb": "Size (MB)",
     "latency_ms": "Latency (ms per text)",
+    "latency_ratio": "Latency relative to its baseline (paired)",
     "agreement": "Agreement with its baseline",
     "mean_kl": "Mean KL from its baseline (nats)",
     "params_nonzero": "Non-zero parameters",
@@ -68,6 +69,7 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
                 "accuracy_high": _num(high),
                 "size_mb": r.size_bytes / 1e6,
                 "latency_ms": _num(r.latency_ms),
+                "latency_ratio": _latency_ratio(r),
                 "latency_simulated": bool(r.latency_simulated),
                 "agreement": 1.0 if r.kind == "base" else _num(r.agreement),
                 "mean_kl": 0.0 if r.kind == "base" else _num(r.mean_kl),
@@ -82,6 +84,17 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
     columns += ["accuracy_low", "accuracy_high", *[k for k in AXES if k not in SCORES]]
     columns += ["latency_simulated", "recipe"]
     return pd.DataFrame(rows, columns=list(dict.fromkeys(columns)))
+
+
+def _latency_ratio(r: Run) -> float:
+    """A run's latency over its own baseline's, measured together: comparable across runs
+    timed at different moments (1 for a base model and for methods that keep its kernels)."""
+    latency = r.latency or {}
+    if r.kind == "base" or r.latency_simulated:
+        return 1.0
+    if latency.get("method") == "paired" and latency.get("ratio") is not None:
+        return float(latency["ratio"])
+    return math.nan  # timed alone, at another moment than its baseline: no honest ratio
 
 
 def _num(x) -> float:
@@ -201,10 +214,7 @@ def side_by_side(
         mcnemar = ""
         if paired is not None:
             test = stats.mcnemar_exact(ref.y_pred == ref.y_true, res.y_pred == res.y_true)
-            mcnemar = (
-                f"p = {test.p_value:.3g} ({test.only_a} only {ref_run.label} right, "
-                f"{test.only_b} only this)"
-            )
+            mcnemar = f"p = {test.p_value:.3g} (right only: ref. {test.only_a}, this {test.only_b})"
             verdict["mcnemar"] = (
                 "noise"
                 if not test.significant
@@ -247,6 +257,9 @@ def _latency_text(r: Run) -> str:
     method = (r.latency or {}).get("method", "single pass")
     if r.latency_simulated:
         return f"{r.latency_ms:.2f} (same kernels as its baseline)"
+    ratio = _latency_ratio(r)
+    if not math.isnan(ratio) and r.kind != "base":
+        return f"{r.latency_ms:.2f} (paired: {ratio:.2f}× its baseline)"
     return f"{r.latency_ms:.2f} ({method})"
 
 
@@ -257,7 +270,7 @@ def disagreements(
 
     Returns:
         (table: true label, text (HTML removed, cut to ``TEXT_CHARS``), row number in the
-        source, then per run "<label> says" and "P(true) <label>"; at most
+        source, then per run "#<id> says" and "P(true) #<id>"; at most
         ``MAX_DISAGREEMENTS`` rows — the number of disagreeing rows in all).
     """
     first = results[runs[0].id]
@@ -277,8 +290,8 @@ def disagreements(
     )
     for r in runs:
         res = results[r.id]
-        table[f"{r.label} says"] = [names[p] for p in res.y_pred[shown]]
-        table[f"P(true) {r.label}"] = res.y_score[shown, res.y_true[shown]]
+        table[f"#{r.id} says"] = [names[p] for p in res.y_pred[shown]]
+        table[f"P(true) #{r.id}"] = res.y_score[shown, res.y_true[shown]]
     return table, len(differ)
 
 
@@ -296,7 +309,7 @@ def class_agreement(runs: list[Run], results: dict[int, EvalResult]) -> pd.DataF
             continue
         row = {"true label": name, "rows": int(on.sum())}
         for r, ok in zip(runs, right, strict=True):
-            row[f"accuracy {r.label}"] = float(ok[on].mean())
+            row[f"accuracy #{r.id}"] = float(ok[on].mean())
         row["all agree"] = float(agree[on].mean())
         row["all right"] = float(right[:, on].all(axis=0).mean())
         row["all wrong"] = float((~right[:, on]).all(axis=0).mean())

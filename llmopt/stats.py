@@ -36,6 +36,7 @@ HIGHER_IS_BETTER = {
     "size_mb": False,
     "size_bytes": False,
     "latency_ms": False,
+    "latency_ratio": False,
     "params_nonzero": False,
     "mean_rel_error": False,
 }

@@ -292,9 +292,10 @@ def layer_compare_figure(layers: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(range=[0, 1], row=2, col=1)
     fig.update_layout(
         title="Per layer, side by side",
-        height=620,
+        height=660,
         barmode="group",
-        legend={"orientation": "h", "y": 1.08},
+        margin={"t": 130},
+        legend={"orientation": "h", "y": 1.12, "yanchor": "bottom", "x": 0},
     )
     return fig
 

@@ -94,7 +94,7 @@ def test_three_runs_compared_as_the_store_has_them(sensitive_env, fresh_store):
     for r, row_preds in zip(picked, preds, strict=True):
         names = r.label_names
         by_row = dict(zip(rows.indices[differ], [names[p] for p in row_preds[differ]], strict=True))
-        assert [by_row[i] for i in disagree["row"]] == list(disagree[f"{r.label} says"])
+        assert [by_row[i] for i in disagree["row"]] == list(disagree[f"#{r.id} says"])
     (per_class,) = [d.value for d in at.main.dataframe if "all agree" in d.value.columns]
     assert per_class["rows"].sum() == picked[0].n
 
