@@ -305,7 +305,7 @@ def restore_evaluation(sel: Selection, loaded, data, run_id) -> dict | None:
     """A stored run of this model on these rows, redrawn as this session's evaluation (after a
     reload, from the address's ``run``); None if it is not one."""
     from llmopt.compression import CompressionConfig, CompressionReport
-    from llmopt.recording import model_fingerprint, run_result, statistics
+    from llmopt.recording import model_fingerprint, statistics
 
     try:
         runs_db = experiment_store()
@@ -319,8 +319,11 @@ def restore_evaluation(sel: Selection, loaded, data, run_id) -> dict | None:
     ):
         return None
     base_id = runs_db.find_base(run.model_fingerprint, run.rows_fingerprint)
-    base, other = baseline(sel, loaded, data), run_result(runs_db, run)
-    if base_id is None or other is None:
+    if base_id is None:
+        return None
+    base = stored_result(runs_db, runs_db.get(base_id))  # no model runs for a reload
+    other = stored_result(runs_db, run)
+    if base is None or other is None:
         return None
     report = CompressionReport(**(run.report or {"rows": [], "totals": {}}))
     latency = None
