@@ -221,3 +221,57 @@ def test_picked_runs_are_renamed_tagged_deleted_and_their_recipe_loaded(tiny_env
     assert not at.exception, at.exception
     assert [r.id for r in store.runs()] == [first - 1, first]  # the base run and the renamed one
     assert at.multiselect("cmp_runs").value == []
+
+
+def test_different_models_share_the_table_and_other_rows_are_flagged(
+    tiny_env, tiny_dirs, fresh_store
+):
+    """A BERT and a GPT-2 (and a compressed GPT-2) on the same rows sit in one table and one
+    scatter and compare without a warning; a run on other rows is flagged as not comparable."""
+    from streamlit.testing.v1 import AppTest
+
+    import llmopt
+    from llmopt.compression import CompressionConfig, compress
+    from llmopt.recording import record_evaluation
+
+    store = ExperimentStore(store_path())
+    data = llmopt.load_dataset(str(tiny_env["csv"]), "test")
+    ids = []
+    for family in ("bert", "gpt2"):
+        loaded = llmopt.load_model(str(tiny_dirs[family]))
+        base = llmopt.evaluate(loaded, data)
+        ids.append(record_evaluation(store, base_model=loaded, dataset=data, base=base).run_id)
+    variant, report = compress(loaded, CompressionConfig(bits=4))
+    other = llmopt.evaluate(variant, data)
+    ids.append(
+        record_evaluation(
+            store,
+            base_model=loaded,
+            dataset=data,
+            base=base,
+            other=other,
+            variant=variant,
+            config=CompressionConfig(bits=4),
+            report=report,
+        ).run_id
+    )
+    fewer = data.subset(6)
+    ids.append(
+        record_evaluation(
+            store, base_model=loaded, dataset=fewer, base=llmopt.evaluate(loaded, fewer)
+        ).run_id
+    )
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["runs"] = ",".join(map(str, ids[:3]))
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception and not at.error
+    assert not [w for w in at.warning if "not comparable" in w.value]
+    scatter = figure(at, "Accuracy against Size (MB)")
+    groups = {t["name"] for t in scatter["data"] if t.get("mode") == "markers"} - {"selected"}
+    assert groups == {"bert", "gpt2"}  # coloured by model, one scatter
+    curves = [t for t in figure(at, "ROC curve")["data"] if not t["name"].startswith("chance")]
+    assert len(curves) == 3
+    at.multiselect("cmp_runs").set_value(ids).run()
+    assert any("not comparable" in w.value for w in at.warning)
+    assert not at.exception
