@@ -1,12 +1,14 @@
 """How long the Compare page takes to render with many stored runs (AppTest, no browser).
 
-Usage: python bench/compare_page.py [--runs 1000] [--rows 300] [--repeats 3]
+Usage: python bench/compare_page.py [--runs 1000] [--rows 300] [--repeats 3] [--browser]
 
 Fills a temporary experiment store with ``--runs`` runs shaped like the bundled model's (3 base
 models, the rest variants of them: 2-class probabilities on ``--rows`` rows, a 36-layer report;
 the three runs the page then compares carry MiniLM-sized pruning masks), then times, as medians
 of ``--repeats`` fresh sessions: the page with the table, scatter and lineage of every run; and
 the page with three runs picked (side by side, ROC, confusion, behaviour, layers, shared zeros).
+With ``--browser``, also the same two pages served by ``streamlit run`` and opened in Chromium,
+timed from the request until the script is idle and every chart is drawn.
 """
 
 from __future__ import annotations
@@ -104,11 +106,79 @@ def render(query: dict) -> float:
     return seconds
 
 
+def browser_render(query: str, repeats: int) -> list[float]:
+    """Seconds until a fresh Chromium page of the served Compare page is idle and drawn."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    from playwright.sync_api import expect, sync_playwright
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "app.py",
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.fileWatcherType",
+        "none",
+    ]
+    server = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health") as answer:
+                    if answer.read().strip() == b"ok":
+                        break
+            except OSError:
+                time.sleep(0.2)
+        idle = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+        chart = '[data-testid="stPlotlyChart"] .js-plotly-plot'
+        charts = 5 if query else 2  # scatter and lineage; + ROC, confusion, layers
+        seconds = []
+        with sync_playwright() as p:
+            chromium = p.chromium.launch(
+                executable_path="/usr/bin/chromium",
+                headless=True,
+                args=["--no-sandbox", "--disable-gpu"],
+            )
+            for i in range(repeats + 1):  # the first visit warms the server up
+                page = chromium.new_page(viewport={"width": 1440, "height": 1000})
+                start = time.perf_counter()
+                page.goto(f"http://127.0.0.1:{port}/compare{query}")
+                page.locator(chart).nth(charts - 1).wait_for(timeout=300_000)  # at least these
+                expect(page.locator(idle)).to_have_count(1, timeout=300_000)
+                if i:
+                    seconds.append(time.perf_counter() - start)
+                page.close()
+            chromium.close()
+        return seconds
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--rows", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--browser", action="store_true", help="also time it in Chromium")
     args = parser.parse_args()
     print(machine.describe())
     path = Path(tempfile.mkdtemp(prefix="llmopt-bench-")) / "experiments.sqlite"
@@ -142,6 +212,15 @@ def main() -> None:
         f"| … plus three picked runs (side by side, ROC, confusion, behaviour, layers, shared "
         f"zeros) | {statistics.median(three):.2f} | {args.runs} |"
     )
+    if args.browser:
+        plain = browser_render("", args.repeats)
+        three = browser_render("?runs=" + ",".join(map(str, picked)), args.repeats)
+        print(
+            f"| Chromium: table, scatter, lineage | {statistics.median(plain):.2f} | {args.runs} |"
+        )
+        print(
+            f"| Chromium: … plus three picked runs | {statistics.median(three):.2f} | {args.runs} |"
+        )
     print(machine.describe())
 
 
