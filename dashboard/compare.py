@@ -160,7 +160,8 @@ def runs_table(shown: pd.DataFrame, frame: pd.DataFrame) -> list[int]:
 
 def manage(store: ExperimentStore, picked: list[Run]) -> None:
     """Rename, tag or delete the picked runs."""
-    with st.expander(f"Rename, tag or delete the {len(picked)} picked run(s)"):
+    what = f"{len(picked)} picked runs" if len(picked) > 1 else "picked run"
+    with st.expander(f"Rename, tag or delete the {what}"):
         left, middle, right = st.columns(3)
         if len(picked) == 1:
             name = left.text_input("Name", value=picked[0].name, key="cmp_name")
