@@ -155,9 +155,13 @@ def test_a_store_of_the_first_layout_is_migrated(tmp_path):
 
 WRITER = textwrap.dedent(
     """
-    import sys, time
+    import sys, time, types
     from pathlib import Path
     import numpy as np
+    # The store needs only the standard library and numpy: skip the package's torch imports.
+    package = types.ModuleType("llmopt")
+    package.__path__ = [sys.argv[4]]
+    sys.modules["llmopt"] = package
     from llmopt.experiments import ExperimentStore, Run
     path, who, other = sys.argv[1], sys.argv[2], sys.argv[3]
     store = ExperimentStore(path)
@@ -178,7 +182,7 @@ def test_two_processes_writing_200_runs_each_end_with_400(tmp_path):
     env = {"PYTHONPATH": str(ROOT)}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(path), who, other],
+            [sys.executable, "-c", WRITER, str(path), who, other, str(ROOT / "llmopt")],
             env=env,
             stderr=subprocess.PIPE,
             text=True,
