@@ -52,17 +52,16 @@ VERDICT_STYLE = {
 
 
 def restore(all_ids: list[int]) -> None:
-    """On the page's first run in a session, take the picked runs and axes from the address."""
-    if st.session_state.get("cmp_restored"):
-        return
-    st.session_state["cmp_restored"] = True
+    """Take the picked runs, the reference and the axes from the address when it names ones
+    this session has not seen there yet (a reload, a shared link, 'Compare run #N')."""
     for param, key in URL.items():
         text = urlstate.read_param(param)
-        if not text:
+        if not text or text == st.session_state.get(f"cmp_url_{param}"):
             continue
+        st.session_state[f"cmp_url_{param}"] = text
         if param == "runs":
             ids = [int(t) for t in text.split(",") if t.strip().isdigit()]
-            st.session_state[key] = [i for i in ids if i in set(all_ids)]
+            _pick([i for i in ids if i in set(all_ids)])
         elif param == "ref":
             if text.isdigit():
                 st.session_state[key] = int(text)
@@ -74,6 +73,7 @@ def mirror() -> None:
     """Keep the picked runs, the reference and the axes in the address."""
     for param, key in URL.items():
         urlstate.page_param(param, st.session_state.get(key))
+        st.session_state[f"cmp_url_{param}"] = urlstate.read_param(param)
 
 
 def _pick(ids: list[int], *, from_table: bool = False) -> None:

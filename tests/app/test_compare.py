@@ -137,6 +137,11 @@ def test_a_link_restores_settings_and_results(tiny_env, fresh_store):
     assert not compare.exception and not compare.error
     assert compare.multiselect("cmp_runs").value == [run_id]
     assert compare.selectbox("cmp_x").value == "latency_ms"
+    compare.multiselect("cmp_runs").set_value([]).run()
+    assert "runs" not in compare.query_params
+    compare.query_params["runs"] = str(run_id)  # the Compress page's "Compare run #N" link
+    compare.run()
+    assert compare.multiselect("cmp_runs").value == [run_id]
 
 
 @pytest.mark.parametrize(
