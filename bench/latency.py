@@ -12,6 +12,7 @@ how much noise there is.
 from __future__ import annotations
 
 import argparse
+import time
 
 import machine
 
@@ -28,19 +29,24 @@ def main() -> None:
     print(machine.describe())
     loaded = llmopt.load_model("bundled")
     texts = llmopt.load_dataset("bundled", "test", limit=args.texts).texts
-    print("| call | first ms/text | second ms/text | difference | spread first | spread second |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| call | first ms/text | second ms/text | difference | spread first | spread second | "
+        "call seconds |"
+    )
+    print("|---|---|---|---|---|---|---|")
     gaps = []
     for call in range(1, args.calls + 1):
+        start = time.perf_counter()
         timed = paired_latency(
             {"first": loaded, "second": loaded}, texts, repeats=args.repeats, max_texts=args.texts
         )
+        seconds = time.perf_counter() - start
         a, b = timed["first"], timed["second"]
         gap = abs(a.median_ms - b.median_ms) / min(a.median_ms, b.median_ms)
         gaps.append(gap)
         print(
             f"| {call} | {a.median_ms:.2f} | {b.median_ms:.2f} | {gap:.1%} | {a.spread:.1%} | "
-            f"{b.spread:.1%} |"
+            f"{b.spread:.1%} | {seconds:.1f} |"
         )
     print(f"largest difference between the two medians: {max(gaps):.1%} (target: <= 10% idle)")
     print(machine.describe())
