@@ -279,7 +279,8 @@ def _record(sel: Selection, loaded, data, ev: dict, model) -> int | None:
             computed=ev.get("stats"),
         )
     except (LlmoptError, OSError) as exc:
-        st.warning(f"This evaluation was not recorded for the Compare page: {exc}")
+        why = exc.render("app") if isinstance(exc, LlmoptError) else str(exc)
+        st.warning(f"This evaluation was not recorded for the Compare page: {why}")
         return None
     return done.run_id
 
@@ -310,7 +311,8 @@ def restore_evaluation(sel: Selection, loaded, data, run_id) -> dict | None:
     try:
         runs_db = experiment_store()
         run = runs_db.get(run_id)
-    except LlmoptError:
+        config = CompressionConfig.from_dict(run.config or {})
+    except LlmoptError:  # no such run, or a recipe this llmopt cannot read
         return None
     if (
         run.kind != "variant"
@@ -336,7 +338,7 @@ def restore_evaluation(sel: Selection, loaded, data, run_id) -> dict | None:
             latency[side] = LatencyStats(**{**stored, "samples_ms": tuple(stored["samples_ms"])})
     evaluation = {
         "key": (sel.model_key, data.fingerprint),
-        "config": CompressionConfig.from_dict(run.config),
+        "config": config,
         "base": base,
         "other": other,
         "fidelity": llmopt.compare(base, other),

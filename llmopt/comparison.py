@@ -181,9 +181,9 @@ def side_by_side(
     """Each run's metrics with their 95% intervals and the difference from ``reference``.
 
     Differences of scores come with the paired bootstrap interval on the shared rows, and the
-    accuracy difference with the exact McNemar test; a difference whose interval holds 0 (or
-    whose p-value is not below ``stats.ALPHA``) is marked as noise. Runs on other rows than the
-    reference get no difference (they are not comparable).
+    accuracy difference with the exact McNemar test. An accuracy difference whose p-value is
+    not below ``stats.ALPHA``, or another score's difference whose interval holds 0, is marked
+    as noise. Runs on other rows than the reference get no difference (not comparable).
 
     Returns:
         (cells: metric × run display strings, verdicts: the same shape holding "better",
@@ -196,9 +196,10 @@ def side_by_side(
     for r in runs:
         res = results.get(r.id)
         same_rows = r.rows_fingerprint == ref_run.rows_fingerprint and res is not None
-        paired = None
+        paired = test = None
         if r.id != reference and same_rows and ref is not None:
             paired = stats.paired_delta_intervals(res.y_true, ref.y_score, res.y_score)
+            test = stats.mcnemar_exact(ref.y_pred == ref.y_true, res.y_pred == res.y_true)
         col, verdict = {}, {}
         for key in SCORES:
             value = r.own_metrics.get(key)
@@ -207,13 +208,15 @@ def side_by_side(
             verdict[key] = ""
             if paired is not None:
                 delta = _num(value) - _num(ref_run.own_metrics.get(key))
-                noise = not stats.excludes_zero(paired[key])
+                # accuracy: the exact test on the paired predictions; the others: the interval
+                noise = not (
+                    test.significant if key == "accuracy" else stats.excludes_zero(paired[key])
+                )
                 text += f" · Δ {delta:+.3f}" + (" (noise)" if noise else "")
                 verdict[key] = "noise" if noise else ("better" if delta > 0 else "worse")
             col[key] = text
         mcnemar = ""
-        if paired is not None:
-            test = stats.mcnemar_exact(ref.y_pred == ref.y_true, res.y_pred == res.y_true)
+        if test is not None:
             mcnemar = f"p = {test.p_value:.3g} (right only: ref. {test.only_a}, this {test.only_b})"
             verdict["mcnemar"] = (
                 "noise"

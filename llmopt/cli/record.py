@@ -91,10 +91,10 @@ def note_lines(computed: dict, latency: dict | None, simulated: bool) -> list[st
             f"({test['only_a']} rows only the baseline gets right, {test['only_b']} only the "
             f"compressed model); difference interval {_iv(delta['accuracy'])}"
         )
-        noise = [k for k, v in delta.items() if not excludes_zero(v)]
+        noise = [k for k, v in delta.items() if k != "accuracy" and not excludes_zero(v)]
         if noise:
-            noise_list = ", ".join(noise)
-            lines.append(f"note: differences within the noise (interval holds 0): {noise_list}")
+            names = ", ".join(noise)
+            lines.append(f"note: within the noise (paired interval holds 0): changes of {names}")
     if latency:
         b, c = latency["baseline"], latency["compressed"]
         lines.append(
