@@ -161,7 +161,7 @@ def browser_render(query: str, repeats: int) -> list[float]:
                 page = chromium.new_page(viewport={"width": 1440, "height": 1000})
                 start = time.perf_counter()
                 page.goto(f"http://127.0.0.1:{port}/compare{query}")
-                page.locator(chart).nth(charts - 1).wait_for(timeout=300_000)  # at least these
+                page.locator(chart).nth(charts - 1).wait_for(state="attached", timeout=300_000)
                 expect(page.locator(idle)).to_have_count(1, timeout=300_000)
                 if i:
                     seconds.append(time.perf_counter() - start)
