@@ -26,6 +26,83 @@ def metric(col, label: str, value: str, delta: float, fmt: str, unit="", *, inve
     )
 
 
+def score_metric(col, label: str, value: float, delta: float, interval, test=None) -> None:
+    """A score with its change from the baseline, coloured only when the change is outside the
+    noise of these rows — for accuracy, the exact McNemar test ``test`` is significant; for the
+    other scores, the 95% paired bootstrap interval excludes 0 — otherwise grey, marked 'noise'."""
+    from llmopt.stats import ALPHA, excludes_zero
+
+    real = excludes_zero(interval) if test is None else test["p_value"] < ALPHA
+    text = f"{delta:+.3f}" + ("" if real else " · noise")
+    why = "no interval" if interval is None else f"[{interval[0]:+.3f}, {interval[1]:+.3f}]"
+    help_text = (
+        f"Change from the uncompressed model on these rows; 95% paired bootstrap interval of "
+        f"the change {why}."
+    )
+    if test is not None:
+        help_text += (
+            f" Exact McNemar test: p = {test['p_value']:.3g} ({test['only_a']} rows only the "
+            f"baseline gets right, {test['only_b']} only the compressed model)."
+        )
+    help_text += f" {'Outside' if real else 'Inside'} the noise."
+    col.metric(
+        label,
+        f"{value:.3f}",
+        text,
+        delta_color="normal" if real else "off",
+        delta_arrow="auto" if real else "off",
+        help=help_text,
+    )
+
+
+def latency_metric(col, ev: dict) -> None:
+    """Latency: the paired measurement of both models (interleaved, repeated), or, for
+    methods that keep the baseline's kernels, the baseline's with no change claimed."""
+    base = ev["base"]
+    if ev.get("simulated", False) or not ev.get("latency"):
+        col.metric(
+            "Latency",
+            f"{base.latency_ms_per_sample:.3g} ms",
+            "same kernels",
+            delta_color="off",
+            delta_arrow="off",
+            help="These methods change weight values only (zeros, rounded values) and run the "
+            "baseline's kernels on tensors of the same shapes: the latency is the baseline's, "
+            "and no speed-up is claimed.",
+        )
+        return
+    b, c = ev["latency"]["baseline"], ev["latency"]["compressed"]
+    apart = max(c.samples_ms) < min(b.samples_ms) or min(c.samples_ms) > max(b.samples_ms)
+    delta = c.median_ms - b.median_ms
+    col.metric(
+        "Latency",
+        f"{c.median_ms:.3g} ms",
+        f"{delta:+.2f} ms ({c.median_ms / b.median_ms:.2f}×)" + ("" if apart else " · noise"),
+        delta_color="inverse" if apart else "off",
+        delta_arrow="auto" if apart else "off",
+        help=f"Both models timed together, interleaved batch by batch, {len(c.samples_ms)} "
+        f"passes over {c.texts} texts: medians per text, baseline {b.median_ms:.3g} ms. A "
+        "change counts as real only when the passes' ranges do not overlap.",
+    )
+
+
+def shown_latency(ev: dict) -> tuple:
+    """(baseline, compressed) results with the latency the page shows: the paired medians,
+    or the baseline's for both when the kernels are the same."""
+    import dataclasses
+
+    base, other = ev["base"], ev["other"]
+    if ev.get("latency"):
+        b, c = ev["latency"]["baseline"], ev["latency"]["compressed"]
+        return (
+            dataclasses.replace(base, latency_ms_per_sample=b.median_ms),
+            dataclasses.replace(other, latency_ms_per_sample=c.median_ms),
+        )
+    if ev.get("simulated", False):
+        return base, dataclasses.replace(other, latency_ms_per_sample=base.latency_ms_per_sample)
+    return base, other
+
+
 def show_estimate(loaded: llmopt.LoadedModel, config) -> None:
     """Instant size and parameter estimate of ``config`` (no compression is run)."""
     from llmopt.estimate import estimate_size
@@ -92,10 +169,14 @@ def attention_compare(base, other, layer: int, head: int):
     return fig
 
 
-def _delta_frame(base, other) -> pd.io.formats.style.Styler:
+def _delta_frame(base, other, deltas: dict | None = None) -> pd.io.formats.style.Styler:
     from llmopt import figures
 
     frame = figures.delta_table(base, other)
+    deltas = deltas or {}
+    frame["delta 95% CI"] = [
+        f"{deltas[m][0]:+.3f} … {deltas[m][1]:+.3f}" if m in deltas else "" for m in frame["metric"]
+    ]
     frame["metric"] = [figures.METRIC_TITLES.get(m, m) for m in frame["metric"]]
     counts = frame.index[frame["metric"].str.contains("arameters")]
     styler = frame.style.format("{:.4f}", subset=["baseline", "compressed"])
@@ -119,28 +200,23 @@ def show_results(ev: dict, current) -> None:
             f"{base.n_truncated} of {len(base.y_true)} texts are longer than the model's maximum "
             "length and were truncated (both models saw the same truncated texts)."
         )
+    computed = ev.get("stats") or {}
+    deltas = computed.get("delta_intervals") or {}
     cols = st.columns(6)
     for col, key in zip(cols, ["accuracy", "f1_macro", "roc_auc"], strict=False):
         value, delta = other.metrics[key], other.metrics[key] - base.metrics[key]
-        metric(col, figures.METRIC_TITLES[key], f"{value:.3f}", delta, "+.3f")
+        test = computed.get("mcnemar") if key == "accuracy" else None
+        score_metric(col, figures.METRIC_TITLES[key], value, delta, deltas.get(key), test)
     size, size_delta = other.size_bytes / 1e6, (other.size_bytes - base.size_bytes) / 1e6
     metric(cols[3], "Size", f"{size:.2f} MB", size_delta, "+.2f", " MB", inverse=True)
-    lat = other.latency_ms_per_sample
-    metric(
-        cols[4],
-        "Latency",
-        f"{lat:.3g} ms",
-        lat - base.latency_ms_per_sample,
-        "+.2f",
-        " ms",
-        inverse=True,
-        help="Model time per text on this machine (measured; tokenization excluded).",
-    )
+    latency_metric(cols[4], ev)
     cols[5].metric("Agreement", f"{fid['agreement']:.1%}", help=FORMULAS["agreement"])
+    _recorded_caption(ev)
+    base, other = shown_latency(ev)  # the table and bars show the latency shown above
     results = {"baseline": base, "compressed": other}
     left, right = st.columns(2, gap="large")
     left.subheader("Baseline vs compressed")
-    table = _delta_frame(base, other)
+    table = _delta_frame(base, other, deltas)
     left.dataframe(table, hide_index=True, width="stretch", height=35 * len(table.data) + 38)
     right.plotly_chart(figures.roc_figure(results))
     st.subheader("Confusion matrices")
@@ -180,6 +256,22 @@ def show_results(ev: dict, current) -> None:
         "**Measured** on this machine: accuracy, F1, ROC, agreement, KL, latency, parameter "
         "counts, and the tensors' sparsity and error.\n\n"
         + "\n".join(f"- {line}" for line in [*ev["notes"], *report.assumptions])
+    )
+
+
+def _recorded_caption(ev: dict) -> None:
+    """Where this evaluation went in the experiment store, with a link to compare it."""
+    if ev.get("run_id") is None:
+        return
+    st.caption(
+        f"Recorded as run **#{ev['run_id']}**; grey changes are within the noise of "
+        f"{len(ev['base'].y_true)} rows (95% paired bootstrap interval of the change holds 0)."
+    )
+    st.page_link(
+        "pages/compare.py",
+        label=f"Compare run #{ev['run_id']} with others",
+        icon=":material/compare_arrows:",
+        query_params={"runs": str(ev["run_id"])},
     )
 
 

@@ -49,6 +49,7 @@ MAX_ROWS = 1_000_000  # the Evaluation rows box's upper limit
 PREVIEW_ROWS, PREVIEW_CHARS = 5, 60  # the sidebar's CSV preview: rows, characters per cell
 PREVIEW_LABELS = 20  # label counts listed in the preview (the most common ones)
 LABELS_SHOWN = 8  # label names listed in a page's caption
+URL_COLUMNS = "url_csv_columns"  # (text, label) columns a link asks for, until a CSV is read
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,12 @@ def confinement() -> Confinement:
 
 
 def _env_model() -> tuple[str, str]:
-    source = os.environ.get(ENV_MODEL, "").strip() or "bundled"
+    return classify_model(os.environ.get(ENV_MODEL, ""))
+
+
+def classify_model(source: str) -> tuple[str, str]:
+    """(model kind, text for its box) of a ``load_model`` source string."""
+    source = source.strip() or "bundled"
     if source == "bundled":
         return BUNDLED, ""
     if source.startswith("encoder:"):
@@ -111,7 +117,12 @@ def _env_model() -> tuple[str, str]:
 
 
 def _env_dataset() -> tuple[str, str]:
-    source = os.environ.get(ENV_DATASET, "").strip() or "bundled"
+    return classify_dataset(os.environ.get(ENV_DATASET, ""))
+
+
+def classify_dataset(source: str) -> tuple[str, str]:
+    """(dataset kind, text for its box) of a ``load_dataset`` source string."""
+    source = source.strip() or "bundled"
     if source == "bundled":
         return REVIEWS, ""
     return (HF, source) if source.startswith("hf:") else (CSV, source)
@@ -159,17 +170,23 @@ def _csv_columns(raw: bytes, name: str, digest: str) -> tuple[str, str]:
     """
     preview, frame = _table(raw, name, digest)
     sb, columns = st.sidebar, preview.columns
+    # Columns a link named (dashboard.urlstate) win over the guess, once, for a new file.
+    text_guess, label_guess = st.session_state.pop(URL_COLUMNS, None) or (None, None)
+    if text_guess not in columns:
+        text_guess = preview.text_column
+    if label_guess not in columns:
+        label_guess = preview.label_column
     text_col = sb.selectbox(
         "Text column",
         columns,
-        index=_index(columns, preview.text_column, 0),
+        index=_index(columns, text_guess, 0),
         key=f"tc_{digest}",
         help="The texts to classify. First guess: the column with the longest texts.",
     )
     label_col = sb.selectbox(
         "Label column",
         columns,
-        index=_index(columns, preview.label_column, 1),
+        index=_index(columns, label_guess, 1),
         key=f"lc_{digest}",
         help="Each text's class. First guess: the other column with the fewest distinct values.",
     )

@@ -16,6 +16,7 @@ import pandas as pd
 import streamlit as st
 
 import llmopt
+from dashboard import urlstate
 from dashboard.cache import store
 from dashboard.legacy import run_through_app
 from dashboard.sidebar import (
@@ -31,6 +32,7 @@ from llmopt.errors import LlmoptError
 from llmopt.evaluation import label_map
 
 LOG = logging.getLogger(__name__)
+RUN = "run"  # the address's run id of the Compress page's results
 ERROR_CHARS = 200  # of an unexpected error's message shown on the page
 
 
@@ -189,15 +191,24 @@ def session_compressed(sel: Selection) -> dict | None:
 
 
 def evaluate_compressed(sel: Selection, loaded: llmopt.LoadedModel, data, config) -> dict:
-    """Baseline (cached for everyone) and compressed evaluation on the same rows.
+    """Baseline (cached for everyone) and compressed evaluation on the same rows, their paired
+    latency (when the kernels differ), intervals and tests; recorded in the experiment store.
 
     Returns:
         The evaluation, also kept in ``st.session_state["evaluation"]``.
     """
+    from llmopt.latency import paired_latency, same_kernels
+    from llmopt.recording import statistics
+
     base = baseline(sel, loaded, data)
     model, report = compressed(sel, loaded, config)
     with progress("the compressed model") as bar:
         other = llmopt.evaluate(model, data, progress=bar)
+    simulated = same_kernels(loaded, model)
+    latency = None
+    if not simulated:
+        with st.spinner("Timing both models together, interleaved…"):
+            latency = paired_latency({"baseline": loaded, "compressed": model}, data.texts)
     evaluation = {
         "key": (sel.model_key, data.fingerprint),
         "config": config,
@@ -207,6 +218,137 @@ def evaluate_compressed(sel: Selection, loaded: llmopt.LoadedModel, data, config
         "report": report,
         "notes": list(model.notes),
         "texts": list(data.texts),
+        "stats": statistics(base, other),
+        "latency": latency,
+        "simulated": simulated,
+        "run_id": None,
+    }
+    evaluation["run_id"] = _record(sel, loaded, data, evaluation, model)
+    st.session_state["evaluation"] = evaluation
+    urlstate.page_param(RUN, evaluation["run_id"])  # a reload shows this run again
+    return evaluation
+
+
+def experiment_store():
+    """The experiment store, opened once per process (a notice of a file moved aside is shown
+    once per session)."""
+    from llmopt.experiments import ExperimentStore, store_path
+
+    path = store_path()
+    opened = store("experiments", 4).get(str(path), lambda: ExperimentStore(path))
+    if opened.notice and not st.session_state.get("store_notice_shown"):
+        st.session_state["store_notice_shown"] = True
+        st.warning(f"Note: {opened.notice}.")
+    return opened
+
+
+def _rows_spec(sel: Selection, data) -> dict:
+    return {
+        "split": data.split,
+        "limit": sel.rows,
+        "seed": None,
+        "text_column": sel.text_column,
+        "label_column": sel.label_column,
+    }
+
+
+def _dataset_source(sel: Selection) -> str:
+    return "bundled" if sel.data_kind == REVIEWS else sel.data_ref
+
+
+def _record(sel: Selection, loaded, data, ev: dict, model) -> int | None:
+    """Record an evaluation (or a sweep point); a store that cannot be written is a warning,
+    never a reason to lose the results on the page."""
+    from llmopt.recording import record_evaluation
+
+    try:
+        done = record_evaluation(
+            experiment_store(),
+            base_model=loaded,
+            dataset=data,
+            base=ev["base"],
+            other=ev["other"],
+            variant=model,
+            config=ev["config"],
+            report=ev["report"],
+            latency=ev.get("latency"),
+            origin=ev.get("origin", "app"),
+            model_source=sel.model_source,
+            dataset_source=_dataset_source(sel),
+            rows=_rows_spec(sel, data),
+            computed=ev.get("stats"),
+        )
+    except (LlmoptError, OSError) as exc:
+        why = exc.render("app") if isinstance(exc, LlmoptError) else str(exc)
+        st.warning(f"This evaluation was not recorded for the Compare page: {why}")
+        return None
+    return done.run_id
+
+
+def shown_evaluation(sel: Selection, loaded, data) -> dict | None:
+    """The evaluation the Compress page shows: this session's latest on these rows, or after
+    a reload the run the address names (redrawn from the experiment store)."""
+    evaluation = last_evaluation(sel, data)
+    run = urlstate.read_param(RUN)
+    if evaluation is None and run and run.isdigit():
+        evaluation = restore_evaluation(sel, loaded, data, int(run))
+    return evaluation
+
+
+def show_recipe_note() -> None:
+    """Say what of a recipe loaded from the Compare page the controls could not take."""
+    note = st.session_state.pop("cmp_recipe_note", None)
+    if note:
+        st.warning(note)
+
+
+def restore_evaluation(sel: Selection, loaded, data, run_id) -> dict | None:
+    """A stored run of this model on these rows, redrawn as this session's evaluation (after a
+    reload, from the address's ``run``); None if it is not one."""
+    from llmopt.compression import CompressionConfig, CompressionReport
+    from llmopt.recording import model_fingerprint, statistics
+
+    try:
+        runs_db = experiment_store()
+        run = runs_db.get(run_id)
+        config = CompressionConfig.from_dict(run.config or {})
+    except LlmoptError:  # no such run, or a recipe this llmopt cannot read
+        return None
+    if (
+        run.kind != "variant"
+        or run.rows_fingerprint != data.fingerprint
+        or run.model_fingerprint != model_fingerprint(loaded)
+    ):
+        return None
+    base_id = runs_db.find_base(run.model_fingerprint, run.rows_fingerprint)
+    if base_id is None:
+        return None
+    base = stored_result(runs_db, runs_db.get(base_id))  # no model runs for a reload
+    other = stored_result(runs_db, run)
+    if base is None or other is None:
+        return None
+    report = CompressionReport(**(run.report or {"rows": [], "totals": {}}))
+    latency = None
+    if (run.latency or {}).get("method") == "paired":
+        from llmopt.latency import LatencyStats
+
+        latency = {}
+        for side in ("baseline", "compressed"):
+            stored = run.latency[side]
+            latency[side] = LatencyStats(**{**stored, "samples_ms": tuple(stored["samples_ms"])})
+    evaluation = {
+        "key": (sel.model_key, data.fingerprint),
+        "config": config,
+        "base": base,
+        "other": other,
+        "fidelity": llmopt.compare(base, other),
+        "report": report,
+        "notes": list(run.notes),
+        "texts": list(data.texts),
+        "stats": statistics(base, other),
+        "latency": latency,
+        "simulated": bool(run.latency_simulated),
+        "run_id": run.id,
     }
     st.session_state["evaluation"] = evaluation
     return evaluation
@@ -252,10 +394,15 @@ def run_sweep(sel: Selection, loaded, data, knob: str, values: list, methods: li
 
     base = baseline(sel, loaded, data)
     calibration = dataset(sel, "train") if "wanda" in methods else None
+
+    def record(config, result, report, _fidelity) -> None:  # every point goes to the store
+        ev = {"base": base, "other": result, "config": config, "report": report}
+        _record(sel, loaded, data, {**ev, "origin": "sweep"}, None)
+
     with progress("each point compresses a copy and evaluates it") as report:
         frame = sweep(
             loaded, data, knob, values, methods,
-            base_result=base, calibration=calibration, progress=report,
+            base_result=base, calibration=calibration, progress=report, on_point=record,
         )  # fmt: skip
     st.session_state["sweep"] = {"key": (sel.model_key, data.fingerprint), "frame": frame}
 
@@ -264,3 +411,13 @@ def last_sweep(sel: Selection, data) -> pd.DataFrame | None:
     """This session's latest sweep if it was run on the current model and rows."""
     hit = st.session_state.get("sweep")
     return hit["frame"] if hit and hit["key"] == (sel.model_key, data.fingerprint) else None
+
+
+def stored_result(runs_db, run):
+    """A stored run's predictions as an ``EvalResult``, read once per process (runs never
+    change their predictions, and deleted ids are never reused)."""
+    from llmopt.recording import run_result
+
+    return store("stored results", 64).get(
+        (str(runs_db.path), run.id), lambda: run_result(runs_db, run)
+    )

@@ -6,6 +6,7 @@ from dashboard import controls, explainers, results, state
 
 st.title("Compress & Evaluate")
 sel, loaded, data = state.load()
+state.show_recipe_note()
 hidden = int(state.facts(sel, loaded)["hidden_size"] or 768)
 first, control = controls.CONTROLS, controls.control
 
@@ -43,7 +44,7 @@ clicked = st.button(
 if clicked:
     with state.inline_errors():  # the previous results and the explainers stay on the page
         state.evaluate_compressed(sel, loaded, data, config)
-evaluation = state.last_evaluation(sel, data)
+evaluation = state.shown_evaluation(sel, loaded, data)
 if evaluation is None:
     st.info(
         "Press **Evaluate** to compress a copy of the model and compare it with the original "

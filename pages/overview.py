@@ -12,7 +12,9 @@ st.markdown(
     "1. **Compress & Evaluate** — set sparsity, bit-width and rank, press *Evaluate*, and "
     "compare accuracy, ROC, size and latency with the uncompressed model.\n"
     "2. **Attention** — see how compression changed what each head looks at.\n"
-    "3. **Sweep** — run one knob over many values and find the best size/accuracy trade-offs.\n\n"
+    "3. **Sweep** — run one knob over many values and find the best size/accuracy trade-offs.\n"
+    "4. **Compare** — every evaluation is recorded: put any of them side by side, with "
+    "intervals that say which differences are noise.\n\n"
     "The uncompressed model and its evaluation are computed once and shared; your compressed "
     "model and settings belong to your browser session only."
 )

@@ -51,13 +51,18 @@ def _isolated_home(tmp_path_factory):
     import os
 
     home = os.environ.get("LLMOPT_TEST_HOME") or str(tmp_path_factory.mktemp("llmopt_home"))
-    old = os.environ.get("LLMOPT_HOME")
+    # Runs recorded by tests go to a per-session store, never the user's (even with
+    # LLMOPT_TEST_HOME pointing at the real cache).
+    store = str(tmp_path_factory.mktemp("experiments") / "experiments.sqlite")
+    old = {k: os.environ.get(k) for k in ("LLMOPT_HOME", "LLMOPT_EXPERIMENTS")}
     os.environ["LLMOPT_HOME"] = home
+    os.environ["LLMOPT_EXPERIMENTS"] = store
     yield home
-    if old is None:
-        os.environ.pop("LLMOPT_HOME", None)
-    else:
-        os.environ["LLMOPT_HOME"] = old
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

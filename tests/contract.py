@@ -20,5 +20,6 @@ TOP_KEYS = {
     "fidelity",
     "report",
     "dropped_rows",
+    "run_id",  # the experiment store's id of this evaluation (null with --no-record)
 }
 METRIC_NAMES = {"accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc"}

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from llmopt import atomic
+from llmopt.cli import record
 from llmopt.cli.common import Bar, load, positive_int, seed, source_args, train_split
 from llmopt.errors import LlmoptError
 from llmopt.paths import describe_kind, is_special
@@ -24,7 +25,7 @@ def add_commands(sub) -> None:
     """Register ``evaluate`` and ``prepare``."""
     ev = sub.add_parser("evaluate", help="evaluate a model, and a compressed copy of it")
     source_args(ev)
-    ev.add_argument("--split", default="test", choices=["train", "test"])
+    ev.add_argument("--split", choices=["train", "test"], help="default: test")
     ev.add_argument("--limit", type=positive_int, help="evaluate the first N rows of the split")
     ev.add_argument("--seed", type=seed, help="shuffle the split with this seed before --limit")
     ev.add_argument("--batch-size", type=positive_int, default=32)
@@ -60,12 +61,21 @@ def add_commands(sub) -> None:
     ev.add_argument("--predictions", type=Path, help="write per-example predictions as CSV")
     ev.add_argument("--save-model", type=Path, help="save the compressed model to this folder")
     ev.add_argument(
+        "--recipe",
+        type=Path,
+        help="a config JSON, or a whole run (runs export): its model, dataset, rows and config; "
+        "flags given as well override it",
+    )
+    ev.add_argument(
+        "--no-record", action="store_true", help="do not record this run in the experiment store"
+    )
+    ev.add_argument(
         "--overwrite",
         action="store_true",
         help="let --save-model replace a non-empty folder (never the model's own folder)",
     )
 
-    ev.set_defaults(run=run_evaluate)
+    ev.set_defaults(run=run_evaluate, model=None, dataset=None, text_column=None, label_column=None)
 
     pr = sub.add_parser("prepare", help="load (and train once, if needed) a model ahead of time")
     source_args(pr)
@@ -88,6 +98,7 @@ def run_prepare(args) -> int:
 
 def _config(args):
     given = {k: getattr(args, k) for k in COMPRESSION_FLAGS if getattr(args, k) is not None}
+    given = {**(getattr(args, "recipe_config", None) or {}), **given}  # flags override a recipe
     if not given:
         return None
     from llmopt.compression import CompressionConfig
@@ -106,6 +117,7 @@ def run_evaluate(args) -> int:
     from llmopt.data import load_dataset
     from llmopt.evaluation import compare, evaluate
 
+    recipe = record.apply_recipe(args)  # a recipe's model, rows and config; flags win
     config = _config(args)  # validate the knobs before any slow loading
     if args.save_model is not None and config is None:
         raise LlmoptError("--save-model saves a compressed model: add a compression flag")
@@ -125,6 +137,7 @@ def run_evaluate(args) -> int:
         limit=args.limit,
         seed=args.seed,
     )
+    record.check_recipe_rows(args, recipe, dataset)
     bar = Bar()
     loaded = load(args, bar)
     if config is not None:
@@ -132,7 +145,7 @@ def run_evaluate(args) -> int:
 
         check_config(loaded, config)  # a rank or group size a layer cannot take: fail now
     base = evaluate(loaded, dataset, batch_size=args.batch_size, progress=bar)
-    other = fidelity = report = None
+    other = fidelity = report = compressed = latency = None
     if config is not None:
         from llmopt.compression import compress
 
@@ -140,16 +153,26 @@ def run_evaluate(args) -> int:
         compressed, report = compress(loaded, config, calibration=calibration, progress=bar)
         other = evaluate(compressed, dataset, batch_size=args.batch_size, progress=bar)
         fidelity = compare(base, other)
+        latency = record.measure_latency(loaded, compressed, dataset)
         if args.save_model is not None:
             from llmopt.compression import save_model
 
             save_model(compressed, args.save_model, overwrite=args.overwrite)
     bar.close()
+    from llmopt.recording import statistics
+
+    computed = statistics(base, other)
     print(format_results(loaded.name, dataset, base, other, fidelity, report))
+    simulated = other is not None and latency is None
+    print("\n".join(record.note_lines(computed, latency, simulated)))
+    run_id = record.record(
+        args, loaded, dataset, config, base, compressed, other, report, latency, computed
+    )
     if args.json is not None:
         payload = results_json(
             loaded, dataset, config, base, other, fidelity, report, dataset_source=args.dataset
         )
+        payload["run_id"] = run_id
         atomic.write_text(args.json, json.dumps(payload, indent=2))
     if args.predictions is not None:
         write_predictions(args.predictions, dataset, base, other)

@@ -21,6 +21,13 @@ from llmopt.figures.common import (
     model_colour,
     short_label,
 )
+from llmopt.figures.compare import (
+    confusion_row_figure,
+    layer_compare_figure,
+    lineage_figure,
+    runs_scatter_figure,
+    shared_zeros_figure,
+)
 from llmopt.figures.explain import mask_figure, quant_hist_figure, spectrum_figure
 from llmopt.figures.results import (
     ConfusionLayout,
@@ -57,10 +64,13 @@ __all__ = [
     "confusion_diff_figure",
     "confusion_figure",
     "confusion_layout",
+    "confusion_row_figure",
     "delta_table",
     "drift_figure",
     "facts_table",
+    "layer_compare_figure",
     "layer_error_figure",
+    "lineage_figure",
     "mask_figure",
     "metrics_table",
     "model_colour",
@@ -68,6 +78,8 @@ __all__ = [
     "pareto_figure",
     "quant_hist_figure",
     "roc_figure",
+    "runs_scatter_figure",
+    "shared_zeros_figure",
     "short_label",
     "size_latency_figure",
     "spectrum_figure",

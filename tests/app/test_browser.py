@@ -108,6 +108,7 @@ def _env(model, dataset, tmp_path: Path, tmp_path_factory, rows: int = 10) -> di
         "LLMOPT_DEFAULT_DATASET": str(dataset),
         "LLMOPT_DEFAULT_ROWS": str(rows),
         "LLMOPT_HOME": str(tmp_path / "home"),
+        "LLMOPT_EXPERIMENTS": str(tmp_path / "home" / "experiments.sqlite"),  # its own runs
         "LLMOPT_ROOTS": str(tmp_path_factory.getbasetemp()),
     }
 
@@ -299,3 +300,47 @@ def test_seven_classes_in_a_real_browser(chromium, sensitive_bert, tmp_path, tmp
         _full_page_screenshot(page, path)
         print(f"screenshot: {path}")
         assert path.stat().st_size > 10_000
+
+
+def test_two_evaluations_compared_in_a_real_browser(browser, server):
+    """Evaluate two settings on the Compress page, open Compare, tick both runs in the table:
+    the side-by-side table, the ROC overlay and the confusion row are drawn, nothing fails."""
+    from playwright.sync_api import expect
+
+    page = _open_compress_page(browser, server)
+    slider = _sparsity(page).locator('input[type="range"]')
+    for value, run in (("0.55", 2), ("0.6", 3)):  # run 1 is the uncompressed base model
+        _step_right(page, slider, [value])
+        page.get_by_role("button", name="Evaluate").click()
+        expect(page.get_by_text(f"Recorded as run #{run}")).to_be_visible(timeout=WAIT_MS)
+        expect(page.locator(IDLE)).to_have_count(1, timeout=WAIT_MS)
+    assert "run=3" in page.url and "c_sparsity=0.6" in page.url  # the address keeps both
+    page.get_by_role("link", name="Compare", exact=True).click()
+    table = page.get_by_test_id("stMain").get_by_test_id("stDataFrame").first
+    table.wait_for()
+    expect(page.get_by_text("3 runs recorded")).to_be_visible(timeout=WAIT_MS)
+    for row in (1, 2):  # tick the two variants (row 0 is the base model)
+        picked = page.get_by_text(f"{row} picked run{'s' if row > 1 else ''}", exact=True)
+        for _ in range(3):  # a click that lands while the grid is still being drawn is lost
+            expect(page.locator(IDLE)).to_have_count(1, timeout=WAIT_MS)
+            page.wait_for_timeout(500)
+            table.scroll_into_view_if_needed()
+            box = table.bounding_box()
+            page.mouse.click(box["x"] + 15, box["y"] + 53 + 35 * row)
+            try:
+                expect(picked).to_be_visible(timeout=10_000)
+                break
+            except AssertionError:
+                continue
+        expect(picked).to_be_visible(timeout=WAIT_MS)
+    assert "runs=2%2C3" in page.url or "runs=2,3" in page.url
+    expect(page.locator(CHART).filter(has_text="ROC curve")).to_have_count(1, timeout=WAIT_MS)
+    confusion = page.locator(CHART).filter(has_text="Confusion matrices")
+    expect(confusion).to_have_count(1, timeout=WAIT_MS)
+    expect(page.get_by_text("What differs").first).to_be_visible()
+    assert not page.get_by_test_id("stException").count()
+    assert not page.get_by_test_id("stAlertContentError").count()
+    path = Path(tempfile.mkdtemp(prefix="llmopt-screens-")) / "compare.png"
+    _full_page_screenshot(page, path)
+    print(f"screenshot: {path}")
+    assert path.stat().st_size > 10_000

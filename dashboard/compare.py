@@ -1,0 +1,417 @@
+"""The Compare page's views: runs table, scatter and lineage that pick runs, and the views of
+the picked runs (side by side, what differs, curves, confusion, behaviour, layers, export).
+
+The picked runs live in one list (the "Runs to compare" box, key ``PICKED``): ticking rows of
+the table, clicking or lassoing points of the scatter or the lineage map replaces it; the box
+edits it directly; the address keeps it (``runs=…``).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import state, urlstate
+from dashboard.controls import CONTROLS
+from llmopt import comparison, figures
+from llmopt.experiments import ExperimentStore, Run
+
+PICKED = "cmp_runs"  # run ids to compare
+TABLE_VERSION = "cmp_table_version"  # bumped when the pick changes elsewhere: fresh ticks
+TABLE_IDS = "cmp_table_ids"  # run ids of the table's rows, in order (for its selection)
+GOTO_COMPRESS = "cmp_goto_compress"
+URL = {"runs": PICKED, "ref": "cmp_ref", "x": "cmp_x", "y": "cmp_y"}  # address -> widget key
+TABLE_COLUMNS = {  # runs_frame column -> title in the table
+    "id": "id",
+    "name": "name",
+    "method": "recipe",
+    "accuracy": "accuracy",
+    "accuracy_low": "acc. low",
+    "accuracy_high": "acc. high",
+    "f1_macro": "F1",
+    "roc_auc": "AUC",
+    "size_mb": "size MB",
+    "latency_ms": "latency ms",
+    "latency_ratio": "latency ×",
+    "agreement": "agreement",
+    "mean_kl": "KL",
+    "model_short": "model",
+    "dataset_short": "dataset",
+    "n": "rows",
+    "parent": "parent",
+    "tags": "tags",
+    "created": "created",
+}
+VERDICT_STYLE = {
+    "better": "background-color: rgba(44, 160, 44, 0.18)",
+    "worse": "background-color: rgba(214, 39, 40, 0.18)",
+    "noise": "color: #888888",
+}
+
+
+def restore(all_ids: list[int]) -> None:
+    """Take the picked runs, the reference and the axes from the address when it names ones
+    this session has not seen there yet (a reload, a shared link, 'Compare run #N')."""
+    for param, key in URL.items():
+        text = urlstate.read_param(param)
+        if not text or text == st.session_state.get(f"cmp_url_{param}"):
+            continue
+        st.session_state[f"cmp_url_{param}"] = text
+        if param == "runs":
+            ids = [int(t) for t in text.split(",") if t.strip().isdigit()]
+            _pick([i for i in ids if i in set(all_ids)])
+        elif param == "ref":
+            if text.isdigit():
+                st.session_state[key] = int(text)
+        elif text in comparison.AXES:
+            st.session_state[key] = text
+
+
+def mirror() -> None:
+    """Keep the picked runs, the reference and the axes in the address."""
+    for param, key in URL.items():
+        urlstate.page_param(param, st.session_state.get(key))
+        st.session_state[f"cmp_url_{param}"] = urlstate.read_param(param)
+
+
+def _pick(ids: list[int], *, from_table: bool = False) -> None:
+    st.session_state[PICKED] = list(dict.fromkeys(int(i) for i in ids))
+    if not from_table:
+        st.session_state[TABLE_VERSION] = st.session_state.get(TABLE_VERSION, 0) + 1
+
+
+def _table_picked() -> None:
+    key = f"cmp_table_{st.session_state.get(TABLE_VERSION, 0)}"
+    rows = st.session_state[key].selection.rows
+    ids = st.session_state.get(TABLE_IDS, [])
+    _pick([ids[i] for i in rows if i < len(ids)], from_table=True)
+
+
+def _points_picked(key: str) -> None:
+    points = st.session_state[key].selection.points
+    ids = [p["customdata"][0] for p in points if p.get("customdata")]
+    if ids:
+        _pick(ids)
+
+
+def _box_edited() -> None:
+    st.session_state[TABLE_VERSION] = st.session_state.get(TABLE_VERSION, 0) + 1
+
+
+def filters(frame: pd.DataFrame) -> pd.DataFrame:
+    """Model, dataset and method filters; the runs that pass."""
+    cols = st.columns(3)
+    models = cols[0].multiselect("Model", sorted(frame["model"].unique()), key="cmp_models")
+    datasets = cols[1].multiselect("Dataset", sorted(frame["dataset"].unique()), key="cmp_data")
+    steps = cols[2].multiselect(
+        "Method",
+        comparison.methods(frame),
+        key="cmp_methods",
+        help="Runs whose recipe uses any of these steps; 'base model' = uncompressed.",
+    )
+    return comparison.filter_runs(frame, models=models, datasets=datasets, steps=steps)
+
+
+def runs_table(shown: pd.DataFrame, frame: pd.DataFrame) -> list[int]:
+    """The runs table (tick rows to pick them) and the box of picked runs.
+
+    Returns:
+        The picked run ids (of all runs, filtered or not).
+    """
+    st.session_state[TABLE_IDS] = [int(i) for i in shown["id"]]
+    view = shown[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS)
+    st.dataframe(
+        view,
+        hide_index=True,
+        key=f"cmp_table_{st.session_state.get(TABLE_VERSION, 0)}",
+        on_select=_table_picked,
+        selection_mode="multi-row",
+        height=min(38 + 35 * len(view), 420),
+        column_config={
+            "accuracy": st.column_config.NumberColumn(format="%.3f"),
+            "acc. low": st.column_config.NumberColumn(
+                format="%.3f", help="95% bootstrap interval of the accuracy: low end"
+            ),
+            "acc. high": st.column_config.NumberColumn(format="%.3f", help="… and high end"),
+            "F1": st.column_config.NumberColumn(format="%.3f"),
+            "AUC": st.column_config.NumberColumn(format="%.3f"),
+            "size MB": st.column_config.NumberColumn(format="%.2f"),
+            "latency ms": st.column_config.NumberColumn(format="%.2f"),
+            "latency ×": st.column_config.NumberColumn(
+                format="%.2f", help="Latency over its baseline's, timed together (1 = same kernels)"
+            ),
+            "agreement": st.column_config.NumberColumn(format="%.3f"),
+            "KL": st.column_config.NumberColumn(format="%.4f"),
+        },
+    )
+    labels = dict(zip(frame["id"], frame["label"], strict=True))
+    st.session_state[PICKED] = [i for i in st.session_state.get(PICKED, []) if i in labels]
+    return st.multiselect(
+        "Runs to compare",
+        list(labels),
+        format_func=lambda i: labels[i],
+        key=PICKED,
+        on_change=_box_edited,
+        help="Tick rows of the table, click or lasso points of the scatter, or edit this list.",
+    )
+
+
+def manage(store: ExperimentStore, picked: list[Run]) -> None:
+    """Rename, tag or delete the picked runs."""
+    what = f"{len(picked)} picked runs" if len(picked) > 1 else "picked run"
+    with st.expander(f"Rename, tag or delete the {what}"):
+        left, middle, right = st.columns(3)
+        if len(picked) == 1:
+            name = left.text_input("Name", value=picked[0].name, key="cmp_name")
+            if left.button("Rename"):
+                store.rename(picked[0].id, name)
+                st.rerun()
+        else:
+            left.caption("Pick one run to rename it.")
+        tags = middle.text_input(
+            "Tags (comma-separated)",
+            value=", ".join(dict.fromkeys(t for r in picked for t in r.tags)),
+            key="cmp_tags",
+        )
+        if middle.button("Set tags"):
+            for run in picked:
+                store.set_tags(run.id, tags.split(","))
+            st.rerun()
+        sure = right.checkbox("Yes, delete them", key="cmp_sure")
+        right.button(
+            "Delete",
+            disabled=not sure,
+            type="primary",
+            on_click=_delete,
+            args=(store, [r.id for r in picked]),
+        )
+
+
+def _delete(store: ExperimentStore, ids: list[int]) -> None:
+    """Delete runs (a callback: it may empty the picked list before the box is drawn)."""
+    for run_id in ids:
+        store.delete(run_id)
+    _pick([])
+    st.session_state["cmp_sure"] = False
+
+
+def scatter(shown: pd.DataFrame, picked: list[int]) -> None:
+    """Any metric against any other, the Pareto front; clicking or lassoing points picks runs."""
+    axes = list(comparison.AXES)
+    left, middle, right = st.columns(3)
+    x = left.selectbox(
+        "x", axes, axes.index("size_mb"), format_func=comparison.AXES.get, key="cmp_x"
+    )
+    y = middle.selectbox(
+        "y", axes, axes.index("accuracy"), format_func=comparison.AXES.get, key="cmp_y"
+    )
+    colour = right.selectbox(
+        "Colour by",
+        ["model_short", "dataset_short", "method"],
+        format_func=lambda c: c.removesuffix("_short"),
+        key="cmp_colour",
+    )
+    front = comparison.pareto(shown, x, y)
+    fig = figures.runs_scatter_figure(shown, x, y, front=front, selected=picked, colour=colour)
+    st.plotly_chart(
+        fig,
+        key="cmp_scatter",
+        on_select=lambda: _points_picked("cmp_scatter"),
+        selection_mode=("points", "box", "lasso"),
+    )
+    count = int(front.sum())
+    st.caption(
+        f"Pareto front (dotted): the {count} run{'s' if count != 1 else ''} no other run beats "
+        "on both axes. Hover a point for its recipe; click or lasso points to compare them."
+    )
+
+
+def lineage(shown: pd.DataFrame, runs: list[Run], picked: list[int]) -> None:
+    """The model map: base models → variants, by step; colour = a chosen metric."""
+    axes = list(comparison.AXES)
+    metric = st.selectbox(
+        "Node colour", axes, 0, format_func=comparison.AXES.get, key="cmp_lineage"
+    )
+    keep = set(shown["id"])
+    layout = comparison.lineage_layout([r for r in runs if r.id in keep])
+    fig = figures.lineage_figure(layout, shown, metric, selected=picked)
+    st.plotly_chart(
+        fig,
+        key="cmp_lineage_chart",
+        on_select=lambda: _points_picked("cmp_lineage_chart"),
+        selection_mode=("points", "box", "lasso"),
+    )
+
+
+def _styled(cells: pd.DataFrame, marks: pd.DataFrame):
+    return cells.style.apply(lambda col: [VERDICT_STYLE.get(v, "") for v in marks[col.name]])
+
+
+def picked_views(store: ExperimentStore, runs: list[Run]) -> None:
+    """Everything about the picked runs, against a reference run."""
+    groups = {r.rows_fingerprint for r in runs}
+    if len(groups) > 1:
+        st.warning(
+            f"The picked runs were evaluated on {len(groups)} different sets of rows, so their "
+            "metrics are not comparable: differences, significance, curves and behaviour are "
+            "shown only for runs on the reference run's rows."
+        )
+    ids = [r.id for r in runs]
+    if st.session_state.get("cmp_ref") not in ids:
+        st.session_state["cmp_ref"] = next((r.id for r in runs if r.kind == "base"), ids[0])
+    labels = {r.id: r.label for r in runs}
+    reference = st.selectbox("Reference run", ids, format_func=labels.get, key="cmp_ref")
+    ref_run = next(r for r in runs if r.id == reference)
+    same = [r for r in runs if r.rows_fingerprint == ref_run.rows_fingerprint]
+    results = {r.id: state.stored_result(store, r) for r in same}
+    same = [r for r in same if results[r.id] is not None]
+    cells, marks = comparison.side_by_side(same, results, reference)
+    st.subheader("Side by side")
+    st.dataframe(_styled(cells, marks), width="stretch")
+    st.caption(
+        "Each score with its 95% bootstrap interval; Δ = difference from the reference on the "
+        "same rows, green or red only when its 95% paired interval excludes 0 (grey = noise). "
+        "Accuracy differences also get the exact McNemar test on the paired predictions."
+    )
+    differs = comparison.what_differs(runs)
+    st.markdown("**What differs**: " + (", ".join(differs.index) if len(differs) else "nothing"))
+    if len(differs):
+        st.dataframe(differs, width="stretch")
+    if len(same) < 1:
+        return
+    tabs = st.tabs(["ROC and confusion", "Behaviour", "Layers", "Export"])
+    picked_results = {r.label: results[r.id] for r in same}
+    with tabs[0]:
+        st.plotly_chart(figures.roc_figure(picked_results), key="cmp_roc")
+        st.plotly_chart(figures.confusion_row_figure(picked_results), key="cmp_confusion")
+    with tabs[1]:
+        behaviour(store, same, results)
+    with tabs[2]:
+        layers(store, runs)
+    with tabs[3]:
+        export(store, runs)
+
+
+def behaviour(store: ExperimentStore, runs: list[Run], results: dict) -> None:
+    """The rows where the picked models disagree, grouped by true label; per-class agreement."""
+    if len(runs) < 2:
+        st.caption("Pick two or more runs on the same rows to see where they disagree.")
+        return
+    rows = store.row_set(runs[0].rows_fingerprint)
+    table, count = comparison.disagreements(runs, results, rows)
+    n = len(results[runs[0].id].y_true)
+    st.markdown(f"**{count}** of {n} rows get different predictions from the picked models.")
+    if rows is None:
+        st.caption("The texts of these rows were not recorded.")
+    probability = {
+        c: st.column_config.ProgressColumn(c, min_value=0, max_value=1, format="percent")
+        for c in table.columns
+        if c.startswith("P(true)")
+    }
+    st.dataframe(table, hide_index=True, key="cmp_disagree", column_config=probability)
+    if count > len(table):
+        st.caption(f"The first {len(table)} are listed.")
+    st.markdown("**Per class**")
+    st.dataframe(comparison.class_agreement(runs, results).round(3), hide_index=True)
+
+
+def layers(store: ExperimentStore, runs: list[Run]) -> None:
+    """Per-layer sparsity and error side by side; zeros two pruned runs share."""
+    frame = comparison.layer_frame(runs)
+    if frame.empty:
+        st.caption("None of the picked runs compressed a layer.")
+        return
+    st.plotly_chart(figures.layer_compare_figure(frame), key="cmp_layers")
+    pruned = [r for r in runs if "prune" in r.steps]
+    masks = {r.id: store.masks(r.id) for r in pruned}
+    pruned = [r for r in pruned if masks[r.id]]
+    if len(pruned) < 2:
+        st.caption(
+            "Pick two runs that pruned (evaluated on the Compress page or the command line: "
+            "they keep their masks) to see which weights both removed."
+        )
+        return
+    labels = {r.id: r.label for r in pruned}
+    left, right = st.columns(2)
+    a = left.selectbox("Masks of", list(labels), 0, format_func=labels.get, key="cmp_mask_a")
+    b = right.selectbox("… and of", list(labels), 1, format_func=labels.get, key="cmp_mask_b")
+    table = comparison.shared_zeros(masks[a], masks[b])
+    st.plotly_chart(figures.shared_zeros_figure(table, labels[a], labels[b]), key="cmp_zeros")
+    st.dataframe(table, hide_index=True)
+
+
+def export(store: ExperimentStore, runs: list[Run]) -> None:
+    """Download a run as JSON and its predictions as CSV; load its recipe into the sliders."""
+    from llmopt.recording import predictions_frame
+
+    labels = {r.id: r.label for r in runs}
+    chosen = st.selectbox("Run", list(labels), format_func=labels.get, key="cmp_export")
+    run = store.get(chosen)
+    cols = st.columns(3)
+    cols[0].download_button(
+        "Run as JSON",
+        json.dumps(run.to_json(full=True), indent=2),
+        file_name=f"run-{run.id}.json",
+        mime="application/json",
+        icon=":material/download:",
+        help="The whole record; `llmopt evaluate --recipe` re-runs it.",
+    )
+    predictions = predictions_frame(store, run)
+    if predictions is not None:
+        cols[1].download_button(
+            "Predictions as CSV",
+            predictions.to_csv(index=False),
+            file_name=f"run-{run.id}-predictions.csv",
+            mime="text/csv",
+            icon=":material/download:",
+        )
+    cols[2].button(
+        "Load its recipe into the Compress page",
+        on_click=_load_recipe,
+        args=(run.config,),
+        disabled=not run.config,
+        help="Set the Compress page's controls to this run's settings and open the page.",
+    )
+    st.code(
+        f"llmopt runs export {run.id} -o run-{run.id}.json\n"
+        f"llmopt evaluate --recipe run-{run.id}.json",
+        language="bash",
+    )
+
+
+def control_values(config: dict) -> dict:
+    """The Compress page's control values that make ``config`` (controls it has only)."""
+    bits, group = config.get("bits"), config.get("group_size")
+    values = {
+        "c_method": config.get("sparsity_method", "magnitude"),
+        "c_pattern": config.get("sparsity_pattern", "unstructured"),
+        "c_sparsity": float(config.get("sparsity") or 0.0),
+        "c_bits": "off" if bits is None else int(bits),
+        "c_group": "per-channel" if group is None else int(group),
+        "c_int8": bool(config.get("int8_dynamic")),
+        "c_rank": int(config.get("rank") or 0),
+    }
+    return {k: v for k, v in values.items() if k in CONTROLS}
+
+
+def _load_recipe(config: dict) -> None:
+    from dashboard.controls import config_from_state
+
+    for key, value in control_values(config).items():
+        st.session_state[key] = value
+    shown = config_from_state().to_dict()
+    missing = sorted(k for k, v in config.items() if shown.get(k) != v)
+    if missing:
+        st.session_state["cmp_recipe_note"] = (
+            "The Compress page's controls cannot set " + ", ".join(missing) + " of this recipe: "
+            "the command line runs it exactly (see the Export tab of the Compare page)."
+        )
+    st.session_state[GOTO_COMPRESS] = True
+
+
+def go_to_compress_if_asked() -> None:
+    """After 'Load its recipe…': open the Compress page (a callback cannot switch pages)."""
+    if st.session_state.pop(GOTO_COMPRESS, False):
+        st.switch_page("pages/compress.py")

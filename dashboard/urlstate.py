@@ -1,0 +1,207 @@
+"""Settings mirrored in the page's address, so that a reload or a shared link opens the same
+page: model, dataset, rows, the Compress page's controls, and each page's own choices.
+
+A session's first run copies the address's values into the widgets' state (``restore``, before
+the sidebar is drawn); every run writes the current values back (``mirror``). Values a link
+gives are checked: a value a control cannot take is dropped with a warning, never an error.
+The controls are read generically from ``dashboard.controls.CONTROLS`` (key -> first value), so
+controls added there are mirrored too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import streamlit as st
+
+from dashboard.controls import CONTROLS
+from dashboard.sidebar import (
+    CSV,
+    HF,
+    MAX_ROWS,
+    REVIEWS,
+    URL_COLUMNS,
+    Selection,
+    classify_dataset,
+    classify_model,
+)
+from llmopt.errors import LlmoptError
+
+MODEL, DATA, ROWS, TEXT, LABEL = "model", "data", "rows", "text", "label"
+GLOBAL_KEYS = (MODEL, DATA, ROWS, TEXT, LABEL, *CONTROLS)  # mirrored on every page
+RESTORED = "url_restored"  # set once a session's first run has read the address
+RESTORED_CONTROLS = "url_restored_controls"  # the control keys a link set (reset if rejected)
+NOTES = "url_notes"  # warnings about a link's values, shown once
+PENDING_RESET = "url_pending_reset"  # control keys to drop at the start of the next run
+
+
+def _parse(text: str, first):
+    """A link's text as the type of the control's first value (ints where a choice of text
+    and numbers, like Bit-width 'off' | 4, takes a number)."""
+    if isinstance(first, bool):
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(text)
+    if isinstance(first, float):
+        return float(text)
+    if isinstance(first, int):
+        return int(text)
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _format(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def restore() -> None:
+    """On a session's first run, put the address's values into the widgets' state (before any
+    widget is drawn); on later runs, drop controls a link set that turned out out of range."""
+    for key in st.session_state.pop(PENDING_RESET, []):
+        st.session_state.pop(key, None)
+    if st.session_state.get(RESTORED):
+        return
+    st.session_state[RESTORED] = True
+    params = st.query_params.to_dict()
+    notes: list[str] = []
+    if params.get(MODEL):
+        kind, ref = classify_model(params[MODEL])
+        st.session_state["src_model_kind"] = kind
+        if ref:
+            st.session_state[f"src_{kind}"] = ref
+    if params.get(DATA):
+        kind, ref = classify_dataset(params[DATA])
+        st.session_state["src_data_kind"] = kind
+        if kind == CSV:
+            st.session_state["src_csv_path"] = ref
+            st.session_state[URL_COLUMNS] = (params.get(TEXT), params.get(LABEL))
+        elif kind == HF:
+            st.session_state["src_hf"] = ref
+            for key, widget in ((TEXT, "src_hf_text"), (LABEL, "src_hf_label")):
+                if params.get(key):
+                    st.session_state[widget] = params[key]
+    if ROWS in params:
+        try:
+            rows = int(params[ROWS])
+            if not 1 <= rows <= MAX_ROWS:
+                raise ValueError(rows)
+            st.session_state["src_rows"] = rows
+        except ValueError:
+            notes.append(f"Evaluation rows '{params[ROWS]}' is not a number from 1 to {MAX_ROWS:,}")
+    restored = []
+    for key, first in CONTROLS.items():
+        if key not in params:
+            continue
+        try:
+            st.session_state[key] = _parse(params[key], first)
+            restored.append(key)
+        except ValueError:
+            notes.append(f"'{params[key]}' is not a value of the control {key}")
+    st.session_state[RESTORED_CONTROLS] = restored
+    _check_config(restored, notes)
+    if notes:
+        st.session_state[NOTES] = notes
+
+
+def _check_config(restored: list[str], notes: list[str]) -> None:
+    """Drop a link's control values whose combination the compression config refuses."""
+    from dashboard.controls import config_from_state
+
+    if not restored:
+        return
+    try:
+        config_from_state()
+    except (LlmoptError, ValueError, TypeError) as exc:
+        for key in restored:
+            st.session_state.pop(key, None)
+        message = exc.render("app") if isinstance(exc, LlmoptError) else str(exc)
+        notes.append(f"its compression settings were not used ({message})")
+        restored.clear()
+
+
+def show_notes() -> None:
+    """Say once which of a link's values were not used."""
+    notes = st.session_state.pop(NOTES, None)
+    if notes:
+        st.warning("This link's settings were partly ignored: " + "; ".join(notes) + ".")
+
+
+@contextlib.contextmanager
+def checked() -> Iterator[None]:
+    """Run a page; if a control rejects a value a link gave it (outside its range), drop the
+    link's control values, say so, and run again with the controls' own values."""
+    from streamlit.errors import StreamlitValueAboveMaxError, StreamlitValueBelowMinError
+
+    try:
+        yield
+    except (StreamlitValueAboveMaxError, StreamlitValueBelowMinError) as exc:
+        restored = st.session_state.get(RESTORED_CONTROLS) or []
+        if not restored:
+            raise
+        st.session_state[RESTORED_CONTROLS] = []
+        st.session_state[PENDING_RESET] = list(restored)
+        st.session_state[NOTES] = [f"a compression setting was out of range ({exc})"]
+        for key in restored:
+            st.query_params.pop(key, None)
+        st.rerun()
+
+
+def _current(sel: Selection) -> dict[str, str]:
+    """The global settings to mirror, as text; uploads and empty boxes are left out."""
+    out: dict[str, str] = {}
+    with contextlib.suppress(LlmoptError):  # an empty model box: nothing to mirror
+        out[MODEL] = sel.model_source
+    if sel.data_kind == REVIEWS:
+        out[DATA] = "bundled"
+    elif sel.data_kind == HF and sel.data_ref:
+        out[DATA] = sel.data_ref
+    elif (
+        sel.data_kind == CSV
+        and sel.data_ref
+        and sel.data_ref == st.session_state.get("src_csv_path", "").strip()
+    ):  # a typed path (an upload cannot travel in a link)
+        out[DATA] = sel.data_ref
+    if out.get(DATA) and sel.data_kind != REVIEWS:
+        out[TEXT], out[LABEL] = sel.text_column, sel.label_column
+    out[ROWS] = str(sel.rows)
+    for key, first in CONTROLS.items():
+        value = st.session_state.get(key, first)
+        if value != first:
+            out[key] = _format(value)
+    return out
+
+
+def mirror(sel: Selection) -> None:
+    """Write the global settings into the address (only what changed)."""
+    current = _current(sel)
+    for key in GLOBAL_KEYS:
+        if key in current:
+            if st.query_params.get(key) != current[key]:
+                st.query_params[key] = current[key]
+        elif key in st.query_params:
+            del st.query_params[key]
+
+
+def page_param(key: str, value) -> None:
+    """Set (or, with None or an empty value, remove) one page-specific value in the address."""
+    text = (
+        None
+        if value is None
+        else ",".join(map(str, value))
+        if isinstance(value, list)
+        else str(value)
+    )
+    if not text:
+        st.query_params.pop(key, None)
+    elif st.query_params.get(key) != text:
+        st.query_params[key] = text
+
+
+def read_param(key: str) -> str | None:
+    """A page-specific value of the address, if any."""
+    return st.query_params.get(key)

@@ -1,0 +1,343 @@
+"""Figures of many stored runs: a scatter of any two metrics with its Pareto front, the lineage
+map, confusion matrices in a row, per-layer error and sparsity, and shared pruning zeros."""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from llmopt.evaluation import EvalResult
+from llmopt.figures.common import PALETTE, SEQUENTIAL, model_colour, short_label
+from llmopt.figures.results import _common_prefix, confusion_layout
+
+GROUP_COLOURS = list(qualitative.D3) + list(qualitative.Dark24)
+SELECTED = {"symbol": "circle-open", "size": 18, "color": "black", "line": {"width": 2}}
+LINEAGE_ROW_PX = 22  # vertical room per leaf of the lineage map
+LINEAGE_PX = (380, 1400)  # its height: at least, at most (many runs share the room)
+
+
+def _axis_title(key: str) -> str:
+    from llmopt.comparison import AXES
+
+    return AXES.get(key, key)
+
+
+def _escape(text) -> str:
+    return html.escape(str(text)).replace("{", "&#123;")
+
+
+def _hover(frame: pd.DataFrame) -> list[str]:
+    """Each run's recipe and identity, for a hover."""
+    return [
+        f"<b>{_escape(r.label)}</b><br>{_escape(r.method)}<br>model {_escape(r.model)}"
+        f"<br>dataset {_escape(r.dataset)} · {r.n} rows"
+        + (" · latency: same kernels as its baseline" if r.latency_simulated else "")
+        for r in frame.itertuples()
+    ]
+
+
+def runs_scatter_figure(
+    frame: pd.DataFrame,
+    x: str,
+    y: str,
+    *,
+    front: np.ndarray | None = None,
+    selected: list[int] = (),
+    colour: str = "model",
+) -> go.Figure:
+    """Every run as a point of two metrics; colour = ``colour`` column; base models as
+    diamonds; the Pareto front joined by a line; selected runs ringed.
+
+    Args:
+        frame: ``llmopt.comparison.runs_frame`` rows.
+        x, y: columns (keys of ``llmopt.comparison.AXES``).
+        front: bool per row, True on the Pareto front (``comparison.pareto``).
+        selected: run ids to ring.
+        colour: the column that groups the points (model, dataset, method).
+
+    Returns:
+        Points carry their run id as ``customdata[0]`` (for selection events).
+    """
+    fig = go.Figure()
+    frame = frame.reset_index(drop=True)
+    hover = np.array(_hover(frame), dtype=object)
+    for i, (group, part) in enumerate(frame.groupby(colour, sort=False)):
+        idx = part.index.to_numpy()
+        fig.add_trace(
+            go.Scatter(
+                x=part[x],
+                y=part[y],
+                mode="markers",
+                name=short_label(str(group), 40),
+                marker={
+                    "color": GROUP_COLOURS[i % len(GROUP_COLOURS)],
+                    "size": 10,
+                    "symbol": ["diamond" if k == "base" else "circle" for k in part["kind"]],
+                    "line": {"width": 0.5, "color": "white"},
+                },
+                customdata=np.stack([part["id"].to_numpy(), hover[idx]], axis=1),
+                hovertemplate="%{customdata[1]}<br>"
+                + f"{_escape(_axis_title(x))} %{{x:.4g}}<br>{_escape(_axis_title(y))} %{{y:.4g}}"
+                + "<extra></extra>",
+            )
+        )
+    if front is not None and front.any():
+        line = frame[front].sort_values(x)
+        fig.add_trace(
+            go.Scatter(
+                x=line[x],
+                y=line[y],
+                mode="lines",
+                name="Pareto front",
+                line={"color": "black", "width": 1.5, "dash": "dot"},
+                hoverinfo="skip",
+            )
+        )
+    ringed = frame[frame["id"].isin(list(selected))]
+    if len(ringed):
+        fig.add_trace(
+            go.Scatter(
+                x=ringed[x],
+                y=ringed[y],
+                mode="markers",
+                name="selected",
+                marker=SELECTED,
+                customdata=np.stack([ringed["id"].to_numpy(), hover[ringed.index]], axis=1),
+                hovertemplate="%{customdata[1]}<extra>selected</extra>",
+            )
+        )
+    fig.update_layout(
+        title=f"{_axis_title(y)} against {_axis_title(x)} (Pareto front dotted)",
+        xaxis_title=_axis_title(x),
+        yaxis_title=_axis_title(y),
+        height=520,
+        legend={"title": colour.removesuffix("_short"), "orientation": "h", "y": -0.2},
+        clickmode="event+select",
+        dragmode="lasso",
+    )
+    return fig
+
+
+def lineage_figure(
+    layout: pd.DataFrame, frame: pd.DataFrame, metric: str, *, selected: list[int] = ()
+) -> go.Figure:
+    """The model map: each run a node placed by ``comparison.lineage_layout``, joined to the
+    run it was derived from; node colour = ``metric``; base models as squares.
+
+    Returns:
+        Nodes carry their run id as ``customdata[0]``.
+    """
+    nodes = layout.merge(frame, on="id", how="left", suffixes=("", "_run"))
+    where = nodes.set_index("id")[["depth", "y"]]
+    xs, ys = [], []
+    for row in nodes.itertuples():
+        if row.parent is not None and not pd.isna(row.parent) and int(row.parent) in where.index:
+            px, py = where.loc[int(row.parent)]
+            xs += [px, row.depth, None]
+            ys += [py, row.y, None]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=ys,
+            mode="lines",
+            line={"color": "#bbbbbb", "width": 1},
+            hoverinfo="skip",
+            showlegend=False,
+        )
+    )
+    values = nodes[metric].astype(float)
+    hover = [
+        f"<b>{_escape(r.label)}</b><br>{_escape(r.step)}<br>{_escape(r.model)} · "
+        f"{_escape(r.dataset)} ({r.n} rows)"
+        for r in nodes.itertuples()
+    ]
+    fig.add_trace(
+        go.Scatter(
+            x=nodes["depth"],
+            y=nodes["y"],
+            mode="markers+text",
+            text=[f"#{i}" for i in nodes["id"]],
+            textposition="middle right",
+            textfont={"size": 10},
+            showlegend=False,
+            marker={
+                "color": values,
+                "colorscale": "Viridis",
+                "size": [16 if i in set(selected) else 11 for i in nodes["id"]],
+                "symbol": ["square" if k == "base" else "circle" for k in nodes["kind"]],
+                "line": {
+                    "width": [2.5 if i in set(selected) else 0.5 for i in nodes["id"]],
+                    "color": "black",
+                },
+                "colorbar": {"title": _axis_title(metric)},
+                "showscale": True,
+            },
+            customdata=np.stack([nodes["id"].to_numpy(), np.array(hover, dtype=object)], axis=1),
+            hovertemplate="%{customdata[1]}<br>"
+            + f"{_escape(_axis_title(metric))} %{{marker.color:.4g}}<extra></extra>",
+        )
+    )
+    leaves = max(float(nodes["y"].max()) + 1 if len(nodes) else 1, 1)
+    height = int(min(max(LINEAGE_ROW_PX * leaves + 120, LINEAGE_PX[0]), LINEAGE_PX[1]))
+    depth = int(nodes["depth"].max()) if len(nodes) else 0
+    fig.update_xaxes(
+        title_text="steps from the base model (low-rank → prune → quantize → …)",
+        tickmode="array",
+        tickvals=list(range(depth + 1)),
+        range=[-0.3, depth + 0.7],
+    )
+    fig.update_yaxes(visible=False, autorange="reversed")
+    fig.update_layout(
+        title=f"Lineage: how each model was derived (colour = {_axis_title(metric)})",
+        height=height,
+        clickmode="event+select",
+    )
+    return fig
+
+
+def confusion_row_figure(results: dict[str, EvalResult]) -> go.Figure:
+    """The confusion counts of several models side by side, on one colour scale."""
+    labels = list(results)
+    first = next(iter(results.values()))
+    names = [str(n) for n in first.label_names]
+    layout = confusion_layout(len(names), max(map(len, names), default=1), panels=1)
+    top = max(int(np.max(r.confusion, initial=0)) for r in results.values()) or 1
+    fig = make_subplots(
+        rows=1,
+        cols=len(labels),
+        subplot_titles=[short_label(label, 28) for label in labels],
+        horizontal_spacing=0.03,
+    )
+    for i, (label, result) in enumerate(results.items(), start=1):
+        counts = np.asarray(result.confusion, dtype=int)
+        fig.add_trace(
+            go.Heatmap(
+                z=counts,
+                x=names,
+                y=names,
+                text=counts.astype(str),
+                texttemplate="%{text}" if layout.show_text else None,
+                colorscale=SEQUENTIAL,
+                zmin=0,
+                zmax=top,
+                showscale=i == len(labels),
+                colorbar={"title": "rows"},
+                hovertemplate=f"{_escape(label)}<br>true %{{y}}<br>predicted %{{x}}<br>"
+                "count %{z}<extra></extra>",
+            ),
+            row=1,
+            col=i,
+        )
+        fig.update_xaxes(title_text="Predicted", type="category", row=1, col=i)
+        fig.update_yaxes(
+            type="category",
+            autorange="reversed",
+            showticklabels=i == 1,
+            title_text="True" if i == 1 else None,
+            row=1,
+            col=i,
+        )
+    fig.update_layout(title="Confusion matrices (counts)", height=max(layout.height, 340))
+    return fig
+
+
+def layer_compare_figure(layers: pd.DataFrame) -> go.Figure:
+    """Relative weight error (bars) and sparsity (lines) per layer, one colour per run.
+
+    Args:
+        layers: ``llmopt.comparison.layer_frame`` (run, layer, sparsity, rel_error).
+    """
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        subplot_titles=("Relative error ‖W−Ŵ‖/‖W‖", "Sparsity (fraction of zeros)"),
+    )
+    names = list(dict.fromkeys(layers["layer"]))
+    prefix = _common_prefix(names)
+    short = {n: n[len(prefix) :] or n for n in names}
+    for i, (run, part) in enumerate(layers.groupby("run", sort=False)):
+        colour = model_colour(str(run), i + 1)  # index 0 is the baseline's blue
+        xs = [short[n] for n in part["layer"]]
+        fig.add_trace(
+            go.Bar(
+                x=xs, y=part["rel_error"], name=str(run), marker_color=colour, legendgroup=str(run)
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=part["sparsity"],
+                name=str(run),
+                mode="lines+markers",
+                line={"color": colour},
+                legendgroup=str(run),
+                showlegend=False,
+            ),
+            row=2,
+            col=1,
+        )
+    fig.update_xaxes(
+        type="category", row=2, col=1, title_text=f"Layer{f' (under {prefix})' if prefix else ''}"
+    )
+    fig.update_yaxes(range=[0, 1], row=2, col=1)
+    fig.update_layout(
+        title="Per layer, side by side",
+        height=660,
+        barmode="group",
+        margin={"t": 130},
+        legend={"orientation": "h", "y": 1.12, "yanchor": "bottom", "x": 0},
+    )
+    return fig
+
+
+def shared_zeros_figure(table: pd.DataFrame, label_a: str, label_b: str) -> go.Figure:
+    """Per weight matrix: the fraction of weights both runs pruned, against what two
+    independent masks of the same sparsities would share.
+
+    Args:
+        table: ``llmopt.comparison.shared_zeros``.
+    """
+    prefix = _common_prefix(list(table["matrix"]))
+    xs = [m[len(prefix) :] or m for m in table["matrix"]]
+    weights = table["weights"].to_numpy(dtype=float)
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(
+            x=xs,
+            y=table["zeros in both"] / weights,
+            name="pruned by both",
+            marker_color=PALETTE["compressed"],
+            customdata=np.stack([table["zeros in both"], table["overlap (Jaccard)"]], axis=1),
+            hovertemplate="%{x}<br>%{customdata[0]:,} weights pruned by both (%{y:.1%})"
+            "<br>Jaccard overlap %{customdata[1]:.3f}<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=table["if independent"] / weights,
+            name="if the masks were independent",
+            mode="markers",
+            marker={"symbol": "line-ew-open", "size": 18, "color": "black"},
+            hovertemplate="%{x}<br>independent masks would share %{y:.1%}<extra></extra>",
+        )
+    )
+    under = f" (under {prefix})" if prefix else ""
+    fig.update_xaxes(type="category", title_text=f"Weight matrix{under}")
+    fig.update_yaxes(title_text="Fraction of the matrix's weights", rangemode="tozero")
+    fig.update_layout(
+        title=f"Zeros shared by {short_label(label_a, 30)} and {short_label(label_b, 30)}",
+        height=420,
+        legend={"orientation": "h", "y": 1.1},
+    )
+    return fig

@@ -1,0 +1,460 @@
+"""From an evaluation to a stored run: fingerprints, intervals, significance, lineage, recipes.
+
+``record_evaluation`` is what the CLI, the dashboard and sweeps call after evaluating: it makes
+sure the base model's run on these rows exists (once per model and rows), then stores the
+variant with its parent — the base run, or the stored variant it extends by one or more later
+steps (low-rank → prune → quantize), so the lineage shows how each model was derived.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llmopt import stats
+from llmopt.data import TextDataset
+from llmopt.errors import LlmoptError
+from llmopt.evaluation import METRIC_KEYS, EvalResult, compare, roc_curves
+from llmopt.experiments import ExperimentStore, RowSet, Run
+from llmopt.latency import LatencyStats
+from llmopt.loaded import LoadedModel
+
+# The order compression applies its steps, and the config fields that set each one; a stored
+# config that sets a leading part of these steps exactly as another does is its ancestor.
+STEP_FIELDS = {
+    "low-rank": ("rank",),
+    "prune": (
+        "sparsity",
+        "sparsity_method",
+        "sparsity_pattern",
+        "sparsity_scope",
+        "calibration_samples",
+    ),
+    "quantize": ("bits", "group_size"),
+    "int8 kernels": ("int8_dynamic",),
+}
+_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> hash
+
+
+def model_fingerprint(loaded: LoadedModel) -> str:
+    """A hash of every tensor of the model (names, shapes, types, values) and its labels.
+
+    Computed once per model object (a MiniLM-sized model takes about a tenth of a second).
+    """
+    model = loaded.model
+    if model in _FINGERPRINTS:
+        return _FINGERPRINTS[model]
+    h = hashlib.blake2b(digest_size=12)
+    h.update("\x1f".join(loaded.label_names).encode())
+    for name, value in model.state_dict().items():
+        h.update(name.encode())
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+        else:  # packed parameters of int8 kernels: their description
+            h.update(repr(value).encode())
+    digest = h.hexdigest()
+    _FINGERPRINTS[model] = digest
+    return digest
+
+
+def versions() -> dict:
+    """Versions of llmopt, Python and the libraries whose numbers a run depends on."""
+    import sklearn
+    import transformers
+
+    import llmopt
+
+    return {
+        "llmopt": llmopt.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
+
+
+def _active(step: str, config: dict) -> bool:
+    if step == "low-rank":
+        return config.get("rank") is not None
+    if step == "prune":
+        pattern = config.get("sparsity_pattern") or "unstructured"
+        return bool(config.get("sparsity")) or pattern != "unstructured"
+    if step == "quantize":
+        return config.get("bits") is not None
+    return bool(config.get("int8_dynamic"))
+
+
+def config_steps(config: dict | None) -> list[str]:
+    """The steps a config runs, in the order compression applies them."""
+    return [s for s in STEP_FIELDS if config and _active(s, config)]
+
+
+def describe_config(config: dict | None) -> str:
+    """A short description of a stored config (as ``CompressionConfig.describe``)."""
+    if not config:
+        return "no compression"
+    from llmopt.compression import CompressionConfig
+
+    try:
+        return CompressionConfig.from_dict(config).describe()
+    except LlmoptError:  # recorded by another llmopt version: list what it set
+        return ", ".join(f"{k}={v}" for k, v in sorted(config.items()) if v not in (None, False))
+
+
+def is_ancestor(older: dict | None, newer: dict | None) -> bool:
+    """Whether ``older`` is ``newer`` stopped after a leading part of its steps (same settings
+    for those steps and everything else): the model ``newer`` compresses passes through
+    ``older``'s model on the way."""
+    if not older or not newer:
+        return False
+    steps_old, steps_new = config_steps(older), config_steps(newer)
+    if not 0 < len(steps_old) < len(steps_new) or steps_new[: len(steps_old)] != steps_old:
+        return False
+    step_keys = {k for keys in STEP_FIELDS.values() for k in keys}
+    others = (set(older) | set(newer)) - step_keys  # include_head, and fields llmopt adds later
+    shared = [k for s in steps_old for k in STEP_FIELDS[s]]
+    return all(older.get(k) == newer.get(k) for k in [*others, *shared])
+
+
+def infer_parent(
+    store: ExperimentStore, base_id: int, model_fp: str, rows_fp: str, config: dict | None
+) -> int:
+    """The stored variant of this model and rows that ``config`` extends by the most steps
+    (the latest one on a tie), else the base run."""
+    best, best_steps = base_id, 0
+    for run in store.runs(model_fingerprint=model_fp, rows_fingerprint=rows_fp, kind="variant"):
+        if is_ancestor(run.config, config) and len(config_steps(run.config)) >= best_steps:
+            best, best_steps = run.id, len(config_steps(run.config))
+    return best
+
+
+def _metrics(result: EvalResult) -> dict:
+    return {k: float(result.metrics.get(k, math.nan)) for k in METRIC_KEYS}
+
+
+def _intervals(result: EvalResult) -> dict:
+    return {k: list(v) for k, v in stats.bootstrap_intervals(result.y_true, result.y_score).items()}
+
+
+def _kernels_changed(config: dict | None, report) -> bool:
+    """Without the model at hand (sweep points): whether the report shows layers that run
+    other kernels than the baseline's (factorised layers, int8 kernels)."""
+    if config and config.get("int8_dynamic"):
+        return True
+    rows = report.rows if report is not None else []
+    return any(r.get("rank") is not None and not r.get("dense_reconstruction") for r in rows)
+
+
+def statistics(base: EvalResult, other: EvalResult | None = None) -> dict:
+    """The intervals and tests a run records: each model's 95% bootstrap intervals and, with
+    a variant, the paired intervals of its differences and the exact McNemar test."""
+    out = {"baseline_intervals": _intervals(base)}
+    if other is not None:
+        deltas = stats.paired_delta_intervals(base.y_true, base.y_score, other.y_score)
+        test = stats.mcnemar_exact(base.y_pred == base.y_true, other.y_pred == other.y_true)
+        out.update(
+            intervals=_intervals(other),
+            delta_intervals={k: list(v) for k, v in deltas.items()},
+            mcnemar=test.to_dict(),
+        )
+    return out
+
+
+@dataclass
+class Recorded:
+    """What ``record_evaluation`` stored."""
+
+    base_id: int  # the base model's run on these rows
+    run_id: int  # the variant's run (the base run when nothing was compressed)
+    notice: str | None = None  # the store's notice (a file moved aside), to show the user
+
+
+def record_evaluation(
+    store: ExperimentStore,
+    *,
+    base_model: LoadedModel,
+    dataset: TextDataset,
+    base: EvalResult,
+    other: EvalResult | None = None,
+    variant: LoadedModel | None = None,
+    config=None,
+    report=None,
+    latency: dict[str, LatencyStats] | None = None,
+    origin: str = "api",
+    model_source: str | None = None,
+    dataset_source: str | None = None,
+    rows: dict | None = None,
+    parent: int | None = None,
+    name: str = "",
+    computed: dict | None = None,
+) -> Recorded:
+    """Store an evaluation: the base model's run on these rows (once), and the variant's.
+
+    Args:
+        store: where to record.
+        base_model: the uncompressed model (fingerprinted).
+        dataset: the evaluated rows (their texts are stored once per fingerprint).
+        base: the base model's evaluation on ``dataset``.
+        other: the variant's evaluation on the same rows, if any.
+        variant: the variant model (its pruning masks are stored; its kernels are compared
+            with the base model's to tell a real latency change from a simulated one).
+        config: the variant's ``CompressionConfig`` (or its dict).
+        report: the variant's ``CompressionReport``.
+        latency: ``paired_latency`` of {"baseline", "compressed"} measured together.
+        origin: what is recording (cli, app, sweep, api, train).
+        model_source: the model source as given; default ``base_model.source``.
+        dataset_source: the dataset source as given; default ``dataset.source``.
+        rows: how the rows were chosen: {"split", "limit", "seed", "text_column",
+            "label_column"}.
+        parent: the run the variant was derived from; default: inferred (``infer_parent``).
+        name: a display name for the variant's run.
+        computed: ``statistics(base, other)`` if already computed.
+
+    Returns:
+        The ids stored.
+    """
+    model_fp = model_fingerprint(base_model)
+    rows_fp = dataset.fingerprint
+    spec = {"split": dataset.split, "limit": None, "seed": None, **(rows or {})}
+    common = {
+        "model": model_source or base_model.source,
+        "model_fingerprint": model_fp,
+        "dataset": dataset_source or dataset.source,
+        "rows_fingerprint": rows_fp,
+        "n": len(dataset),
+        "label_names": list(base.label_names),
+        "origin": origin,
+        "model_name": base_model.name,
+        "dataset_name": dataset.name,
+        "split": dataset.split,
+        "rows": spec,
+        "seed": spec.get("seed"),
+        "versions": versions(),
+    }
+    computed = computed or statistics(base, other)
+    row_set = RowSet(dataset.texts, dataset.labels, dataset.indices, list(dataset.label_names))
+    base_id = store.find_base(model_fp, rows_fp)
+    if base_id is None:
+        base_run = Run(
+            **common,
+            kind="base",
+            metrics={"baseline": _metrics(base), "compressed": None},
+            intervals=computed["baseline_intervals"],
+            size_bytes=int(base.size_bytes),
+            params_total=int(base.params_total),
+            params_nonzero=int(base.params_nonzero),
+            latency_ms=float(base.latency_ms_per_sample),
+            latency={"method": "single pass", "ms_per_sample": base.latency_ms_per_sample},
+            confusion_matrix=base.confusion.tolist(),
+            notes=list(base.notes),
+            n_truncated=int(base.n_truncated),
+        )
+        base_id = store.add(base_run, y_true=base.y_true, y_score=base.y_score, row_set=row_set)
+    if other is None:
+        return Recorded(base_id, base_id, store.notice)
+    config_dict = config.to_dict() if hasattr(config, "to_dict") else config
+    if parent is None:
+        parent = infer_parent(store, base_id, model_fp, rows_fp, config_dict)
+    fidelity = compare(base, other)
+    run = Run(
+        **common,
+        kind="variant",
+        config=config_dict,
+        parent=parent,
+        name=name,
+        method=describe_config(config_dict),
+        steps=config_steps(config_dict),
+        metrics={"baseline": _metrics(base), "compressed": _metrics(other)},
+        intervals=computed["intervals"],
+        delta_intervals=computed["delta_intervals"],
+        mcnemar=computed["mcnemar"],
+        size_bytes=int(other.size_bytes),
+        params_total=int(other.params_total),
+        params_nonzero=int(other.params_nonzero),
+        agreement=fidelity["agreement"],
+        mean_kl=fidelity["mean_kl"],
+        flipped=len(fidelity["flipped"]),
+        fidelity=fidelity,
+        report=report.to_dict() if report is not None else None,
+        mean_rel_error=(report.totals.get("mean_rel_error") if report is not None else None),
+        confusion_matrix=other.confusion.tolist(),
+        notes=list(other.notes),
+        n_truncated=int(other.n_truncated),
+        **_latency_fields(base, other, base_model, variant, config_dict, report, latency),
+    )
+    masks = (variant.compression or {}).get("masks") if variant is not None else None
+    run_id = store.add(
+        run, y_true=other.y_true, y_score=other.y_score, masks=masks, row_set=row_set
+    )
+    return Recorded(base_id, run_id, store.notice)
+
+
+def _latency_fields(base, other, base_model, variant, config, report, latency) -> dict:
+    """``latency_ms``, ``latency_simulated`` and the ``latency`` record of a variant."""
+    if variant is not None:
+        from llmopt.latency import same_kernels
+
+        simulated = same_kernels(base_model, variant)
+    else:
+        simulated = not _kernels_changed(config, report)
+    if simulated:
+        ms = latency["baseline"].median_ms if latency else base.latency_ms_per_sample
+        return {
+            "latency_ms": float(ms),
+            "latency_simulated": True,
+            "latency": {
+                "method": "simulated",
+                "ms_per_sample": float(ms),
+                "note": "the same kernels on tensors of the same shapes as the baseline: its "
+                "latency is the baseline's",
+            },
+        }
+    if latency:
+        b, c = latency["baseline"], latency["compressed"]
+        return {
+            "latency_ms": c.median_ms,
+            "latency": {
+                "method": "paired",
+                "baseline": b.to_dict(),
+                "compressed": c.to_dict(),
+                "ratio": c.median_ms / b.median_ms if b.median_ms else None,
+            },
+        }
+    return {
+        "latency_ms": float(other.latency_ms_per_sample),
+        "latency": {"method": "single pass", "ms_per_sample": other.latency_ms_per_sample},
+    }
+
+
+def run_result(store: ExperimentStore, run: Run) -> EvalResult | None:
+    """A stored run as an ``EvalResult`` (probabilities, predictions, ROC curves), redrawn
+    from the store without running the model; None if its predictions were not kept."""
+    stored = store.predictions(run.id)
+    if stored is None:
+        return None
+    y_true, y_score = stored
+    metrics = {k: (math.nan if v is None else v) for k, v in run.own_metrics.items()}
+    return EvalResult(
+        y_true=y_true,
+        y_score=y_score,
+        y_pred=y_score.argmax(1),
+        label_names=list(run.label_names),
+        metrics=metrics,
+        confusion=np.asarray(run.confusion_matrix or _confusion(y_true, y_score), dtype=int),
+        roc=roc_curves(y_true, y_score, run.label_names),
+        latency_ms_per_sample=float(run.latency_ms or math.nan),
+        size_bytes=int(run.size_bytes),
+        params_total=int(run.params_total),
+        params_nonzero=int(run.params_nonzero),
+        n_truncated=int(run.n_truncated),
+        name=run.label,
+        notes=list(run.notes),
+    )
+
+
+def _confusion(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
+    k = y_score.shape[1]
+    return np.bincount(y_true * k + y_score.argmax(1), minlength=k * k).reshape(k, k)
+
+
+# ---------------------------------------------------------------------- recipes
+
+
+@dataclass
+class Recipe:
+    """What ``evaluate --recipe FILE`` takes from a file: a config, and from a whole run also
+    the model, the dataset and how its rows were chosen (None = not in the file)."""
+
+    config: dict | None
+    model: str | None = None
+    dataset: str | None = None
+    split: str | None = None
+    limit: int | None = None
+    seed: int | None = None
+    text_column: str | None = None
+    label_column: str | None = None
+    rows_fingerprint: str | None = None  # to check the rows are the same ones
+    model_fingerprint: str | None = None
+    run_id: int | None = None
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read a recipe: a config object (``CompressionConfig.to_dict()``), or a whole run (from
+    ``llmopt runs export``, or the JSON that ``evaluate --json`` writes).
+
+    Raises:
+        LlmoptError: an unreadable file, not JSON, or a config with unknown or invalid values.
+    """
+    from llmopt.compression import CompressionConfig
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LlmoptError(f"recipe file {str(path)!r} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LlmoptError(f"cannot read recipe file {str(path)!r}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise LlmoptError(
+            f"recipe file {str(path)!r} is not valid JSON ({exc.msg}, line {exc.lineno})"
+        ) from None
+    if not isinstance(data, dict):
+        raise LlmoptError(f"recipe file {str(path)!r} must hold a JSON object (a config or a run)")
+    whole_run = "config" in data and ("model" in data or "rows_fingerprint" in data)
+    config = data.get("config") if whole_run else data
+    if config is not None:
+        parsed = CompressionConfig.from_dict(config)  # unknown keys, bad values: LlmoptError
+        config = None if parsed.is_identity else parsed.to_dict()
+    if not whole_run:
+        return Recipe(config=config)
+    rows = data.get("rows") or {}
+    return Recipe(
+        config=config,
+        model=data.get("model"),
+        dataset=data.get("dataset"),
+        split=rows.get("split", data.get("split")),
+        limit=rows.get("limit", data.get("n")) if rows else data.get("n"),
+        seed=rows.get("seed"),
+        text_column=rows.get("text_column"),
+        label_column=rows.get("label_column"),
+        rows_fingerprint=data.get("rows_fingerprint"),
+        model_fingerprint=data.get("model_fingerprint"),
+        run_id=data.get("id"),
+    )
+
+
+def predictions_frame(store: ExperimentStore, run: Run):
+    """A run's per-example predictions as a table for CSV export: ``index`` (the row's number
+    in its source), ``label``, ``pred``, ``prob_<label>…`` with every digit; label values that
+    a spreadsheet would run as a formula are neutralised. None if none were stored."""
+    import pandas as pd
+
+    from llmopt.cli.evaluate import safe_cell  # the one CSV-injection rule of every export
+
+    stored = store.predictions(run.id)
+    if stored is None:
+        return None
+    y_true, y_score = stored
+    rows = store.row_set(run.rows_fingerprint)
+    names = [safe_cell(n) for n in run.label_names]
+    frame = pd.DataFrame(
+        {
+            "index": rows.indices if rows is not None else np.arange(len(y_true)),
+            "label": [names[t] for t in y_true],
+            "pred": [names[p] for p in y_score.argmax(1)],
+        }
+    )
+    for j, name in enumerate(run.label_names):
+        frame[safe_cell(f"prob_{name}")] = [repr(float(p)) for p in y_score[:, j]]
+    return frame

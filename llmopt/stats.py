@@ -1,0 +1,300 @@
+"""Honest statistics for comparing models on the same rows: bootstrap intervals, exact McNemar,
+and the Pareto front of any two metrics.
+
+Every interval here is a percentile bootstrap over the evaluated rows: each replicate draws the
+n rows again with replacement (multinomial weights, so one array of weights serves every metric
+and, for paired comparisons, both models at once). Metrics are computed the way
+``llmopt.evaluation.compute_metrics`` computes them (scikit-learn's definitions), but vectorised
+over all replicates, so 1,000 replicates of 1,000 rows take milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from llmopt.evaluation import METRIC_KEYS
+from llmopt.sweep import pareto_front  # the one implementation; re-exported for the Compare page
+
+N_BOOT = 1000  # replicates: percentile ends of a 95% interval settle to ~0.005 at this count
+LEVEL = 0.95  # two-sided coverage of every interval
+SEED = 0  # fixed, so a recipe re-run reproduces the recorded intervals exactly
+ALPHA = 0.05  # a McNemar p-value below this calls an accuracy difference significant
+
+# Which way is better for each metric a scatter can show (the Pareto front keeps the best).
+HIGHER_IS_BETTER = {
+    "accuracy": True,
+    "precision_macro": True,
+    "recall_macro": True,
+    "f1_macro": True,
+    "roc_auc": True,
+    "agreement": True,
+    "mean_kl": False,
+    "size_mb": False,
+    "size_bytes": False,
+    "latency_ms": False,
+    "latency_ratio": False,
+    "params_nonzero": False,
+    "mean_rel_error": False,
+}
+
+__all__ = [
+    "HIGHER_IS_BETTER",
+    "McNemar",
+    "bootstrap_intervals",
+    "bootstrap_weights",
+    "excludes_zero",
+    "mcnemar_exact",
+    "metric_replicates",
+    "paired_delta_intervals",
+    "pareto_front",
+    "pareto_mask",
+]
+
+
+def bootstrap_weights(n: int, *, n_boot: int = N_BOOT, seed: int = SEED) -> np.ndarray:
+    """How often each of ``n`` rows is drawn in each replicate.
+
+    Returns:
+        (n_boot, n) integer counts; every row sums to ``n`` (one resample with replacement).
+    """
+    draws = np.random.default_rng(seed).integers(0, max(n, 1), size=(n_boot, n))  # row numbers
+    flat = (draws + n * np.arange(n_boot)[:, None]).ravel()
+    return np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n)
+
+
+def _cells(codes: np.ndarray, weights: np.ndarray, n_cells: int) -> np.ndarray:
+    """Weighted counts of each code in ``range(n_cells)`` per replicate: (B, n_cells)."""
+    out = np.zeros((weights.shape[0], n_cells))
+    if codes.size == 0:
+        return out
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, np.diff(sorted_codes) != 0])
+    out[:, sorted_codes[starts]] = np.add.reduceat(weights[:, order], starts, axis=1)
+    return out
+
+
+def _weighted_auc(positive: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mann–Whitney AUC (ties count half) of ``score`` for ``positive`` rows, per replicate.
+
+    Equals ``sklearn.metrics.roc_auc_score(positive, score, sample_weight=w)`` for each row w
+    of ``weights``; NaN where a replicate has no positive or no negative row.
+    """
+    order = np.argsort(score, kind="stable")
+    s = score[order]
+    starts = np.flatnonzero(np.r_[True, np.diff(s) != 0])  # one group per distinct score
+    w = weights[:, order]
+    pos = positive[order]
+    p = np.add.reduceat(w * pos, starts, axis=1)  # (B, distinct scores)
+    q = np.add.reduceat(w * ~pos, starts, axis=1)
+    below = np.cumsum(q, axis=1) - q  # negative weight with a strictly smaller score
+    num = (p * (below + 0.5 * q)).sum(1)
+    den = p.sum(1) * q.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def metric_replicates(
+    y_true: np.ndarray,
+    y_score: np.ndarray,
+    weights: np.ndarray,
+    *,
+    y_pred: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Every metric of ``llmopt.evaluation.METRIC_KEYS`` on each weighted replicate.
+
+    Args:
+        y_true: (n,) labels.
+        y_score: (n, classes) probabilities.
+        weights: (B, n) row counts per replicate (``bootstrap_weights``); a row of ones gives
+            the metrics of the rows as they are.
+        y_pred: (n,) predictions; default ``y_score.argmax(1)``.
+
+    Returns:
+        {metric: (B,) values}. Macro averages run over the labels present in the replicate's
+        truth or predictions (as scikit-learn's); ROC AUC is binary for two classes, else the
+        macro one-vs-rest mean over classes with both outcomes (NaN if none has).
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_score = np.asarray(y_score, dtype=np.float64)
+    k = y_score.shape[1]
+    y_pred = y_score.argmax(1) if y_pred is None else np.asarray(y_pred, dtype=np.int64)
+    weights = np.asarray(weights, dtype=np.float64)
+    cells = _cells(y_true * k + y_pred, weights, k * k).reshape(-1, k, k)  # (B, true, pred)
+    tp = np.diagonal(cells, axis1=1, axis2=2)
+    truth, predicted = cells.sum(2), cells.sum(1)
+    present = (truth + predicted) > 0
+    n_labels = np.maximum(present.sum(1), 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted > 0, tp / np.where(predicted > 0, predicted, 1), 0.0)
+        recall = np.where(truth > 0, tp / np.where(truth > 0, truth, 1), 0.0)
+        f_den = precision + recall
+        f1 = np.where(f_den > 0, 2 * precision * recall / np.where(f_den > 0, f_den, 1), 0.0)
+    total = cells.sum((1, 2))
+    return {
+        "accuracy": tp.sum(1) / np.where(total > 0, total, 1),
+        "precision_macro": (precision * present).sum(1) / n_labels,
+        "recall_macro": (recall * present).sum(1) / n_labels,
+        "f1_macro": (f1 * present).sum(1) / n_labels,
+        "roc_auc": _auc_replicates(y_true, y_score, weights),
+    }
+
+
+def _auc_replicates(y_true: np.ndarray, y_score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC per replicate, as ``llmopt.evaluation.roc_auc`` computes it on the rows."""
+    if y_score.shape[1] == 2:
+        return _weighted_auc(y_true == 1, y_score[:, 1], weights)
+    present = np.unique(y_true)
+    scores = y_score
+    if len(present) < y_score.shape[1]:  # as evaluation.roc_auc: renormalise over present classes
+        scores = y_score[:, present] / y_score[:, present].sum(1, keepdims=True)
+    per_class = np.stack(
+        [_weighted_auc(y_true == c, scores[:, j], weights) for j, c in enumerate(present)], axis=1
+    )
+    with warnings.catch_warnings():  # a replicate with no defined class AUC is NaN, quietly
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(per_class, axis=1)
+
+
+def _percentiles(reps: np.ndarray, level: float) -> tuple[float, float]:
+    finite = reps[np.isfinite(reps)]
+    if finite.size == 0:
+        return (math.nan, math.nan)
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(finite, [tail, 100 - tail])
+    return (float(lo), float(hi))
+
+
+def bootstrap_intervals(
+    y_true: np.ndarray,
+    y_score: np.ndarray,
+    *,
+    level: float = LEVEL,
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of every metric of one model on its rows.
+
+    Args:
+        y_true: (n,) labels.
+        y_score: (n, classes) probabilities (predictions are their argmax).
+        level: coverage, e.g. 0.95.
+        n_boot: replicates.
+        seed: of the resampling, so intervals are reproducible.
+
+    Returns:
+        {metric: (low, high)}; (nan, nan) where no replicate defines the metric.
+    """
+    weights = bootstrap_weights(len(y_true), n_boot=n_boot, seed=seed)
+    reps = metric_replicates(y_true, y_score, weights)
+    return {m: _percentiles(reps[m], level) for m in METRIC_KEYS}
+
+
+def paired_delta_intervals(
+    y_true: np.ndarray,
+    score_a: np.ndarray,
+    score_b: np.ndarray,
+    *,
+    level: float = LEVEL,
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+) -> dict[str, tuple[float, float]]:
+    """Intervals of each metric's difference b − a, the two models resampled on the same rows.
+
+    Pairing matters: both models see the same hard and easy rows in every replicate, so the
+    interval of the difference is far narrower than two separate intervals would suggest.
+
+    Returns:
+        {metric: (low, high)} of metric(b) − metric(a); a difference whose interval contains 0
+        is within the noise of these rows (``excludes_zero``).
+
+    Raises:
+        ValueError: the two score arrays do not cover the same rows and classes.
+    """
+    score_a, score_b = np.asarray(score_a), np.asarray(score_b)
+    if score_a.shape != score_b.shape or len(score_a) != len(y_true):
+        raise ValueError("paired intervals need both models' scores on the same rows")
+    weights = bootstrap_weights(len(y_true), n_boot=n_boot, seed=seed)
+    a = metric_replicates(y_true, score_a, weights)
+    b = metric_replicates(y_true, score_b, weights)
+    return {m: _percentiles(b[m] - a[m], level) for m in METRIC_KEYS}
+
+
+def excludes_zero(interval) -> bool:
+    """Whether an interval of a difference lies wholly on one side of 0 (not noise)."""
+    if interval is None:
+        return False
+    lo, hi = interval
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return False
+    return lo > 0 or hi < 0
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """Exact McNemar test of two models' accuracy on the same rows."""
+
+    only_a: int  # rows model a gets right and b gets wrong
+    only_b: int  # rows b gets right and a gets wrong
+    p_value: float  # two-sided, exact (binomial on the discordant rows)
+
+    @property
+    def significant(self) -> bool:
+        """Whether the accuracy difference is unlikely under 'both are equally accurate'."""
+        return self.p_value < ALPHA
+
+    def to_dict(self) -> dict:
+        return {"only_a": self.only_a, "only_b": self.only_b, "p_value": self.p_value}
+
+
+def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemar:
+    """Exact two-sided McNemar test on paired right/wrong outcomes.
+
+    Under the null hypothesis each discordant row (one model right, the other wrong) is equally
+    likely to favour either model, so ``only_a`` ~ Binomial(only_a + only_b, 1/2); the p-value
+    is twice the smaller tail, capped at 1.
+
+    Args:
+        correct_a: (n,) bool, model a's prediction equals the label.
+        correct_b: (n,) bool, the same for model b, on the same rows.
+
+    Raises:
+        ValueError: arrays of different lengths.
+    """
+    a = np.asarray(correct_a, dtype=bool)
+    b = np.asarray(correct_b, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError("McNemar needs both models' outcomes on the same rows")
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    n = only_a + only_b
+    if n == 0:
+        return McNemar(only_a, only_b, 1.0)
+    from scipy.stats import binom
+
+    p = min(1.0, 2.0 * float(binom.cdf(min(only_a, only_b), n, 0.5)))
+    return McNemar(only_a, only_b, p)
+
+
+def pareto_mask(x: np.ndarray, y: np.ndarray, *, x_higher: bool, y_higher: bool) -> np.ndarray:
+    """Which points no other point beats on both metrics (at least as good, better on one).
+
+    Args:
+        x, y: the two metrics of each point.
+        x_higher, y_higher: whether larger values are better (``HIGHER_IS_BETTER``).
+
+    Returns:
+        (n,) bool; points with NaN are never on the front.
+    """
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "x": -np.asarray(x, dtype=float) if x_higher else np.asarray(x, dtype=float),
+            "y": np.asarray(y, dtype=float) if y_higher else -np.asarray(y, dtype=float),
+        }
+    )
+    return pareto_front(frame, x="x", y="y")
