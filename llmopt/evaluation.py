@@ -159,11 +159,13 @@ def predict_proba(
     batch_size: int = 32,
     progress: Progress | None = None,
     sort: bool = True,
+    fused: bool = True,
 ) -> tuple[np.ndarray, float, int]:
     """Class probabilities of ``texts`` in their order.
 
-    Attention runs fused (scaled-dot-product attention) where the model supports it: no
-    attention maps are needed here. The model runs in the precision its weights have (a model
+    With ``fused`` (the default) attention runs as fused scaled-dot-product attention where the
+    model supports it: no attention maps are needed here (``fused=False``: the eager path).
+    The model runs in the precision its weights have (a model
     compressed with ``precision="bf16"`` runs bf16 kernels); probabilities are computed in
     float64 from its logits.
 
@@ -178,7 +180,7 @@ def predict_proba(
     batches = list(iter_batches(encoded, batch_size, sort=sort))
     probs = np.zeros((len(texts), len(loaded.label_names)), dtype=np.float64)
     seconds = 0.0
-    with attention_implementation(model, "sdpa"):
+    with attention_implementation(model, "sdpa" if fused else "eager"):
         if batches:  # warm-up: first-call allocations and kernel selection are not latency
             model(**{k: v[:1] for k, v in batches[-1][1].items()})
         for i, (rows, inputs) in enumerate(batches):

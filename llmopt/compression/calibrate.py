@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from llmopt.attention import attention_implementation
 from llmopt.batching import accepts_token_types, encode, iter_batches
 from llmopt.loaded import Progress
 
@@ -37,25 +38,37 @@ class LayerStats:
     @property
     def norms(self) -> Tensor:
         """(in,) float32 ``||X_j||_2`` of every input channel."""
-        return self.sumsq.sqrt().float()
+        sumsq = self.sumsq if self.sumsq is not None else torch.diag(self.xtx).double()
+        return sumsq.clamp_min(0).sqrt().float()
 
     def hessian(self) -> Tensor:
         """(in, in) float64 ``H = 2 XᵀX / n`` (GPTQ's layer-wise Hessian)."""
         return 2.0 * self.xtx.double() / max(self.tokens, 1)
 
-    def add(self, x: Tensor, kinds: tuple[str, ...]) -> None:
-        """Accumulate a (tokens, in) block of real-token inputs."""
-        x = x.float()
-        self.tokens += x.shape[0]
-        if "norms" in kinds or "hessian" in kinds:
-            part = (x.double() ** 2).sum(0)
-            self.sumsq = part if self.sumsq is None else self.sumsq + part
-        if "hessian" in kinds:
-            part = x.T @ x  # (in, in)
-            self.xtx = part if self.xtx is None else self.xtx + part
-        if "absmax" in kinds:
-            part = x.abs().amax(0)
-            self.absmax = part if self.absmax is None else torch.maximum(self.absmax, part)
+    def add(self, parts: dict[str, Tensor], tokens: int) -> None:
+        """Accumulate the ``partials`` of one batch of real-token inputs."""
+        self.tokens += tokens
+        for kind, part in parts.items():
+            old = getattr(self, kind)
+            if old is None:
+                setattr(self, kind, part)
+            elif kind == "absmax":
+                self.absmax = torch.maximum(old, part)
+            else:
+                setattr(self, kind, old + part)
+
+
+def partials(x: Tensor, kinds: tuple[str, ...]) -> dict[str, Tensor]:
+    """One batch's contribution to each statistic, from its (tokens, in) real-token inputs."""
+    x = x.float()
+    parts = {}
+    if "hessian" in kinds:
+        parts["xtx"] = x.T @ x  # (in, in); its diagonal gives the norms too
+    elif "norms" in kinds:
+        parts["sumsq"] = (x * x).sum(0).double()  # (in,)
+    if "absmax" in kinds:
+        parts["absmax"] = x.abs().amax(0)
+    return parts
 
 
 def _real_tokens(x: Tensor, mask: Tensor | None) -> Tensor:
@@ -66,23 +79,42 @@ def _real_tokens(x: Tensor, mask: Tensor | None) -> Tensor:
 
 
 class _Hooks:
-    """Forward hooks collecting ``kinds`` statistics of the named layers' inputs."""
+    """Forward hooks collecting ``kinds`` statistics of the named layers' inputs.
+
+    Layers fed the same tensor (BERT's query, key and value) share one computation per batch.
+    """
 
     def __init__(self, model: nn.Module, names: list[str], kinds: tuple[str, ...]):
         self.stats = {n: LayerStats() for n in names}
-        self.mask: Tensor | None = None  # (batch, seq) of the batch in flight
-        self.handles = [model.get_submodule(n).register_forward_hook(self._hook(n)) for n in names]
+        self._mask: Tensor | None = None  # (batch, seq) of the batch in flight
+        self._memo: dict = {}  # this batch's input tensor -> its partial statistics
         self.kinds = kinds
+        self.handles = [model.get_submodule(n).register_forward_hook(self._hook(n)) for n in names]
+
+    @property
+    def mask(self) -> Tensor | None:
+        return self._mask
+
+    @mask.setter
+    def mask(self, value: Tensor | None) -> None:
+        self._mask, self._memo = value, {}
 
     def _hook(self, name: str):
         def collect(_module, args, _output):
-            self.stats[name].add(_real_tokens(args[0].detach(), self.mask), self.kinds)
+            x = args[0].detach()
+            key = (x.data_ptr(), tuple(x.shape), x._version)
+            if key not in self._memo:  # the memo holds x, so its address is not reused
+                real = _real_tokens(x, self._mask)
+                self._memo[key] = (x, partials(real, self.kinds), real.shape[0])
+            _x, parts, tokens = self._memo[key]
+            self.stats[name].add(parts, tokens)
 
         return collect
 
     def close(self) -> dict[str, LayerStats]:
         for h in self.handles:
             h.remove()
+        self._memo = {}
         return {n: s for n, s in self.stats.items() if s.tokens}
 
 
@@ -164,16 +196,21 @@ class Feeder:
 
         handle = block.register_forward_pre_hook(catch, with_kwargs=True)
         try:
-            for inputs, _mask in self.batches:
-                try:
-                    self.model(**inputs)
-                except _Stop:
-                    pass
+            with attention_implementation(self.model, "sdpa"):
+                for inputs, _mask in self.batches:
+                    try:
+                        self.model(**inputs)
+                    except _Stop:
+                        pass
         finally:
             handle.remove()
         return [(a, k, mask) for (a, k), (_i, mask) in zip(captured, self.batches, strict=True)]
 
     def _run_block(self, block: nn.Module, hooks: _Hooks | None) -> list[Tensor]:
+        with attention_implementation(self.model, "sdpa"):
+            return self._run_block_now(block, hooks)
+
+    def _run_block_now(self, block: nn.Module, hooks: _Hooks | None) -> list[Tensor]:
         outputs = []
         for args, kwargs, mask in self.inputs:
             if hooks is not None:
@@ -215,11 +252,12 @@ class Feeder:
             if self.blocks is not None and group < len(self.blocks):
                 self._run_block(self.blocks[group], hooks)
             else:  # one pass of the whole model (one-pass mode, or layers outside the blocks)
-                for i, (inputs, mask) in enumerate(self.batches):
-                    hooks.mask = mask
-                    self.model(**inputs)
-                    if self.progress:
-                        self.progress((i + 1) / len(self.batches), "calibrating")
+                with attention_implementation(self.model, "sdpa"):
+                    for i, (inputs, mask) in enumerate(self.batches):
+                        hooks.mask = mask
+                        self.model(**inputs)
+                        if self.progress:
+                            self.progress((i + 1) / len(self.batches), "calibrating")
         finally:
             found = hooks.close()
         if dense:

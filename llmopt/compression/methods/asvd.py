@@ -36,7 +36,10 @@ def whitening(xtx: torch.Tensor, damp: float = DAMP) -> torch.Tensor:
 def factors(weight: torch.Tensor, xtx: torch.Tensor, rank: int):
     """(A (out, r), B (r, in), singular values of W·L): ``A @ B`` is the output-optimal Ŵ."""
     chol = whitening(xtx)
-    a, b_white, sigma = svd_factors(weight.double() @ chol, rank)  # W L ≈ A B'
+    u, sigma, vh = torch.linalg.svd(weight.double() @ chol, full_matrices=False)  # W L
+    root = sigma[:rank].sqrt()
+    a = u[:, :rank] * root  # (out, r), balanced as svd_factors does
+    b_white = root.unsqueeze(1) * vh[:rank]  # (r, in)
     b = torch.linalg.solve_triangular(chol, b_white, upper=False, left=False)  # B' L⁻¹
     return a.to(weight.dtype), b.to(weight.dtype), sigma
 

@@ -18,9 +18,9 @@ import re
 import torch
 from torch import Tensor, nn
 
-from llmopt.compression.quantize import dynamic_int8_weight, linear_from, quantize_dynamic_int8
+from llmopt.compression.quantize import linear_from, quantize_dynamic_int8
 from llmopt.compression.registry import Method, register
-from llmopt.compression.targets import get_weight, is_conv1d, replace, set_weight
+from llmopt.compression.targets import get_bias, get_weight, is_conv1d, replace, set_weight
 
 FORMULA = (
     r"**Dynamic int8** $W_q = \mathrm{round}(W/s_W)$ once per output channel, "
@@ -58,25 +58,25 @@ def full_range_kernels() -> bool:
     return " avx512_vnni" in flags or " avx_vnni" in flags or " amx_int8" in flags
 
 
-class SmoothedInt8Linear(nn.Module):
-    """``int8(x · inv_scale)``: an int8 Linear whose input channels are divided by ``s`` first."""
+class SmoothedLinear(nn.Module):
+    """``inner(x · inv_scale)``: a Linear (int8 or float) whose input channels are divided by
+    SmoothQuant's ``s`` first (where no preceding layer can absorb the division)."""
 
-    def __init__(self, inv_scale: Tensor, int8: nn.Module):
+    def __init__(self, inv_scale: Tensor, inner: nn.Module):
         super().__init__()
         self.register_buffer("inv_scale", inv_scale.float().clone())  # (in,)
-        self.int8 = int8
-        self.full_range = getattr(int8, "full_range", False)
+        self.int8 = inner
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.int8(x * self.inv_scale)
+        return self.int8(x * self.inv_scale.to(x.dtype))
 
     @torch.no_grad()
     def effective_weight(self) -> Tensor:
-        """The (out, in) weight this layer applies to its real input: W_q · diag(1/s)."""
-        return dynamic_int8_weight(self.int8)[0] * self.inv_scale.unsqueeze(0)
+        """The (out, in) weight this layer applies to its real input: W · diag(1/s)."""
+        return get_weight(self.int8) * self.inv_scale.unsqueeze(0)
 
     def effective_bias(self) -> Tensor | None:
-        return self.int8.bias()
+        return get_bias(self.int8)
 
 
 @functools.cache
@@ -130,9 +130,14 @@ def _producer(name: str, names: list[str]) -> str | None:
 
 
 @torch.no_grad()
-def _apply_smooth(ctx, names: list[str], stats) -> None:
-    _as_linear(ctx, names)
-    alpha = ctx.config.smooth_alpha
+def smooth_layers(ctx, names: list[str], stats, alpha: float) -> dict[str, Tensor]:
+    """Scale each layer's weight columns by SmoothQuant's ``s`` and divide its input by ``s``:
+    folded into the producing Linear where ``FOLDS`` finds one, else returned as ``1/s`` for a
+    ``SmoothedLinear`` in front of the layer. The float function is unchanged.
+
+    Returns:
+        {layer: (in,) 1/s} of the layers that still need their input divided.
+    """
     inverse: dict[str, Tensor] = {}
     for n in names:
         if n not in stats:
@@ -151,20 +156,24 @@ def _apply_smooth(ctx, names: list[str], stats) -> None:
         else:
             inverse[n] = 1.0 / s
             ctx.note(n, f"smoothed (α={alpha:g}) with a per-channel scale before the kernel")
+    return inverse
+
+
+@torch.no_grad()
+def _apply_smooth(ctx, names: list[str], stats) -> None:
+    _as_linear(ctx, names)
+    inverse = smooth_layers(ctx, names, stats, ctx.config.smooth_alpha)
     quantize_dynamic_int8(ctx.model, names)
     full = full_range_kernels()
     for n in names:
         module = ctx.model.get_submodule(n)
         if full:
             _full_range(module)
-        if n in inverse:
-            replace(ctx.model, n, SmoothedInt8Linear(inverse[n], module))
-            ctx.extra_bits[ctx.layer_of(n)] = ctx.extra_bits.get(ctx.layer_of(n), 0) + 32 * len(
-                inverse[n]
-            )
-    if full:
-        for n in names:
             ctx.note(n, "8-bit activations (this CPU has VNNI: no int16 saturation)")
+        if n in inverse:
+            replace(ctx.model, n, SmoothedLinear(inverse[n], module))
+            layer = ctx.layer_of(n)
+            ctx.extra_bits[layer] = ctx.extra_bits.get(layer, 0) + 32 * len(inverse[n])
 
 
 register(
