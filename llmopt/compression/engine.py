@@ -27,7 +27,7 @@ from llmopt.compression.targets import (
     stored_matrices,
 )
 from llmopt.data import TextDataset
-from llmopt.errors import LlmoptError
+from llmopt.errors import Fix, LlmoptError
 from llmopt.loaded import LoadedModel, Progress, dense_size_bytes
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -113,9 +113,19 @@ def compress(
     calibrated = [m for m in methods if m.needs_calibration]
     if calibrated and not calibration:
         names = " and ".join(sorted({m.label for m in calibrated}))
+        plain = ", ".join(
+            m.label
+            for k in registry.ORDER
+            for m in registry.methods(k).values()
+            if not m.needs_calibration
+        )
         raise LlmoptError(
-            f"{names} needs calibration texts: pass calibration= the dataset's training split "
-            "(or choose methods that need no data: magnitude, rtn, svd, int8)"
+            f"{names} measures activations on training texts, and none were given",
+            fix=Fix(
+                cli="pass calibration= the dataset's training split, or choose methods "
+                f"that need no data ({plain})",
+                app=f"choose methods that need no training texts ({plain})",
+            ),
         )
     model = copy.deepcopy(base).eval()
     ctx = Context(
