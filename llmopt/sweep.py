@@ -128,6 +128,19 @@ COLUMNS = [
 MB = 1e6
 
 
+def sweep_needs_calibration(knob: str, methods: list[str]) -> bool:
+    """Whether sweeping ``knob`` with ``methods`` needs calibration texts (the training split).
+
+    Raises:
+        LlmoptError: an unknown knob or method.
+    """
+    spec = _knob(knob)
+    value = next(v for v in spec["values"] if not _is_off(knob, v))
+    return any(
+        needs_calibration(sweep_config(CompressionConfig(), knob, m, value)) for m in methods
+    )
+
+
 def _is_off(knob: str, value) -> bool:
     off = KNOBS[knob]["off"]
     return value is None if off is None else value is not None and float(value) == off

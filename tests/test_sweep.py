@@ -246,3 +246,9 @@ def test_every_registered_method_is_a_sweep_method():
     config = sweep_config(CompressionConfig(), "smooth_alpha", "smoothquant", 0.6)
     assert config.int8_dynamic and config.smooth_alpha == 0.6
     assert sweep_config(CompressionConfig(), "smooth_alpha", "smoothquant", None).is_identity
+    from llmopt.sweep import sweep_needs_calibration
+
+    assert sweep_needs_calibration("sparsity", ["magnitude", "sparsegpt"])
+    assert not sweep_needs_calibration("bits", ["per-channel", "group 64"])
+    assert sweep_needs_calibration("bits", ["gptq per-channel"])
+    assert not sweep_needs_calibration("rank", ["svd"])
