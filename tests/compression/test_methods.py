@@ -62,7 +62,7 @@ def test_gptq_with_an_identity_hessian_is_round_to_nearest(group, asymmetric):
     )
 
 
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", range(2))
 @pytest.mark.parametrize(
     ("bits", "group", "act_order"),
     [(2, None, False), (3, None, True), (3, 16, False), (4, 16, True)],
