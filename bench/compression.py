@@ -1,13 +1,15 @@
 """Benchmark the compression engine on the bundled model: speed, latency, quality, int8 outliers.
 
-Run: ``python bench/compression.py [--rows 500]``. Every number is measured in this one run on
-the same bundled test reviews; ratios compare models measured side by side.
+Run: ``python bench/compression.py [--rows 500] [--sections targets,latency,quality,int8]``.
+Every number is measured in this one run on the same bundled test reviews; ratios compare
+models measured side by side (interleaved batch by batch, fastest of several rounds).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import re
 import time
 import warnings
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 
 import llmopt
+from llmopt.attention import attention_implementation
 from llmopt.batching import accepts_token_types, encode, iter_batches
 from llmopt.compression import CompressionConfig, compress
 from llmopt.compression.quantize import fake_quantize
@@ -247,10 +250,231 @@ def int8_outliers(base_model, base, test) -> None:
     )
 
 
+# The issue's targets: each new method beside the method it improves on, in one run.
+TARGETS = [
+    (
+        "SparseGPT 50% unstructured",
+        "agreement",
+        0.92,
+        C(sparsity=0.5, sparsity_method="wanda"),
+        C(sparsity=0.5, sparsity_method="sparsegpt"),
+    ),
+    (
+        "SparseGPT 2:4",
+        "agreement",
+        0.89,
+        C(sparsity_pattern="2:4", sparsity_method="wanda"),
+        C(sparsity_pattern="2:4", sparsity_method="sparsegpt"),
+    ),
+    ("GPTQ 3-bit per-channel", "kept", 0.95, C(bits=3), C(bits=3, quant_method="gptq")),
+    ("GPTQ 3-bit per-channel", "agreement", 0.85, None, None),  # same pair as above
+    (
+        "GPTQ 3-bit per-channel, act-order",
+        "kept",
+        0.95,
+        None,
+        C(bits=3, quant_method="gptq", act_order=True),
+    ),
+    (
+        "GPTQ 3-bit group 64",
+        "kept",
+        0.98,
+        C(bits=3, group_size=64),
+        C(bits=3, group_size=64, quant_method="gptq"),
+    ),
+    (
+        "GPTQ 3-bit group 64, act-order",
+        "kept",
+        0.98,
+        None,
+        C(bits=3, group_size=64, quant_method="gptq", act_order=True),
+    ),
+    ("GPTQ 4-bit per-channel", "kept", 0.99, C(bits=4), C(bits=4, quant_method="gptq")),
+    (
+        "activation-aware SVD rank 192",
+        "agreement",
+        0.90,
+        C(rank=192),
+        C(rank=192, lowrank_method="activation-aware"),
+    ),
+    (
+        "smoothed int8 kernels (α 0.5)",
+        "agreement",
+        0.99,
+        C(int8_dynamic=True),
+        C(int8_dynamic=True, smooth_alpha=0.5),
+    ),
+]
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's instruction-set flags (from /proc/cpuinfo) that matter here."""
+    wanted = {
+        "avx2",
+        "avx512f",
+        "avx512_vnni",
+        "avx512_bf16",
+        "avx512_fp16",
+        "amx_bf16",
+        "amx_int8",
+        "amx_tile",
+        "avx_vnni",
+    }
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            return wanted & set(f.read().split())
+    except OSError:
+        return set()
+
+
+def measure(base_model, base, test, train, config) -> dict:
+    """Compress (timed), evaluate, compare with the baseline."""
+    start = time.perf_counter()
+    model, report = compress(base_model, config, calibration=train)
+    seconds = time.perf_counter() - start
+    result = llmopt.evaluate(model, test)
+    fid = llmopt.compare(base, result)
+    return {
+        "accuracy": result.metrics["accuracy"],
+        "agreement": fid["agreement"],
+        "kept": result.metrics["accuracy"] / base.metrics["accuracy"],
+        "seconds": seconds,
+        "model": model,
+    }
+
+
+def targets(base_model, base, test, train) -> None:
+    done: dict[str, dict] = {}
+
+    def get(config):
+        key = config.describe()
+        if key not in done:
+            done[key] = measure(base_model, base, test, train, config)
+        return done[key]
+
+    rows, previous = [], (None, None)
+    for label, metric, target, today, new in TARGETS:
+        today = today if today is not None or new is not None else previous[0]
+        new = new if new is not None else previous[1]
+        previous = (today, new)
+        t = get(today) if today is not None else None
+        n = get(new)
+        fmt = (lambda v: f"{100 * v:.1f}%") if metric == "kept" else (lambda v: f"{v:.3f}")
+        rows.append(
+            [
+                label,
+                f"{today.describe()} {fmt(t[metric])}" if t else "–",
+                fmt(n[metric]),
+                "≥ " + fmt(target),
+                "met" if n[metric] >= target else "NOT met",
+                f"{n['seconds']:.1f}",
+            ]
+        )
+    print(
+        f"\n## Targets ({len(test)} bundled test reviews, baseline accuracy "
+        f"{base.metrics['accuracy']:.3f}; compress time includes calibration)\n"
+    )
+    print(table(["method", "today (same run)", "new", "target", "", "compress (s)"], rows))
+    for alpha in (0.6, 0.7, 0.8):
+        result = get(C(int8_dynamic=True, smooth_alpha=alpha))
+        print(
+            f"smoothed int8 α {alpha}: agreement {result['agreement']:.3f}, "
+            f"accuracy {result['accuracy']:.3f}"
+        )
+
+
+def speeds(base_model, base, test, train) -> None:
+    """int8 and smoothed int8 kernels, 16-bit precision and fused attention against fp32."""
+    int8 = compress(base_model, C(int8_dynamic=True))[0]
+    smooth = compress(base_model, C(int8_dynamic=True, smooth_alpha=0.5), calibration=train)[0]
+    speed(
+        {
+            "fp32 (fused attention)": (base_model, "sdpa"),
+            "int8 (torch default)": (int8, "sdpa"),
+            "smoothed int8 α 0.5": (smooth, "sdpa"),
+        },
+        base_model,
+        test,
+        "int8 kernels",
+    )
+    flags = cpu_flags()
+    print(
+        f"\nCPU flags: {', '.join(sorted(flags)) or 'none found'}; torch threads "
+        f"{torch.get_num_threads()}"
+    )
+    models = {"fp32 (fused attention)": (base_model, "sdpa")}
+    for name, needs in (
+        ("bf16", {"avx512_bf16", "amx_bf16"}),
+        ("fp16", {"avx512_fp16", "amx_fp16"}),
+    ):
+        model = compress(base_model, C(precision=name))[0]
+        result = llmopt.evaluate(model, test)
+        fid = llmopt.compare(base, result)
+        change = float(abs(result.y_score - base.y_score).max())
+        native = bool(flags & needs)
+        print(
+            f"{name}: agreement {fid['agreement']:.4f}, largest probability change "
+            f"{change:.4f}; CPU has native {name}: {'yes' if native else 'NO: speed not measured'}"
+        )
+        if native:
+            models[name] = (model, "sdpa")
+    speed(models, base_model, test, "16-bit precision")
+    speed(
+        {
+            "fp32 eager attention": (base_model, "eager"),
+            "fp32 fused attention": (base_model, "sdpa"),
+        },
+        base_model,
+        test,
+        "fused attention",
+    )
+
+
+@torch.inference_mode()
+def speed(models: dict, base_model, test, title: str) -> dict:
+    """Model time per sample of each (model, attention) on the same batches, interleaved."""
+    encoded = encode(
+        base_model.tokenizer,
+        test.texts,
+        base_model.max_length,
+        token_types=accepts_token_types(base_model.model),
+    )
+    batches = [inputs for _rows, inputs in iter_batches(encoded, 32)]
+    seconds = dict.fromkeys(models, 0.0)
+    for loaded, impl in models.values():  # warm-up
+        with attention_implementation(loaded.model, impl):
+            loaded.model(**batches[-1])
+    for inputs in batches:
+        best = dict.fromkeys(models, float("inf"))
+        for _ in range(ROUNDS):
+            for name, (loaded, impl) in models.items():
+                with attention_implementation(loaded.model, impl):
+                    start = time.perf_counter()
+                    loaded.model(**inputs)
+                    best[name] = min(best[name], time.perf_counter() - start)
+        for name in models:
+            seconds[name] += best[name]
+    ms = {n: 1000 * s / len(test) for n, s in seconds.items()}
+    first = next(iter(ms.values()))
+    rows = [[n, f"{v:.2f}", f"{first / v:.2f}x"] for n, v in ms.items()]
+    print(
+        f"\n### Latency: {title} ({len(test)} reviews, batches of 32, each batch timed "
+        f"{ROUNDS}x per model, interleaved, fastest counts)\n"
+    )
+    print(table(["model", "ms/sample", f"speed-up vs {next(iter(ms))}"], rows))
+    return ms
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=500, help="bundled test reviews to use")
+    parser.add_argument(
+        "--sections",
+        default="targets,latency,quality,int8",
+        help="comma-separated: targets, latency, quality, int8",
+    )
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*quantized tensor creation")
     start = time.perf_counter()
@@ -260,9 +484,21 @@ def main() -> None:
     base = llmopt.evaluate(base_model, test)
     print(f"# Compression benchmark: {base_model.name}, {len(test)} test reviews, "
           f"{torch.get_num_threads()} threads")  # fmt: skip
-    latency(base_model, test)
-    quality(base_model, base, test, train)
-    int8_outliers(base_model, base, test)
+    print(
+        f"load average at start: {os.getloadavg()[0]:.2f} (2 cores; above ~1.5 the timings "
+        "are shared with other work)"
+    )
+    if "targets" in sections:
+        targets(base_model, base, test, train)
+    if "speed" in sections:
+        speeds(base_model, base, test, train)
+    if "latency" in sections:
+        latency(base_model, test)
+    if "quality" in sections:
+        quality(base_model, base, test, train)
+    if "int8" in sections:
+        int8_outliers(base_model, base, test)
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
     print(f"\n(total {time.perf_counter() - start:.0f} s)")
 
 

@@ -16,6 +16,7 @@ import streamlit as st
 from dashboard import state, urlstate
 from dashboard.controls import CONTROLS
 from llmopt import comparison, figures
+from llmopt.compression import CompressionConfig
 from llmopt.experiments import ExperimentStore, Run
 
 PICKED = "cmp_runs"  # run ids to compare
@@ -384,6 +385,7 @@ def export(store: ExperimentStore, runs: list[Run]) -> None:
 def control_values(config: dict) -> dict:
     """The Compress page's control values that make ``config`` (controls it has only)."""
     bits, group = config.get("bits"), config.get("group_size")
+    default = CompressionConfig()
     values = {
         "c_method": config.get("sparsity_method", "magnitude"),
         "c_pattern": config.get("sparsity_pattern", "unstructured"),
@@ -392,6 +394,17 @@ def control_values(config: dict) -> dict:
         "c_group": "per-channel" if group is None else int(group),
         "c_int8": bool(config.get("int8_dynamic")),
         "c_rank": int(config.get("rank") or 0),
+        "c_quant": config.get("quant_method", "rtn"),
+        "c_asym": bool(config.get("asymmetric")),
+        "c_act_order": bool(config.get("act_order")),
+        "c_smooth": config.get("smooth_alpha") is not None,
+        "c_alpha": float(config.get("smooth_alpha") or 0.5),
+        "c_lowrank": config.get("lowrank_method", "svd"),
+        "c_precision": config.get("precision", "fp32"),
+        "c_calibration": config.get("calibration", default.calibration),
+        "c_samples": int(
+            config.get("calibration_samples") or CompressionConfig.calibration_samples
+        ),
     }
     return {k: v for k, v in values.items() if k in CONTROLS}
 

@@ -1,36 +1,71 @@
-"""The Compress page's controls: their widgets, help texts and the config they make."""
+"""The Compress page's controls: their widgets, help texts and the config they make.
+
+The method selectors and their help come from the method registry, so a registered method
+shows up here by itself.
+"""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from llmopt.compression import registry
+from llmopt.compression.config import CALIBRATIONS, PRECISIONS, CompressionConfig
+
 PATTERNS = ["unstructured", "2:4", "4:8"]
 BIT_OPTIONS = ["off", 2, 3, 4, 5, 6, 7, 8]
 GROUP_OPTIONS = ["per-channel", 32, 64, 128]
-HELP = {
-    "c_method": "Which weights to zero. Magnitude: the smallest |w| in each row. Wanda: the "
-    "smallest |w|·‖x‖, where ‖x‖ is the input feature's size measured on training texts — "
-    "usually better at high sparsity.",
-    "c_pattern": "Unstructured: any weights may be zero (best accuracy, needs sparse formats to "
-    "save memory). 2:4 / 4:8: keep N of every M neighbouring weights — the pattern GPU sparse "
-    "tensor cores accelerate; its sparsity is fixed at 1 − N/M.",
-    "c_sparsity": "Fraction of weights set to zero in every transformer linear layer "
-    "(embeddings and the classifier head stay). 0 = no pruning.",
-    "c_bits": "Bits per weight (off = float32). Each weight is rounded to one of 2^b levels "
-    "scaled per row or group; simulated exactly, sized as a packed format would store it.",
-    "c_group": "How many weights share one scale. Per-channel: one per output row (cheapest); "
-    "smaller groups follow the weights more closely at the cost of more scales.",
-    "c_int8": "Run torch's real int8 kernels (dynamic quantization): weights stored in int8, "
-    "activations quantized on the fly — the latency is measured, not simulated. Only with "
-    "Bit-width off.",
-    "c_rank": "Replace each weight W (out×in) by two thin matrices A (out×r)·B (r×in) from its "
-    "SVD. Smaller r = fewer numbers; 0 = off. Saves memory only when r < out·in/(out+in).",
-}
+FIELD_KEYS = {"prune": "c_method", "quantize": "c_quant", "lowrank": "c_lowrank"}
+
+
+def _methods_help(kind: str, intro: str) -> str:
+    lines = [f"**{m.label}**: {m.help}" for m in registry.methods(kind).values()]
+    return intro + "\n\n" + "\n\n".join(lines)
+
+
+def help_texts() -> dict[str, str]:
+    """Widget key -> help text (method help read from the registry when asked)."""
+    return {
+        "c_method": _methods_help("prune", "Which weights to zero."),
+        "c_pattern": "Unstructured: any weights may be zero (best accuracy, needs sparse "
+        "formats to save memory). 2:4 / 4:8: keep N of every M neighbouring weights — the "
+        "pattern GPU sparse tensor cores accelerate; its sparsity is fixed at 1 − N/M.",
+        "c_sparsity": "Fraction of weights set to zero in every transformer linear layer "
+        "(embeddings and the classifier head stay). 0 = no pruning.",
+        "c_bits": "Bits per weight (off = float32). Each weight is rounded to a grid of "
+        "2^b − 1 levels (symmetric: ±(2^(b−1) − 1) steps around 0) or 2^b levels (asymmetric, "
+        "with a zero point), scaled per row or group; simulated exactly, sized as a packed "
+        "format would store it.",
+        "c_quant": _methods_help("quantize", "How weights are rounded to the grid."),
+        "c_group": "How many weights share one scale. Per-channel: one per output row "
+        "(cheapest); smaller groups follow the weights more closely at the cost of more scales.",
+        "c_asym": "A zero point per scale, so the grid spans [min, max] of the weights with all "
+        "2^b levels instead of a symmetric ±max with 2^b − 1.",
+        "c_act_order": "GPTQ only: quantize the columns whose inputs are largest (largest "
+        "Hessian diagonal) first, so more columns are left to absorb their error.",
+        "c_int8": "Run real int8 kernels (dynamic quantization): weights stored in int8, "
+        "activations quantized on the fly — the latency is measured, not simulated. Only with "
+        "Bit-width off.",
+        "c_smooth": "SmoothQuant: before the int8 kernels, move activation outliers into the "
+        "weights (measured on training texts); the float function is unchanged.",
+        "c_alpha": "How much of each activation channel's range moves into the weights: 0 = "
+        "none, 1 = all; 0.5 is the paper's choice.",
+        "c_lowrank": _methods_help("lowrank", "How each weight is factorised."),
+        "c_rank": "Replace each weight W (out×in) by two thin matrices A (out×r)·B (r×in). "
+        "Smaller r = fewer numbers; 0 = off. Saves memory only when r < out·in/(out+in).",
+        "c_precision": "Float precision the compressed model runs in: bf16/fp16 store every "
+        "float in 16 bits and use 16-bit kernels (fast only on CPUs with bf16/fp16 "
+        "arithmetic). Only without Bit-width and int8 kernels.",
+        "c_calibration": "Methods that measure activations (Wanda, SparseGPT, GPTQ, "
+        "activation-aware SVD, SmoothQuant) read training texts. Sequential: each block is "
+        "measured on the outputs of the blocks already compressed, as the reference code does. "
+        "One-pass: every layer on the uncompressed model.",
+        "c_samples": "Training texts the calibrated methods read: more is steadier, slower.",
+    }
 
 
 def control(widget, label: str, key: str, *args, **kwargs):
     """A Compress-page widget with its help text, kept for the whole session (page switches)."""
-    return widget(label, *args, key=key, help=HELP[key], persist_state="session", **kwargs)
+    return widget(label, *args, key=key, help=help_texts()[key], persist_state="session", **kwargs)
 
 
 # Widget key -> first value of the Compress page's controls; kept for the whole session, so the
@@ -40,29 +75,119 @@ CONTROLS = {
     "c_pattern": "unstructured",
     "c_sparsity": 0.5,
     "c_bits": "off",
+    "c_quant": "rtn",
     "c_group": "per-channel",
+    "c_asym": False,
+    "c_act_order": False,
     "c_int8": False,
+    "c_smooth": False,
+    "c_alpha": 0.5,
+    "c_lowrank": "svd",
     "c_rank": 0,
+    "c_precision": "fp32",
+    "c_calibration": CompressionConfig.calibration,
+    "c_samples": CompressionConfig.calibration_samples,
 }
 
 
-def config_from_state():
+def method_select(kind: str, label: str = "Method", **kwargs) -> str:
+    """A selectbox of the registered methods of ``kind`` (labels from the registry)."""
+    found = registry.methods(kind)
+    return control(
+        st.selectbox,
+        label,
+        FIELD_KEYS[kind],
+        list(found),
+        format_func=lambda n: found[n].label if n in found else n,
+        **kwargs,
+    )
+
+
+def show(hidden: int) -> None:
+    """Every compression control, in four columns: pruning, quantization, low rank, kernels."""
+    first = CONTROLS
+    prune, quant, lowrank, kernels = st.columns(4, gap="medium")
+    with prune:
+        st.subheader(registry.KINDS["prune"].title)
+        method_select("prune")
+        pattern = control(st.selectbox, "Pattern", "c_pattern", PATTERNS)
+        nm = pattern != "unstructured"
+        control(
+            st.slider, "Sparsity", "c_sparsity", 0.0, 0.95, first["c_sparsity"], 0.05, disabled=nm
+        )
+        if nm:
+            n, m = map(int, pattern.split(":"))
+            st.caption(
+                f"{pattern} keeps {n} of every {m} weights, so the pattern fixes the "
+                f"sparsity at {1 - n / m:.0%}: the slider is not used."
+            )
+    with quant:
+        st.subheader(registry.KINDS["quantize"].title)
+        bits = control(st.select_slider, "Bit-width", "c_bits", BIT_OPTIONS, first["c_bits"])
+        off = bits == "off"
+        method = method_select("quantize", disabled=off)
+        control(st.selectbox, "Group size", "c_group", GROUP_OPTIONS, disabled=off)
+        control(st.checkbox, "Asymmetric (zero point)", "c_asym", disabled=off)
+        control(st.checkbox, "Act-order", "c_act_order", disabled=off or method != "gptq")
+    with lowrank:
+        st.subheader(registry.KINDS["lowrank"].title)
+        method_select("lowrank")
+        control(st.slider, "Rank", "c_rank", 0, hidden, first["c_rank"])
+        st.caption(
+            f"0 = off. A {hidden}×{hidden} layer saves memory only below rank {hidden // 2}."
+        )
+    with kernels:
+        st.subheader(registry.KINDS["kernel"].title)
+        int8 = control(st.checkbox, "Real int8 kernels", "c_int8", disabled=not off)
+        smooth = control(
+            st.checkbox, "SmoothQuant smoothing", "c_smooth", disabled=not (int8 and off)
+        )
+        control(
+            st.slider,
+            "Smoothing α",
+            "c_alpha",
+            0.0,
+            1.0,
+            first["c_alpha"],
+            0.05,
+            disabled=not (int8 and off and smooth),
+        )
+        control(
+            st.selectbox, "Precision", "c_precision", list(PRECISIONS), disabled=not off or int8
+        )
+        control(st.selectbox, "Calibration", "c_calibration", list(CALIBRATIONS))
+        control(st.number_input, "Calibration texts", "c_samples", 8, 1024, step=8)
+
+
+def config_from_state() -> CompressionConfig:
     """The Compress page's settings (its widgets or their first values) as a CompressionConfig.
 
     Raises:
         LlmoptError: a combination the engine rejects.
     """
-    from llmopt.compression import CompressionConfig
-
     s = {key: st.session_state.get(key, first) for key, first in CONTROLS.items()}
     bits = None if s["c_bits"] == "off" else int(s["c_bits"])
     group = None if bits is None or s["c_group"] == "per-channel" else int(s["c_group"])
+    quant = s["c_quant"] if s["c_quant"] in registry.names("quantize") else "rtn"
+    int8 = bool(s["c_int8"]) and bits is None
     return CompressionConfig(
         sparsity=float(s["c_sparsity"]) if s["c_pattern"] == "unstructured" else 0.0,
         sparsity_method=s["c_method"],
         sparsity_pattern=s["c_pattern"],
         bits=bits,
         group_size=group,
+        quant_method=quant,
+        act_order=bool(s["c_act_order"]) and bits is not None and quant == "gptq",
+        asymmetric=bool(s["c_asym"]) and bits is not None,
         rank=int(s["c_rank"]) or None,
-        int8_dynamic=bool(s["c_int8"]) and bits is None,
+        lowrank_method=s["c_lowrank"],
+        int8_dynamic=int8,
+        smooth_alpha=float(s["c_alpha"]) if int8 and s["c_smooth"] else None,
+        calibration=s["c_calibration"],
+        calibration_samples=int(s["c_samples"]),
+        precision=s["c_precision"] if bits is None and not int8 else "fp32",
     )
+
+
+# kept for callers that read the help texts as a mapping
+HELP = help_texts()

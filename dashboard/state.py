@@ -168,16 +168,17 @@ def compressed(sel: Selection, loaded: llmopt.LoadedModel, config):
         ``(LoadedModel, CompressionReport)``; kept in ``st.session_state``, so other browser
         sessions never see it. Only the latest one is kept, to bound memory.
     """
-    from llmopt.compression import compress
+    from llmopt.compression import compress, needs_calibration
 
+    calibrated = needs_calibration(config)  # from the method registry
     key = (sel.model_key, config)  # frozen, so hashable and comparable
-    if config.prunes and config.sparsity_method == "wanda":  # calibrated on this dataset
+    if calibrated:  # calibrated on this dataset's training texts
         key = (*key, sel.data_key)
     hit = st.session_state.get("compressed")
     if hit is not None and hit["key"] == key:
         return hit["model"], hit["report"]
     st.session_state.pop("compressed", None)  # free the previous copy before making a new one
-    calibration = dataset(sel, "train") if config.sparsity_method == "wanda" else None
+    calibration = dataset(sel, "train") if calibrated else None
     with progress("compressing a copy; the shared base model is left untouched") as report:
         model, rep = compress(loaded, config, calibration=calibration, progress=report)
     st.session_state["compressed"] = {"key": key, "config": config, "model": model, "report": rep}
@@ -391,9 +392,10 @@ def drift(sel: Selection, base: llmopt.LoadedModel, hit: dict, texts: list[str])
 def run_sweep(sel: Selection, loaded, data, knob: str, values: list, methods: list) -> None:
     """Run a sweep with a progress bar; the result is kept for this session only."""
     from llmopt.sweep import run_sweep as sweep
+    from llmopt.sweep import sweep_needs_calibration
 
     base = baseline(sel, loaded, data)
-    calibration = dataset(sel, "train") if "wanda" in methods else None
+    calibration = dataset(sel, "train") if sweep_needs_calibration(knob, methods) else None
 
     def record(config, result, report, _fidelity) -> None:  # every point goes to the store
         ev = {"base": base, "other": result, "config": config, "report": report}

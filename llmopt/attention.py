@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from llmopt.batching import accepts_token_types
 from llmopt.errors import LlmoptError
@@ -26,6 +30,45 @@ class AttentionMaps:
     @property
     def n_heads(self) -> int:
         return int(self.maps.shape[1])
+
+
+_LOCKS: dict[int, threading.RLock] = {}  # model id -> lock held while its attention is switched
+_LOCKS_GUARD = threading.Lock()
+
+
+def _model_lock(model: nn.Module) -> threading.RLock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(id(model), threading.RLock())
+
+
+@contextmanager
+def attention_implementation(model: nn.Module, implementation: str) -> Iterator[str]:
+    """Run ``model`` with ``"sdpa"`` (fused, no maps) or ``"eager"`` attention, then restore.
+
+    Transformers reads the choice from the model's config at every forward pass, so it is
+    switched on the config for the duration; a lock per model keeps a dashboard session that
+    asks for attention maps from running while another evaluates the same shared model with
+    fused attention. Models that do not support ``"sdpa"`` stay as they are.
+
+    Yields:
+        The implementation in force.
+    """
+    from transformers import PreTrainedModel
+
+    parts = [m for m in model.modules() if isinstance(m, PreTrainedModel)]
+    configs = list({id(m.config): m.config for m in parts}.values())
+    if not configs or (implementation == "sdpa" and not all(m._supports_sdpa for m in parts)):
+        yield getattr(configs[0], "_attn_implementation", "eager") if configs else "eager"
+        return
+    with _model_lock(model):
+        old = [c._attn_implementation for c in configs]
+        try:
+            for c in configs:
+                c._attn_implementation = implementation
+            yield implementation
+        finally:
+            for c, value in zip(configs, old, strict=True):
+                c._attn_implementation = value
 
 
 def _display_token(token: str) -> str:
@@ -54,7 +97,8 @@ def attention_maps(loaded: LoadedModel, text: str) -> AttentionMaps:
     )
     if not accepts_token_types(loaded.model):
         inputs.pop("token_type_ids", None)
-    out = loaded.model(**inputs, output_attentions=True)
+    with attention_implementation(loaded.model, "eager"):
+        out = loaded.model(**inputs, output_attentions=True)
     attentions = getattr(out, "attentions", None)
     if not attentions or any(a is None for a in attentions):
         raise LlmoptError(

@@ -7,54 +7,72 @@ import math
 import torch
 from torch import nn
 
+from llmopt.compression import registry
 from llmopt.compression.config import CompressionConfig
 from llmopt.compression.engine import check_plan
 from llmopt.compression.lowrank import break_even_rank
-from llmopt.compression.report import FLOAT_BITS
-from llmopt.compression.targets import find_targets, get_bias, get_weight, in_blocks, is_linear
+from llmopt.compression.methods.int8 import FOLDS
+from llmopt.compression.storage import (
+    FLOAT_BITS,
+    INT8_SCALE_BITS,
+    SCALE_BITS,
+    matrix_storage,
+    other_tensor_bytes,
+)
+from llmopt.compression.targets import get_bias, get_weight, select_targets
 from llmopt.loaded import LoadedModel, count_params, dense_size_bytes
-
-SCALE_BITS = 16  # quantization scales are stored as fp16 (the engine uses fp32 only on overflow)
-INT8_SCALE_BITS = 32  # torch's dynamic int8 kernels keep fp32 per-channel scales
 
 
 def _kept(rows: int, cols: int, config: CompressionConfig) -> int:
-    """Weights left non-zero by pruning one (rows, cols) matrix (the engine's exact counts)."""
+    """Weights left non-zero by pruning one (rows, cols) matrix (the method's exact counts)."""
     if not config.prunes:
         return rows * cols
-    if config.nm:
-        n, m = config.nm
-        return rows * ((cols // m) * n + min(n, cols % m))
-    if config.sparsity_scope == "global":  # one threshold over all layers: the same share
-        return rows * cols - round(config.sparsity * rows * cols)
-    return rows * (cols - round(config.sparsity * cols))  # round(s * in) dropped per row
+    method = registry.get("prune", config.sparsity_method)
+    if method.kept is None:  # a method that does not say: the per-row rule of magnitude
+        return rows * (cols - round(config.sparsity * cols))
+    return method.kept(rows, cols, config)
 
 
 def _matrix_bits(rows: int, cols: int, config: CompressionConfig) -> tuple[int, int]:
     """(bits of the cheapest packed format, non-zero weights) of one stored matrix."""
-    numel, nnz = rows * cols, _kept(rows, cols, config)
-    scales, scale_bits = 0, SCALE_BITS
+    nnz = _kept(rows, cols, config)
+    scales, scale_bits, zero_bits = 0, SCALE_BITS, 0
     if config.bits is not None:
         value_bits = config.bits
         scales = rows * (1 if config.group_size is None else cols // config.group_size)
+        zero_bits = config.bits if config.asymmetric else 0
     elif config.int8_dynamic:
         value_bits, scales, scale_bits = 8, rows, INT8_SCALE_BITS
     else:
-        value_bits = FLOAT_BITS
-    options = [numel * value_bits, numel + nnz * value_bits]  # dense, bitmap + values
-    if config.prunes and config.nm:
-        n, m = config.nm
-        options.append(rows * math.ceil(cols / m) * n * (value_bits + math.ceil(math.log2(m))))
-    return min(options) + scales * scale_bits, nnz
+        value_bits = FLOAT_BITS if config.precision == "fp32" else 16
+    storage = matrix_storage(
+        rows,
+        cols,
+        nnz,
+        value_bits,
+        n_scales=scales,
+        scale_bits=scale_bits,
+        zero_point_bits=zero_bits,
+        nm=config.nm if config.prunes else None,
+    )
+    return storage.bits, nnz
+
+
+def _smoothing_vector(name: str, config: CompressionConfig, factored: bool) -> bool:
+    """Whether SmoothQuant keeps a per-channel scale in front of this matrix (not folded)."""
+    if not (config.int8_dynamic and config.smooth_alpha is not None):
+        return False
+    return factored or not any(pattern.match(name) for pattern in FOLDS)
 
 
 def estimate_size(loaded: LoadedModel, config: CompressionConfig) -> dict:
     """What ``compress(loaded, config)`` will report for size and parameters, without running it.
 
-    Uses layer shapes and the config, with the engine's storage rules (cheapest of dense,
-    bitmap or N:M packing; fp16 scales); nothing is compressed. It assumes no compressed weight
-    is zero except those pruning removes; rounding to few bits zeroes more weights, so the
-    measured size can only be smaller (most visibly at 2-3 bits).
+    Uses layer shapes and the config, with the same storage accounting as the report
+    (``llmopt.compression.storage.matrix_storage``) and each pruning method's own count of
+    kept weights; nothing is compressed. It assumes no compressed weight is zero except those
+    pruning removes; rounding to few bits zeroes more weights, so the measured size can only be
+    smaller (most visibly at 2-3 bits).
 
     Args:
         loaded: the uncompressed model.
@@ -71,8 +89,9 @@ def estimate_size(loaded: LoadedModel, config: CompressionConfig) -> dict:
     model: nn.Module = loaded.model
     before = dense_size_bytes(model)
     params, nonzero = count_params(model)
-    targets = [] if config.is_identity else _targets(model, config)
+    targets = [] if config.is_identity else select_targets(model, config.include_head)
     check_plan(model, targets, config)
+    float_bits = FLOAT_BITS if config.precision == "fp32" else 16
     bytes_before = bytes_after = removed = added = zeros = stored = kept = 0
     for name in targets:
         module = model.get_submodule(name)
@@ -83,10 +102,11 @@ def estimate_size(loaded: LoadedModel, config: CompressionConfig) -> dict:
             shapes = [(config.rank, in_f), (out_f, config.rank)]  # down, up
         else:
             shapes = [(out_f, in_f)]
-        bits = bias_n * FLOAT_BITS
+        bits = bias_n * float_bits
         for rows, cols in shapes:
             matrix_bits, nnz = _matrix_bits(rows, cols, config)
-            bits += matrix_bits
+            vector = _smoothing_vector(name, config, len(shapes) > 1)
+            bits += matrix_bits + (FLOAT_BITS * cols if vector else 0)
             zeros += rows * cols - nnz
             kept += nnz
             stored += rows * cols
@@ -96,7 +116,7 @@ def estimate_size(loaded: LoadedModel, config: CompressionConfig) -> dict:
         bytes_after += math.ceil(bits / 8)
         removed += out_f * in_f
         added += sum(r * c for r, c in shapes)
-    after = before - bytes_before + bytes_after
+    after = other_tensor_bytes(model, targets, config.precision) + bytes_after
     total = params - removed + added
     return {
         "size_bytes": after,
@@ -107,7 +127,3 @@ def estimate_size(loaded: LoadedModel, config: CompressionConfig) -> dict:
         "layers": len(targets),
         "sparsity": zeros / stored if stored else 0.0,
     }
-
-
-def _targets(model: nn.Module, config: CompressionConfig) -> list[str]:
-    return find_targets(model, is_linear if config.include_head else in_blocks(model))

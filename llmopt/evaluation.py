@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from sklearn import metrics as skm
 
+from llmopt.attention import attention_implementation
 from llmopt.batching import accepts_token_types, encode, iter_batches
 from llmopt.data import TextDataset
 from llmopt.errors import LlmoptError, train_head_fix
@@ -158,8 +159,15 @@ def predict_proba(
     batch_size: int = 32,
     progress: Progress | None = None,
     sort: bool = True,
+    fused: bool = True,
 ) -> tuple[np.ndarray, float, int]:
     """Class probabilities of ``texts`` in their order.
+
+    With ``fused`` (the default) attention runs as fused scaled-dot-product attention where the
+    model supports it: no attention maps are needed here (``fused=False``: the eager path).
+    The model runs in the precision its weights have (a model
+    compressed with ``precision="bf16"`` runs bf16 kernels); probabilities are computed in
+    float64 from its logits.
 
     Returns:
         (probabilities (n, classes), model milliseconds per text after a warm-up,
@@ -170,17 +178,18 @@ def predict_proba(
         loaded.tokenizer, texts, loaded.max_length, token_types=accepts_token_types(model)
     )
     batches = list(iter_batches(encoded, batch_size, sort=sort))
-    if batches:  # warm-up: first-call allocations and kernel selection are not latency
-        model(**{k: v[:1] for k, v in batches[-1][1].items()})
     probs = np.zeros((len(texts), len(loaded.label_names)), dtype=np.float64)
     seconds = 0.0
-    for i, (rows, inputs) in enumerate(batches):
-        start = time.perf_counter()
-        logits = model(**inputs).logits
-        seconds += time.perf_counter() - start
-        probs[rows] = torch.softmax(logits.double(), dim=-1).numpy()
-        if progress:
-            progress((i + 1) / len(batches), f"evaluating {loaded.name}")
+    with attention_implementation(model, "sdpa" if fused else "eager"):
+        if batches:  # warm-up: first-call allocations and kernel selection are not latency
+            model(**{k: v[:1] for k, v in batches[-1][1].items()})
+        for i, (rows, inputs) in enumerate(batches):
+            start = time.perf_counter()
+            logits = model(**inputs).logits
+            seconds += time.perf_counter() - start
+            probs[rows] = torch.softmax(logits.double(), dim=-1).numpy()
+            if progress:
+                progress((i + 1) / len(batches), f"evaluating {loaded.name}")
     return probs, 1000.0 * seconds / max(len(texts), 1), encoded.n_truncated
 
 

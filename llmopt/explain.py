@@ -153,35 +153,168 @@ def spectrum(weight, rank: int | None = None) -> dict:
     }
 
 
+def layer_statistics(loaded: LoadedModel, name: str, texts: list[str]) -> dict:
+    """``XᵀX`` (float64) and ``max|X_j|`` of one layer's inputs over ``texts`` (real tokens).
+
+    Raises:
+        LlmoptError: no texts, or a layer no forward pass reaches.
+    """
+    from llmopt.compression.calibrate import Feeder
+
+    texts = [t for t in texts if str(t).strip()]
+    if not texts:
+        raise LlmoptError("the pictures of calibrated methods need a few texts")
+    feeder = Feeder(
+        loaded.model,
+        loaded.tokenizer,
+        texts,
+        max_length=loaded.max_length,
+        blocks=None,
+        base_id=id(loaded.model),
+    )
+    stats = feeder.stats(0, [name], ("hessian", "absmax")).get(name)
+    if stats is None:
+        raise LlmoptError(f"no text reached layer {name!r}")
+    return {"xtx": stats.xtx.double(), "absmax": stats.absmax.double(), "tokens": stats.tokens}
+
+
+def _output_error(weight: torch.Tensor, approx: torch.Tensor, xtx: torch.Tensor) -> float:
+    """``‖X(W − Ŵ)ᵀ‖_F / ‖X Wᵀ‖_F`` from ``XᵀX`` (no activations kept)."""
+    diff = (weight - approx).double()
+    num = torch.einsum("oi,ij,oj->", diff, xtx, diff)
+    den = torch.einsum("oi,ij,oj->", weight.double(), xtx, weight.double())
+    return float(num.clamp_min(0).sqrt() / den.clamp_min(1e-300).sqrt())
+
+
+def gptq_columns(weight, xtx, bits: int, group_size: int | None = None) -> dict:
+    """How GPTQ's error feedback differs from rounding to nearest, column by column.
+
+    Returns:
+        ``{"rtn", "gptq"}``: per input column, that column's share of the output error
+        ``‖ΔW_:,j‖·sqrt(H_jj)``; ``"output_error_rtn"``, ``"output_error_gptq"``: the relative
+        output errors ``‖X(W − Ŵ)ᵀ‖ / ‖XWᵀ‖`` on the texts; ``"bits"``.
+    """
+    from llmopt.compression.config import CompressionConfig
+    from llmopt.compression.methods.gptq import quantize_layer
+    from llmopt.compression.quantize import rtn_quantize
+
+    w = _tensor(weight)
+    xtx = torch.as_tensor(xtx, dtype=torch.float64)
+    config = CompressionConfig(bits=bits, group_size=group_size, quant_method="gptq")
+    rtn = rtn_quantize(w, bits, group_size)[0]
+    gptq = quantize_layer(w, 2.0 * xtx / max(float(torch.diag(xtx).mean()), 1e-30), config)[0]
+    scale = torch.diag(xtx).clamp_min(0).sqrt().float()
+    return {
+        "rtn": ((w - rtn).norm(dim=0) * scale).numpy(),
+        "gptq": ((w - gptq).norm(dim=0) * scale).numpy(),
+        "output_error_rtn": _output_error(w, rtn, xtx),
+        "output_error_gptq": _output_error(w, gptq, xtx),
+        "bits": bits,
+    }
+
+
+def scaled_spectrum(weight, xtx, rank: int) -> dict:
+    """Spectra of ``W`` and of the whitened ``W·L`` (``L Lᵀ = XᵀX``), and what rank r keeps.
+
+    Returns:
+        ``"energy_plain"``, ``"energy_scaled"`` (cumulative Σσ²/Σσ² of W and of W·L),
+        ``"output_error_svd"``, ``"output_error_aware"`` (relative output errors of the two
+        rank-``rank`` truncations on the texts), ``"rank"``.
+    """
+    from llmopt.compression.lowrank import svd_factors
+    from llmopt.compression.methods.asvd import factors
+
+    w = _tensor(weight)
+    xtx = torch.as_tensor(xtx, dtype=torch.float64)
+    full = min(w.shape)
+    if not 1 <= rank <= full:
+        raise LlmoptError(f"rank must be between 1 and {full} for a {tuple(w.shape)} weight")
+    a, b, sigma = svd_factors(w, rank)
+    a2, b2, sigma2 = factors(w, xtx, rank)
+
+    def energy(s):
+        s = s.double().numpy() ** 2
+        return np.cumsum(s) / np.sum(s)
+
+    return {
+        "energy_plain": energy(sigma),
+        "energy_scaled": energy(sigma2),
+        "output_error_svd": _output_error(w, a @ b, xtx),
+        "output_error_aware": _output_error(w, a2 @ b2, xtx),
+        "rank": rank,
+    }
+
+
+def smoothing(weight, absmax, alpha: float) -> dict:
+    """SmoothQuant's effect on one layer: each input channel's activation and weight range
+    before and after smoothing with strength ``alpha``.
+
+    Returns:
+        ``"act_before"``, ``"act_after"`` (max |X_j|), ``"weight_before"``, ``"weight_after"``
+        (max |W_:,j|), channels in their order, and ``"ratio_before"``, ``"ratio_after"``: the
+        largest activation range over the median (how hard per-tensor int8 rounding is).
+    """
+    from llmopt.compression.methods.int8 import smoothing_scales
+
+    w = _tensor(weight)
+    act = torch.as_tensor(absmax, dtype=torch.float32)
+    s = smoothing_scales(act, w, alpha)
+    after = act / s
+    w_before, w_after = w.abs().amax(0), (w * s.unsqueeze(0)).abs().amax(0)
+    return {
+        "act_before": act.numpy(),
+        "act_after": after.numpy(),
+        "weight_before": w_before.numpy(),
+        "weight_after": w_after.numpy(),
+        "ratio_before": float(act.max() / act.median().clamp_min(1e-12)),
+        "ratio_after": float(after.max() / after.median().clamp_min(1e-12)),
+        "alpha": alpha,
+    }
+
+
+def sparsegpt_block(
+    weight, xtx, sparsity: float, pattern: str = "unstructured", *, rows: int = 16, cols: int = 32
+) -> dict:
+    """SparseGPT's keep-mask (top-left block) and the output errors of SparseGPT and magnitude
+    pruning at the same sparsity.
+
+    Returns:
+        ``{"mask": bool block, "output_error_sparsegpt", "output_error_magnitude"}``.
+    """
+    from llmopt.compression.obs import inverse_hessian_factor, obs_columns
+
+    w = _tensor(weight)
+    xtx = torch.as_tensor(xtx, dtype=torch.float64)
+    nm = parse_pattern(pattern)
+    upper, dead = inverse_hessian_factor(2.0 * xtx / max(float(torch.diag(xtx).mean()), 1e-30))
+    start = w.clone()
+    start[:, dead] = 0.0
+    new, keep, _, _ = obs_columns(start, upper, sparsity=0.0 if nm else sparsity, nm=nm)
+    magnitude = w * (nm_mask(w.abs(), *nm) if nm else magnitude_mask(w, sparsity))
+    cols = max(nm[1], cols - cols % nm[1]) if nm else cols
+    return {
+        "mask": keep.numpy()[:rows, :cols],
+        "output_error_sparsegpt": _output_error(w, new, xtx),
+        "output_error_magnitude": _output_error(w, magnitude, xtx),
+    }
+
+
+def method_formulas() -> dict[str, str]:
+    """Each registered method's formula, by method name (from the registry)."""
+    from llmopt.compression import registry
+
+    return {m.name: m.formula for m in registry.all_methods()}
+
+
 FORMULAS: dict[str, str] = {
     "attention": (
         r"**Attention** $\mathrm{softmax}\!\left(QK^\top/\sqrt{d_k}\right)V$ — each token asks a "
         r"question ($Q$), compares it with every token's key ($K$), and mixes their values "
         r"($V$) by how well they match; each row of the map sums to 1."
     ),
-    "quantization": (
-        r"**Quantization** $\Delta = \max|w| / (2^{b-1}-1)$, $\hat w = \Delta \cdot "
-        r"\mathrm{round}(w/\Delta)$ — store each weight as a small integer times one shared "
-        r"step $\Delta$ per row (or group); fewer bits mean a coarser grid and a larger "
-        r"rounding error."
-    ),
-    "magnitude": (
-        r"**Magnitude pruning** keep the weights with the largest $|W_{ij}|$ — small weights "
-        r"change the output least, so they are set to zero first."
-    ),
-    "wanda": (
-        r"**Wanda** score $|W_{ij}| \cdot \lVert X_j \rVert_2$ — a weight matters if it is large "
-        r"*and* its input feature $j$ is usually large on real text, so both are multiplied."
-    ),
     "nm": (
         r"**N:M sparsity** keep $N$ of every $M$ consecutive weights in a row (e.g. 2:4) — a "
         r"regular pattern that sparse tensor cores can skip over for real speed-ups."
-    ),
-    "svd": (
-        r"**Low rank (SVD)** $W \approx U_r \Sigma_r V_r^\top$, energy kept "
-        r"$\sum_{i\le r}\sigma_i^2 / \sum_i \sigma_i^2$ — a matrix is a sum of rank-one layers "
-        r"ordered by importance $\sigma_i$; keeping the first $r$ stores $r(m+n)$ numbers "
-        r"instead of $mn$."
     ),
     "eckart_young": (
         r"**Eckart–Young** $\min_{\mathrm{rank}\,\hat W \le r}\lVert W-\hat W\rVert_F = "
@@ -203,10 +336,13 @@ FORMULAS: dict[str, str] = {
         r"\hat y_i^{\mathrm{baseline}}]$ — the share of texts whose predicted label did not "
         r"change; it measures fidelity to the original model, not correctness."
     ),
-    "int8_dynamic": (
-        r"**Dynamic int8** $W_q = \mathrm{round}(W/s_W)$ once per output channel, "
-        r"$x_q = \mathrm{round}(x/s_x)$ for every batch, $y \approx s_x s_W\,(x_q W_q^\top)$ — "
-        r"the matrix product runs on 8-bit integers with 32-bit accumulation, which is why its "
-        r"latency is real, not simulated."
-    ),
 }
+# the methods' own formulas come from the registry (one text per method, used everywhere)
+_ALIASES = {
+    "quantization": "rtn",
+    "magnitude": "magnitude",
+    "wanda": "wanda",
+    "svd": "svd",
+    "int8_dynamic": "int8",
+}
+FORMULAS.update({key: method_formulas()[name] for key, name in _ALIASES.items()})

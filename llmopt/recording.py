@@ -30,16 +30,18 @@ from llmopt.loaded import LoadedModel
 # The order compression applies its steps, and the config fields that set each one; a stored
 # config that sets a leading part of these steps exactly as another does is its ancestor.
 STEP_FIELDS = {
-    "low-rank": ("rank",),
+    "low-rank": ("rank", "lowrank_method"),
     "prune": (
         "sparsity",
         "sparsity_method",
         "sparsity_pattern",
         "sparsity_scope",
+        "calibration",
         "calibration_samples",
     ),
-    "quantize": ("bits", "group_size"),
-    "int8 kernels": ("int8_dynamic",),
+    "quantize": ("bits", "group_size", "quant_method", "act_order", "asymmetric"),
+    "int8 kernels": ("int8_dynamic", "smooth_alpha"),
+    "16-bit": ("precision",),
 }
 _FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> hash
 
@@ -92,6 +94,8 @@ def _active(step: str, config: dict) -> bool:
         return bool(config.get("sparsity")) or pattern != "unstructured"
     if step == "quantize":
         return config.get("bits") is not None
+    if step == "16-bit":
+        return (config.get("precision") or "fp32") != "fp32"
     return bool(config.get("int8_dynamic"))
 
 

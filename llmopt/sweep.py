@@ -10,56 +10,106 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from llmopt.compression import CompressionConfig, CompressionReport, compress
-from llmopt.compression.engine import check_plan
-from llmopt.compression.targets import find_targets, in_blocks, is_linear
+from llmopt.compression import CompressionConfig, CompressionReport, compress, registry
+from llmopt.compression.calibrate import StatsCache
+from llmopt.compression.engine import check_plan, identity_report
+from llmopt.compression.registry import needs_calibration
 from llmopt.compression.targets import get_weight as layer_weight
+from llmopt.compression.targets import select_targets
 from llmopt.data import TextDataset
 from llmopt.errors import LlmoptError
 from llmopt.evaluation import EvalResult, compare, evaluate
 from llmopt.loaded import LoadedModel, Progress
 
-# What a user can sweep. "field" is the CompressionConfig field the value goes into, "off" the
-# value that leaves it uncompressed (the baseline), "methods" maps each method to the other
-# config fields it sets, "reverse" says that smaller values compress more (for plot axes).
-SWEEP_KNOBS: dict[str, dict] = {
+# The knobs a user can sweep, one per kind of compression. "field" is the CompressionConfig
+# field the value goes into, "off" the value that leaves it uncompressed (the baseline), and
+# "reverse" says that smaller values compress more (for plot axes). Each knob's methods come
+# from the method registry (see ``knob_methods``), so a new method appears here by itself.
+KNOBS: dict[str, dict] = {
     "sparsity": {
+        "kind": "prune",
         "label": "Sparsity (fraction of weights set to zero)",
         "field": "sparsity",
         "values": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
-        "methods": {
-            "magnitude": {"sparsity_method": "magnitude"},
-            "wanda": {"sparsity_method": "wanda"},
-        },
         "off": 0.0,
         "reverse": False,
         "help": "Unstructured pruning per layer: magnitude keeps the largest |W|, Wanda the "
-        "largest |W|·‖X‖ measured on calibration texts.",
+        "largest |W|·‖X‖ measured on calibration texts, SparseGPT also updates the kept "
+        "weights to rebuild each layer's output.",
     },
     "bits": {
+        "kind": "quantize",
         "label": "Bits per weight",
         "field": "bits",
         "values": [8, 7, 6, 5, 4, 3, 2],
-        "methods": {
-            "per-channel": {"group_size": None},
-            "group 128": {"group_size": 128},
-            "group 64": {"group_size": 64},
-        },
         "off": None,
         "reverse": True,
-        "help": "Symmetric round-to-nearest weight quantization, one scale per output channel "
-        "or per group of input columns (simulated: weights are quantized then dequantized).",
+        "help": "Weight quantization, one scale per output channel or per group of input "
+        "columns: round to nearest, or GPTQ's column-by-column error feedback (simulated: "
+        "weights are quantized then dequantized).",
     },
     "rank": {
+        "kind": "lowrank",
         "label": "Rank kept per layer",
         "field": "rank",
         "values": [256, 192, 128, 96, 64, 48, 32, 16, 8],
-        "methods": {"svd": {}},
         "off": None,
         "reverse": True,
-        "help": "Truncated SVD: each weight W (out×in) becomes A (out×r) · B (r×in).",
+        "help": "Low rank: each weight W (out×in) becomes A (out×r) · B (r×in), from the SVD of "
+        "W, or of W whitened by calibration activations (activation-aware).",
+    },
+    "smooth_alpha": {
+        "kind": "kernel",
+        "label": "SmoothQuant α (int8 kernels)",
+        "field": "smooth_alpha",
+        "values": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+        "off": None,
+        "reverse": False,
+        "help": "How much of each activation channel's range moves into the weights before the "
+        "real int8 kernels (0 = none, 1 = all).",
     },
 }
+GROUPINGS = {"per-channel": None, "group 128": 128, "group 64": 64}  # quantization variants
+
+
+def knob_methods(knob: str) -> dict[str, dict]:
+    """{method label: the config fields it sets} of one knob, from the method registry."""
+    spec = _knob(knob)
+    kind = registry.KINDS[spec["kind"]]
+    found: dict[str, dict] = {}
+    if spec["kind"] == "quantize":  # every quantizer, per channel and per group
+        for group_label, group in GROUPINGS.items():  # round to nearest keeps the plain names
+            for name in registry.names("quantize"):
+                label = group_label if name == kind.default else f"{name} {group_label}"
+                found[label] = {kind.field: name, "group_size": group}
+        return found
+    for method in registry.methods(spec["kind"]).values():
+        if method.sweep:
+            found.update(method.sweep)
+        elif kind.field is not None:
+            found[method.name] = {kind.field: method.name}
+    return found
+
+
+class _Knobs(dict):
+    """``SWEEP_KNOBS[knob]``: the knob's settings with its current ``"methods"``."""
+
+    def __getitem__(self, knob: str) -> dict:
+        return {**KNOBS[knob], "methods": knob_methods(knob)}
+
+    def get(self, knob, default=None):
+        return self[knob] if knob in KNOBS else default
+
+    def values(self):
+        return [self[k] for k in KNOBS]
+
+    def items(self):
+        return [(k, self[k]) for k in KNOBS]
+
+
+SWEEP_KNOBS = _Knobs.fromkeys(KNOBS)  # what a user can sweep (methods read from the registry)
+
+
 COLUMNS = [
     "knob",
     "method",
@@ -78,8 +128,21 @@ COLUMNS = [
 MB = 1e6
 
 
+def sweep_needs_calibration(knob: str, methods: list[str]) -> bool:
+    """Whether sweeping ``knob`` with ``methods`` needs calibration texts (the training split).
+
+    Raises:
+        LlmoptError: an unknown knob or method.
+    """
+    spec = _knob(knob)
+    value = next(v for v in spec["values"] if not _is_off(knob, v))
+    return any(
+        needs_calibration(sweep_config(CompressionConfig(), knob, m, value)) for m in methods
+    )
+
+
 def _is_off(knob: str, value) -> bool:
-    off = SWEEP_KNOBS[knob]["off"]
+    off = KNOBS[knob]["off"]
     return value is None if off is None else value is not None and float(value) == off
 
 
@@ -90,13 +153,14 @@ def sweep_config(base: CompressionConfig, knob: str, method: str, value) -> Comp
         LlmoptError: an unknown knob or method, or a value the config rejects.
     """
     spec = _knob(knob)
-    if method not in spec["methods"]:
+    methods = knob_methods(knob)
+    if method not in methods:
         raise LlmoptError(
-            f"method {method!r} does not apply to {knob}; choose from {', '.join(spec['methods'])}"
+            f"method {method!r} does not apply to {knob}; choose from {', '.join(methods)}"
         )
     changes = {spec["field"]: _cast(knob, value)}
     if not _is_off(knob, value):
-        changes.update(spec["methods"][method])
+        changes.update(methods[method])
     try:
         return dataclasses.replace(base, **changes)
     except LlmoptError:
@@ -106,21 +170,21 @@ def sweep_config(base: CompressionConfig, knob: str, method: str, value) -> Comp
 
 
 def _knob(knob: str) -> dict:
-    if knob not in SWEEP_KNOBS:
-        raise LlmoptError(f"unknown sweep knob {knob!r}; choose from {', '.join(SWEEP_KNOBS)}")
-    return SWEEP_KNOBS[knob]
+    if knob not in KNOBS:
+        raise LlmoptError(f"unknown sweep knob {knob!r}; choose from {', '.join(KNOBS)}")
+    return KNOBS[knob]
 
 
 def _cast(knob: str, value):
     if value is None or (isinstance(value, float) and np.isnan(value)):
-        return SWEEP_KNOBS[knob]["off"]
-    return float(value) if knob == "sparsity" else int(value)
+        return KNOBS[knob]["off"]
+    return float(value) if knob in ("sparsity", "smooth_alpha") else int(value)
 
 
 def max_rank(loaded: LoadedModel) -> int:
     """The largest rank every compressible layer allows: the smallest min(out, in)."""
     model = loaded.model
-    names = find_targets(model, in_blocks(model))
+    names = select_targets(model)
     if not names:
         raise LlmoptError(f"model {loaded.name!r} has no linear layers in its transformer blocks")
     return min(min(layer_weight(model.get_submodule(n)).shape) for n in names)
@@ -132,13 +196,15 @@ def knob_values(loaded: LoadedModel, knob: str) -> tuple[list, list]:
     Raises:
         LlmoptError: an unknown knob, or a model without compressible layers (for ranks).
     """
-    if knob not in SWEEP_KNOBS:
-        raise LlmoptError(f"unknown knob {knob!r}; choose one of: {', '.join(SWEEP_KNOBS)}")
-    spec = SWEEP_KNOBS[knob]
+    if knob not in KNOBS:
+        raise LlmoptError(f"unknown knob {knob!r}; choose one of: {', '.join(KNOBS)}")
+    spec = KNOBS[knob]
     if knob == "sparsity":
         return [round(0.05 * i, 2) for i in range(20)], list(spec["values"])
     if knob == "bits":
         return list(range(8, 1, -1)), list(spec["values"])
+    if knob == "smooth_alpha":
+        return [round(0.1 * i, 1) for i in range(11)], list(spec["values"])
     limit = max_rank(loaded)
     extra = {limit, limit // 2, limit // 4, limit // 8}
     choices = sorted(r for r in {*spec["values"], *extra} if 0 < r <= limit)[::-1]
@@ -152,12 +218,12 @@ def _check_points(
     """Reject settings some layer cannot take, before any compression starts."""
     model = loaded.model
     for config in configs:
-        targets = find_targets(model, is_linear if config.include_head else in_blocks(model))
-        check_plan(model, targets, config)  # rank and group size against every layer
-        if config.prunes and config.sparsity_method == "wanda" and calibration is None:
+        check_plan(model, select_targets(model, config.include_head), config)
+        if calibration is None and needs_calibration(config):
+            names = ", ".join(m.label for m in registry.active(config) if m.needs_calibration)
             raise LlmoptError(
-                "Wanda needs calibration texts: pass calibration= the training split, "
-                "or sweep the magnitude method only"
+                f"{names} needs calibration texts: pass calibration= the training split, or "
+                "sweep methods that need no data"
             )
 
 
@@ -180,12 +246,14 @@ def run_sweep(
     Args:
         loaded: the uncompressed model (never modified).
         dataset: the rows every point, and the baseline, is evaluated on.
-        knob: a key of ``SWEEP_KNOBS`` ("sparsity", "bits", "rank").
+        knob: a key of ``SWEEP_KNOBS`` ("sparsity", "bits", "rank", "smooth_alpha").
         values: the knob's values; the 'off' value (0 sparsity, bits/rank None) is the
-            baseline configuration and is measured like any other point.
-        methods: names from ``SWEEP_KNOBS[knob]["methods"]``.
+            baseline configuration: its row is the baseline's evaluation (not run again).
+        methods: names from ``knob_methods(knob)``.
         base_result: the baseline's evaluation on ``dataset`` if already known.
-        calibration: texts for methods that need activations (Wanda).
+        calibration: texts for methods that need activations (Wanda, SparseGPT, GPTQ, …);
+            they are tokenized once per sweep, and statistics of the uncompressed model are
+            measured once per layer and reused by every point.
         base_config: other settings kept fixed at every point (default: none).
         progress: called with (fraction of all points, message).
         on_point: called once per distinct point with (config, its EvalResult, its
@@ -222,16 +290,23 @@ def run_sweep(
         base_result = evaluate(loaded, dataset, progress=lambda f, _: report(f, "baseline"))
         done += 1
     measured: dict[str, dict] = {}
+    cache = StatsCache()  # what stays the same between points: measured once
     for key, config in unique.items():
         what = _describe(knob, config)
         start = time.perf_counter()
-        model, comp_report = compress(
-            loaded,
-            config,
-            calibration=calibration,
-            progress=lambda f, _m, w=what: report(0.5 * f, f"compressing: {w}"),
-        )
-        result = evaluate(model, dataset, progress=lambda f, _m, w=what: report(0.5 + 0.5 * f, w))
+        if config.is_identity:  # the baseline itself: its evaluation is already known
+            model, comp_report, result = None, identity_report(loaded, config), base_result
+        else:
+            model, comp_report = compress(
+                loaded,
+                config,
+                calibration=calibration,
+                progress=lambda f, _m, w=what: report(0.5 * f, f"compressing: {w}"),
+                cache=cache,
+            )
+            result = evaluate(
+                model, dataset, progress=lambda f, _m, w=what: report(0.5 + 0.5 * f, w)
+            )
         fidelity = compare(base_result, result)
         if on_point is not None:
             on_point(config, result, comp_report, fidelity)
@@ -273,7 +348,7 @@ def _key(config: CompressionConfig) -> str:
 
 
 def _describe(knob: str, config: CompressionConfig) -> str:
-    value = getattr(config, SWEEP_KNOBS[knob]["field"])
+    value = getattr(config, KNOBS[knob]["field"])
     return f"{knob} = {value}" if value is not None else f"{knob} off"
 
 

@@ -24,6 +24,18 @@ EXACT = [
     CompressionConfig(int8_dynamic=True),
     CompressionConfig(sparsity=0.5, include_head=True),
 ]
+# The registry's newer methods and knobs: calibrated, asymmetric, smoothed, 16-bit.
+METHODS = [
+    CompressionConfig(sparsity=0.5, sparsity_method="sparsegpt"),
+    CompressionConfig(
+        sparsity_pattern="2:4", sparsity_method="sparsegpt", bits=8, quant_method="gptq"
+    ),  # fmt: skip
+    CompressionConfig(bits=8, quant_method="gptq", asymmetric=True),
+    CompressionConfig(rank=8, lowrank_method="activation-aware", sparsity=0.3),
+    CompressionConfig(int8_dynamic=True, smooth_alpha=0.5),
+    CompressionConfig(precision="bf16", sparsity=0.5),
+    CompressionConfig(precision="fp16", rank=8),
+]
 # Low bit-widths round many small weights to zero, which the packed size then exploits.
 ROUNDING = [CompressionConfig(bits=2), CompressionConfig(bits=3), CompressionConfig(bits=4)]
 
@@ -57,6 +69,28 @@ def test_estimate_equals_measured_size_and_params(tiny_models, family, config):
             assert nonzero <= estimate["params_nonzero"] <= total
         if report.rows and config.rank is None and config.bits is None:
             assert estimate["sparsity"] == pytest.approx(report.totals["sparsity"], abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("family", "config"),
+    [("bert", c) for c in METHODS] + [("gpt2", METHODS[0]), ("gpt2", METHODS[4])],
+    ids=lambda x: x if isinstance(x, str) else _describe(x),
+)
+def test_estimate_equals_measured_size_for_every_kind_of_method(
+    tiny_models, tiny_dataset, family, config
+):
+    loaded = tiny_models[family]
+    compressed, report = compress(loaded, config, calibration=tiny_dataset)
+    estimate = estimate_size(loaded, config)
+    assert compressed.size_bytes == report.totals["model_bytes_after"]
+    if config.bits is None:
+        assert estimate["size_bytes"] == compressed.size_bytes
+    else:  # rounding may zero a few more weights: the packed size can only shrink
+        assert 0.99 * estimate["size_bytes"] <= compressed.size_bytes <= estimate["size_bytes"]
+    if not config.int8_dynamic:
+        total, nonzero = count_params(compressed.model)
+        assert estimate["params_total"] == total
+        assert nonzero <= estimate["params_nonzero"] <= total
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2"])

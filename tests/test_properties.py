@@ -204,6 +204,14 @@ FIELDS = {
     "int8_dynamic": st.one_of(st.booleans(), JUNK),
     "calibration_samples": st.one_of(st.integers(-2, 1000), JUNK),
     "include_head": st.one_of(st.booleans(), JUNK),
+    # the method registry's fields (issue 9)
+    "quant_method": st.one_of(st.sampled_from(["rtn", "gptq"]), JUNK),
+    "act_order": st.one_of(st.booleans(), JUNK),
+    "asymmetric": st.one_of(st.booleans(), JUNK),
+    "lowrank_method": st.one_of(st.sampled_from(["svd", "activation-aware"]), JUNK),
+    "smooth_alpha": st.one_of(st.floats(-0.5, 1.5), st.none(), JUNK),
+    "calibration": st.one_of(st.sampled_from(["sequential", "one-pass"]), JUNK),
+    "precision": st.one_of(st.sampled_from(["fp32", "bf16", "fp16"]), JUNK),
 }
 KWARGS = st.fixed_dictionaries({}, optional=FIELDS)
 

@@ -177,3 +177,78 @@ def test_on_point_sees_every_distinct_point_with_its_result(tiny_dirs, tiny_data
     for (bits, accuracy, fid), (_, row) in zip(seen, frame.iterrows(), strict=True):
         assert row["value"] == bits and row["accuracy"] == accuracy
         assert row["agreement"] == fid["agreement"]
+
+
+def test_sweep_reuses_the_baseline_and_what_calibration_measured(bert, tiny_dataset, monkeypatch):
+    import llmopt.compression.calibrate as calibrate
+
+    evaluations, batches = [], []
+    real_evaluate, real_partials = sweep_mod.evaluate, calibrate.partials
+    monkeypatch.setattr(
+        sweep_mod, "evaluate", lambda *a, **k: evaluations.append(1) or real_evaluate(*a, **k)
+    )
+    monkeypatch.setattr(
+        calibrate, "partials", lambda *a, **k: batches.append(1) or real_partials(*a, **k)
+    )
+    base = llmopt.evaluate(bert, tiny_dataset)
+    one_pass = CompressionConfig(calibration="one-pass")
+    run_sweep(
+        bert,
+        tiny_dataset,
+        "sparsity",
+        [0.0, 0.5],
+        ["wanda"],
+        base_result=base,
+        calibration=tiny_dataset,
+        base_config=one_pass,
+    )
+    assert len(evaluations) == 1  # the 0 point is the baseline: not evaluated again
+    once = len(batches)
+    assert once > 0
+    evaluations.clear()
+    batches.clear()
+    frame = run_sweep(
+        bert,
+        tiny_dataset,
+        "sparsity",
+        [0.0, 0.3, 0.5, 0.7],
+        ["wanda"],
+        base_result=base,
+        calibration=tiny_dataset,
+        base_config=one_pass,
+    )
+    assert len(evaluations) == 3 and len(batches) == once  # statistics measured once
+    assert (
+        frame["agreement"].iloc[0] == 1.0 and frame["accuracy"].iloc[0] == base.metrics["accuracy"]
+    )
+    batches.clear()
+    run_sweep(
+        bert,
+        tiny_dataset,
+        "sparsity",
+        [0.3, 0.5],
+        ["wanda"],
+        base_result=base,
+        calibration=tiny_dataset,
+    )  # sequential: the first block's statistics are shared
+    blocks = len(bert.model.bert.encoder.layer)
+    assert len(batches) == (2 * blocks - 1) * (once // blocks)
+
+
+def test_every_registered_method_is_a_sweep_method():
+    from llmopt.compression import registry
+    from llmopt.sweep import knob_methods
+
+    assert list(knob_methods("sparsity")) == registry.names("prune")
+    assert list(knob_methods("rank")) == registry.names("lowrank")
+    assert "gptq group 64" in knob_methods("bits") and "per-channel" in knob_methods("bits")
+    assert list(knob_methods("smooth_alpha")) == ["smoothquant"]
+    config = sweep_config(CompressionConfig(), "smooth_alpha", "smoothquant", 0.6)
+    assert config.int8_dynamic and config.smooth_alpha == 0.6
+    assert sweep_config(CompressionConfig(), "smooth_alpha", "smoothquant", None).is_identity
+    from llmopt.sweep import sweep_needs_calibration
+
+    assert sweep_needs_calibration("sparsity", ["magnitude", "sparsegpt"])
+    assert not sweep_needs_calibration("bits", ["per-channel", "group 64"])
+    assert sweep_needs_calibration("bits", ["gptq per-channel"])
+    assert not sweep_needs_calibration("rank", ["svd"])

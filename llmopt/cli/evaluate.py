@@ -12,13 +12,9 @@ from pathlib import Path
 from llmopt import atomic
 from llmopt.cli import record
 from llmopt.cli.common import Bar, load, positive_int, seed, source_args, train_split
+from llmopt.compression.cli import add_compression_args, config_from_args
 from llmopt.errors import LlmoptError
 from llmopt.paths import describe_kind, is_special
-
-COMPRESSION_FLAGS = (
-    "sparsity", "sparsity_method", "sparsity_pattern", "bits", "group_size", "rank",
-    "int8_dynamic", "calibration_samples", "sparsity_scope", "include_head",
-)  # fmt: skip
 
 
 def add_commands(sub) -> None:
@@ -29,34 +25,7 @@ def add_commands(sub) -> None:
     ev.add_argument("--limit", type=positive_int, help="evaluate the first N rows of the split")
     ev.add_argument("--seed", type=seed, help="shuffle the split with this seed before --limit")
     ev.add_argument("--batch-size", type=positive_int, default=32)
-    ev.add_argument("--sparsity", type=float, help="fraction of weights to zero, in [0, 1)")
-    ev.add_argument("--sparsity-method", choices=["magnitude", "wanda"])
-    ev.add_argument("--sparsity-pattern", choices=["unstructured", "2:4", "4:8"])
-    ev.add_argument("--bits", type=int, help="weight bit-width 2..8 (simulated quantization)")
-    ev.add_argument("--group-size", type=int, help="input weights per scale (default: per row)")
-    ev.add_argument("--rank", type=int, help="truncated-SVD rank of every targeted layer")
-    ev.add_argument(
-        "--int8-dynamic",
-        action="store_true",
-        default=None,
-        help="real int8 kernels (torch dynamic quantization)",
-    )
-    ev.add_argument(
-        "--sparsity-scope",
-        choices=["layer", "global"],
-        help="rank weights per output row (layer) or across all layers (global; magnitude)",
-    )
-    ev.add_argument(
-        "--include-head",
-        action="store_true",
-        default=None,
-        help="compress the classification head too",
-    )
-    ev.add_argument(
-        "--calibration-samples",
-        type=positive_int,
-        help="training texts for Wanda's activation norms (default 64)",
-    )
+    add_compression_args(ev)  # every compression flag; method choices from the registry
     ev.add_argument("--json", type=Path, help="write the results as JSON to this path")
     ev.add_argument("--predictions", type=Path, help="write per-example predictions as CSV")
     ev.add_argument("--save-model", type=Path, help="save the compressed model to this folder")
@@ -97,20 +66,7 @@ def run_prepare(args) -> int:
 
 
 def _config(args):
-    given = {k: getattr(args, k) for k in COMPRESSION_FLAGS if getattr(args, k) is not None}
-    given = {**(getattr(args, "recipe_config", None) or {}), **given}  # flags override a recipe
-    if not given:
-        return None
-    from llmopt.compression import CompressionConfig
-
-    config = CompressionConfig(**given)
-    if config.is_identity:
-        flags = " ".join("--" + k.replace("_", "-") for k in given)
-        raise LlmoptError(
-            f"{flags} change nothing on their own: add --sparsity above 0, --bits, --rank "
-            "or --int8-dynamic"
-        )
-    return config
+    return config_from_args(args, getattr(args, "recipe_config", None))
 
 
 def run_evaluate(args) -> int:
@@ -147,9 +103,9 @@ def run_evaluate(args) -> int:
     base = evaluate(loaded, dataset, batch_size=args.batch_size, progress=bar)
     other = fidelity = report = compressed = latency = None
     if config is not None:
-        from llmopt.compression import compress
+        from llmopt.compression import compress, needs_calibration
 
-        calibration = train_split(args) if config.sparsity_method == "wanda" else None
+        calibration = train_split(args) if needs_calibration(config) else None
         compressed, report = compress(loaded, config, calibration=calibration, progress=bar)
         other = evaluate(compressed, dataset, batch_size=args.batch_size, progress=bar)
         fidelity = compare(base, other)

@@ -1,14 +1,303 @@
-"""Calibration: per-input-channel activation norms of chosen layers, from forward hooks."""
+"""Calibration statistics of layer inputs: in one pass over the model, or block by block.
+
+Sequential (the default) follows the Wanda / SparseGPT / GPTQ reference code: the inputs of
+block ``i`` are the outputs of blocks ``0..i-1`` *as already compressed*, so each block is
+compressed for the inputs it will really see. One-pass runs the model as it is once and hooks
+every layer at the same time. Padding positions never count: only real tokens do.
+"""
 
 from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
+from llmopt.attention import attention_implementation
 from llmopt.batching import accepts_token_types, encode, iter_batches
 from llmopt.loaded import Progress
 
 CALIBRATION_BATCH = 16  # texts per forward pass: small batches pad little
+KINDS = ("norms", "hessian", "absmax")  # what a method may ask for
+
+
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass once block 0's inputs are captured."""
+
+
+@dataclass
+class LayerStats:
+    """What one layer's inputs looked like over the calibration tokens."""
+
+    tokens: int = 0
+    sumsq: Tensor | None = None  # (in,) Σ x_j² — Wanda's ||X_j||² (float64)
+    xtx: Tensor | None = None  # (in, in) Σ x xᵀ — GPTQ/SparseGPT's H/2, SVD-LLM's whitening
+    absmax: Tensor | None = None  # (in,) max |x_j| — SmoothQuant's activation range
+
+    @property
+    def norms(self) -> Tensor:
+        """(in,) float32 ``||X_j||_2`` of every input channel."""
+        sumsq = self.sumsq if self.sumsq is not None else torch.diag(self.xtx).double()
+        return sumsq.clamp_min(0).sqrt().float()
+
+    def hessian(self) -> Tensor:
+        """(in, in) float64 ``H = 2 XᵀX / n`` (GPTQ's layer-wise Hessian)."""
+        return 2.0 * self.xtx.double() / max(self.tokens, 1)
+
+    def add(self, parts: dict[str, Tensor], tokens: int) -> None:
+        """Accumulate the ``partials`` of one batch of real-token inputs."""
+        self.tokens += tokens
+        for kind, part in parts.items():
+            old = getattr(self, kind)
+            if old is None:
+                setattr(self, kind, part)
+            elif kind == "absmax":
+                self.absmax = torch.maximum(old, part)
+            else:
+                setattr(self, kind, old + part)
+
+
+def partials(x: Tensor, kinds: tuple[str, ...]) -> dict[str, Tensor]:
+    """One batch's contribution to each statistic, from its (tokens, in) real-token inputs."""
+    x = x.float()
+    parts = {}
+    if "hessian" in kinds:
+        parts["xtx"] = x.T @ x  # (in, in); its diagonal gives the norms too
+    elif "norms" in kinds:
+        parts["sumsq"] = (x * x).sum(0).double()  # (in,)
+    if "absmax" in kinds:
+        parts["absmax"] = x.abs().amax(0)
+    return parts
+
+
+def _real_tokens(x: Tensor, mask: Tensor | None) -> Tensor:
+    """(tokens, in) rows of ``x`` at real (non-padding) positions."""
+    if mask is not None and x.dim() == 3 and x.shape[:2] == mask.shape:
+        x = x[mask]
+    return x.reshape(-1, x.shape[-1])
+
+
+class _Hooks:
+    """Forward hooks collecting ``kinds`` statistics of the named layers' inputs.
+
+    Layers fed the same tensor (BERT's query, key and value) share one computation per batch.
+    """
+
+    def __init__(self, model: nn.Module, names: list[str], kinds: tuple[str, ...]):
+        self.stats = {n: LayerStats() for n in names}
+        self._mask: Tensor | None = None  # (batch, seq) of the batch in flight
+        self._memo: dict = {}  # this batch's input tensor -> its partial statistics
+        self.kinds = kinds
+        self.handles = [model.get_submodule(n).register_forward_hook(self._hook(n)) for n in names]
+
+    @property
+    def mask(self) -> Tensor | None:
+        return self._mask
+
+    @mask.setter
+    def mask(self, value: Tensor | None) -> None:
+        self._mask, self._memo = value, {}
+
+    def _hook(self, name: str):
+        def collect(_module, args, _output):
+            x = args[0].detach()
+            key = (x.data_ptr(), tuple(x.shape), x._version)
+            if key not in self._memo:  # the memo holds x, so its address is not reused
+                real = _real_tokens(x, self._mask)
+                self._memo[key] = (x, partials(real, self.kinds), real.shape[0])
+            _x, parts, tokens = self._memo[key]
+            self.stats[name].add(parts, tokens)
+
+        return collect
+
+    def close(self) -> dict[str, LayerStats]:
+        for h in self.handles:
+            h.remove()
+        self._memo = {}
+        return {n: s for n, s in self.stats.items() if s.tokens}
+
+
+def texts_key(texts: list[str]) -> str:
+    """A short fingerprint of calibration texts (what a statistics cache is keyed by)."""
+    digest = hashlib.sha256()
+    for t in texts:
+        digest.update(t.encode("utf-8", "replace") + b"\0")
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class StatsCache:
+    """What stays the same between compressions of one base model on one set of texts.
+
+    A sweep passes one cache to every ``compress`` call: the texts are tokenized once, the
+    inputs of the first block are captured once, and statistics measured on the *uncompressed*
+    model (every layer in one-pass mode; the first block in sequential mode, whose inputs no
+    compression changes) are measured once per layer and kind.
+    """
+
+    batches: dict = field(default_factory=dict)  # texts key -> [(inputs, mask)]
+    block_inputs: dict = field(default_factory=dict)  # (model id, texts key) -> captured inputs
+    dense: dict = field(default_factory=dict)  # (model id, texts key, layer, kind) -> LayerStats
+    hits: int = 0  # statistics served from the cache (for tests and benchmarks)
+
+
+class Feeder:
+    """Feeds calibration texts to groups of layers and measures their inputs.
+
+    ``groups`` are lists of layer names; with ``sequential`` each group is one transformer
+    block (in order) and the last holds the layers outside the blocks. ``stats(i, ...)`` measures
+    group ``i``'s layers on its current inputs; ``advance(i)`` runs block ``i`` (as compressed
+    by then) to make the next block's inputs.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        texts: list[str],
+        *,
+        max_length: int,
+        blocks: list[nn.Module] | None,
+        base_id: int,
+        cache: StatsCache | None = None,
+        progress: Progress | None = None,
+    ):
+        self.model = model
+        self.blocks = blocks  # None: one-pass over the whole model
+        self.cache = cache if cache is not None else StatsCache()
+        self.key = texts_key(texts)
+        self.base_id = base_id
+        self.progress = progress
+        if self.key not in self.cache.batches:
+            encoded = encode(tokenizer, texts, max_length, token_types=accepts_token_types(model))
+            self.cache.batches[self.key] = [
+                (inputs, inputs["attention_mask"].bool())
+                for _rows, inputs in iter_batches(encoded, CALIBRATION_BATCH)
+            ]
+        self.batches = self.cache.batches[self.key]
+        self.inputs: list[tuple[tuple, dict, Tensor]] | None = None  # block inputs per batch
+        if blocks:
+            ident = (base_id, self.key)
+            if ident not in self.cache.block_inputs:
+                self.cache.block_inputs[ident] = self._capture(blocks[0])
+            self.inputs = list(self.cache.block_inputs[ident])
+
+    @torch.no_grad()
+    def _capture(self, block: nn.Module) -> list[tuple[tuple, dict, Tensor]]:
+        """The positional and keyword inputs of ``block`` for every calibration batch."""
+        captured = []
+
+        def catch(_module, args, kwargs):
+            # a key/value cache would grow each time the block is replayed: replay without one
+            args = tuple(None if _is_cache(a) else a for a in args)
+            captured.append((args, {k: None if _is_cache(v) else v for k, v in kwargs.items()}))
+            raise _Stop
+
+        handle = block.register_forward_pre_hook(catch, with_kwargs=True)
+        try:
+            with attention_implementation(self.model, "sdpa"):
+                for inputs, _mask in self.batches:
+                    try:
+                        self.model(**inputs)
+                    except _Stop:
+                        pass
+        finally:
+            handle.remove()
+        return [(a, k, mask) for (a, k), (_i, mask) in zip(captured, self.batches, strict=True)]
+
+    def _run_block(self, block: nn.Module, hooks: _Hooks | None) -> list[Tensor]:
+        with attention_implementation(self.model, "sdpa"):
+            return self._run_block_now(block, hooks)
+
+    def _run_block_now(self, block: nn.Module, hooks: _Hooks | None) -> list[Tensor]:
+        outputs = []
+        for args, kwargs, mask in self.inputs:
+            if hooks is not None:
+                hooks.mask = mask
+            out = block(*args, **kwargs)
+            outputs.append(
+                out[0] if isinstance(out, (tuple, list)) or hasattr(out, "keys") else out
+            )
+        return outputs
+
+    @torch.no_grad()
+    def stats(
+        self, group: int, names: list[str], kinds: tuple[str, ...], *, dense: bool = False
+    ) -> dict[str, LayerStats]:
+        """Statistics of ``names`` (layers of group ``group``) on their current inputs.
+
+        Args:
+            group: the group's index (a block index when sequential).
+            names: qualified names of the layers to measure.
+            kinds: which statistics (see ``KINDS``).
+            dense: whether nothing upstream of these layers has been compressed yet, so the
+                statistics equal the uncompressed model's and may come from (and go to) the
+                cache.
+
+        Returns:
+            {name: LayerStats}; a layer no forward pass reached is missing.
+        """
+        if dense:
+            keys = {(n, k): (self.base_id, self.key, n, k) for n in names for k in kinds}
+            if all(key in self.cache.dense for key in keys.values()):
+                self.cache.hits += 1
+                return {
+                    n: self._merge([self.cache.dense[keys[n, k]] for k in kinds])
+                    for n in names
+                    if self.cache.dense[keys[n, kinds[0]]] is not None
+                }
+        hooks = _Hooks(self.model, names, kinds)
+        try:
+            if self.blocks is not None and group < len(self.blocks):
+                self._run_block(self.blocks[group], hooks)
+            else:  # one pass of the whole model (one-pass mode, or layers outside the blocks)
+                with attention_implementation(self.model, "sdpa"):
+                    for i, (inputs, mask) in enumerate(self.batches):
+                        hooks.mask = mask
+                        self.model(**inputs)
+                        if self.progress:
+                            self.progress((i + 1) / len(self.batches), "calibrating")
+        finally:
+            found = hooks.close()
+        if dense:
+            for n in names:
+                for k in kinds:
+                    self.cache.dense[self.base_id, self.key, n, k] = found.get(n)
+        return found
+
+    @staticmethod
+    def _merge(parts: list[LayerStats]) -> LayerStats:
+        merged = LayerStats(tokens=parts[0].tokens)
+        for p in parts:
+            merged.sumsq = p.sumsq if p.sumsq is not None else merged.sumsq
+            merged.xtx = p.xtx if p.xtx is not None else merged.xtx
+            merged.absmax = p.absmax if p.absmax is not None else merged.absmax
+        return merged
+
+    @torch.no_grad()
+    def advance(self, group: int) -> None:
+        """Run block ``group`` as it is now, so its outputs become the next block's inputs."""
+        if self.blocks is None or group >= len(self.blocks) - 1:
+            return
+        outputs = self._run_block(self.blocks[group], None)
+        self.inputs = [
+            ((out, *args[1:]), kwargs, mask) if args else ((), _with_hidden(kwargs, out), mask)
+            for (args, kwargs, mask), out in zip(self.inputs, outputs, strict=True)
+        ]
+
+
+def _is_cache(value) -> bool:
+    try:
+        from transformers.cache_utils import Cache
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        return False
+    return isinstance(value, Cache)
+
+
+def _with_hidden(kwargs: dict, hidden: Tensor) -> dict:
+    key = next(k for k in ("hidden_states", "x", "hidden_state") if k in kwargs)
+    return {**kwargs, key: hidden}
 
 
 @torch.no_grad()
@@ -21,9 +310,7 @@ def input_norms(
     max_length: int = 512,
     progress: Progress | None = None,
 ) -> dict[str, Tensor]:
-    """``||X_j||_2`` of every input channel ``j`` of each named layer over the texts' tokens.
-
-    Padding positions are left out: only real tokens count.
+    """``||X_j||_2`` of every input channel ``j`` of each named layer, in one pass over the texts.
 
     Args:
         model: the classifier (its forward takes the tokenizer's outputs).
@@ -36,31 +323,13 @@ def input_norms(
     Returns:
         {name: (in,) float32 norms}.
     """
-    sums: dict[str, Tensor] = {}
-    state: dict[str, Tensor] = {}  # the attention mask of the batch in flight
-
-    def hook(name: str):
-        def collect(_module, args, _output):
-            x = args[0]  # (batch, seq, in), or (tokens, in)
-            mask = state.get("mask")
-            if mask is not None and x.dim() == 3 and x.shape[:2] == mask.shape:
-                x = x[mask]  # (real tokens, in)
-            x = x.reshape(-1, x.shape[-1]).float()
-            total = (x * x).sum(0)  # (in,)
-            sums[name] = sums[name] + total if name in sums else total
-
-        return collect
-
-    handles = [model.get_submodule(n).register_forward_hook(hook(n)) for n in names]
-    try:
-        encoded = encode(tokenizer, texts, max_length, token_types=accepts_token_types(model))
-        batches = list(iter_batches(encoded, CALIBRATION_BATCH))
-        for i, (_rows, inputs) in enumerate(batches):
-            state["mask"] = inputs["attention_mask"].bool()  # (batch, seq)
-            model(**inputs)
-            if progress:
-                progress((i + 1) / len(batches), "calibrating: activation norms for Wanda")
-    finally:
-        for h in handles:
-            h.remove()
-    return {n: sums[n].sqrt() for n in names if n in sums}
+    feeder = Feeder(
+        model,
+        tokenizer,
+        texts,
+        max_length=max_length,
+        blocks=None,
+        base_id=id(model),
+        progress=progress,
+    )
+    return {n: s.norms for n, s in feeder.stats(0, names, ("norms",)).items()}

@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass, fields
 
 from llmopt.errors import LlmoptError
 
-METHODS = ("magnitude", "wanda")
 SCOPES = ("layer", "global")
+CALIBRATIONS = ("sequential", "one-pass")
+PRECISIONS = ("fp32", "bf16", "fp16")
 NM_PATTERN = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 MAX_M = 256  # group size of an N:M pattern; hardware uses 4 or 8, research up to 32 or 64
 PATTERN_HELP = f"'unstructured', '2:4', '4:8' or any 'N:M' with 0 < N < M <= {MAX_M}"
@@ -54,14 +55,21 @@ class CompressionConfig:
     """
 
     sparsity: float = 0.0  # 0 = no pruning: compression is opt-in, knob by knob
-    sparsity_method: str = "magnitude"  # needs no data; "wanda" needs calibration texts
+    sparsity_method: str = "magnitude"  # needs no data; wanda/sparsegpt need calibration texts
     sparsity_pattern: str = "unstructured"  # free choice of zeros; N:M is what sparse kernels run
     sparsity_scope: str = "layer"  # per-row ranking, as Wanda found best; "global" = magnitude
     bits: int | None = None  # None = keep float weights; 8 is near-lossless, 4 needs groups
     group_size: int | None = None  # None = one scale per output row: cheapest, coarsest
+    quant_method: str = "rtn"  # needs no data; "gptq" needs calibration texts but holds 3 bits
+    act_order: bool = False  # GPTQ only: columns by decreasing Hessian diagonal; off as in paper
+    asymmetric: bool = False  # symmetric grids keep zeros free of offsets; asymmetric uses 2^b
     rank: int | None = None  # None = no factorisation; most layers are far from low-rank
+    lowrank_method: str = "svd"  # needs no data; "activation-aware" needs calibration texts
     int8_dynamic: bool = False  # real int8 kernels change activations too: opt-in
-    calibration_samples: int = 64  # Wanda's norms settle within a few dozen texts; seconds
+    smooth_alpha: float | None = None  # SmoothQuant strength with int8_dynamic; 0.5 in the paper
+    calibration: str = "sequential"  # as the reference code: blocks see compressed inputs
+    calibration_samples: int = 128  # ~10k review tokens: a well-conditioned 1536-wide Hessian
+    precision: str = "fp32"  # bf16/fp16 halve memory and run 16-bit kernels: opt-in
     include_head: bool = False  # the head is tiny and every logit passes through it: keep it
 
     def __post_init__(self) -> None:
@@ -78,11 +86,10 @@ class CompressionConfig:
                 "weights set to zero, e.g. 0.5"
             )
         object.__setattr__(self, "sparsity", float(s))
-        if self.sparsity_method not in METHODS:
-            raise LlmoptError(
-                f"sparsity_method {self.sparsity_method!r} is unknown; "
-                f"allowed: {', '.join(METHODS)}"
-            )
+        from llmopt.compression import registry
+
+        for kind in ("prune", "quantize", "lowrank"):
+            registry.get(kind, getattr(self, registry.KINDS[kind].field))
         parse_pattern(self.sparsity_pattern)
         if self.sparsity_scope not in SCOPES:
             raise LlmoptError(
@@ -104,20 +111,64 @@ class CompressionConfig:
                 f"group_size {self.group_size!r} must be a positive whole number (weights per "
                 "scale, e.g. 64 or 128), or None for one scale per output channel"
             )
+        for name in ("act_order", "asymmetric", "int8_dynamic", "include_head"):
+            if not isinstance(getattr(self, name), bool):
+                raise LlmoptError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.act_order and self.quant_method != "gptq":
+            raise LlmoptError(
+                "act_order orders the columns GPTQ quantizes: it needs quant_method 'gptq'"
+            )
         if self.rank is not None and (not _is_int(self.rank) or self.rank < 1):
             raise LlmoptError(f"rank {self.rank!r} must be a whole number >= 1, or None")
-        if not isinstance(self.int8_dynamic, bool):
-            raise LlmoptError(f"int8_dynamic must be true or false, got {self.int8_dynamic!r}")
         if self.bits is not None and self.int8_dynamic:
             raise LlmoptError(
                 f"bits={self.bits} and int8_dynamic both quantize the weights: pick one "
                 "(bits simulates 2..8-bit weights; int8_dynamic runs real int8 kernels)"
             )
+        self._check_alpha()
         n = self.calibration_samples
         if not _is_int(n) or n < 1:
             raise LlmoptError(f"calibration_samples {n!r} must be a whole number >= 1")
-        if not isinstance(self.include_head, bool):
-            raise LlmoptError(f"include_head must be true or false, got {self.include_head!r}")
+        if self.calibration not in CALIBRATIONS:
+            raise LlmoptError(
+                f"calibration {self.calibration!r} is unknown; allowed: {', '.join(CALIBRATIONS)}"
+            )
+        if self.precision not in PRECISIONS:
+            raise LlmoptError(
+                f"precision {self.precision!r} is unknown; allowed: {', '.join(PRECISIONS)}"
+            )
+        if self.precision != "fp32" and (self.int8_dynamic or self.bits is not None):
+            what = (
+                "int8_dynamic runs int8 kernels on fp32 inputs"
+                if self.int8_dynamic
+                else (
+                    f"bits={self.bits} simulates exact grid values, which "
+                    f"{self.precision} would round"
+                )
+            )
+            raise LlmoptError(f"precision {self.precision} cannot be combined here: {what}; "
+                              "use precision fp32 with it, or drop it")  # fmt: skip
+        if (self.prunes and self.sparsity_method == "sparsegpt" and self.bits is not None
+                and self.quant_method == "gptq" and self.act_order):  # fmt: skip
+            raise LlmoptError(
+                "SparseGPT prunes and GPTQ-quantizes in one pass over the columns in their "
+                "order; act_order would reorder them: drop act_order"
+            )
+
+    def _check_alpha(self) -> None:
+        a = self.smooth_alpha
+        if a is None:
+            return
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0.0 <= a <= 1.0:
+            raise LlmoptError(
+                f"smooth_alpha {a!r} must be a number in [0, 1] (how much of the activation "
+                "range moves into the weights; 0.5 is the usual choice), or None"
+            )
+        if not self.int8_dynamic:
+            raise LlmoptError(
+                "smooth_alpha smooths activations for the int8 kernels: it needs int8_dynamic"
+            )
+        object.__setattr__(self, "smooth_alpha", float(a))
 
     @property
     def nm(self) -> tuple[int, int] | None:
@@ -139,7 +190,7 @@ class CompressionConfig:
     def is_identity(self) -> bool:
         """True when nothing would change (no pruning, quantization or factorisation)."""
         return not (self.prunes or self.bits is not None or self.rank is not None) and not (
-            self.int8_dynamic
+            self.int8_dynamic or self.precision != "fp32"
         )
 
     def describe(self) -> str:
@@ -150,11 +201,17 @@ class CompressionConfig:
             parts.append(f"{self.effective_sparsity:.0%}{pattern} {self.sparsity_method} pruning")
         if self.bits is not None:
             group = "per-channel" if self.group_size is None else f"group {self.group_size}"
-            parts.append(f"{self.bits}-bit weights ({group})")
+            extra = "".join([", asymmetric" * self.asymmetric, ", act-order" * self.act_order])
+            method = "" if self.quant_method == "rtn" else f"{self.quant_method} "
+            parts.append(f"{method}{self.bits}-bit weights ({group}{extra})")
         if self.rank is not None:
-            parts.append(f"rank {self.rank}")
+            how = "" if self.lowrank_method == "svd" else f" {self.lowrank_method}"
+            parts.append(f"rank {self.rank}{how}")
         if self.int8_dynamic:
-            parts.append("int8 kernels")
+            smooth = "" if self.smooth_alpha is None else f", smoothed α={self.smooth_alpha:g}"
+            parts.append(f"int8 kernels{smooth}")
+        if self.precision != "fp32":
+            parts.append(f"{self.precision} compute")
         return " · ".join(parts) or "no compression"
 
     def to_dict(self) -> dict:

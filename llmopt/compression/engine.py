@@ -1,4 +1,5 @@
-"""compress(): copy a model, run the registered steps (low-rank -> prune -> quantize), report."""
+"""compress(): copy a model, run the registered methods (low-rank -> prune -> quantize ->
+kernels) layer group by layer group, measure the result."""
 
 from __future__ import annotations
 
@@ -10,174 +11,57 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from llmopt.compression import prune as P
-from llmopt.compression.calibrate import input_norms
+from llmopt.compression import registry
+from llmopt.compression.calibrate import Feeder, StatsCache
 from llmopt.compression.config import CompressionConfig
-from llmopt.compression.lowrank import LowRankLinear, break_even_rank, svd_factors
-from llmopt.compression.quantize import (
-    dynamic_int8_weight,
-    fake_quantize,
-    is_dynamic_int8,
-    linear_from,
-    quantize_dynamic_int8,
-    scale_bits,
-)
-from llmopt.compression.report import (
-    FLOAT_BITS,
-    STORAGE_ASSUMPTIONS,
-    CompressionReport,
-    packed_storage,
-    summarize,
-)
+from llmopt.compression.lowrank import LowRankLinear, break_even_rank
+from llmopt.compression.quantize import dynamic_int8_weight, is_dynamic_int8, scale_bits
+from llmopt.compression.report import CompressionReport, packed_storage, summarize
+from llmopt.compression.storage import FLOAT_BITS, STORAGE_ASSUMPTIONS, other_tensor_bytes
 from llmopt.compression.targets import (
     Filter,
-    find_targets,
     get_bias,
     get_weight,
-    in_blocks,
-    is_conv1d,
-    is_linear,
-    replace,
-    set_weight,
+    group_by_block,
+    select_targets,
     stored_matrices,
 )
 from llmopt.data import TextDataset
-from llmopt.errors import LlmoptError
+from llmopt.errors import Fix, LlmoptError
 from llmopt.loaded import LoadedModel, Progress, dense_size_bytes
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
 class Context:
-    """What the steps share: the model copy being compressed and what they learned."""
+    """What the methods share: the model copy being compressed and what they learned."""
 
-    model: nn.Module  # the copy; steps change it in place
+    model: nn.Module  # the copy; methods change it in place
     config: CompressionConfig
     base: LoadedModel
     targets: list[str]  # qualified names of the layers being compressed
     calibration: TextDataset | None
     progress: Callable[[float, str], None]
-    scales: dict[str, Tensor] = field(default_factory=dict)  # stored matrix -> RTN scales
+    scales: dict[str, Tensor] = field(default_factory=dict)  # stored matrix -> grid scales
+    zeros: dict[str, Tensor] = field(default_factory=dict)  # stored matrix -> zero points
     masks: dict[str, Tensor] = field(default_factory=dict)  # stored matrix -> kept weights
     notes: dict[str, list[str]] = field(default_factory=dict)  # layer -> remarks for its row
+    extra_bits: dict[str, int] = field(default_factory=dict)  # layer -> bits stored besides
+    applied: int = 0  # method applications so far (0: the model is still the uncompressed one)
 
     def matrices(self) -> list[str]:
         """Every stored weight matrix of the targets (a low-rank layer has two)."""
         return [m for t in self.targets for m in stored_matrices(self.model, t)]
 
+    def layer_of(self, matrix: str) -> str:
+        """The target layer a stored matrix belongs to."""
+        return next((t for t in self.targets if matrix == t or matrix.startswith(t + ".")), matrix)
+
     def note(self, layer: str, text: str) -> None:
-        self.notes.setdefault(layer, []).append(text)
-
-
-@dataclass(frozen=True)
-class Step:
-    """One registered compression step: when it runs, and what it does to the context."""
-
-    active: Callable[[CompressionConfig], bool]
-    apply: Callable[[Context], None]
-
-
-STEPS: dict[str, Step] = {}  # step name -> handler; run in ORDER
-ORDER = ("lowrank", "prune", "quantize", "int8_dynamic")
-
-
-def register(name: str, active: Callable[[CompressionConfig], bool]):
-    """Decorator: register ``fn(ctx)`` as step ``name``, run when ``active(config)``."""
-
-    def wrap(fn: Callable[[Context], None]):
-        STEPS[name] = Step(active, fn)
-        return fn
-
-    return wrap
-
-
-@register("lowrank", active=lambda c: c.rank is not None)
-@torch.no_grad()
-def _lowrank(ctx: Context) -> None:
-    r = ctx.config.rank
-    for name in ctx.targets:
-        module = ctx.model.get_submodule(name)
-        weight, bias = get_weight(module), get_bias(module)
-        a, b, _ = svd_factors(weight, r)  # (out, r), (r, in)
-        even = break_even_rank(*weight.shape)
-        if r < even:
-            replace(ctx.model, name, LowRankLinear(a, b, bias, conv1d=is_conv1d(module)))
-            ctx.note(name, f"factorised: {weight.shape[1]} -> {r} -> {weight.shape[0]}")
-        else:
-            set_weight(module, a @ b)
-            ctx.note(
-                name,
-                f"dense rank-{r} reconstruction: no size or speed gain (break-even rank "
-                f"{even:.1f})",
-            )
-
-
-def _magnitude_scores(ctx: Context, names: list[str]) -> dict[str, Tensor]:
-    return {n: get_weight(ctx.model.get_submodule(n)).abs() for n in names}
-
-
-def _wanda_scores(ctx: Context, names: list[str]) -> dict[str, Tensor]:
-    texts = ctx.calibration.texts[: ctx.config.calibration_samples]
-    norms = input_norms(
-        ctx.model,
-        ctx.base.tokenizer,
-        texts,
-        names,
-        max_length=ctx.base.max_length,
-        progress=ctx.progress,
-    )
-    scores = {}
-    for n in names:
-        weight = get_weight(ctx.model.get_submodule(n))
-        if n not in norms:  # never called in a forward pass: nothing to weigh it by
-            norms[n] = torch.ones(weight.shape[1])
-            ctx.note(n.removesuffix(".down").removesuffix(".up"), "no activations: magnitude")
-        scores[n] = P.wanda_scores(weight, norms[n])
-    return scores
-
-
-SCORERS = {"magnitude": _magnitude_scores, "wanda": _wanda_scores}  # method -> (ctx, names)
-
-
-@register("prune", active=lambda c: c.prunes)
-@torch.no_grad()
-def _prune(ctx: Context) -> None:
-    cfg = ctx.config
-    names = ctx.matrices()
-    scores = SCORERS[cfg.sparsity_method](ctx, names)
-    if cfg.nm:
-        masks = {n: P.nm_mask(scores[n], *cfg.nm) for n in names}
-    elif cfg.sparsity_scope == "global":
-        masks = dict(
-            zip(names, P.global_masks([scores[n] for n in names], cfg.sparsity), strict=True)
-        )
-    else:
-        masks = {n: P.row_mask(scores[n], cfg.sparsity) for n in names}
-    for n in names:
-        module = ctx.model.get_submodule(n)
-        set_weight(module, get_weight(module) * masks[n])
-        ctx.masks[n] = masks[n].bool()
-
-
-@register("quantize", active=lambda c: c.bits is not None)
-@torch.no_grad()
-def _quantize(ctx: Context) -> None:
-    for n in ctx.matrices():
-        module = ctx.model.get_submodule(n)
-        deq, scales = fake_quantize(get_weight(module), ctx.config.bits, ctx.config.group_size)
-        set_weight(module, deq)
-        ctx.scales[n] = scales
-
-
-@register("int8_dynamic", active=lambda c: c.int8_dynamic)
-@torch.no_grad()
-def _int8_dynamic(ctx: Context) -> None:
-    names = ctx.matrices()
-    for n in names:
-        module = ctx.model.get_submodule(n)
-        if is_conv1d(module):  # torch has no int8 Conv1D: the same map as a Linear
-            replace(ctx.model, n, linear_from(get_weight(module), module.bias))
-            ctx.note(n, "Conv1D converted to an equivalent Linear for int8 kernels")
-    quantize_dynamic_int8(ctx.model, names)
+        notes = self.notes.setdefault(self.layer_of(layer), [])
+        if text not in notes:
+            notes.append(text)
 
 
 def compress(
@@ -187,26 +71,30 @@ def compress(
     calibration: TextDataset | None = None,
     progress: Progress | None = None,
     filter_fn: Filter | None = None,
+    cache: StatsCache | None = None,
 ) -> tuple[LoadedModel, CompressionReport]:
-    """Compress a copy of ``loaded``: low-rank -> prune -> quantize -> int8 kernels.
+    """Compress a copy of ``loaded``: low-rank -> prune -> quantize -> kernels -> precision.
 
     The input model is never modified (it may be shared); the copy shares its tokenizer.
 
     Args:
         loaded: the base model.
         config: what to do (see ``CompressionConfig``).
-        calibration: texts for Wanda's activation norms (the training split; its first
-            ``config.calibration_samples`` texts are used). Needed only by Wanda.
+        calibration: texts whose activations calibrated methods measure (the training split;
+            its first ``config.calibration_samples`` texts are used). Needed only by methods
+            that declare statistics (``registry.needs_calibration(config)``).
         progress: called with (fraction, message).
         filter_fn: ``(module, qualified_name) -> bool`` choosing the layers; default: the
             Linear/Conv1D layers inside the transformer blocks (every one with ``include_head``).
+        cache: statistics shared between compressions of the same model on the same texts
+            (a sweep passes one), so what does not change is measured once.
 
     Returns:
         (the compressed model with ``size_bytes`` = packed-format bytes, the per-layer report).
 
     Raises:
         LlmoptError: no layer to compress, a rank above a layer's limit, a group size that
-            does not divide a layer's input size, Wanda without calibration texts.
+            does not divide a layer's input size, a calibrated method without texts.
     """
     if not isinstance(loaded, LoadedModel):
         raise LlmoptError(f"compress needs a LoadedModel, got {type(loaded).__name__}")
@@ -214,27 +102,38 @@ def compress(
         raise LlmoptError(f"config must be a CompressionConfig, got {type(config).__name__}")
     report_progress = progress or (lambda _f, _m: None)
     base = loaded.model
-    if filter_fn is None:
-        filter_fn = is_linear if config.include_head else in_blocks(base)
-    targets = find_targets(base, filter_fn)
+    targets = select_targets(base, config.include_head, filter_fn)
     if not targets and not config.is_identity:
         raise LlmoptError(
             f"found no Linear layers to compress in {loaded.name!r} "
             "(inside its transformer blocks); try include_head=True"
         )
     check_plan(base, targets, config)
-    if config.prunes and config.sparsity_method == "wanda" and not calibration:
+    methods = [] if config.is_identity else registry.active(config)
+    calibrated = [m for m in methods if m.needs_calibration]
+    if calibrated and not calibration:
+        names = " and ".join(sorted({m.label for m in calibrated}))
+        plain = ", ".join(
+            m.label
+            for k in registry.ORDER
+            for m in registry.methods(k).values()
+            if not m.needs_calibration
+        )
         raise LlmoptError(
-            "Wanda needs calibration texts: pass calibration= the dataset's training split "
-            "(or use sparsity_method='magnitude', which needs no data)"
+            f"{names} measures activations on training texts, and none were given",
+            fix=Fix(
+                cli="pass calibration= the dataset's training split, or choose methods "
+                f"that need no data ({plain})",
+                app=f"choose methods that need no training texts ({plain})",
+            ),
         )
     model = copy.deepcopy(base).eval()
-    ctx = Context(model, config, loaded, [] if config.is_identity else targets, calibration,
-                  report_progress)  # fmt: skip
-    active = [s for s in ORDER if STEPS[s].active(config)]
-    for i, step in enumerate(active):
-        report_progress(i / len(active), f"compressing: {step}")
-        STEPS[step].apply(ctx)
+    ctx = Context(
+        model, config, loaded, [] if config.is_identity else targets, calibration, report_progress
+    )
+    _run(ctx, methods, calibrated, cache)
+    if config.precision != "fp32":
+        model.to(DTYPES[config.precision])
     report_progress(1.0, "compressing: measuring the result")
     report = _report(ctx)
     compressed = LoadedModel(
@@ -251,6 +150,66 @@ def compress(
     return compressed, report
 
 
+def identity_report(loaded: LoadedModel, config: CompressionConfig) -> CompressionReport:
+    """The report of a config that changes nothing (no rows), without copying the model.
+
+    Raises:
+        LlmoptError: ``config`` would change the model.
+    """
+    if not config.is_identity:
+        raise LlmoptError(f"{config.describe()} changes the model: compress it")
+    ctx = Context(loaded.model, config, loaded, [], None, lambda _f, _m: None)
+    return _report(ctx)
+
+
+def _run(ctx: Context, methods: list, calibrated: list, cache: StatsCache | None) -> None:
+    """Apply ``methods`` group by group: one transformer block at a time when calibration is
+    sequential (each block measured on the outputs of the blocks already compressed)."""
+    cfg = ctx.config
+    one_group = not calibrated or cfg.calibration == "one-pass" or cfg.sparsity_scope == "global"
+    if one_group:
+        blocks, groups = [], [list(ctx.targets)]
+        if calibrated and cfg.calibration == "sequential" and cfg.sparsity_scope == "global":
+            for t in ctx.targets:
+                ctx.note(t, "global sparsity ranks all layers at once: calibrated in one pass")
+    else:
+        blocks, groups = group_by_block(ctx.model, ctx.targets)
+    feeder = None
+    if calibrated:
+        texts = list(ctx.calibration.texts[: cfg.calibration_samples])
+        feeder = Feeder(
+            ctx.model,
+            ctx.base.tokenizer,
+            texts,
+            max_length=ctx.base.max_length,
+            blocks=blocks or None,
+            base_id=id(ctx.base.model),
+            cache=cache,
+        )
+    steps = max(1, len(groups) * len(methods))
+    for gi, group in enumerate(groups):
+        for mi, method in enumerate(methods):
+            ctx.progress(
+                (gi * len(methods) + mi) / steps,
+                f"compressing: {method.label}"
+                + (f", block {gi + 1} of {len(blocks)}" if gi < len(blocks) else ""),
+            )
+            names = [m for t in group for m in stored_matrices(ctx.model, t)]
+            if not names:
+                continue
+            stats = None
+            if method.needs_calibration:
+                ctx.progress((gi * len(methods) + mi) / steps, f"calibrating: {method.label}")
+                stats = feeder.stats(gi, names, method.stats, dense=ctx.applied == 0)
+                for n in names:
+                    if n not in stats:
+                        ctx.note(n, f"{method.label}: no activations reached this layer")
+            method.apply(ctx, names, stats)
+            ctx.applied += 1
+        if feeder is not None:
+            feeder.advance(gi)
+
+
 @torch.no_grad()
 def compression_state(ctx: Context) -> dict:
     """What a compressed model must keep if it is trained further, per stored weight matrix.
@@ -258,15 +217,20 @@ def compression_state(ctx: Context) -> dict:
     Returns:
         ``{"config": the config as a dict, "masks": {matrix: bool (out, in) tensor of the
         weights pruning kept}, "scales": {matrix: (out, groups) quantization scales},
-        "bits", "group_size"}``; masks only when pruning ran, scales only when weights were
-        quantized to ``bits`` (symmetric grid: ``scale * k`` for integer ``|k| <= 2^(bits-1)-1``).
+        "zeros": {matrix: (out, groups) zero points}, "bits", "group_size", "asymmetric"}``;
+        masks only when pruning ran, scales only when weights were quantized to ``bits``.
+        Symmetric grids: ``weight == k * scale`` for integer ``|k| <= 2^(bits-1)-1`` (no
+        zeros); asymmetric: ``weight == (k - zero) * scale`` for integer ``k`` in
+        ``[0, 2^bits - 1]``, with the scale and zero point of the weight's row and group.
     """
     return {
         "config": ctx.config.to_dict(),
         "masks": dict(ctx.masks),
         "scales": {m: s.clone() for m, s in ctx.scales.items()},
+        "zeros": {m: z.clone() for m, z in ctx.zeros.items()},
         "bits": ctx.config.bits,
         "group_size": ctx.config.group_size,
+        "asymmetric": bool(ctx.config.asymmetric and ctx.config.bits is not None),
     }
 
 
@@ -276,8 +240,7 @@ def check_config(loaded: LoadedModel, config: CompressionConfig) -> None:
     Raises:
         LlmoptError: as ``compress`` would for a rank or group size some layer cannot take.
     """
-    filter_fn = is_linear if config.include_head else in_blocks(loaded.model)
-    check_plan(loaded.model, find_targets(loaded.model, filter_fn), config)
+    check_plan(loaded.model, select_targets(loaded.model, config.include_head), config)
 
 
 def check_plan(model: nn.Module, targets: list[str], config: CompressionConfig) -> None:
@@ -340,26 +303,35 @@ def _report(ctx: Context) -> CompressionReport:
             params["params_after"] += bias.numel()
             params["params_nonzero_after"] += int(torch.count_nonzero(bias))
         if bias is not None:
-            bits_after += bias.numel() * FLOAT_BITS
+            bits_after += bias.numel() * _float_bits(cfg)
+        bits_after += ctx.extra_bits.get(name, 0)
         before = sum(
             t.numel() * t.element_size() for t in (get_weight(original), bias) if t is not None
         )
-        rows.append({
-            "name": name,
-            "shape": list(w.shape),
-            "sparsity": float((w_hat == 0).double().mean()),
-            "bits": 8 if cfg.int8_dynamic else cfg.bits,
-            "group_size": cfg.group_size if cfg.bits is not None else None,
-            "rank": cfg.rank,
-            "rel_error": float(torch.linalg.norm(w - w_hat) / norm),
-            "bytes_before": int(before),
-            "bytes_after": math.ceil(bits_after / 8),
-            "format": "; ".join(formats),
-            "dense_reconstruction": cfg.rank is not None and not isinstance(layer, LowRankLinear),
-            "note": "; ".join(ctx.notes.get(name, [])),
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "shape": list(w.shape),
+                "sparsity": float((w_hat == 0).double().mean()),
+                "bits": 8
+                if cfg.int8_dynamic
+                else cfg.bits
+                if cfg.bits is not None
+                else (16 if cfg.precision != "fp32" else None),
+                "group_size": cfg.group_size if cfg.bits is not None else None,
+                "rank": cfg.rank,
+                "rel_error": float(torch.linalg.norm(w - w_hat) / norm),
+                "bytes_before": int(before),
+                "bytes_after": math.ceil(bits_after / 8),
+                "format": "; ".join(formats),
+                "dense_reconstruction": cfg.rank is not None
+                and not isinstance(layer, LowRankLinear),
+                "note": "; ".join(ctx.notes.get(name, [])),
+            }
+        )
     base_bytes = dense_size_bytes(ctx.base.model)
     extra = {**params, "effective_sparsity_requested": cfg.effective_sparsity}
+    extra["methods"] = [m.name for m in registry.active(cfg)] if rows else []
     assumptions = list(STORAGE_ASSUMPTIONS)
     if cfg.nm and cfg.sparsity:
         assumptions.append(
@@ -368,26 +340,39 @@ def _report(ctx: Context) -> CompressionReport:
         )
     if cfg.group_size is not None and cfg.bits is None:
         assumptions.append(f"group_size {cfg.group_size} was ignored: it applies with bits only")
-    return CompressionReport(rows, summarize(rows, base_bytes, extra), assumptions, cfg.to_dict())
+    totals = summarize(rows, base_bytes, extra)
+    if cfg.precision != "fp32":  # every float outside the targets is stored at 16 bits too
+        rest = other_tensor_bytes(ctx.base.model, ctx.targets, cfg.precision)
+        totals["model_bytes_after"] = rest + totals["bytes_after"]
+        totals["model_compression_ratio"] = base_bytes / totals["model_bytes_after"]
+        assumptions.append(f"precision {cfg.precision}: every float is stored at 16 bits")
+    return CompressionReport(rows, totals, assumptions, cfg.to_dict())
+
+
+def _float_bits(cfg: CompressionConfig) -> int:
+    return FLOAT_BITS if cfg.precision == "fp32" else 16
 
 
 def _matrix_bits(ctx: Context, name: str, formats: list[str]) -> int:
     module = ctx.model.get_submodule(name)
+    module = getattr(module, "int8", module)  # a smoothed int8 layer: its int8 matrix
     nm = ctx.config.nm if ctx.config.prunes else None
     if is_dynamic_int8(module):
         weight, scales = dynamic_int8_weight(module)
         storage = packed_storage(weight, 8, n_scales=scales.numel(), scale_bits=32, nm=nm)
     elif name in ctx.scales:
         scales = ctx.scales[name]
+        zeros = ctx.zeros.get(name)
         storage = packed_storage(
             get_weight(module),
             ctx.config.bits,
             n_scales=scales.numel(),
             scale_bits=scale_bits(scales),
+            zero_point_bits=ctx.config.bits if zeros is not None else 0,
             nm=nm,
         )
     else:
-        storage = packed_storage(get_weight(module), FLOAT_BITS, nm=nm)
+        storage = packed_storage(get_weight(module), _float_bits(ctx.config), nm=nm)
     formats.append(storage.format)
     return storage.bits
 
@@ -406,5 +391,7 @@ def _notes(config: CompressionConfig) -> list[str]:
     if config.rank is not None:
         notes.append("low-rank layers run as two smaller Linears: their latency is measured")
     if config.int8_dynamic:
-        notes.append("int8_dynamic runs torch's int8 kernels: its latency is measured")
+        notes.append("int8_dynamic runs int8 kernels: its latency is measured")
+    if config.precision != "fp32":
+        notes.append(f"{config.precision} runs 16-bit kernels: its latency is measured")
     return notes

@@ -17,40 +17,99 @@ def qmax(bits: int) -> int:
     return 2 ** (bits - 1) - 1
 
 
-def fake_quantize(
-    weight: Tensor, bits: int, group_size: int | None = None
-) -> tuple[Tensor, Tensor]:
-    """Symmetric round-to-nearest quantization, then dequantization (the values a kernel sees).
+def levels(bits: int, asymmetric: bool = False) -> int:
+    """How many values a grid has: 2^b with a zero point, 2^b - 1 symmetric (±(2^(b-1)-1))."""
+    return 2**bits if asymmetric else 2 * qmax(bits) + 1
 
-    Each output row (or each run of ``group_size`` consecutive inputs of a row) gets the scale
-    ``max|w| / (2^(bits-1) - 1)``, stored as fp16 when that loses nothing in range (the scales
-    used here are the fp16-rounded ones, so the simulation is exactly what a packed file holds).
-    Zeros stay zero: they are on the grid.
+
+def _fp16_if_exact(scales: Tensor) -> Tensor:
+    """Each scale rounded to fp16 where fp16 holds it without losing range (what a file stores)."""
+    ok = (scales <= FP16_MAX) & (scales >= FP16_TINY)
+    return torch.where(ok, scales.half().float(), scales)
+
+
+def grid_params(w: Tensor, bits: int, asymmetric: bool = False) -> tuple[Tensor, Tensor | None]:
+    """Scale (and zero point) of each row of ``w``: the grid round-to-nearest will use.
+
+    Symmetric: ``scale = max|w| / (2^(b-1) - 1)``, levels ``k * scale`` for ``|k| <= 2^(b-1)-1``.
+    Asymmetric: ``scale = (max - min) / (2^b - 1)`` over a range that includes 0, and an integer
+    ``zero`` in [0, 2^b - 1], levels ``(k - zero) * scale`` for ``k`` in [0, 2^b - 1]: all 2^b
+    levels are used, and 0 stays exactly on the grid (pruned weights stay zero).
+
+    Args:
+        w: (rows, g) the weights sharing each row's scale.
+        bits: bit width, 2..8.
+        asymmetric: use a zero point.
+
+    Returns:
+        (scales (rows,), zero points (rows,) as float integers, or None when symmetric).
+    """
+    w = w.float()
+    if not asymmetric:
+        amax = w.abs().amax(dim=1)
+        scales = torch.where(amax > 0, amax / qmax(bits), torch.ones_like(amax))
+        return _fp16_if_exact(scales), None
+    top = (2**bits) - 1
+    lo = w.amin(dim=1).clamp(max=0.0)
+    hi = w.amax(dim=1).clamp(min=0.0)
+    scales = torch.where(hi > lo, (hi - lo) / top, torch.ones_like(hi))
+    scales = _fp16_if_exact(scales)
+    zeros = torch.clamp(torch.round(-lo / scales), 0, top)
+    return scales, zeros
+
+
+def quantize_to(w: Tensor, scales: Tensor, zeros: Tensor | None, bits: int) -> Tensor:
+    """Round each row of ``w`` (rows, g) to its grid and return the grid values (dequantized)."""
+    s = scales.unsqueeze(1)
+    if zeros is None:
+        q = torch.clamp(torch.round(w / s), -qmax(bits), qmax(bits))
+        return q * s
+    z = zeros.unsqueeze(1)
+    q = torch.clamp(torch.round(w / s) + z, 0, (2**bits) - 1)
+    return (q - z) * s
+
+
+def fake_quantize(
+    weight: Tensor, bits: int, group_size: int | None = None, *, asymmetric: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Round-to-nearest quantization, then dequantization (the values a kernel sees).
+
+    Each output row (or each run of ``group_size`` consecutive inputs of a row) gets its own
+    grid (``grid_params``); scales are stored as fp16 when that loses nothing in range (the
+    scales used here are the fp16-rounded ones, so the simulation is exactly what a packed file
+    holds). Zeros stay zero: they are on the grid.
 
     Args:
         weight: (out, in) weight matrix.
         bits: bit width, 2..8.
         group_size: inputs per scale; must divide ``in``. None = one scale per row.
+        asymmetric: a zero point per scale, using all 2^b levels.
 
     Returns:
-        (dequantized weight (out, in), scales (out, groups)).
+        (dequantized weight (out, in), scales (out, groups)); ``rtn_quantize`` also returns
+        the zero points.
 
     Raises:
         ValueError: if ``group_size`` does not divide the input size.
     """
+    deq, scales, _zeros = rtn_quantize(weight, bits, group_size, asymmetric=asymmetric)
+    return deq, scales
+
+
+def rtn_quantize(
+    weight: Tensor, bits: int, group_size: int | None = None, *, asymmetric: bool = False
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``fake_quantize`` that also returns the zero points ((out, groups), or None)."""
     out_features, in_features = weight.shape
     g = group_size or in_features
     if in_features % g:
         raise ValueError(f"group size {g} does not divide the input size {in_features}")
-    levels = qmax(bits)
-    w = weight.float().reshape(out_features, in_features // g, g)  # (out, groups, g)
-    amax = w.abs().amax(dim=2)  # (out, groups)
-    scales = torch.where(amax > 0, amax / levels, torch.ones_like(amax))
-    if bool(((scales <= FP16_MAX) & (scales >= FP16_TINY)).all()):
-        scales = scales.half().float()
-    q = torch.clamp(torch.round(w / scales.unsqueeze(2)), -levels, levels)
-    deq = (q * scales.unsqueeze(2)).reshape(out_features, in_features).to(weight.dtype)
-    return deq, scales
+    groups = in_features // g
+    w = weight.float().reshape(out_features * groups, g)  # one row per (row, group)
+    scales, zeros = grid_params(w, bits, asymmetric)
+    deq = quantize_to(w, scales, zeros, bits).reshape(out_features, in_features)
+    zeros = None if zeros is None else zeros.reshape(out_features, groups)
+    return deq.to(weight.dtype), scales.reshape(out_features, groups), zeros
 
 
 def scale_bits(scales: Tensor) -> int:

@@ -9,28 +9,12 @@ import torch
 from torch import Tensor
 
 from llmopt.compression.prune import satisfies_nm
-
-FLOAT_BITS = 32  # uncompressed weights and all biases stay fp32
-
-STORAGE_ASSUMPTIONS = [
-    "sizes count what a packed file would store, measured from the resulting tensors; "
-    "each layer uses the cheapest of: dense values, a 1-bit-per-weight keep-mask plus the "
-    "non-zero values (bitmap), or, when every group of M holds at most N non-zeros, N values "
-    "per group plus ceil(log2 M) index bits per value (N:M)",
-    "quantized weights are packed at `bits` bits per value with one scale per output channel "
-    "or group, in fp16 (fp32 when a scale does not fit fp16); int8_dynamic weights are 8-bit "
-    "with one fp32 scale per output channel (zero points are 0: symmetric)",
-    "biases, embeddings, norms and layers left uncompressed count at their dense fp32 size; a "
-    "low-rank layer stores its two factors and the original bias",
-]
-
-
-@dataclass
-class Storage:
-    """Bits of one stored matrix in its cheapest format."""
-
-    bits: int
-    format: str
+from llmopt.compression.storage import (  # noqa: F401 - re-exported for callers of this module
+    FLOAT_BITS,
+    STORAGE_ASSUMPTIONS,
+    Storage,
+    matrix_storage,
+)
 
 
 def packed_storage(
@@ -39,31 +23,35 @@ def packed_storage(
     *,
     n_scales: int = 0,
     scale_bits: int = 16,
+    zero_point_bits: int = 0,
     nm: tuple[int, int] | None = None,
 ) -> Storage:
-    """The cheapest sensible packed format of one (out, in) weight matrix, in bits.
+    """``matrix_storage`` with the counts measured from the final (out, in) tensor.
 
     Args:
         weight: (out, in) the final values (zeros are pruned weights).
-        value_bits: bits per stored value (32 float, ``bits``, or 8 for int8).
+        value_bits: bits per stored value.
         n_scales: quantization scales stored with it (0 when not quantized).
         scale_bits: bits per scale.
-        nm: the N:M pattern to try, if pruning used one.
+        zero_point_bits: bits per zero point (0 when symmetric).
+        nm: the N:M pattern to try, if pruning used one (used only if the tensor satisfies it).
 
     Returns:
         Storage(bits, format name).
     """
-    numel = weight.numel()
-    nnz = int(torch.count_nonzero(weight))
-    options = {"dense": numel * value_bits, "bitmap": numel + nnz * value_bits}
-    if nm is not None and satisfies_nm(weight, *nm):
-        n, m = nm
-        groups = weight.shape[0] * math.ceil(weight.shape[1] / m)
-        options[f"{n}:{m}"] = groups * n * (value_bits + math.ceil(math.log2(m)))
-    name = min(options, key=options.get)
-    values = "fp32" if value_bits == FLOAT_BITS and not n_scales else f"{value_bits}-bit"
-    scales = f" + {n_scales} fp{scale_bits} scales" if n_scales else ""
-    return Storage(options[name] + n_scales * scale_bits, f"{name} {values}{scales}")
+    rows, cols = weight.shape
+    nonzero = int(torch.count_nonzero(weight))
+    fits = nm if nm is not None and satisfies_nm(weight, *nm) else None
+    return matrix_storage(
+        rows,
+        cols,
+        nonzero,
+        value_bits,
+        n_scales=n_scales,
+        scale_bits=scale_bits,
+        zero_point_bits=zero_point_bits,
+        nm=fits,
+    )
 
 
 @dataclass

@@ -60,10 +60,48 @@ def find_targets(model: nn.Module, filter_fn: Filter) -> list[str]:
     return [n for n, m in model.named_modules() if n and filter_fn(m, n)]
 
 
+def select_targets(
+    model: nn.Module, include_head: bool = False, filter_fn: Filter | None = None
+) -> list[str]:
+    """The layers a compression changes: the one place that decides it.
+
+    Args:
+        model: the classifier.
+        include_head: every Linear/Conv1D, the head included (else: those inside the blocks).
+        filter_fn: a caller's own ``(module, name) -> bool``, which wins over ``include_head``.
+
+    Returns:
+        Qualified layer names in model order.
+    """
+    if filter_fn is None:
+        filter_fn = is_linear if include_head else in_blocks(model)
+    return find_targets(model, filter_fn)
+
+
+def group_by_block(model: nn.Module, names: list[str]) -> tuple[list[nn.Module], list[list[str]]]:
+    """(the transformer blocks, ``names`` grouped per block in order, then those outside).
+
+    The last group (layers outside every block, e.g. the head) is always present, maybe empty.
+    """
+    blocks_name = block_list(model)
+    if blocks_name is None:
+        return [], [list(names)]
+    blocks = list(model.get_submodule(blocks_name))
+    groups: list[list[str]] = [[] for _ in range(len(blocks) + 1)]
+    for n in names:
+        rest = n.removeprefix(f"{blocks_name}.")
+        head = rest.split(".", 1)[0]
+        inside = rest != n and head.isdigit() and int(head) < len(blocks)
+        groups[int(head) if inside else -1].append(n)
+    return blocks, groups
+
+
 def get_weight(module: nn.Module) -> Tensor:
     """The (out, in) weight of a Linear, Conv1D, low-rank or dynamic int8 layer (a view or copy)."""
     if isinstance(module, LowRankLinear):
         return get_weight(module.up) @ get_weight(module.down)  # (out, rank) @ (rank, in)
+    if hasattr(module, "effective_weight"):  # e.g. a smoothed int8 layer
+        return module.effective_weight()
     if is_dynamic_int8(module):
         return dynamic_int8_weight(module)[0]
     if is_conv1d(module):
@@ -75,6 +113,8 @@ def get_bias(module: nn.Module) -> Tensor | None:
     """The bias of a layer (None if it has none)."""
     if isinstance(module, LowRankLinear):
         return module.up.bias
+    if hasattr(module, "effective_bias"):
+        return module.effective_bias()
     if is_dynamic_int8(module):
         return module.bias()
     return module.bias

@@ -28,7 +28,14 @@ from llmopt.figures.compare import (
     runs_scatter_figure,
     shared_zeros_figure,
 )
-from llmopt.figures.explain import mask_figure, quant_hist_figure, spectrum_figure
+from llmopt.figures.explain import (
+    gptq_figure,
+    mask_figure,
+    quant_hist_figure,
+    scaled_spectrum_figure,
+    smoothing_figure,
+    spectrum_figure,
+)
 from llmopt.figures.results import (
     ConfusionLayout,
     confusion_diff_figure,
@@ -45,6 +52,9 @@ from llmopt.figures.results import (
 from llmopt.figures.sweep import SWEEP_METRICS, pareto_figure, sweep_figure
 
 __all__ = [
+    "gptq_figure",
+    "scaled_spectrum_figure",
+    "smoothing_figure",
     "CLASS_COLOURS",
     "DIVERGING",
     "EXTRA_COLOURS",

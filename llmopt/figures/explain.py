@@ -136,3 +136,107 @@ def spectrum_figure(
     )
     fig.update_layout(title="Singular value spectrum", height=400, bargap=0)
     return fig
+
+
+def gptq_figure(rtn: np.ndarray, gptq: np.ndarray, *, title: str) -> go.Figure:
+    """Each input column's share of the output error, ``‖ΔW_:,j‖·sqrt(H_jj)``, for round to
+    nearest and GPTQ: GPTQ changes later columns more, to cancel earlier rounding errors."""
+    x = np.arange(len(rtn))
+    fig = go.Figure()
+    for name, values, colour in (
+        ("round to nearest", rtn, PALETTE["baseline"]),
+        ("GPTQ (error feedback)", gptq, PALETTE["compressed"]),
+    ):
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=np.asarray(values, dtype=float),
+                mode="lines",
+                name=name,
+                line={"color": colour, "width": 1},
+                hovertemplate="column %{x}<br>%{y:.3g}<extra>" + name + "</extra>",
+            )
+        )
+    fig.update_layout(
+        title=title,
+        xaxis={"title": "Input column j (quantized left to right)"},
+        yaxis={"title": "‖ΔW₍:,j₎‖ · √H_jj", "rangemode": "tozero"},
+        height=380,
+    )
+    return fig
+
+
+def scaled_spectrum_figure(
+    energy_plain: np.ndarray, energy_scaled: np.ndarray, rank: int, *, title: str
+) -> go.Figure:
+    """Cumulative energy of the singular values of W and of the whitened W·L, with the rank."""
+    fig = go.Figure()
+    for name, energy, colour in (
+        ("W (plain SVD)", energy_plain, PALETTE["baseline"]),
+        ("W·L (activation-aware)", energy_scaled, PALETTE["compressed"]),
+    ):
+        energy = np.asarray(energy, dtype=float)
+        fig.add_trace(
+            go.Scatter(
+                x=np.arange(1, energy.size + 1),
+                y=energy * 100,
+                mode="lines",
+                name=name,
+                line={"color": colour},
+                hovertemplate="first %{x}: %{y:.1f}%<extra>" + name + "</extra>",
+            )
+        )
+    fig.add_vline(
+        x=rank + 0.5,
+        line={"color": "black", "dash": "dash"},
+        annotation_text=f"rank {rank}",
+        annotation_position="bottom right",
+    )
+    fig.update_layout(
+        title=title,
+        xaxis={"title": "Singular values kept (largest first)"},
+        yaxis={"title": "Cumulative energy Σσᵢ² (%)", "range": [0, 101]},
+        height=380,
+    )
+    return fig
+
+
+def smoothing_figure(
+    act_before: np.ndarray,
+    act_after: np.ndarray,
+    weight_before: np.ndarray,
+    weight_after: np.ndarray,
+    *,
+    title: str,
+) -> go.Figure:
+    """Per input channel: activation range and weight range before and after smoothing."""
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        subplot_titles=("Activations max |X_j|", "Weights max |W_:,j|"),
+    )
+    x = np.arange(len(act_before))
+    for row, before, after in ((1, act_before, act_after), (2, weight_before, weight_after)):
+        for name, values, colour in (
+            ("before", before, PALETTE["baseline"]),
+            ("after smoothing", after, PALETTE["compressed"]),
+        ):
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=np.asarray(values, dtype=float),
+                    mode="lines",
+                    name=name,
+                    legendgroup=name,
+                    showlegend=row == 1,
+                    line={"color": colour, "width": 1},
+                    hovertemplate="channel %{x}<br>%{y:.3g}<extra>" + name + "</extra>",
+                ),
+                row=row,
+                col=1,
+            )
+    fig.update_xaxes(title_text="Input channel j", row=2, col=1)
+    fig.update_layout(title=title, height=460)
+    return fig

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import llmopt
-from llmopt.compression import STEPS, CompressionConfig, CompressionReport, compress
+from llmopt.compression import CompressionConfig, CompressionReport, compress, registry
 from llmopt.compression.lowrank import LowRankLinear
 from llmopt.compression.quantize import is_dynamic_int8
 from llmopt.compression.targets import get_weight
@@ -140,10 +140,15 @@ def test_progress_reaches_one_and_filters_choose_layers(tiny_models, tiny_datase
     assert any("calibrating" in m for _, m in calls)
 
 
-def test_steps_are_registered_by_name():
-    assert {"lowrank", "prune", "quantize", "int8_dynamic"} <= set(STEPS)
-    assert STEPS["prune"].active(CompressionConfig(sparsity_pattern="2:4"))
-    assert not STEPS["quantize"].active(CompressionConfig(sparsity=0.5))
+def test_methods_are_registered_by_kind_and_run_in_order():
+    assert registry.ORDER == ("lowrank", "prune", "quantize", "kernel")
+    assert registry.KINDS["prune"].active(CompressionConfig(sparsity_pattern="2:4"))
+    assert not registry.KINDS["quantize"].active(CompressionConfig(sparsity=0.5))
+    config = CompressionConfig(rank=4, sparsity=0.5, sparsity_method="wanda", bits=4,
+                               quant_method="gptq")  # fmt: skip
+    assert [m.name for m in registry.active(config)] == ["svd", "wanda", "gptq"]
+    assert registry.needs_calibration(config)
+    assert not registry.needs_calibration(CompressionConfig(sparsity=0.5, bits=4, rank=4))
 
 
 def test_combined_steps_apply_in_order(tiny_models, tiny_dataset):

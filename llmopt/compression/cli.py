@@ -1,0 +1,159 @@
+"""The compression flags of the command line, derived from the config and the method registry."""
+
+from __future__ import annotations
+
+import argparse
+
+from llmopt.compression import registry
+from llmopt.compression.config import CALIBRATIONS, PRECISIONS, CompressionConfig
+from llmopt.errors import LlmoptError
+
+# flag -> config field; flags that take no value are on/off switches
+FIELDS = (
+    "sparsity",
+    "sparsity_method",
+    "sparsity_pattern",
+    "sparsity_scope",
+    "bits",
+    "group_size",
+    "quant_method",
+    "act_order",
+    "asymmetric",
+    "rank",
+    "lowrank_method",
+    "int8_dynamic",
+    "smooth_alpha",
+    "calibration",
+    "calibration_samples",
+    "precision",
+    "include_head",
+)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value
+
+
+def _choices_help(kind: str) -> str:
+    return "; ".join(f"{m.name}: {m.summary}" for m in registry.methods(kind).values())
+
+
+def add_compression_args(parser: argparse.ArgumentParser) -> None:
+    """Add every compression flag; method choices and their help come from the registry."""
+    add = parser.add_argument
+    add("--sparsity", type=float, help="fraction of weights to zero, in [0, 1)")
+    add("--sparsity-method", choices=registry.names("prune"), help=_choices_help("prune"))
+    add("--sparsity-pattern", choices=["unstructured", "2:4", "4:8"])
+    add(
+        "--sparsity-scope",
+        choices=["layer", "global"],
+        help="rank weights per output row (layer) or across all layers (global; magnitude)",
+    )
+    add("--bits", type=int, help="weight bit-width 2..8 (simulated quantization)")
+    add("--group-size", type=int, help="input weights per scale (default: per row)")
+    add("--quant-method", choices=registry.names("quantize"), help=_choices_help("quantize"))
+    add(
+        "--act-order",
+        action="store_true",
+        default=None,
+        help="GPTQ: quantize columns by decreasing Hessian diagonal",
+    )
+    add(
+        "--asymmetric",
+        action="store_true",
+        default=None,
+        help="a zero point per scale: all 2^b levels (symmetric grids use 2^b - 1)",
+    )
+    add("--rank", type=int, help="low-rank factorisation rank of every targeted layer")
+    add("--lowrank-method", choices=registry.names("lowrank"), help=_choices_help("lowrank"))
+    add(
+        "--int8-dynamic",
+        action="store_true",
+        default=None,
+        help="real int8 kernels (torch dynamic quantization)",
+    )
+    add(
+        "--smooth-alpha",
+        type=float,
+        help="with --int8-dynamic: SmoothQuant smoothing strength in [0, 1] (0.5 is usual)",
+    )
+    add(
+        "--calibration",
+        choices=list(CALIBRATIONS),
+        help="sequential (default): each block calibrated on the compressed blocks' outputs; "
+        "one-pass: every layer on the uncompressed model's activations",
+    )
+    add(
+        "--calibration-samples",
+        type=_positive_int,
+        help="training texts for calibrated methods (default "
+        f"{CompressionConfig.calibration_samples})",
+    )
+    add(
+        "--precision",
+        choices=list(PRECISIONS),
+        help="float precision the compressed model runs in (bf16/fp16: 16-bit kernels)",
+    )
+    add(
+        "--include-head",
+        action="store_true",
+        default=None,
+        help="compress the classification head too",
+    )
+
+
+def config_from_args(
+    args: argparse.Namespace, recipe: dict | None = None
+) -> CompressionConfig | None:
+    """The config the flags describe (over a recipe's config, when given: flags win), or None
+    when neither gives one.
+
+    Raises:
+        LlmoptError: invalid values or combinations, or flags that change nothing on their own.
+    """
+    given = {k: getattr(args, k) for k in FIELDS if getattr(args, k, None) is not None}
+    if not given and not recipe:
+        return None
+    config = CompressionConfig(**{**(recipe or {}), **given})
+    if config.is_identity:
+        if not given:
+            return None  # a recipe of the uncompressed model: evaluate the model alone
+        flags = " ".join("--" + k.replace("_", "-") for k in given)
+        raise LlmoptError(
+            f"{flags} change nothing on their own: add --sparsity above 0, --bits, --rank, "
+            "--int8-dynamic or --precision bf16/fp16"
+        )
+    idle = _idle_flags(config, given)
+    if idle:
+        raise LlmoptError(f"{idle} change nothing here: {_why(idle)}")
+    return config
+
+
+def _idle_flags(config: CompressionConfig, given: dict) -> str:
+    """Method flags given for a kind of compression that is off (e.g. --quant-method without
+    --bits)."""
+    idle = []
+    for kind in ("prune", "quantize", "lowrank"):
+        spec = registry.KINDS[kind]
+        if spec.field in given and not spec.active(config):
+            idle.append("--" + spec.field.replace("_", "-"))
+    if config.bits is None:
+        idle += [f"--{k.replace('_', '-')}" for k in ("asymmetric", "act_order") if given.get(k)]
+    return " ".join(idle)
+
+
+def _why(idle: str) -> str:
+    needs = {
+        "--sparsity-method": "--sparsity above 0 or an N:M --sparsity-pattern",
+        "--quant-method": "--bits",
+        "--lowrank-method": "--rank",
+        "--asymmetric": "--bits",
+        "--act-order": "--bits with --quant-method gptq",
+    }
+    return "; ".join(f"{flag} needs {needs[flag]}" for flag in idle.split())

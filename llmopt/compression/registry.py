@@ -1,0 +1,173 @@
+"""The one registry of compression methods: what each is, what it needs, and how it runs.
+
+Every place that offers a method — config validation, the CLI's choices, the dashboard's
+selectors and explainers, the sweep's methods, the size estimate — reads it from here, so a
+new method is one file in ``llmopt/compression/methods/`` that calls ``register``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmopt.errors import LlmoptError
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A family of methods, and the config field that picks one of them."""
+
+    name: str  # "prune", "quantize", "lowrank", "kernel"
+    title: str  # heading in the app
+    field: str | None  # CompressionConfig field naming the method (None: picked by predicate)
+    active: Callable[[Any], bool]  # whether a config uses this kind at all
+    default: str  # the method a config names when the user picks none
+    ranges: dict = field(default_factory=dict)  # knob -> (low, high) that the kind accepts
+
+
+KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in (
+        Kind(
+            "lowrank",
+            "Low rank",
+            "lowrank_method",
+            lambda c: c.rank is not None,
+            "svd",
+            {"rank": (1, None)},
+        ),
+        Kind(
+            "prune",
+            "Pruning",
+            "sparsity_method",
+            lambda c: c.prunes,
+            "magnitude",
+            {"sparsity": (0.0, 1.0)},
+        ),
+        Kind(
+            "quantize",
+            "Quantization",
+            "quant_method",
+            lambda c: c.bits is not None,
+            "rtn",
+            {"bits": (2, 8)},
+        ),
+        Kind(
+            "kernel",
+            "Kernels",
+            None,
+            lambda c: c.int8_dynamic,
+            "int8",
+            {"smooth_alpha": (0.0, 1.0)},
+        ),
+    )
+}
+ORDER = tuple(KINDS)  # applied in this order: low-rank -> prune -> quantize -> kernels
+
+
+@dataclass(frozen=True)
+class Method:
+    """One compression method.
+
+    ``apply(ctx, names, stats)`` changes the weight matrices ``names`` of the model copy in
+    ``ctx`` (a ``llmopt.compression.engine.Context``); ``stats`` maps each name to its
+    calibration ``LayerStats`` when the method asks for ``stats``, else it is None.
+    """
+
+    name: str  # the value users type and configs hold, e.g. "gptq"
+    kind: str  # a key of KINDS
+    label: str  # short name for selectors and legends
+    summary: str  # one line: what it does (CLI help, selector help)
+    help: str  # a paragraph for the app's tooltip
+    formula: str  # markdown with LaTeX: the explainer's text
+    apply: Callable[..., None]
+    stats: tuple[str, ...] = ()  # calibration statistics it needs ("norms", "hessian", "absmax")
+    picture: str | None = None  # key of its live picture in llmopt.explain.PICTURES
+    selects: Callable[[Any], bool] | None = None  # kinds without a field: does a config pick it
+    sweep: dict = field(default_factory=dict)  # sweep method label -> config fields it sets
+    kept: Callable[[int, int, Any], int] | None = None  # prune: weights a (rows, cols) keeps
+    reference: str = ""  # the paper
+    position: int = 100  # where it is listed among its kind (lower first; new methods last)
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether it measures activations on calibration texts."""
+        return bool(self.stats)
+
+
+_METHODS: dict[str, dict[str, Method]] = {k: {} for k in KINDS}
+_loaded = False
+
+
+def register(method: Method) -> Method:
+    """Add ``method`` (a later registration with the same name replaces the earlier one)."""
+    if method.kind not in KINDS:
+        raise ValueError(f"unknown method kind {method.kind!r}; kinds: {', '.join(KINDS)}")
+    _METHODS[method.kind][method.name] = method
+    return method
+
+
+def unregister(kind: str, name: str) -> None:
+    """Remove a method (tests that register one of their own clean up with this)."""
+    _METHODS[kind].pop(name, None)
+
+
+def _load() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        import llmopt.compression.methods  # noqa: F401 - registers the built-in methods
+
+
+def methods(kind: str) -> dict[str, Method]:
+    """{name: Method} of one kind, in registration order."""
+    _load()
+    ordered = sorted(_METHODS[kind].values(), key=lambda m: m.position)  # stable: then by age
+    return {m.name: m for m in ordered}
+
+
+def names(kind: str) -> list[str]:
+    """The method names of one kind (the CLI's choices, the selectors' options)."""
+    return list(methods(kind))
+
+
+def get(kind: str, name: str) -> Method:
+    """One method by kind and name.
+
+    Raises:
+        LlmoptError: an unknown name, listing the known ones.
+    """
+    known = methods(kind)
+    if not isinstance(name, str) or name not in known:
+        field_name = KINDS[kind].field or kind
+        raise LlmoptError(
+            f"{field_name} {name!r} is unknown; allowed: {', '.join(known) or '(none)'}"
+        )
+    return known[name]
+
+
+def selected(config, kind: str) -> Method | None:
+    """The method of ``kind`` that ``config`` runs, or None when that kind is off."""
+    spec = KINDS[kind]
+    if not spec.active(config):
+        return None
+    if spec.field is not None:
+        return get(kind, getattr(config, spec.field))
+    chosen = [m for m in methods(kind).values() if m.selects is not None and m.selects(config)]
+    return chosen[-1] if chosen else get(kind, spec.default)
+
+
+def active(config) -> list[Method]:
+    """The methods ``config`` runs, in the order they are applied."""
+    return [m for k in ORDER if (m := selected(config, k)) is not None]
+
+
+def needs_calibration(config) -> bool:
+    """Whether compressing with ``config`` needs calibration texts (the training split)."""
+    return any(m.needs_calibration for m in active(config))
+
+
+def all_methods() -> list[Method]:
+    """Every registered method, kind by kind in application order."""
+    return [m for k in ORDER for m in methods(k).values()]
