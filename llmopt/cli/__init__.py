@@ -11,10 +11,10 @@ import argparse
 import os
 import sys
 
-from llmopt.cli import evaluate
+from llmopt.cli import evaluate, train
 from llmopt.cli.common import Bar, Parser
 
-GROUPS = (evaluate,)  # modules whose add_commands() registers subcommands
+GROUPS = (evaluate, train)  # modules whose add_commands() registers subcommands
 
 
 def build_parser() -> argparse.ArgumentParser:

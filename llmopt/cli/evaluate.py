@@ -56,6 +56,12 @@ def add_commands(sub) -> None:
         type=positive_int,
         help="training texts for Wanda's activation norms (default 64)",
     )
+    ev.add_argument(
+        "--recover",
+        choices=["head", "finetune"],
+        help="win back accuracy after compressing: re-fit the head, or a short fine-tune that "
+        "keeps masks, grids and factors (adds 'recovered' to the results; --save-model saves it)",
+    )
     ev.add_argument("--json", type=Path, help="write the results as JSON to this path")
     ev.add_argument("--predictions", type=Path, help="write per-example predictions as CSV")
     ev.add_argument("--save-model", type=Path, help="save the compressed model to this folder")
@@ -116,6 +122,11 @@ def run_evaluate(args) -> int:
         )
     if args.overwrite and args.save_model is None:
         raise LlmoptError("--overwrite applies to --save-model; add --save-model DIR or drop it")
+    if args.recover is not None and (config is None or config.int8_dynamic):
+        raise LlmoptError(
+            "--recover trains a compressed model: add --sparsity, --bits or --rank "
+            "(int8 kernels cannot be trained)"
+        )
     check_outputs(args)  # every output is checked before any work, so none fails at the end
     dataset = load_dataset(
         args.dataset,
@@ -140,22 +151,48 @@ def run_evaluate(args) -> int:
         compressed, report = compress(loaded, config, calibration=calibration, progress=bar)
         other = evaluate(compressed, dataset, batch_size=args.batch_size, progress=bar)
         fidelity = compare(base, other)
+        recovered = None
+        if args.recover is not None:  # training: see llmopt.training.finetune.recover
+            from llmopt.training.finetune import recover
+
+            run = recover(compressed, train_split(args), args.recover, progress=bar)
+            compressed = run.model
+            recovered = evaluate(compressed, dataset, batch_size=args.batch_size, progress=bar)
         if args.save_model is not None:
             from llmopt.compression import save_model
 
             save_model(compressed, args.save_model, overwrite=args.overwrite)
     bar.close()
     print(format_results(loaded.name, dataset, base, other, fidelity, report))
+    if config is not None and recovered is not None:
+        print(format_recovered(args.recover, base, other, recovered))
     if args.json is not None:
         payload = results_json(
             loaded, dataset, config, base, other, fidelity, report, dataset_source=args.dataset
         )
+        if config is not None and recovered is not None:
+            rec = compare(base, recovered)
+            rec["flipped"] = [int(dataset.indices[i]) for i in rec["flipped"]]
+            payload.update(recovered=recovered.to_dict(), recovered_fidelity=rec,
+                           recover=args.recover)  # fmt: skip
         atomic.write_text(args.json, json.dumps(payload, indent=2))
     if args.predictions is not None:
         write_predictions(args.predictions, dataset, base, other)
     if args.save_model is not None:
         print(f"compressed model saved to {args.save_model}")
     return 0
+
+
+def format_recovered(method: str, base, other, recovered) -> str:
+    """Accuracy before and after recovery, and the share of the lost accuracy won back."""
+    b, c, r = (x.metrics["accuracy"] for x in (base, other, recovered))
+    lost = b - c
+    won = f", {100 * (r - c) / lost:.0f}% of the lost accuracy won back" if lost > 0 else ""
+    return (
+        f"\nrecovered ({method}): accuracy {r:.4f} (compressed {c:.4f}, baseline {b:.4f}; "
+        f"{100 * r / b:.1f}% of the baseline kept{won}), ROC-AUC "
+        f"{_fmt(recovered.metrics['roc_auc'])}"
+    )
 
 
 def check_outputs(args) -> None:
