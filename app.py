@@ -11,6 +11,7 @@ page = st.navigation(
         st.Page("pages/compress.py", title="Compress & Evaluate", icon=":material/tune:"),
         st.Page("pages/attention.py", title="Attention", icon=":material/grid_on:"),
         st.Page("pages/sweep.py", title="Sweep", icon=":material/show_chart:"),
+        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     ]
 )
 sidebar.sidebar()

@@ -36,6 +36,7 @@ from llmopt.figures.results import (
     size_latency_figure,
 )
 from llmopt.figures.sweep import SWEEP_METRICS, pareto_figure, sweep_figure
+from llmopt.figures.training import schedule_figure, training_curves_figure
 
 __all__ = [
     "CLASS_COLOURS",
@@ -68,8 +69,10 @@ __all__ = [
     "pareto_figure",
     "quant_hist_figure",
     "roc_figure",
+    "schedule_figure",
     "short_label",
     "size_latency_figure",
     "spectrum_figure",
     "sweep_figure",
+    "training_curves_figure",
 ]
