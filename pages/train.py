@@ -48,7 +48,7 @@ if go.button("Start training", type="primary", disabled=running, key="t_start"):
     with state.inline_errors():
         job = training.start(sel, loaded, data, task, params)
         running = True
-if running and stop.button("Cancel", key="t_cancel", help="Stop after this step; nothing is saved."):
+if running and stop.button("Cancel", key="t_cancel", help="Stop after this step; save nothing."):
     job.cancel.set()
 if running:
     training.live(job)
