@@ -33,6 +33,7 @@ from llmopt.training.loop import (
 
 CHOICES = ("every", "first")
 DISTILL = TrainConfig(epochs=3.0, train_layers="all", train_limit=None)  # a student needs more
+REFIT_ROWS = 2000  # rows for the student's first head: a logistic regression settles on fewer
 
 
 def distillation_loss(
@@ -157,6 +158,7 @@ def distill(
     temperature: float = 2.0,
     alpha: float = 0.5,
     config: TrainConfig | None = None,
+    refit_head: bool = True,
     eval_data: TextDataset | None = None,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
@@ -173,6 +175,9 @@ def distill(
         temperature: T of the soft labels, > 0.
         alpha: weight of the hard-label term, in [0, 1] (0: learn only from the teacher).
         config: training settings (default ``DISTILL``: every student layer, 3 epochs).
+        refit_head: first re-fit the student's classification layer to its own features (a
+            logistic regression on up to ``REFIT_ROWS`` training rows, seconds): the
+            teacher's head expects the features of all its layers, so training starts closer.
         eval_data, progress, cancel, on_history: as for ``finetune``; ``before`` is the
             teacher's evaluation and ``after`` the student's.
 
@@ -202,6 +207,13 @@ def distill(
 
         before = evaluate(teacher, eval_data, progress=progress)
     student = make_student(teacher, layers)
+    if refit_head:
+        from llmopt.training.finetune import refit_head as refit
+
+        rows = train.subset(min(REFIT_ROWS, len(train)), seed=config.seed)
+        name = student.name
+        student = refit(student, rows, train_limit=None, progress=progress).model
+        student.name = name
     trainable, total = select_trainable(student.model, config.train_layers)
     loop = make_loop(student, train, val, config, "distill", progress=progress, cancel=cancel,
                      on_history=on_history)  # fmt: skip
