@@ -25,13 +25,14 @@ from llmopt.training.distill import DISTILL, distill
 from llmopt.training.finetune import finetune, recover
 from llmopt.training.gradual import GRADUAL, prune_gradual
 
-SECTIONS = ("finetune", "recovery", "distill", "gradual")
+SECTIONS = ("finetune", "recovery", "distill", "gradual", "trainer")
 RECOVERY_CASES = [
     ("Wanda 50%", CompressionConfig(sparsity=0.5, sparsity_method="wanda")),
     ("3-bit group 64", CompressionConfig(bits=3, group_size=64)),
     ("rank 128", CompressionConfig(rank=128)),
 ]
 ROUNDS = 3  # timings of each batch per model; the fastest counts
+METHODS = ["magnitude"]  # gradual vs one-shot: --methods magnitude,wanda compares both
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
 
@@ -171,7 +172,7 @@ def section_distill(model, base, train, test, n_layers: int = 3) -> None:
 def section_gradual(model, base, train, test, sparsity: float = 0.7) -> None:
     print(f"\n## Gradual pruning to {sparsity:.0%} against one-shot ({load()})\n")
     rows = []
-    for method in ("magnitude", "wanda"):
+    for method in METHODS:
         start = time.perf_counter()
         one, _ = compress(model, CompressionConfig(sparsity=sparsity, sparsity_method=method),
                           calibration=train)  # fmt: skip
@@ -199,11 +200,80 @@ def section_gradual(model, base, train, test, sparsity: float = 0.7) -> None:
                  "sparsity reached", "gradual better"], rows))  # fmt: skip
 
 
+def _hand_loop(loaded, train, config, steps: int) -> float:
+    """Seconds for ``steps`` plain PyTorch steps (AdamW, linear schedule, same batches)."""
+    import copy
+
+    from llmopt.training.loop import _collate, _Rows, select_trainable
+
+    model = copy.deepcopy(loaded.model)
+    select_trainable(model, config.train_layers)
+    enc = encode(loaded.tokenizer, train.texts, config.max_length,
+                 token_types=accepts_token_types(model))  # fmt: skip
+    rows = _Rows(enc, train.labels)
+    collate = _collate(enc.pad_token_id)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / steps)
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    order = list(
+        LengthGroupedSampler(
+            config.batch_size, dataset=rows, generator=torch.Generator().manual_seed(config.seed)
+        )
+    )
+    model.train()
+    start = time.perf_counter()
+    for i in range(steps):  # length-grouped batches, as Trainer's
+        batch = collate([rows[j] for j in order[i * config.batch_size:
+                                                (i + 1) * config.batch_size]])  # fmt: skip
+        labels, _ = batch.pop("labels"), batch.pop("rows")
+        loss = torch.nn.functional.cross_entropy(model(**batch).logits, labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+    return time.perf_counter() - start
+
+
+def section_trainer(model, base, train, test, steps: int = 20) -> None:
+    """Hugging Face Trainer against a plain PyTorch loop: the same steps, interleaved."""
+    from llmopt.training.finetune import copy_model
+    from llmopt.training.loop import make_loop, prepare_rows, select_trainable
+
+    print(f"\n## Trainer against a hand-written loop ({load()})\n")
+    config = TrainConfig(val_fraction=0.0, patience=None, warmup_ratio=0.0)
+    rows, _ = prepare_rows(model, train, config)
+    rows = rows.subset(steps * config.batch_size)  # exactly ``steps`` batches
+    times = {"Trainer (llmopt's loop)": [], "plain PyTorch loop": []}
+    for _ in range(2):
+        work = copy_model(model, "timed")
+        select_trainable(work.model, config.train_layers)
+        loop = make_loop(work, rows, None, config.with_(epochs=1.0), "finetune")
+        start = time.perf_counter()
+        loop.run()
+        times["Trainer (llmopt's loop)"].append(time.perf_counter() - start)
+        times["plain PyTorch loop"].append(_hand_loop(model, rows, config, steps))
+    best = {k: min(v) for k, v in times.items()}
+    base_s = best["plain PyTorch loop"]
+    print(
+        table(
+            ["loop", "s per step (best of 2)", "relative"],
+            [[k, f"{v / steps:.3f}", f"{v / base_s:.2f}x"] for k, v in best.items()],
+        )
+    )
+    print(f"\n{steps} steps of {config.batch_size} rows, layers {config.train_layers}, rounds "
+          f"interleaved; the Trainer time includes its set-up; {load()}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1000, help="bundled test reviews to use")
     parser.add_argument("--only", default=",".join(SECTIONS), help="sections to run")
+    parser.add_argument("--methods", default="magnitude", help="pruning methods for gradual")
     args = parser.parse_args()
+    METHODS[:] = [m.strip() for m in args.methods.split(",") if m.strip()]
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     print(f"# Training benchmark\n\n{machine()}; {load()}")
     model = llmopt.load_model("bundled")

@@ -17,7 +17,8 @@ params["train_limit"] = mid.number_input("Training rows", 2, 1_000_000, 2000, 10
                                          key="t_rows")  # fmt: skip
 if task == "finetune":
     params["train_layers"] = right.selectbox(
-        "Layers that train", ["head", *range(1, layers + 1), "all"], index=2, key="t_layers",
+        "Layers that train", ["head", *range(1, layers + 1), "all"], index=min(4, layers + 1),
+        key="t_layers",
         help="The classifier head only, the head and the top K transformer blocks, or all.",
     )  # fmt: skip
 elif task == "recover":

@@ -97,7 +97,7 @@ def add_commands(sub) -> None:
     ft.set_defaults(run=run_finetune)
 
     ds = sub.add_parser("distill", help="train a smaller student made of the teacher's layers")
-    _common(ds, epochs="3", layers=False)
+    _common(ds, epochs="2", layers=False)
     ds.add_argument("--student-layers", type=positive_int, required=True,
                     help="transformer blocks the student keeps")  # fmt: skip
     ds.add_argument("--layer-choice", choices=["every", "first"], default="every",
@@ -113,7 +113,7 @@ def add_commands(sub) -> None:
     ds.set_defaults(run=run_distill)
 
     pg = sub.add_parser("prune-gradual", help="prune while fine-tuning, on a sparsity schedule")
-    _common(pg, epochs="2")
+    _common(pg, epochs="1")
     pg.add_argument("--final-sparsity", type=_float(0, 1, "--final-sparsity"),
                     help="sparsity reached at the end of the schedule, e.g. 0.7")  # fmt: skip
     pg.add_argument("--schedule", choices=["polynomial", "constant"], default="polynomial")

@@ -32,7 +32,7 @@ from llmopt.training.loop import (
 )
 
 CHOICES = ("every", "first")
-DISTILL = TrainConfig(epochs=3.0, train_layers="all", train_limit=None)  # a student needs more
+DISTILL = TrainConfig(epochs=2.0, train_layers="all")  # every layer of the student learns
 REFIT_ROWS = 2000  # rows for the student's first head: a logistic regression settles on fewer
 
 
@@ -174,7 +174,7 @@ def distill(
         choice: ``every`` (evenly spaced) or ``first``.
         temperature: T of the soft labels, > 0.
         alpha: weight of the hard-label term, in [0, 1] (0: learn only from the teacher).
-        config: training settings (default ``DISTILL``: every student layer, 3 epochs).
+        config: training settings (default ``DISTILL``: every student layer, 2 epochs).
         refit_head: first re-fit the student's classification layer to its own features (a
             logistic regression on up to ``REFIT_ROWS`` training rows, seconds): the
             teacher's head expects the features of all its layers, so training starts closer.

@@ -80,7 +80,7 @@ def finetune(
     Args:
         loaded: the starting model (never modified).
         train_data: the training split; validation rows are carved from it.
-        config: what trains and for how long (``TrainConfig``; default: top 2 blocks, 2 epochs,
+        config: what trains and for how long (``TrainConfig``; default: top 4 blocks, 2 epochs,
             2,000 rows).
         eval_data: held-out rows (the test split) to evaluate the model before and after.
         progress: called with (fraction, message with loss and ETA).

@@ -32,7 +32,7 @@ from llmopt.training.schedules import (
     schedule_points,
 )
 
-GRADUAL = TrainConfig(epochs=2.0, train_layers="all")  # the pruned layers must train
+GRADUAL = TrainConfig(epochs=1.0, train_layers="all")  # the pruned layers must train
 
 
 def plan(
@@ -97,7 +97,7 @@ def prune_gradual(
         method: ``magnitude`` or ``wanda`` (as ``CompressionConfig.sparsity_method``).
         pattern: ``None`` (unstructured) or an N:M pattern such as ``2:4``, applied at the last
             pruning step (the final sparsity is then 1 - N/M).
-        config: training settings (default ``GRADUAL``: every layer, 2 epochs, 2,000 rows).
+        config: training settings (default ``GRADUAL``: every layer, 1 epoch, 2,000 rows).
         eval_data, progress, cancel, on_history: as for ``finetune``.
 
     Returns:
