@@ -149,7 +149,12 @@ def _prepare(args):
         limit=args.limit, seed=args.seed,
     )  # fmt: skip
     bar = TrainBar()
-    return test, load(args, bar), bar
+    loaded = load(args, bar)
+    if getattr(args, "train_layers", None) is not None:
+        from llmopt.training.loop import check_layers
+
+        check_layers(loaded.model, args.train_layers)
+    return test, loaded, bar
 
 
 def _finish(args, run, test, payload: dict, bar) -> int:

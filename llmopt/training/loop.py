@@ -120,6 +120,20 @@ def prepare_rows(loaded: LoadedModel, data: TextDataset, config: TrainConfig):
 # ---------------------------------------------------------------- which parameters train
 
 
+def check_layers(model: nn.Module, train_layers: str | int) -> None:
+    """Refuse a number of top blocks the model does not have (the command line's check).
+
+    Raises:
+        LlmoptError: K larger than the number of transformer blocks.
+    """
+    blocks, _ = layer_groups(model)
+    if isinstance(train_layers, int) and train_layers > len(blocks):
+        raise LlmoptError(
+            f"the model has {len(blocks)} transformer blocks, so at most {len(blocks)} can "
+            f"train; got {train_layers} (use 'all' for every layer and the embeddings)"
+        )
+
+
 def layer_groups(model: nn.Module) -> tuple[list[str], str | None]:
     """(names of the transformer blocks in order, e.g. ``encoder.layer.0``; the block list)."""
     from llmopt.compression.targets import block_list
@@ -139,18 +153,11 @@ def select_trainable(model: nn.Module, train_layers: str | int) -> tuple[int, in
     """Freeze every parameter but the chosen ones; returns (trainable, total) counts.
 
     ``head``: everything outside the transformer blocks and the embeddings (the classifier,
-    a pooler, a final layer norm). ``K``: the head and the top K blocks. ``all``: everything.
-
-    Raises:
-        LlmoptError: K larger than the number of blocks.
+    a pooler, a final layer norm). ``K``: the head and the top K blocks (every block when the
+    model has fewer). ``all``: everything, embeddings included.
     """
     blocks, prefix = layer_groups(model)
-    if isinstance(train_layers, int) and train_layers > len(blocks):
-        raise LlmoptError(
-            f"the model has {len(blocks)} transformer blocks, so at most {len(blocks)} can "
-            f"train; got {train_layers} (use 'all' for every layer and the embeddings)"
-        )
-    top = blocks[len(blocks) - train_layers :] if isinstance(train_layers, int) else []
+    top = blocks[max(len(blocks) - train_layers, 0) :] if isinstance(train_layers, int) else []
     trainable = total = 0
     for name, p in model.named_parameters():
         if train_layers == "all":

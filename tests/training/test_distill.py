@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import LR, class_dataset
+from train_data import LR, class_dataset
 
 import llmopt
 from llmopt.errors import LlmoptError

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import LR, class_dataset
+from train_data import LR, class_dataset
 
 import llmopt
 from llmopt.errors import LlmoptError
@@ -90,10 +90,13 @@ def test_only_the_chosen_layers_train(tiny2_dir, layers):
     assert any(n.startswith("bert.encoder.layer.1.") for n in moving) == (layers == 1)
 
 
-def test_more_layers_than_the_model_has_is_refused(tiny2_dir):
+def test_more_top_layers_than_the_model_has_means_every_block(tiny2_dir):
+    from llmopt.training.loop import check_layers
+
     loaded = llmopt.load_model(str(tiny2_dir))
-    with pytest.raises(LlmoptError, match="at most 2"):
-        finetune(loaded, class_dataset(20, 2), TrainConfig(train_layers=5))
+    assert select_trainable(loaded.model, 5) == select_trainable(loaded.model, 2)
+    with pytest.raises(LlmoptError, match="at most 2"):  # the command line refuses it
+        check_layers(loaded.model, 5)
 
 
 def test_validation_rows_come_from_the_training_rows_stratified():

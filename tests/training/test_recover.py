@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import LR, class_dataset
+from train_data import LR, class_dataset
 
 import llmopt
 from llmopt.compression import CompressionConfig, compress
