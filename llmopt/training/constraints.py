@@ -19,6 +19,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from llmopt.compression.quantize import is_dynamic_int8
+from llmopt.compression.targets import is_conv1d
 from llmopt.errors import LlmoptError
 
 
@@ -81,7 +83,6 @@ class Keep(nn.Module):
 
 
 def _is_conv1d(module: nn.Module) -> bool:
-    from llmopt.compression.targets import is_conv1d
 
     return is_conv1d(module)
 
@@ -108,7 +109,6 @@ def constrain(model: nn.Module, state: dict | None) -> dict[str, Keep]:
         LlmoptError: a model with torch's int8 kernels (they cannot be trained), or a state whose
             matrices or shapes do not match the model.
     """
-    from llmopt.compression.quantize import is_dynamic_int8
 
     if any(is_dynamic_int8(m) for m in model.modules()):
         raise LlmoptError(

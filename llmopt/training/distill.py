@@ -18,8 +18,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from llmopt.batching import iter_batches
 from llmopt.data import TextDataset
 from llmopt.errors import Fix, LlmoptError
+from llmopt.evaluation import evaluate
 from llmopt.loaded import LoadedModel, Progress
 from llmopt.training.config import TrainConfig
 from llmopt.training.finetune import check_config, check_model
@@ -140,7 +142,6 @@ def make_student(teacher: LoadedModel, layers: list[int]) -> LoadedModel:
 @torch.inference_mode()
 def teacher_logits(teacher: LoadedModel, encoded, batch_size: int = 64) -> Tensor:
     """The teacher's logits for every tokenized row, in row order: (n, classes)."""
-    from llmopt.batching import iter_batches
 
     model = teacher.model.eval()
     out = torch.zeros((len(encoded), len(teacher.label_names)), dtype=torch.float32)
@@ -203,8 +204,6 @@ def distill(
     train, val = prepare_rows(teacher, train_data, config)
     before = None
     if eval_data is not None:
-        from llmopt.evaluation import evaluate
-
         before = evaluate(teacher, eval_data, progress=progress)
     student = make_student(teacher, layers)
     if refit_head:
@@ -235,8 +234,6 @@ def distill(
     )
     after = None
     if eval_data is not None:
-        from llmopt.evaluation import evaluate
-
         after = evaluate(student, eval_data, progress=progress)
     return TrainingRun(
         task="distill",

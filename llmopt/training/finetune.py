@@ -12,11 +12,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from llmopt.batching import accepts_token_types, encode, iter_batches
 from llmopt.data import TextDataset
 from llmopt.errors import Fix, LlmoptError
+from llmopt.evaluation import evaluate, label_map
 from llmopt.loaded import LoadedModel, Progress
 from llmopt.training.config import RECOVERY, TrainConfig
 from llmopt.training.constraints import constrain, project, release
+from llmopt.training.head import fit_head
 from llmopt.training.loop import TrainingRun, make_loop, prepare_rows, select_trainable
 
 RECOVER_METHODS = ("head", "finetune")
@@ -53,7 +56,6 @@ def evaluate_pair(start: LoadedModel, end: LoadedModel, eval_data, progress, bef
     """(before, after) evaluations on ``eval_data`` (None, None without it)."""
     if eval_data is None:
         return None, None
-    from llmopt.evaluation import evaluate
 
     if before is None:
         before = evaluate(start, eval_data, progress=progress)
@@ -101,8 +103,6 @@ def finetune(
     train, val = prepare_rows(loaded, train_data, config)
     before = None
     if eval_data is not None:
-        from llmopt.evaluation import evaluate
-
         before = evaluate(loaded, eval_data, progress=progress)
     work = copy_model(loaded, f"{loaded.name} (fine-tuned)")
     keeps = constrain(work.model, work.compression)
@@ -166,7 +166,6 @@ def head_module(model: nn.Module, num_labels: int) -> tuple[str, nn.Linear]:
 @torch.inference_mode()
 def head_features(loaded: LoadedModel, texts: list[str], progress: Progress | None = None):
     """The inputs of the classification layer for ``texts``: (n, features), in their order."""
-    from llmopt.batching import accepts_token_types, encode, iter_batches
 
     _, head = head_module(loaded.model, len(loaded.label_names))
     captured: dict = {}
@@ -213,8 +212,6 @@ def refit_head(
     Raises:
         LlmoptError: too few rows, labels the model does not know, a class with no rows.
     """
-    from llmopt.evaluation import label_map
-    from llmopt.training.head import fit_head
 
     check_model(loaded, "re-fitting the head")
     start = time.perf_counter()
@@ -232,8 +229,6 @@ def refit_head(
         )
     before = None
     if eval_data is not None:
-        from llmopt.evaluation import evaluate
-
         before = evaluate(loaded, eval_data, progress=progress)
     work = copy_model(loaded, f"{loaded.name} (head re-fit)")
     feats = head_features(work, data.texts, progress)

@@ -17,8 +17,11 @@ from collections.abc import Callable
 
 import torch
 
+from llmopt.compression import CompressionConfig, compress
+from llmopt.compression.targets import find_targets, in_blocks, is_conv1d
 from llmopt.data import TextDataset
 from llmopt.errors import LlmoptError
+from llmopt.evaluation import evaluate
 from llmopt.loaded import LoadedModel, Progress
 from llmopt.training.config import TrainConfig
 from llmopt.training.constraints import constrain, release
@@ -50,7 +53,6 @@ def plan(
     Raises:
         LlmoptError: a bad sparsity, schedule kind or pattern.
     """
-    from llmopt.compression import CompressionConfig
 
     config = check_config(config or GRADUAL)
     if pattern is not None:
@@ -108,8 +110,6 @@ def prune_gradual(
     Raises:
         LlmoptError: bad settings, or what ``finetune`` raises.
     """
-    from llmopt.compression import CompressionConfig, compress
-    from llmopt.compression.targets import find_targets, in_blocks
 
     check_model(loaded, "gradual pruning")
     config = check_config(config or GRADUAL)
@@ -124,8 +124,6 @@ def prune_gradual(
     train, val = prepare_rows(loaded, train_data, config)
     before = None
     if eval_data is not None:
-        from llmopt.evaluation import evaluate
-
         before = evaluate(loaded, eval_data, progress=progress)
     work = copy_model(loaded, f"{loaded.name} (gradually pruned)")
     if work.compression:
@@ -137,7 +135,6 @@ def prune_gradual(
         raise LlmoptError(f"found no Linear layers to prune in {loaded.name!r}")
     ones = {n: torch.ones_like(work.model.get_submodule(n).weight, dtype=torch.bool)
             for n in targets}  # fmt: skip
-    from llmopt.compression.targets import is_conv1d
 
     ones = {n: (m.T if is_conv1d(work.model.get_submodule(n)) else m) for n, m in ones.items()}
     keeps = constrain(work.model, {"masks": ones})
@@ -221,7 +218,6 @@ def _account(work: LoadedModel, masks: dict, config, reached: bool) -> LoadedMod
     """The pruned model with its masks as ``compression`` and, when the final mask is in place,
     the packed size measured by the compression engine (its magnitude ranking of a model whose
     pruned weights are already zero picks exactly those, so the weights do not change)."""
-    from llmopt.compression import CompressionConfig, compress
 
     state = {"config": config.to_dict(), "masks": masks, "scales": {}, "bits": None,
              "group_size": None}  # fmt: skip

@@ -24,8 +24,10 @@ import torch
 from torch import Tensor, nn
 
 from llmopt.batching import Encoded, accepts_token_types, encode, iter_batches
+from llmopt.compression.targets import block_list
 from llmopt.data import TextDataset
 from llmopt.errors import LlmoptError
+from llmopt.evaluation import label_map
 from llmopt.loaded import LoadedModel, Progress
 from llmopt.training.config import TrainConfig
 
@@ -99,7 +101,6 @@ def prepare_rows(loaded: LoadedModel, data: TextDataset, config: TrainConfig):
     Raises:
         LlmoptError: too few rows, or dataset labels the model does not know.
     """
-    from llmopt.evaluation import label_map
 
     if not isinstance(data, TextDataset):
         raise LlmoptError(
@@ -136,7 +137,6 @@ def check_layers(model: nn.Module, train_layers: str | int) -> None:
 
 def layer_groups(model: nn.Module) -> tuple[list[str], str | None]:
     """(names of the transformer blocks in order, e.g. ``encoder.layer.0``; the block list)."""
-    from llmopt.compression.targets import block_list
 
     blocks = block_list(model)
     if blocks is None:
