@@ -77,7 +77,7 @@ def _common(p: argparse.ArgumentParser, *, epochs: str, layers: bool = True) -> 
     )
     if layers:
         p.add_argument("--train-layers", type=_layers,
-                       help="head, the number of top transformer blocks, or all")  # fmt: skip
+                       help="head, the number of top blocks (default 4), or all")  # fmt: skip
     p.add_argument("--batch-size", type=positive_int, help="training rows per step (default 16)")
     p.add_argument("--train-limit", type=positive_int,
                    help="train on this many training rows (default 2000; validation is carved "
