@@ -73,7 +73,7 @@ def _common(p: argparse.ArgumentParser, *, epochs: str, layers: bool = True) -> 
     p.add_argument(
         "--lr",
         type=_float(0, 1, "the learning rate"),
-        help="peak learning rate (default 1e-3 for the head alone, 5e-5 otherwise)",
+        help="peak learning rate (default 1e-3 for the head alone, 3e-5 otherwise)",
     )
     if layers:
         p.add_argument("--train-layers", type=_layers,
