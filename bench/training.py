@@ -74,9 +74,13 @@ def kept(result, base) -> str:
 def section_finetune(model, base, train, test) -> None:
     print(f"\n## Fine-tuning the top layers ({load()})\n")
     config = TrainConfig()
+    from llmopt.training.estimate import estimate_seconds
+
+    est = estimate_seconds(model, train, config, eval_rows=len(test))["seconds"]
     start = time.perf_counter()
     run = finetune(model, train, config, eval_data=test)
     wall = time.perf_counter() - start
+    print(f"the Train page's estimate before starting: {est:.0f} s; measured: {wall:.0f} s\n")
     rows = [
         ["frozen encoder + logistic-regression head", base.metrics["accuracy"],
          base.metrics["roc_auc"], "", ""],

@@ -17,7 +17,7 @@ from llmopt.training.config import TrainConfig
 from llmopt.training.loop import select_trainable
 
 SAMPLE_TEXTS = 64  # texts tokenized to find a typical length
-STEP_OVERHEAD = 1.15  # AdamW's update and batching on top of forward + backward
+STEP_OVERHEAD = 1.15  # an allowance for AdamW's update and batching beyond forward + backward
 
 
 def estimate_seconds(
