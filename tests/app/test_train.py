@@ -122,3 +122,26 @@ def test_pruning_and_distillation_finish_on_the_page(app, task):
     else:
         assert j.run.model.model.config.num_hidden_layers == 1
         assert {m.label for m in at.metric} >= {"Speed-up (measured)", "Agreement with teacher"}
+
+
+def test_recover_trains_the_model_compressed_on_the_compress_page(app):
+    at = app.run()
+    at.switch_page("pages/compress.py").run()
+    at.slider("c_sparsity").set_value(0.5)
+    at.select_slider("c_bits").set_value(4).run()
+    [b for b in at.button if b.label == "Evaluate"][0].click().run()
+    assert not at.exception and not at.error
+    compressed = at.session_state["compressed"]["model"]
+    at.switch_page("pages/train.py").run()
+    at.radio("t_task").set_value("recover").run()
+    at.selectbox("t_recover").set_value("finetune")
+    at.number_input("t_epochs_recover").set_value(1.0).run()
+    at.button("t_start").click().run()
+    wait_for(at, finished)
+    j = job(at)
+    assert j.status == "done", j.error
+    from llmopt.training.constraints import satisfies
+
+    assert all(satisfies(j.run.model.model, compressed.compression).values())
+    assert j.run.parent == compressed.source and j.run.task == "recover-finetune"
+    assert "Save model" in [b.label for b in at.button]
