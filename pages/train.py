@@ -13,8 +13,9 @@ task = st.radio("Task", list(training.TASKS), format_func=training.TASKS.get, ho
 left, mid, right = st.columns(3)
 params = {"epochs": left.number_input("Epochs", 0.25, 20.0, None, 0.25, key=f"t_epochs_{task}",
                                       placeholder="task default")}  # fmt: skip
-params["train_limit"] = mid.number_input("Training rows", 2, 1_000_000, 2000, 100,
-                                         key="t_rows")  # fmt: skip
+rows = training.config(task, {}).train_limit or 2000
+params["train_limit"] = mid.number_input("Training rows", 2, 1_000_000, rows, 100,
+                                         key=f"t_rows_{task}")  # fmt: skip
 if task == "finetune":
     params["train_layers"] = right.selectbox(
         "Layers that train", ["head", *range(1, layers + 1), "all"], index=min(4, layers + 1),
