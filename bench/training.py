@@ -32,6 +32,7 @@ RECOVERY_CASES = [
     ("rank 128", CompressionConfig(rank=128)),
 ]
 ROUNDS = 3  # timings of each batch per model; the fastest counts
+GRADUAL_ROWS = [None]  # --gradual-rows: fewer training rows than the library's default
 METHODS = ["magnitude"]  # gradual vs one-shot: --methods magnitude,wanda compares both
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
@@ -183,7 +184,8 @@ def section_gradual(model, base, train, test, sparsity: float = 0.7) -> None:
         one_r = llmopt.evaluate(one, test)
         t_one = time.perf_counter() - start
         start = time.perf_counter()
-        run = prune_gradual(model, train, sparsity, method=method, eval_data=test)
+        config = GRADUAL.with_(train_limit=GRADUAL_ROWS[0])
+        run = prune_gradual(model, train, sparsity, method=method, config=config, eval_data=test)
         t_grad = time.perf_counter() - start
         rows.append(
             [
@@ -198,8 +200,8 @@ def section_gradual(model, base, train, test, sparsity: float = 0.7) -> None:
         )
         print(f"{method}: done ({load()})", flush=True)  # fmt: skip
     print(f"\npolynomial schedule 0 -> {sparsity} over the first 70% of the steps, "
-          f"{GRADUAL.epochs:g} epochs, layers {GRADUAL.train_layers}, {GRADUAL.train_limit} "
-          "rows\n")  # fmt: skip
+          f"{GRADUAL.epochs:g} epochs, layers {GRADUAL.train_layers}, "
+          f"{GRADUAL_ROWS[0] or GRADUAL.train_limit} rows\n")  # fmt: skip
     print(table(["method", "one-shot (kept)", "one-shot s", "gradual (kept)", "gradual s",
                  "sparsity reached", "gradual better"], rows))  # fmt: skip
 
@@ -276,8 +278,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1000, help="bundled test reviews to use")
     parser.add_argument("--only", default=",".join(SECTIONS), help="sections to run")
     parser.add_argument("--methods", default="magnitude", help="pruning methods for gradual")
+    parser.add_argument("--gradual-rows", type=int, help="training rows for gradual pruning")
     args = parser.parse_args()
     METHODS[:] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    GRADUAL_ROWS[0] = args.gradual_rows
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     print(f"# Training benchmark\n\n{machine()}; {load()}")
     model = llmopt.load_model("bundled")
