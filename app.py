@@ -13,6 +13,7 @@ page = st.navigation(
         st.Page("pages/attention.py", title="Attention", icon=":material/grid_on:"),
         st.Page("pages/sweep.py", title="Sweep", icon=":material/show_chart:"),
         st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     ]
 )
 urlstate.mirror(sidebar.sidebar())

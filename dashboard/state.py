@@ -243,7 +243,7 @@ def experiment_store():
     return opened
 
 
-def _rows_spec(sel: Selection, data) -> dict:
+def rows_spec(sel: Selection, data) -> dict:
     return {
         "split": data.split,
         "limit": sel.rows,
@@ -253,7 +253,7 @@ def _rows_spec(sel: Selection, data) -> dict:
     }
 
 
-def _dataset_source(sel: Selection) -> str:
+def dataset_source(sel: Selection) -> str:
     return "bundled" if sel.data_kind == REVIEWS else sel.data_ref
 
 
@@ -275,8 +275,8 @@ def _record(sel: Selection, loaded, data, ev: dict, model) -> int | None:
             latency=ev.get("latency"),
             origin=ev.get("origin", "app"),
             model_source=sel.model_source,
-            dataset_source=_dataset_source(sel),
-            rows=_rows_spec(sel, data),
+            dataset_source=dataset_source(sel),
+            rows=rows_spec(sel, data),
             computed=ev.get("stats"),
         )
     except (LlmoptError, OSError) as exc:

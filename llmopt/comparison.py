@@ -17,7 +17,14 @@ from llmopt import stats
 from llmopt.data import display_text
 from llmopt.evaluation import EvalResult
 from llmopt.experiments import RowSet, Run, short_source
-from llmopt.recording import STEP_FIELDS, config_steps, describe_config
+from llmopt.recording import (
+    STEP_FIELDS,
+    TRAINING,
+    TRAINING_STEPS,
+    config_steps,
+    describe_config,
+    describe_training,
+)
 
 # What a scatter axis (or the lineage colour) can show: column -> title.
 AXES = {
@@ -104,7 +111,8 @@ def _num(x) -> float:
 def methods(frame: pd.DataFrame) -> list[str]:
     """Every step name that occurs in a runs frame (for a method filter)."""
     found = {s for steps in frame["steps"] for s in steps}
-    return [s for s in [BASE_METHOD, *STEP_FIELDS] if s in found]
+    order = [BASE_METHOD, *STEP_FIELDS, *dict.fromkeys(TRAINING_STEPS.values())]
+    return [s for s in order if s in found]
 
 
 def filter_runs(
@@ -379,6 +387,8 @@ def step_change(parent: Run | None, child: Run) -> str:
     added = [s for s in config_steps(child.config) if s not in before]
     if not added:
         return describe_config(child.config)
+    if child.config.get(TRAINING) and added[-1] == config_steps(child.config)[-1]:
+        return "+ " + describe_training(child.config[TRAINING])  # a training run adds its task
     from llmopt.compression import CompressionConfig
 
     step_keys = {k for keys in STEP_FIELDS.values() for k in keys}

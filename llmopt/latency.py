@@ -45,10 +45,10 @@ def same_kernels(a: LoadedModel, b: LoadedModel) -> bool:
 
     def signature(loaded: LoadedModel) -> list:
         mods = [(name, type(m)) for name, m in loaded.model.named_modules()]
-        tensors = [  # int8 kernels keep packed parameters (not tensors) in their state
+        tensors = sorted(  # by name: training re-registers weights, which changes their order
             (n, (tuple(t.shape), t.dtype) if isinstance(t, torch.Tensor) else type(t).__name__)
             for n, t in loaded.model.state_dict().items()
-        ]
+        )
         return mods + tensors
 
     return signature(a) == signature(b)

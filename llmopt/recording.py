@@ -43,6 +43,15 @@ STEP_FIELDS = {
     "int8 kernels": ("int8_dynamic", "smooth_alpha"),
     "16-bit": ("precision",),
 }
+TRAINING = "training"  # the config key of a trained run: its task's recipe
+# Training tasks as lineage steps (they follow the compression steps of the model they start from)
+TRAINING_STEPS = {
+    "finetune": "fine-tune",
+    "recover-head": "recover",
+    "recover-finetune": "recover",
+    "prune-gradual": "gradual prune",
+    "distill": "distill",
+}
 _FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> hash
 
 
@@ -100,8 +109,36 @@ def _active(step: str, config: dict) -> bool:
 
 
 def config_steps(config: dict | None) -> list[str]:
-    """The steps a config runs, in the order compression applies them."""
-    return [s for s in STEP_FIELDS if config and _active(s, config)]
+    """The steps a config runs, in the order compression applies them; a trained run's task
+    comes last (e.g. ["prune", "recover"])."""
+    steps = [s for s in STEP_FIELDS if config and _active(s, config)]
+    task = ((config or {}).get(TRAINING) or {}).get("task")
+    if task:
+        steps.append(TRAINING_STEPS.get(task, task))
+    return steps
+
+
+def describe_training(training: dict) -> str:
+    """A short description of a training recipe, e.g. 'recovered by fine-tuning (1 epoch)'."""
+    task = training.get("task", "training")
+    epochs = (training.get("train") or {}).get("epochs")
+    length = f", {epochs:g} epoch{'s' if epochs != 1 else ''}" if epochs else ""
+    if task == "recover-head":
+        return "head re-fitted"
+    if task == "recover-finetune":
+        return f"recovered by fine-tuning{length}"
+    if task == "prune-gradual":
+        sparsity = training.get("final_sparsity") or 0.0
+        pattern = training.get("pattern")
+        what = pattern if pattern else f"{sparsity:.0%}"
+        return f"gradual {training.get('method', 'magnitude')} pruning to {what}{length}"
+    if task == "distill":
+        n = training.get("n_layers")
+        return (
+            f"distilled to {n} layer{'s' if n != 1 else ''} (T {training.get('temperature')}, "
+            f"α {training.get('alpha')}{length})"
+        )
+    return f"fine-tuned ({(training.get('train') or {}).get('train_layers')} layers{length})"
 
 
 def describe_config(config: dict | None) -> str:
@@ -110,6 +147,11 @@ def describe_config(config: dict | None) -> str:
         return "no compression"
     from llmopt.compression import CompressionConfig
 
+    if config.get(TRAINING):
+        rest = {k: v for k, v in config.items() if k != TRAINING}
+        trained = describe_training(config[TRAINING])
+        compressed = describe_config(rest) if rest else ""
+        return trained if not rest or compressed == "no compression" else f"{compressed}, {trained}"
     try:
         return CompressionConfig.from_dict(config).describe()
     except LlmoptError:  # recorded by another llmopt version: list what it set
@@ -417,6 +459,12 @@ def load_recipe(path: str | Path) -> Recipe:
         raise LlmoptError(f"recipe file {str(path)!r} must hold a JSON object (a config or a run)")
     whole_run = "config" in data and ("model" in data or "rows_fingerprint" in data)
     config = data.get("config") if whole_run else data
+    if isinstance(config, dict) and config.get(TRAINING):
+        raise LlmoptError(
+            f"recipe file {str(path)!r} is a training run ({describe_training(config[TRAINING])}): "
+            "recipes re-run compression only; train again with llmopt finetune, distill or "
+            "prune-gradual"
+        )
     if config is not None:
         parsed = CompressionConfig.from_dict(config)  # unknown keys, bad values: LlmoptError
         config = None if parsed.is_identity else parsed.to_dict()
@@ -462,3 +510,57 @@ def predictions_frame(store: ExperimentStore, run: Run):
     for j, name in enumerate(run.label_names):
         frame[safe_cell(f"prob_{name}")] = [repr(float(p)) for p in y_score[:, j]]
     return frame
+
+
+def record_training(
+    store: ExperimentStore,
+    run,
+    *,
+    base_model: LoadedModel,
+    dataset: TextDataset,
+    base: EvalResult,
+    parent: int | None = None,
+    origin: str = "api",
+    model_source: str | None = None,
+    dataset_source: str | None = None,
+    rows: dict | None = None,
+) -> Recorded:
+    """Store a training run (``llmopt.training``'s ``TrainingRun``) as a variant of the model it
+    started from, so the lineage reads base → compressed → recovered.
+
+    Args:
+        run: the training run; ``run.after`` is the trained model's evaluation on ``dataset``.
+        base_model: the uncompressed model the chain starts from (for a distilled student, the
+            teacher).
+        base: ``base_model``'s evaluation on ``dataset``.
+        parent: the run the training started from (e.g. the compressed run a recovery won
+            back); default: the base model's run on these rows.
+        Other arguments as ``record_evaluation``.
+
+    Returns:
+        The ids stored.
+    """
+    from llmopt.latency import paired_latency, same_kernels
+
+    recipe = dict(run.recipe)
+    compression = recipe.pop("compression", None) or {}
+    config = {**compression, TRAINING: recipe}
+    latency = None
+    if not same_kernels(base_model, run.model):  # a smaller student: time both, interleaved
+        latency = paired_latency({"baseline": base_model, "compressed": run.model}, dataset.texts)
+    return record_evaluation(
+        store,
+        base_model=base_model,
+        dataset=dataset,
+        base=base,
+        other=run.after,
+        variant=run.model,
+        config=config,
+        latency=latency,
+        origin=origin,
+        model_source=model_source,
+        dataset_source=dataset_source,
+        rows=rows,
+        parent=parent,
+        name=run.model.name,
+    )

@@ -26,6 +26,12 @@ def add_commands(sub) -> None:
     ev.add_argument("--seed", type=seed, help="shuffle the split with this seed before --limit")
     ev.add_argument("--batch-size", type=positive_int, default=32)
     add_compression_args(ev)  # every compression flag; method choices from the registry
+    ev.add_argument(
+        "--recover",
+        choices=["head", "finetune"],
+        help="win back accuracy after compressing: re-fit the head, or a short fine-tune that "
+        "keeps masks, grids and factors (adds 'recovered' to the results; --save-model saves it)",
+    )
     ev.add_argument("--json", type=Path, help="write the results as JSON to this path")
     ev.add_argument("--predictions", type=Path, help="write per-example predictions as CSV")
     ev.add_argument("--save-model", type=Path, help="save the compressed model to this folder")
@@ -84,6 +90,11 @@ def run_evaluate(args) -> int:
         )
     if args.overwrite and args.save_model is None:
         raise LlmoptError("--overwrite applies to --save-model; add --save-model DIR or drop it")
+    if args.recover is not None and (config is None or config.int8_dynamic):
+        raise LlmoptError(
+            "--recover trains a compressed model: add --sparsity, --bits or --rank "
+            "(int8 kernels cannot be trained)"
+        )
     check_outputs(args)  # every output is checked before any work, so none fails at the end
     dataset = load_dataset(
         args.dataset,
@@ -102,6 +113,7 @@ def run_evaluate(args) -> int:
         check_config(loaded, config)  # a rank or group size a layer cannot take: fail now
     base = evaluate(loaded, dataset, batch_size=args.batch_size, progress=bar)
     other = fidelity = report = compressed = latency = None
+    recovered = run = None
     if config is not None:
         from llmopt.compression import compress, needs_calibration
 
@@ -110,10 +122,17 @@ def run_evaluate(args) -> int:
         other = evaluate(compressed, dataset, batch_size=args.batch_size, progress=bar)
         fidelity = compare(base, other)
         latency = record.measure_latency(loaded, compressed, dataset)
-        if args.save_model is not None:
+        if args.recover is not None:  # training: see llmopt.training.finetune.recover
+            from llmopt.training.finetune import recover
+
+            run = recover(compressed, train_split(args), args.recover, progress=bar)
+            recovered = evaluate(run.model, dataset, batch_size=args.batch_size, progress=bar)
+            run.before, run.after = other, recovered  # on the evaluated rows, for the record
+        if args.save_model is not None:  # the recovered model when there is one
             from llmopt.compression import save_model
 
-            save_model(compressed, args.save_model, overwrite=args.overwrite)
+            kept = compressed if run is None else run.model
+            save_model(kept, args.save_model, overwrite=args.overwrite)
     bar.close()
     from llmopt.recording import statistics
 
@@ -124,17 +143,39 @@ def run_evaluate(args) -> int:
     run_id = record.record(
         args, loaded, dataset, config, base, compressed, other, report, latency, computed
     )
+    if config is not None and recovered is not None:
+        print(format_recovered(args.recover, base, other, recovered))
+    recovered_id = None
+    if run_id is not None and run is not None:
+        recovered_id = record.record_recovered(args, loaded, dataset, base, run, run_id)
     if args.json is not None:
         payload = results_json(
             loaded, dataset, config, base, other, fidelity, report, dataset_source=args.dataset
         )
         payload["run_id"] = run_id
+        if config is not None and recovered is not None:
+            rec = compare(base, recovered)
+            rec["flipped"] = [int(dataset.indices[i]) for i in rec["flipped"]]
+            payload.update(recovered=recovered.to_dict(), recovered_fidelity=rec,
+                           recover=args.recover, recovered_run_id=recovered_id)  # fmt: skip
         atomic.write_text(args.json, json.dumps(payload, indent=2))
     if args.predictions is not None:
         write_predictions(args.predictions, dataset, base, other)
     if args.save_model is not None:
         print(f"compressed model saved to {args.save_model}")
     return 0
+
+
+def format_recovered(method: str, base, other, recovered) -> str:
+    """Accuracy before and after recovery, and the share of the lost accuracy won back."""
+    b, c, r = (x.metrics["accuracy"] for x in (base, other, recovered))
+    lost = b - c
+    won = f", {100 * (r - c) / lost:.0f}% of the lost accuracy won back" if lost > 0 else ""
+    return (
+        f"\nrecovered ({method}): accuracy {r:.4f} (compressed {c:.4f}, baseline {b:.4f}; "
+        f"{100 * r / b:.1f}% of the baseline kept{won}), ROC-AUC "
+        f"{_fmt(recovered.metrics['roc_auc'])}"
+    )
 
 
 def check_outputs(args) -> None:

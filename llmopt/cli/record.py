@@ -119,13 +119,7 @@ def record(args, loaded, dataset, config, base, compressed, other, report, laten
     from llmopt.experiments import ExperimentStore
     from llmopt.recording import record_evaluation
 
-    rows = {
-        "split": args.split,
-        "limit": args.limit,
-        "seed": args.seed,
-        "text_column": args.text_column,
-        "label_column": args.label_column,
-    }
+    rows = _rows(args)
     try:
         store = ExperimentStore()
         done = record_evaluation(
@@ -151,3 +145,47 @@ def record(args, loaded, dataset, config, base, compressed, other, report, laten
         print(f"note: {done.notice}", file=sys.stderr)
     print(f"recorded as run {done.run_id} (llmopt runs show {done.run_id})")
     return done.run_id
+
+
+def _rows(args) -> dict:
+    return {
+        "split": getattr(args, "split", None) or "test",
+        "limit": args.limit,
+        "seed": args.seed,
+        "text_column": args.text_column,
+        "label_column": args.label_column,
+    }
+
+
+def record_trained(args, base_model, dataset, base, run, parent=None):
+    """Store a training run (fine-tune, recovery, gradual pruning, distillation) with its parent
+    unless ``--no-record``; the run's id, or None (a failure to record is a note)."""
+    if getattr(args, "no_record", False) or run.after is None:
+        return None
+    from llmopt.errors import LlmoptError
+    from llmopt.experiments import ExperimentStore
+    from llmopt.recording import record_training
+
+    try:
+        done = record_training(
+            ExperimentStore(),
+            run,
+            base_model=base_model,
+            dataset=dataset,
+            base=base,
+            parent=parent,
+            origin="cli",
+            model_source=args.model,
+            dataset_source=args.dataset,
+            rows=_rows(args),
+        )
+    except (LlmoptError, OSError) as exc:
+        print(f"note: not recorded in the experiment store: {exc}", file=sys.stderr)
+        return None
+    print(f"recorded as run {done.run_id} (llmopt runs show {done.run_id})")
+    return done.run_id
+
+
+def record_recovered(args, base_model, dataset, base, run, compressed_id):
+    """Store ``evaluate --recover``'s recovered model as a child of the compressed run."""
+    return record_trained(args, base_model, dataset, base, run, parent=compressed_id)

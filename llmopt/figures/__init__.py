@@ -50,6 +50,7 @@ from llmopt.figures.results import (
     size_latency_figure,
 )
 from llmopt.figures.sweep import SWEEP_METRICS, pareto_figure, sweep_figure
+from llmopt.figures.training import schedule_figure, training_curves_figure
 
 __all__ = [
     "gptq_figure",
@@ -90,8 +91,10 @@ __all__ = [
     "roc_figure",
     "runs_scatter_figure",
     "shared_zeros_figure",
+    "schedule_figure",
     "short_label",
     "size_latency_figure",
     "spectrum_figure",
     "sweep_figure",
+    "training_curves_figure",
 ]

@@ -137,15 +137,19 @@ def pooled_features(
     return out
 
 
-def fit_head(features: np.ndarray, labels: np.ndarray, num_labels: int) -> tuple[np.ndarray, ...]:
+def fit_head(
+    features: np.ndarray, labels: np.ndarray, num_labels: int, *, intercept: bool = True
+) -> tuple[np.ndarray, ...]:
     """Standardise + logistic regression, folded into one (num_labels, hidden) Linear.
 
     The L2 strength is chosen by stratified cross-validation (log-loss) on the training
-    split itself, so the test split never influences the head.
+    split itself, so the test split never influences the head. ``intercept=False`` fits a head
+    without a bias (GPT-2's ``score`` layer): features are scaled but not centred, and the
+    returned bias is zero.
     """
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 
-    mean = features.mean(0)
+    mean = features.mean(0) if intercept else np.zeros(features.shape[1], features.dtype)
     std = features.std(0) + 1e-6
     folds = int(min(5, np.bincount(labels).min()))
     if folds >= 2:
@@ -156,16 +160,18 @@ def fit_head(features: np.ndarray, labels: np.ndarray, num_labels: int) -> tuple
             max_iter=2000,
             l1_ratios=(0.0,),
             use_legacy_attributes=False,
+            fit_intercept=intercept,
         )
     else:
-        clf = LogisticRegression(max_iter=2000)
+        clf = LogisticRegression(max_iter=2000, fit_intercept=intercept)
     clf.fit((features - mean) / std, labels)
-    coef, intercept = clf.coef_, clf.intercept_
+    coef = clf.coef_
+    offset = np.broadcast_to(np.asarray(clf.intercept_, dtype=np.float64), (coef.shape[0],))
     if num_labels == 2 and coef.shape[0] == 1:  # softmax([0, z]) == sigmoid(z)
         coef = np.vstack([np.zeros_like(coef), coef])
-        intercept = np.array([0.0, intercept[0]])
+        offset = np.array([0.0, offset[0]])
     weight = coef / std  # (num_labels, hidden)
-    bias = intercept - weight @ mean
+    bias = offset - weight @ mean
     # scikit-learn's multinomial coef_ is Fortran-ordered; safetensors stores C order only
     return np.ascontiguousarray(weight, np.float32), np.ascontiguousarray(bias, np.float32)
 

@@ -1,0 +1,314 @@
+"""The Train page's side: one training job per session in a background thread, its live
+progress (a fragment that refreshes every second), Cancel, results and saving.
+
+The job runs an ``llmopt.training`` function in a thread owned by this session; the thread
+only writes plain values into the ``Job`` (no Streamlit call), and the page reads them.
+Cancel sets an event the training loop checks after every step: the run stops at once with
+the best model so far, and nothing is written to disk unless the user saves it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import streamlit as st
+
+import llmopt
+from dashboard import state
+from dashboard.sidebar import Selection, confinement
+from llmopt import figures
+from llmopt.errors import Fix, LlmoptError
+
+TASKS = {
+    "finetune": "Fine-tune",
+    "recover": "Recover the compressed model",
+    "prune": "Prune gradually",
+    "distill": "Distil a smaller student",
+}
+REFRESH_S = 1.0  # how often the live view redraws while a job runs
+
+
+@dataclass
+class Job:
+    """A training run in a background thread and what it has reported so far."""
+
+    task: str
+    key: tuple  # (model, dataset rows): results are shown only for the same choice
+    params: dict
+    cancel: threading.Event = field(default_factory=threading.Event)
+    status: str = "running"  # running | done | cancelled | failed
+    fraction: float = 0.0
+    message: str = "starting"
+    history: list = field(default_factory=list)
+    run: object = None  # the TrainingRun when done
+    error: Exception | None = None
+    started: float = field(default_factory=time.monotonic)
+    thread: threading.Thread | None = None
+    start_model: object = None  # the compressed model a recovery starts from
+    run_id: int | None = None  # the finished run's id in the experiment store
+    stored: object = None  # ... and its stored record (latency measured beside the base)
+    recorded: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    def progress(self, fraction: float, message: str) -> None:
+        self.fraction, self.message = min(max(float(fraction), 0.0), 1.0), message
+
+    def record(self, entry: dict) -> None:
+        self.history = [*self.history, entry]  # a new list: the page may be reading the old one
+
+
+def config(task: str, params: dict):
+    """The ``TrainConfig`` of a task's controls (its defaults for anything not set)."""
+    from llmopt.training.config import RECOVERY, TrainConfig
+    from llmopt.training.distill import DISTILL
+    from llmopt.training.gradual import GRADUAL
+
+    base = {"finetune": TrainConfig(), "recover": RECOVERY, "prune": GRADUAL, "distill": DISTILL}
+    return base[task].with_(
+        epochs=params.get("epochs"),
+        train_layers=params.get("train_layers"),
+        train_limit=params.get("train_limit"),
+        learning_rate=params.get("learning_rate"),
+    )
+
+
+def _work(job: Job, loaded, train, data, compressed) -> None:
+    """The thread's body: run the task, keep its result or its error."""
+    from llmopt.training import distill, finetune, gradual
+
+    p, cfg = job.params, config(job.task, job.params)
+    common = {"eval_data": data, "progress": job.progress, "cancel": job.cancel,
+              "on_history": job.record}  # fmt: skip
+    try:
+        if job.task == "finetune":
+            run = finetune.finetune(loaded, train, cfg, **common)
+        elif job.task == "recover":
+            run = finetune.recover(compressed, train, p["method"], cfg, **common)
+        elif job.task == "prune":
+            run = gradual.prune_gradual(
+                loaded, train, p["final_sparsity"], schedule=p["schedule"],
+                method=p["method"], config=cfg, **common,
+            )  # fmt: skip
+        else:
+            run = distill.distill(
+                loaded, train, n_layers=p["n_layers"], temperature=p["temperature"],
+                alpha=p["alpha"], config=cfg, **common,
+            )  # fmt: skip
+        job.run = run
+        job.status = "cancelled" if run.cancelled else "done"
+    except Exception as exc:  # shown on the page in the dashboard's words
+        job.error, job.status = exc, "failed"
+
+
+def compressed_model(sel: Selection):
+    """This session's compressed model (from the Compress page) for the chosen base, or None."""
+    hit = state.session_compressed(sel)
+    return None if hit is None else hit["model"]
+
+
+def start(sel: Selection, loaded, data, task: str, params: dict) -> Job:
+    """Start ``task`` in a background thread owned by this session.
+
+    Raises:
+        LlmoptError: a job is already running, or recovery without a compressed model.
+    """
+    old = current(sel)
+    if old is not None and old.running:
+        raise LlmoptError("a training run is in progress; wait for it or press Cancel")
+    compressed = compressed_model(sel) if task == "recover" else None
+    if task == "recover" and compressed is None:
+        raise LlmoptError(
+            "there is no compressed model to recover yet",
+            fix=Fix(cli="", app="compress the model on the Compress & Evaluate page first"),
+        )
+    config(task, params)  # bad settings fail here, on the page, not in the thread
+    train = state.dataset(sel, "train")
+    job = Job(task, (sel.model_key, data.fingerprint), dict(params), start_model=compressed)
+    job.thread = threading.Thread(
+        target=_work, args=(job, loaded, train, data, compressed), daemon=True,
+        name=f"llmopt-train-{task}",
+    )  # fmt: skip
+    st.session_state["train_job"] = job
+    job.thread.start()
+    return job
+
+
+def current(sel: Selection) -> Job | None:
+    """This session's latest training job, if it was made on the chosen model and dataset."""
+    job = st.session_state.get("train_job")
+    return job if job is not None and job.key[0] == sel.model_key else None
+
+
+def estimate(sel: Selection, loaded, task: str, params: dict, eval_rows: int) -> dict:
+    """The estimated run time of a task (one timed step), once per settings in this session."""
+    from llmopt.training.estimate import estimate_seconds
+
+    cfg = config(task, params)
+    key = (sel.model_key, task, cfg, params.get("n_layers"))
+    memo = st.session_state.get("train_estimate")
+    if memo is None or memo[0] != key:
+        train = state.dataset(sel, "train")
+        fraction = 1.0
+        if task == "distill":
+            total = llmopt.model_facts(loaded)["layers"] or 1
+            fraction = min(1.0, params["n_layers"] / total)
+        model = compressed_model(sel) if task == "recover" else loaded
+        memo = (key, estimate_seconds(model or loaded, train, cfg, eval_rows=eval_rows,
+                                      student_fraction=fraction))  # fmt: skip
+        st.session_state["train_estimate"] = memo
+    return memo[1]
+
+
+def schedule_points(sel: Selection, loaded, params: dict) -> list[dict]:
+    """The pruning schedule a gradual run will follow, per step (to plot before starting)."""
+    from llmopt.training.gradual import plan
+
+    train = state.dataset(sel, "train")
+    _, points = plan(loaded, train, params["final_sparsity"], schedule=params["schedule"],
+                     config=config("prune", params))  # fmt: skip
+    return points
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+@st.fragment(run_every=REFRESH_S)
+def live(job: Job) -> None:
+    """Progress and curves of a running job, redrawn every second; a full rerun when it ends."""
+    if not job.running:
+        st.rerun(scope="app")
+    st.progress(job.fraction, text=job.message)
+    st.caption(f"Running for {duration(time.monotonic() - job.started)}.")
+    if job.history:
+        st.plotly_chart(figures.training_curves_figure(job.history), key="live_curves")
+
+
+def record(sel: Selection, loaded, data, job: Job) -> None:
+    """Record a finished job in the experiment store once, with its parent (a recovery's parent
+    is the compressed run it started from); a store that cannot be written is a warning."""
+    if job.recorded or job.status != "done":
+        return
+    job.recorded = True
+    from llmopt.recording import record_evaluation, record_training
+
+    where = {
+        "origin": "app",
+        "model_source": sel.model_source,
+        "dataset_source": state.dataset_source(sel),
+        "rows": state.rows_spec(sel, data),
+    }
+    try:
+        store = state.experiment_store()
+        base = state.baseline(sel, loaded, data)
+        parent = None
+        if job.task == "recover":
+            parent = _compressed_run(sel, data, job)
+            if parent is None:  # compressed but never evaluated on these rows: record it first
+                compression = job.start_model.compression or {}
+                parent = record_evaluation(
+                    store, base_model=loaded, dataset=data, base=base, other=job.run.before,
+                    variant=job.start_model, config=compression.get("config"), **where,
+                ).run_id  # fmt: skip
+        with st.spinner("Recording the run (a smaller model is timed beside the base)…"):
+            done = record_training(store, job.run, base_model=loaded, dataset=data, base=base,
+                                   parent=parent, **where)  # fmt: skip
+        job.run_id, job.stored = done.run_id, store.get(done.run_id)
+    except (LlmoptError, OSError) as exc:
+        why = exc.render("app") if isinstance(exc, LlmoptError) else str(exc)
+        st.warning(f"This training run was not recorded for the Compare page: {why}")
+
+
+def _compressed_run(sel: Selection, data, job: Job) -> int | None:
+    """The stored run of the compressed model a recovery started from, when this session
+    evaluated it on these rows."""
+    evaluation = st.session_state.get("evaluation")
+    compression = job.start_model.compression or {}
+    if (
+        evaluation
+        and evaluation.get("run_id")
+        and evaluation["key"] == (sel.model_key, data.fingerprint)
+        and evaluation["config"].to_dict() == compression.get("config")
+    ):
+        return evaluation["run_id"]
+    return None
+
+
+def _speed(job: Job) -> tuple[str, str | None]:
+    """The speed-up metric: measured beside the base (paired) or 'same kernels'."""
+    stored = job.stored
+    if stored is None:
+        return "not measured", "the run was not recorded"
+    if stored.latency_simulated:
+        return "1.00× (same kernels)", "same layers and shapes as the base: no speed change"
+    ratio = (stored.latency or {}).get("ratio")
+    if not ratio:
+        return "not measured", None
+    return f"{1 / ratio:.2f}×", "base and trained model timed together, interleaved"
+
+
+def show(job: Job, data) -> None:
+    """A finished (or failed, or cancelled) job: the result beside its starting point."""
+    if job.status == "failed":
+        with state.inline_errors():  # in the dashboard's words; the server log keeps details
+            raise job.error
+        return
+    run = job.run
+    if job.status == "cancelled":
+        st.warning(
+            f"Cancelled after {run.history[-1]['step'] if run.history else 0} steps: the result "
+            "below is the best model validated before the stop. Nothing was saved."
+        )
+    st.subheader("Result")
+    labels = ("teacher", "student") if run.task == "distill" else ("before", "after")
+    results = {labels[0]: run.before, labels[1]: run.after}
+    st.dataframe(figures.metrics_table(results))
+    fidelity = llmopt.compare(run.before, run.after)
+    cols = st.columns(4)
+    acc_b, acc_a = run.before.metrics["accuracy"], run.after.metrics["accuracy"]
+    cols[0].metric("Accuracy", f"{acc_a:.3f}", f"{acc_a - acc_b:+.3f}")
+    cols[1].metric(f"Agreement with {labels[0]}", f"{fidelity['agreement']:.3f}")
+    speed, how = _speed(job)
+    cols[2].metric("Speed-up vs the base", speed, help=how)
+    cols[3].metric("Training time", duration(run.seconds))
+    left, right = st.columns(2)
+    left.plotly_chart(figures.training_curves_figure(run.history), key="done_curves")
+    if run.schedule:
+        right.plotly_chart(figures.schedule_figure(run.schedule), key="done_schedule")
+    else:
+        right.plotly_chart(figures.roc_figure(results), key="done_roc")
+    for note in run.model.notes[-2:]:
+        st.caption(note)
+    if job.run_id is not None:
+        st.caption(f"Recorded as run #{job.run_id}: see it in its lineage on the Compare page.")
+
+
+def save(job: Job, folder: str, overwrite: bool) -> Path:
+    """Save a finished job's model as a checkpoint in a folder under the server's roots.
+
+    Raises:
+        LlmoptError: no folder, a folder outside the roots, or what ``save_model`` refuses.
+    """
+    folder = folder.strip()
+    if not folder:
+        raise LlmoptError("type a folder to save the model in")
+    target = Path(folder).expanduser()
+    if not target.is_absolute():
+        target = Path.cwd() / target
+    roots = confinement()
+    with contextlib.suppress(OSError, RuntimeError):
+        target = target.resolve(strict=False)
+    if not roots.contains(target):
+        raise LlmoptError(
+            f"this server saves only under {roots.describe()}",
+            fix=Fix(cli="", app="choose a folder inside one of those"),
+        )
+    return llmopt.save_model(job.run.model, target, overwrite=overwrite)

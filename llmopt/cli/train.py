@@ -1,0 +1,272 @@
+"""``llmopt finetune``, ``llmopt distill`` and ``llmopt prune-gradual``: training from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import ClassVar
+
+from llmopt import atomic
+from llmopt.cli.common import Bar, load, positive_int, seed, source_args, train_split
+from llmopt.errors import LlmoptError
+
+
+class TrainBar(Bar):
+    """One progress bar for a whole training run; its text carries step, loss and ETA.
+
+    Messages from the same task (``finetune: step 3/250, loss …``) update one bar in place;
+    a message from another stage (evaluating, loading) starts a new one.
+    """
+
+    _stages: ClassVar[tuple[str, ...]] = (
+        "finetune",
+        "recover-finetune",
+        "prune-gradual",
+        "distill",
+    )
+
+    def __call__(self, fraction: float, message: str) -> None:
+        stage = message.split(":", 1)[0]
+        if stage in self._stages and self.bar is not None and self.bar.desc.startswith(stage):
+            self.bar.set_description_str(message, refresh=False)
+            self.bar.n = round(100 * fraction)
+            self.bar.refresh()
+            return
+        super().__call__(fraction, message)
+
+
+def _layers(text: str):
+    if text in ("head", "all"):
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected head, all or a number of top layers, got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"the number of top layers must be >= 1, got {value}")
+    return value
+
+
+def _float(low: float, high: float, what: str, *, closed_high: bool = False):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        ok = low < value <= high if closed_high else low <= value < high
+        if not ok or value != value:
+            bracket = "]" if closed_high else ")"
+            raise argparse.ArgumentTypeError(f"{what} must be in ({low}, {high}{bracket}: {text}")
+        return value
+
+    return parse
+
+
+def _common(p: argparse.ArgumentParser, *, epochs: str, layers: bool = True) -> None:
+    source_args(p)
+    p.add_argument("--epochs", type=_float(0, 1000, "epochs", closed_high=True),
+                   help=f"passes over the training rows (default {epochs})")  # fmt: skip
+    p.add_argument(
+        "--lr",
+        type=_float(0, 1, "the learning rate"),
+        help="peak learning rate (default 1e-3 for the head alone, 3e-5 otherwise)",
+    )
+    if layers:
+        p.add_argument("--train-layers", type=_layers,
+                       help="head, the number of top blocks (default 4), or all")  # fmt: skip
+    p.add_argument("--batch-size", type=positive_int, help="training rows per step (default 16)")
+    p.add_argument("--train-limit", type=positive_int,
+                   help="train on this many training rows (default 2000; validation is carved "
+                   "from them)")  # fmt: skip
+    p.add_argument("--limit", type=positive_int, help="evaluate on the first N test rows")
+    p.add_argument("--seed", type=seed, help="seed of the shuffle, split and training (default 0)")
+    p.add_argument("--json", type=Path, help="write the results as JSON to this path")
+    p.add_argument("--save-model", type=Path, help="save the trained model to this folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --save-model replace a non-empty folder")  # fmt: skip
+    p.add_argument("--no-record", action="store_true",
+                   help="do not record this run in the experiment store")  # fmt: skip
+
+
+def add_commands(sub) -> None:
+    """Register ``finetune``, ``distill`` and ``prune-gradual``."""
+    ft = sub.add_parser("finetune", help="fine-tune a model on the dataset's training split")
+    _common(ft, epochs="2")
+    ft.set_defaults(run=run_finetune)
+
+    ds = sub.add_parser("distill", help="train a smaller student made of the teacher's layers")
+    _common(ds, epochs="2", layers=False)
+    ds.add_argument("--student-layers", type=positive_int, required=True,
+                    help="transformer blocks the student keeps")  # fmt: skip
+    ds.add_argument("--layer-choice", choices=["every", "first"], default="every",
+                    help="keep evenly spaced blocks (every k-th) or the first N")  # fmt: skip
+    ds.add_argument("--temperature", type=_float(0, 1000, "the temperature"), default=2.0,
+                    help="softens the teacher's probabilities (default 2)")  # fmt: skip
+    ds.add_argument(
+        "--alpha",
+        type=_float(0, 1, "alpha", closed_high=True),
+        default=0.5,
+        help="weight of the true labels' loss; 1 - alpha weighs the teacher's",
+    )
+    ds.set_defaults(run=run_distill)
+
+    pg = sub.add_parser("prune-gradual", help="prune while fine-tuning, on a sparsity schedule")
+    _common(pg, epochs="1")
+    pg.add_argument("--final-sparsity", type=_float(0, 1, "--final-sparsity"),
+                    help="sparsity reached at the end of the schedule, e.g. 0.7")  # fmt: skip
+    pg.add_argument("--schedule", choices=["polynomial", "constant"], default="polynomial")
+    pg.add_argument("--sparsity-method", choices=["magnitude", "wanda"], default="magnitude")
+    pg.add_argument("--sparsity-pattern", choices=["2:4", "4:8"],
+                    help="switch to this N:M pattern at the last pruning step")  # fmt: skip
+    pg.set_defaults(run=run_prune_gradual)
+
+
+def _train_config(args, base):
+    changes = {
+        "epochs": args.epochs,
+        "learning_rate": args.lr,
+        "train_layers": getattr(args, "train_layers", None),
+        "batch_size": args.batch_size,
+        "train_limit": args.train_limit,
+        "seed": args.seed,
+    }
+    return base.with_(**changes)
+
+
+def _prepare(args):
+    """Check outputs, load the test rows and the model; returns (test rows, model, bar)."""
+    from llmopt.cli.evaluate import check_outputs
+    from llmopt.data import load_dataset
+
+    if args.overwrite and args.save_model is None:
+        raise LlmoptError("--overwrite applies to --save-model; add --save-model DIR or drop it")
+    args.predictions = None
+    check_outputs(args)
+    test = load_dataset(
+        args.dataset, "test", text_column=args.text_column, label_column=args.label_column,
+        limit=args.limit, seed=args.seed,
+    )  # fmt: skip
+    bar = TrainBar()
+    loaded = load(args, bar)
+    if getattr(args, "train_layers", None) is not None:
+        from llmopt.training.loop import check_layers
+
+        check_layers(loaded.model, args.train_layers)
+    return test, loaded, bar
+
+
+def _finish(args, run, test, payload: dict, bar, loaded) -> int:
+    from llmopt.cli import record
+    from llmopt.cli.evaluate import format_results
+
+    bar.close()
+    if run.cancelled:
+        raise LlmoptError("training was cancelled; nothing was saved")
+    print(format_results(run.model.name, test, run.before, run.after))
+    best = max((h for h in run.history if h.get("val_accuracy") is not None),
+               key=lambda h: h["val_accuracy"], default=None)  # fmt: skip
+    stop = " (stopped early: validation stopped improving)" if run.stopped_early else ""
+    print(f"trained {run.train_rows} rows, validated on {run.val_rows}, {len(run.history)} "
+          f"checkpoints in memory, {run.seconds:.1f} s{stop}")  # fmt: skip
+    if best is not None:
+        print(f"best validation accuracy {best['val_accuracy']:.4f} at step {best['step']}")
+    payload["run_id"] = record.record_trained(args, loaded, test, run.before, run)
+    if args.json is not None:
+        atomic.write_text(args.json, json.dumps(payload, indent=2))
+    if args.save_model is not None:
+        from llmopt.compression import save_model
+
+        save_model(run.model, args.save_model, overwrite=args.overwrite)
+        print(f"trained model saved to {args.save_model}")
+    return 0
+
+
+def _header(args, test, run) -> dict:
+    return {
+        "model": args.model,
+        "dataset": args.dataset,
+        "split": "test",
+        "n": len(test),
+        "label_names": list(run.model.label_names),
+        "task": run.task,
+        "recipe": run.recipe,
+        "parent": run.parent,
+        "seconds": run.seconds,
+        "stopped_early": run.stopped_early,
+    }
+
+
+def history_json(history: list[dict]) -> list[dict]:
+    """History entries with plain floats (None where a value does not exist)."""
+    return [{k: (float(v) if isinstance(v, float) else v) for k, v in h.items()} for h in history]
+
+
+def run_finetune(args) -> int:
+    from llmopt.training.config import TrainConfig
+    from llmopt.training.finetune import finetune
+
+    config = _train_config(args, TrainConfig())
+    test, loaded, bar = _prepare(args)
+    run = finetune(loaded, train_split(args), config, eval_data=test, progress=bar)
+    payload = {**_header(args, test, run), "before": run.before.to_dict(),
+               "after": run.after.to_dict(), "history": history_json(run.history)}  # fmt: skip
+    return _finish(args, run, test, payload, bar, loaded)
+
+
+def run_distill(args) -> int:
+    from llmopt.evaluation import compare
+    from llmopt.training.distill import DISTILL, distill
+
+    config = _train_config(args, DISTILL)
+    test, loaded, bar = _prepare(args)
+    run = distill(
+        loaded, train_split(args), n_layers=args.student_layers, choice=args.layer_choice,
+        temperature=args.temperature, alpha=args.alpha, config=config, eval_data=test,
+        progress=bar,
+    )  # fmt: skip
+    fidelity = compare(run.before, run.after)
+    payload = {
+        **_header(args, test, run),
+        "teacher": run.before.to_dict(),
+        "student": run.after.to_dict(),
+        "fidelity": {**fidelity, "flipped": [int(test.indices[i]) for i in fidelity["flipped"]]},
+        "speedup": run.before.latency_ms_per_sample / max(run.after.latency_ms_per_sample, 1e-9),
+        "history": history_json(run.history),
+    }
+    print(f"student keeps teacher layers {run.recipe['layers']}; agreement with the teacher "
+          f"{fidelity['agreement']:.4f}")  # fmt: skip
+    return _finish(args, run, test, payload, bar, loaded)
+
+
+def run_prune_gradual(args) -> int:
+    from llmopt.training.gradual import GRADUAL, prune_gradual
+
+    if args.final_sparsity is None and args.sparsity_pattern is None:
+        raise LlmoptError("prune-gradual needs --final-sparsity (e.g. 0.7) or --sparsity-pattern")
+    if args.final_sparsity is not None and args.sparsity_pattern is not None:
+        raise LlmoptError(
+            f"--sparsity-pattern {args.sparsity_pattern} fixes the final sparsity; drop "
+            "--final-sparsity or the pattern"
+        )
+    config = _train_config(args, GRADUAL)
+    test, loaded, bar = _prepare(args)
+    run = prune_gradual(
+        loaded, train_split(args), args.final_sparsity or 0.0, schedule=args.schedule,
+        method=args.sparsity_method, pattern=args.sparsity_pattern, config=config,
+        eval_data=test, progress=bar,
+    )  # fmt: skip
+    payload = {
+        **_header(args, test, run),
+        "before": run.before.to_dict(),
+        "after": run.after.to_dict(),
+        "history": history_json(run.history),
+        "schedule": history_json(run.schedule),
+    }
+    reached = run.schedule[-1]["achieved"] if run.schedule else None
+    if reached is not None:
+        print(f"sparsity of the pruned layers at the end: {reached:.4f}", file=sys.stdout)
+    return _finish(args, run, test, payload, bar, loaded)
