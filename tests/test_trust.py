@@ -199,8 +199,12 @@ def test_confined_model_folders(confine, tiny_bert_dir):
 
 
 @pytest.mark.parametrize("damage", ["empty meta", "garbage meta", "truncated head", "no head"])
-def test_unreadable_cached_head_is_rebuilt_with_a_note(damage, tiny_bert_dir, tmp_path):
+def test_unreadable_cached_head_is_rebuilt_with_a_note(
+    damage, tiny_bert_dir, tmp_path, monkeypatch
+):
     from tinymodels import make_texts
+
+    monkeypatch.setenv("LLMOPT_HOME", str(tmp_path / "home"))  # this test's own cache only
 
     texts, labels = make_texts(30, seed=11)
     train = llmopt.TextDataset(texts, np.array(labels), ["a", "b"], name="t", split="train")

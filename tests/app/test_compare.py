@@ -280,3 +280,45 @@ def test_different_models_share_the_table_and_other_rows_are_flagged(
     at.multiselect("cmp_runs").set_value(ids).run()
     assert any("not comparable" in w.value for w in at.warning)
     assert not at.exception
+
+
+def test_training_runs_sit_in_the_lineage_and_every_view_draws(tiny_env, tiny_dirs, fresh_store):
+    """base -> pruned -> recovered, and a distilled student of the base: the lineage names each
+    step, and picking all three draws every view (a student has no layer report)."""
+    from streamlit.testing.v1 import AppTest
+
+    import llmopt
+    from llmopt.compression import CompressionConfig, compress
+    from llmopt.recording import record_evaluation, record_training
+    from llmopt.training.distill import distill
+    from llmopt.training.finetune import recover
+
+    store = ExperimentStore(store_path())
+    data = llmopt.load_dataset(str(tiny_env["csv"]), "test")
+    train = llmopt.load_dataset(str(tiny_env["csv"]), "train")
+    loaded = llmopt.load_model(str(tiny_dirs["bert"]))
+    base = llmopt.evaluate(loaded, data)
+    config = CompressionConfig(sparsity=0.5)
+    pruned, report = compress(loaded, config)
+    done = record_evaluation(
+        store, base_model=loaded, dataset=data, base=base, other=llmopt.evaluate(pruned, data),
+        variant=pruned, config=config, report=report,
+    )  # fmt: skip
+    back = recover(pruned, train, "head", eval_data=data)
+    kept = record_training(store, back, base_model=loaded, dataset=data, base=base,
+                           parent=done.run_id)  # fmt: skip
+    student = distill(loaded, train, n_layers=1, eval_data=data)
+    small = record_training(store, student, base_model=loaded, dataset=data, base=base)
+    assert store.get(kept.run_id).steps == ["prune", "recover"]
+    assert store.get(small.run_id).parent == done.base_id
+
+    picked = [done.run_id, kept.run_id, small.run_id]
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["runs"] = ",".join(map(str, picked))
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception and not at.error, at.exception or [e.value for e in at.error]
+    lineage = figure(at, "Lineage")
+    hover = " ".join(str(c[1]) for t in lineage["data"] for c in t.get("customdata") or [])
+    assert "head re-fitted" in hover and "distilled to 1 layer" in hover
+    assert len([t for t in figure(at, "ROC curve")["data"] if not t["name"].startswith("chance")])
+    assert len(figures(at)) >= 5
