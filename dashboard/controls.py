@@ -156,7 +156,9 @@ def show(hidden: int) -> None:
             st.selectbox, "Precision", "c_precision", list(PRECISIONS), disabled=not off or int8
         )
         control(st.selectbox, "Calibration", "c_calibration", list(CALIBRATIONS))
-        control(st.number_input, "Calibration texts", "c_samples", 8, 1024, step=8)
+        control(
+            st.number_input, "Calibration texts", "c_samples", 8, 1024, first["c_samples"], step=8
+        )
 
 
 def config_from_state() -> CompressionConfig:

@@ -178,4 +178,6 @@ def show_explainers(loaded: llmopt.LoadedModel, config, calibration=None) -> Non
             picture = next((m.picture for m in found.values() if m.picture in pictures), None)
         if picture is None:
             continue
-        _explainer(f"How {spec.title.lower()} works — {chosen.label}", text, pictures[picture])
+        what = spec.title.lower()
+        verb = "work" if what.endswith("s") else "works"  # "kernels work", "pruning works"
+        _explainer(f"How {what} {verb} — {chosen.label}", text, pictures[picture])

@@ -40,6 +40,12 @@ def test_a_registered_method_appears_in_the_page_selectors(app, dummy_prune):
 def test_calibrated_pictures_and_controls_on_the_compress_page(app):
     at = app.run()
     at.switch_page("pages/compress.py").run()
+    from llmopt.compression import CompressionConfig
+
+    first = CompressionConfig()  # the page starts from the library's (and the CLI's) defaults
+    assert at.number_input("c_samples").value == first.calibration_samples
+    assert at.selectbox("c_calibration").value == first.calibration
+    assert "c_samples" not in at.query_params  # nothing changed, nothing in the address
     at.select_slider("c_bits").set_value(3).run()
     at.selectbox("c_quant").set_value("gptq").run()
     at.selectbox("c_lowrank").set_value("activation-aware").run()
@@ -56,4 +62,4 @@ def test_calibrated_pictures_and_controls_on_the_compress_page(app):
     at.checkbox("c_int8").check().run()
     at.checkbox("c_smooth").check().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert "How kernels works — SmoothQuant int8" in [e.label for e in at.expander]
+    assert "How kernels work — SmoothQuant int8" in [e.label for e in at.expander]
