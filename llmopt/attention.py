@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from torch import nn
 
 from llmopt.batching import accepts_token_types
 from llmopt.errors import LlmoptError
-from llmopt.loaded import LoadedModel
+from llmopt.loaded import LoadedModel, model_lock
 
 
 @dataclass
@@ -30,15 +29,6 @@ class AttentionMaps:
     @property
     def n_heads(self) -> int:
         return int(self.maps.shape[1])
-
-
-_LOCKS: dict[int, threading.RLock] = {}  # model id -> lock held while its attention is switched
-_LOCKS_GUARD = threading.Lock()
-
-
-def _model_lock(model: nn.Module) -> threading.RLock:
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault(id(model), threading.RLock())
 
 
 @contextmanager
@@ -60,7 +50,7 @@ def attention_implementation(model: nn.Module, implementation: str) -> Iterator[
     if not configs or (implementation == "sdpa" and not all(m._supports_sdpa for m in parts)):
         yield getattr(configs[0], "_attn_implementation", "eager") if configs else "eager"
         return
-    with _model_lock(model):
+    with model_lock(model):
         old = [c._attn_implementation for c in configs]
         try:
             for c in configs:

@@ -12,7 +12,7 @@ from llmopt.compression.quantize import fake_quantize, qmax
 from llmopt.compression.targets import find_targets, in_blocks
 from llmopt.compression.targets import get_weight as layer_weight
 from llmopt.errors import LlmoptError
-from llmopt.loaded import LoadedModel
+from llmopt.loaded import LoadedModel, model_lock
 
 QUERY_NAMES = ("query", "q_lin", "q_proj", "c_attn")  # the attention query projection
 
@@ -172,7 +172,8 @@ def layer_statistics(loaded: LoadedModel, name: str, texts: list[str]) -> dict:
         blocks=None,
         base_id=id(loaded.model),
     )
-    stats = feeder.stats(0, [name], ("hessian", "absmax")).get(name)
+    with model_lock(loaded.model):  # hooks on a model other sessions may be running or copying
+        stats = feeder.stats(0, [name], ("hessian", "absmax")).get(name)
     if stats is None:
         raise LlmoptError(f"no text reached layer {name!r}")
     return {"xtx": stats.xtx.double(), "absmax": stats.absmax.double(), "tokens": stats.tokens}

@@ -6,7 +6,9 @@ or consume a ``LoadedModel``, so the type lives apart from ``load_model``'s disp
 
 from __future__ import annotations
 
+import copy
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -103,3 +105,21 @@ def model_facts(loaded: LoadedModel) -> dict:
         "labels": list(loaded.label_names),
         "max_length": loaded.max_length,
     }
+
+
+_LOCKS: dict[int, threading.RLock] = {}  # model id -> its lock
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The lock of a model that several threads may share (the dashboard's base models): held
+    while a thread switches its attention or hangs temporary hooks on it, and while it is
+    copied, so no other thread sees (or copies) that temporary state."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(id(model), threading.RLock())
+
+
+def private_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of a possibly shared model, taken under its lock (see ``model_lock``)."""
+    with model_lock(model):
+        return copy.deepcopy(model)

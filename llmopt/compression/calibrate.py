@@ -9,6 +9,7 @@ every layer at the same time. Padding positions never count: only real tokens do
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -89,6 +90,8 @@ class _Hooks:
         self._mask: Tensor | None = None  # (batch, seq) of the batch in flight
         self._memo: dict = {}  # this batch's input tensor -> its partial statistics
         self.kinds = kinds
+        self.owner = threading.get_ident()  # only this thread's forward passes are measured
+        self.closed = False
         self.handles = [model.get_submodule(n).register_forward_hook(self._hook(n)) for n in names]
 
     @property
@@ -101,6 +104,8 @@ class _Hooks:
 
     def _hook(self, name: str):
         def collect(_module, args, _output):
+            if self.closed or threading.get_ident() != self.owner:
+                return  # another thread running the same (shared) model, or a stale copy
             x = args[0].detach()
             key = (x.data_ptr(), tuple(x.shape), x._version)
             if key not in self._memo:  # the memo holds x, so its address is not reused
@@ -112,6 +117,7 @@ class _Hooks:
         return collect
 
     def close(self) -> dict[str, LayerStats]:
+        self.closed = True
         for h in self.handles:
             h.remove()
         self._memo = {}

@@ -3,7 +3,6 @@ kernels) layer group by layer group, measure the result."""
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from llmopt.compression.targets import (
 )
 from llmopt.data import TextDataset
 from llmopt.errors import Fix, LlmoptError
-from llmopt.loaded import LoadedModel, Progress, dense_size_bytes
+from llmopt.loaded import LoadedModel, Progress, dense_size_bytes, private_copy
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -127,7 +126,7 @@ def compress(
                 app=f"choose methods that need no training texts ({plain})",
             ),
         )
-    model = copy.deepcopy(base).eval()
+    model = private_copy(base).eval()
     ctx = Context(
         model, config, loaded, [] if config.is_identity else targets, calibration, report_progress
     )

@@ -8,7 +8,6 @@ the in-progress marker, or whose files differ from the list, as an incomplete sa
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import os
@@ -19,7 +18,7 @@ from llmopt.compression.lowrank import LowRankLinear
 from llmopt.compression.quantize import is_dynamic_int8
 from llmopt.compression.targets import replace
 from llmopt.errors import Fix, LlmoptError
-from llmopt.loaded import PARTIAL_MARKER, SAVE_MARKER, LoadedModel
+from llmopt.loaded import PARTIAL_MARKER, SAVE_MARKER, LoadedModel, private_copy
 
 
 def _resolved(path: str | Path) -> Path:
@@ -105,7 +104,7 @@ def save_model(loaded: LoadedModel, directory: str | Path, *, overwrite: bool = 
             "(bits=8 simulates the same weights) and apply int8_dynamic after loading"
         )
     target = check_save_target(directory, source=loaded.source, overwrite=overwrite)
-    model = copy.deepcopy(loaded.model)
+    model = private_copy(loaded.model)
     for name, module in list(model.named_modules()):
         if isinstance(module, LowRankLinear):
             replace(model, name, module.to_dense())

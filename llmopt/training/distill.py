@@ -7,7 +7,6 @@ logits are computed once, before training, for every training row (its weights n
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import threading
@@ -22,7 +21,7 @@ from llmopt.batching import iter_batches
 from llmopt.data import TextDataset
 from llmopt.errors import Fix, LlmoptError
 from llmopt.evaluation import evaluate
-from llmopt.loaded import LoadedModel, Progress
+from llmopt.loaded import LoadedModel, Progress, private_copy
 from llmopt.training.config import TrainConfig
 from llmopt.training.finetune import check_config, check_model
 from llmopt.training.loop import (
@@ -115,7 +114,7 @@ def make_student(teacher: LoadedModel, layers: list[int]) -> LoadedModel:
         raise LlmoptError(
             f"student layers {layers} must be distinct blocks in 0..{len(blocks) - 1}"
         )
-    model = copy.deepcopy(teacher.model)
+    model = private_copy(teacher.model)
     old = model.get_submodule(prefix)
     kept = nn.ModuleList([old[i] for i in layers])
     for j, block in enumerate(kept):  # caches are indexed by position: renumber

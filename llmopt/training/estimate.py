@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 
@@ -12,7 +11,7 @@ from torch import nn
 
 from llmopt.batching import accepts_token_types, encode
 from llmopt.data import TextDataset
-from llmopt.loaded import LoadedModel
+from llmopt.loaded import LoadedModel, private_copy
 from llmopt.training.config import TrainConfig
 from llmopt.training.loop import select_trainable
 
@@ -45,7 +44,7 @@ def estimate_seconds(
     val_rows = int(round(config.val_fraction * rows))
     steps_epoch = max(1, math.ceil((rows - val_rows) / config.batch_size))
     steps = max(1, math.ceil(steps_epoch * config.epochs))
-    model = copy.deepcopy(loaded.model)
+    model = private_copy(loaded.model)
     select_trainable(model, config.train_layers)
     texts = train_data.texts[:SAMPLE_TEXTS]
     max_length = min(config.max_length, loaded.max_length)

@@ -16,7 +16,7 @@ from llmopt.batching import accepts_token_types, encode, iter_batches
 from llmopt.data import TextDataset
 from llmopt.errors import Fix, LlmoptError
 from llmopt.evaluation import evaluate, label_map
-from llmopt.loaded import LoadedModel, Progress
+from llmopt.loaded import LoadedModel, Progress, private_copy
 from llmopt.training.config import RECOVERY, TrainConfig
 from llmopt.training.constraints import constrain, project, release
 from llmopt.training.head import fit_head
@@ -45,7 +45,7 @@ def copy_model(loaded: LoadedModel, name: str) -> LoadedModel:
     """A deep copy to train (the starting model may be shared, so it is never changed)."""
     return dataclasses.replace(
         loaded,
-        model=copy.deepcopy(loaded.model),
+        model=private_copy(loaded.model),
         name=name,
         notes=list(loaded.notes),
         compression=copy.deepcopy(loaded.compression),
