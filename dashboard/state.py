@@ -398,6 +398,8 @@ def run_sweep(sel: Selection, loaded, data, knob: str, values: list, methods: li
     calibration = dataset(sel, "train") if sweep_needs_calibration(knob, methods) else None
 
     def record(config, result, report, _fidelity) -> None:  # every point goes to the store
+        if config.is_identity:  # the "off" point is the base model's own run, stored already
+            return
         ev = {"base": base, "other": result, "config": config, "report": report}
         _record(sel, loaded, data, {**ev, "origin": "sweep"}, None)
 

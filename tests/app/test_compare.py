@@ -174,13 +174,16 @@ def test_sweep_points_are_recorded_and_noise_is_shown_as_noise(tiny_env, fresh_s
 
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     at.switch_page("pages/sweep.py").run()
-    at.multiselect("s_values_sparsity").set_value([0.2, 0.6])
+    at.multiselect("s_values_sparsity").set_value([0.0, 0.2, 0.6])
     at.multiselect("s_methods_sparsity").set_value(["magnitude"]).run()
     [b for b in at.button if b.label == "Run sweep"][0].click().run()
     assert not at.exception and not at.error
     runs = ExperimentStore(store_path()).runs()
     sweep = [r for r in runs if r.origin == "sweep" and r.kind == "variant"]
-    assert sorted(r.config["sparsity"] for r in sweep) == [0.2, 0.6]
+    assert sorted(r.config["sparsity"] for r in sweep) == [
+        0.2,
+        0.6,
+    ]  # the "off" point is the base run
     assert all(r.parent == runs[0].id and runs[0].kind == "base" for r in sweep)
 
     evaluate(at, 0.1, "off", 0)  # 10 % pruning of a tiny model on 10 rows changes nothing real
