@@ -26,7 +26,16 @@ def metric(col, label: str, value: str, delta: float, fmt: str, unit="", *, inve
     )
 
 
-def score_metric(col, label: str, value: float, delta: float, interval, test=None) -> None:
+def score_metric(
+    col,
+    label: str,
+    value: float,
+    delta: float,
+    interval,
+    test=None,
+    *,
+    names: tuple[str, str] = ("uncompressed model", "compressed model"),
+) -> None:
     """A score with its change from the baseline, coloured only when the change is outside the
     noise of these rows — for accuracy, the exact McNemar test ``test`` is significant; for the
     other scores, the 95% paired bootstrap interval excludes 0 — otherwise grey, marked 'noise'."""
@@ -36,13 +45,13 @@ def score_metric(col, label: str, value: float, delta: float, interval, test=Non
     text = f"{delta:+.3f}" + ("" if real else " · noise")
     why = "no interval" if interval is None else f"[{interval[0]:+.3f}, {interval[1]:+.3f}]"
     help_text = (
-        f"Change from the uncompressed model on these rows; 95% paired bootstrap interval of "
+        f"Change from the {names[0]} on these rows; 95% paired bootstrap interval of "
         f"the change {why}."
     )
     if test is not None:
         help_text += (
             f" Exact McNemar test: p = {test['p_value']:.3g} ({test['only_a']} rows only the "
-            f"baseline gets right, {test['only_b']} only the compressed model)."
+            f"{names[0]} gets right, {test['only_b']} only the {names[1]})."
         )
     help_text += f" {'Outside' if real else 'Inside'} the noise."
     col.metric(

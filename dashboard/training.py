@@ -19,6 +19,7 @@ import streamlit as st
 
 import llmopt
 from dashboard import state
+from dashboard.results import score_metric
 from dashboard.sidebar import Selection, confinement
 from llmopt import figures
 from llmopt.errors import Fix, LlmoptError
@@ -52,6 +53,7 @@ class Job:
     run_id: int | None = None  # the finished run's id in the experiment store
     stored: object = None  # ... and its stored record (latency measured beside the base)
     recorded: bool = False
+    tested: dict | None = None  # statistics of the result against its starting point
 
     @property
     def running(self) -> bool:
@@ -242,6 +244,15 @@ def _compressed_run(sel: Selection, data, job: Job) -> int | None:
     return None
 
 
+def _statistics(job: Job) -> dict:
+    """Intervals and the exact McNemar test of the result against its starting point (once)."""
+    if getattr(job, "tested", None) is None:
+        from llmopt.recording import statistics
+
+        job.tested = statistics(job.run.before, job.run.after)
+    return job.tested
+
+
 def _speed(job: Job) -> tuple[str, str | None]:
     """The speed-up metric: measured beside the base (paired) or 'same kernels'."""
     stored = job.stored
@@ -270,11 +281,16 @@ def show(job: Job, data) -> None:
     st.subheader("Result")
     labels = ("teacher", "student") if run.task == "distill" else ("before", "after")
     results = {labels[0]: run.before, labels[1]: run.after}
-    st.dataframe(figures.metrics_table(results))
+    table = figures.metrics_table(results)  # latency: the paired measurement below, not these
+    st.dataframe(table.drop(columns=["latency_ms_per_sample"], errors="ignore"))
     fidelity = llmopt.compare(run.before, run.after)
     cols = st.columns(4)
     acc_b, acc_a = run.before.metrics["accuracy"], run.after.metrics["accuracy"]
-    cols[0].metric("Accuracy", f"{acc_a:.3f}", f"{acc_a - acc_b:+.3f}")
+    tested = _statistics(job)
+    score_metric(
+        cols[0], "Accuracy", acc_a, acc_a - acc_b, tested["delta_intervals"]["accuracy"],
+        tested["mcnemar"], names=(f"{labels[0]} model", f"{labels[1]} model"),
+    )  # fmt: skip
     cols[1].metric(f"Agreement with {labels[0]}", f"{fidelity['agreement']:.3f}")
     speed, how = _speed(job)
     cols[2].metric("Speed-up vs the base", speed, help=how)

@@ -62,7 +62,8 @@ def training_curves_figure(history: list[dict], *, title: str | None = None) -> 
     fig.update_xaxes(title_text="Training step", rangemode="tozero")
     fig.update_yaxes(title_text="Training loss", rangemode="tozero", secondary_y=False)
     right = "Validation accuracy" + (" · sparsity" if sparsity else "")
-    fig.update_yaxes(title_text=right, range=[0, 1.02], showgrid=False, secondary_y=True)
+    fig.update_yaxes(title_text=right, range=[0, 1.02], showgrid=False, secondary_y=True,
+        tickmode="linear", tick0=0, dtick=0.25)  # fmt: skip
     fig.update_layout(
         title=title or "Training: loss and validation accuracy",
         height=380,

@@ -77,6 +77,17 @@ def test_finetune_runs_to_the_end_and_saves_a_loadable_model(app, tiny_env, tmp_
     titles = [title(f) for f in figures(at)]
     assert "Training: loss and validation accuracy" in titles
     assert run.history[0]["step"] == 0 and run.history[-1]["step"] > 0
+    # the accuracy change is judged on these rows: exact McNemar test, grey when it is noise
+    from llmopt.stats import ALPHA, mcnemar_exact
+
+    card = [m for m in at.metric if m.label == "Accuracy"][0]
+    test = mcnemar_exact(
+        run.before.y_pred == run.before.y_true, run.after.y_pred == run.after.y_true
+    )
+    assert f"p = {test.p_value:.3g}" in card.help
+    assert card.delta.endswith("· noise") == (test.p_value >= ALPHA)
+    table = [d.value for d in at.dataframe if "accuracy" in d.value.columns][0]
+    assert "latency_ms_per_sample" not in table.columns  # latency: only the paired figure
     # Save under the server's roots: the folder loads back with the same predictions
     target = tmp_path / "trained"
     at.text_input("t_folder").set_value(str(target))
