@@ -204,7 +204,7 @@ FIELDS = {
     "int8_dynamic": st.one_of(st.booleans(), JUNK),
     "calibration_samples": st.one_of(st.integers(-2, 1000), JUNK),
     "include_head": st.one_of(st.booleans(), JUNK),
-    # the method registry's fields (issue 9)
+    # the method registry's fields
     "quant_method": st.one_of(st.sampled_from(["rtn", "gptq"]), JUNK),
     "act_order": st.one_of(st.booleans(), JUNK),
     "asymmetric": st.one_of(st.booleans(), JUNK),
