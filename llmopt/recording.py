@@ -562,5 +562,4 @@ def record_training(
         dataset_source=dataset_source,
         rows=rows,
         parent=parent,
-        name=run.model.name,
     )
