@@ -113,75 +113,61 @@ def note_lines(computed: dict, latency: dict | None, simulated: bool) -> list[st
 def record(args, loaded, dataset, config, base, compressed, other, report, latency, computed):
     """Store the evaluation unless ``--no-record``; the run's id, or None (a failure to record
     is a note, not an error: the results are printed and written anyway)."""
-    if getattr(args, "no_record", False):
-        return None
-    from llmopt.errors import LlmoptError
-    from llmopt.experiments import ExperimentStore
     from llmopt.recording import record_evaluation
 
-    rows = _rows(args)
-    try:
-        store = ExperimentStore()
-        done = record_evaluation(
-            store,
-            base_model=loaded,
-            dataset=dataset,
-            base=base,
-            other=other,
-            variant=compressed,
-            config=config,
-            report=report,
-            latency=latency,
-            origin="cli",
-            model_source=args.model,
-            dataset_source=args.dataset,
-            rows=rows,
-            computed=computed,
-        )
-    except (LlmoptError, OSError) as exc:
-        print(f"note: not recorded in the experiment store: {exc}", file=sys.stderr)
-        return None
-    if done.notice:
-        print(f"note: {done.notice}", file=sys.stderr)
-    print(f"recorded as run {done.run_id} (llmopt runs show {done.run_id})")
-    return done.run_id
-
-
-def _rows(args) -> dict:
-    return {
-        "split": getattr(args, "split", None) or "test",
-        "limit": args.limit,
-        "seed": args.seed,
-        "text_column": args.text_column,
-        "label_column": args.label_column,
-    }
+    return _store(
+        args,
+        lambda store, where: record_evaluation(
+            store, base_model=loaded, dataset=dataset, base=base, other=other,
+            variant=compressed, config=config, report=report, latency=latency,
+            computed=computed, **where,
+        ),
+    )  # fmt: skip
 
 
 def record_trained(args, base_model, dataset, base, run, parent=None):
     """Store a training run (fine-tune, recovery, gradual pruning, distillation) with its parent
     unless ``--no-record``; the run's id, or None (a failure to record is a note)."""
-    if getattr(args, "no_record", False) or run.after is None:
+    if run.after is None:
+        return None
+    from llmopt.recording import record_training
+
+    return _store(
+        args,
+        lambda store, where: record_training(
+            store, run, base_model=base_model, dataset=dataset, base=base, parent=parent,
+            **where,
+        ),
+    )  # fmt: skip
+
+
+def _store(args, write):
+    """Run ``write(store, where)`` on the experiment store unless ``--no-record``, and say
+    what was recorded; a store that cannot be written is a note on stderr, never an error."""
+    if getattr(args, "no_record", False):
         return None
     from llmopt.errors import LlmoptError
     from llmopt.experiments import ExperimentStore
-    from llmopt.recording import record_training
 
+    where = {
+        "origin": "cli",
+        "model_source": args.model,
+        "dataset_source": args.dataset,
+        "rows": {
+            "split": getattr(args, "split", None) or "test",
+            "limit": args.limit,
+            "seed": args.seed,
+            "text_column": args.text_column,
+            "label_column": args.label_column,
+        },
+    }
     try:
-        done = record_training(
-            ExperimentStore(),
-            run,
-            base_model=base_model,
-            dataset=dataset,
-            base=base,
-            parent=parent,
-            origin="cli",
-            model_source=args.model,
-            dataset_source=args.dataset,
-            rows=_rows(args),
-        )
+        done = write(ExperimentStore(), where)
     except (LlmoptError, OSError) as exc:
         print(f"note: not recorded in the experiment store: {exc}", file=sys.stderr)
         return None
+    if done.notice:
+        print(f"note: {done.notice}", file=sys.stderr)
     print(f"recorded as run {done.run_id} (llmopt runs show {done.run_id})")
     return done.run_id
 
