@@ -156,10 +156,16 @@ def what_differs(runs: list[Run]) -> pd.DataFrame:
         One row per differing setting, one column per run (its label); empty if none differ.
     """
 
+    from llmopt.compression import CompressionConfig
+
+    off = CompressionConfig().to_dict()  # a field a run's config lacks is at its default
+
     def settings(r: Run) -> dict:
-        config = r.config or {}
+        config = {**off, **(r.config or {})}
         out = {"model": r.model, "dataset": r.dataset, "rows": f"{r.n} ({r.rows_fingerprint})"}
-        out.update({k: config.get(k) for k in sorted(_config_keys(runs))})
+        out.update({k: config.get(k) for k in sorted(_config_keys(runs) | set(off))})
+        if out.get(TRAINING):
+            out[TRAINING] = describe_training(out[TRAINING])
         return out
 
     table = {r.label: settings(r) for r in runs}

@@ -472,3 +472,26 @@ def test_shared_zeros_and_disagreements_equal_direct_counts():
     assert per_class.loc["z", "rows"] == 3
     assert per_class.loc["z", "all agree"] == pytest.approx(2 / 3)
     assert per_class.loc["y", "accuracy #2"] == pytest.approx(0.5)
+
+
+def test_what_differs_lists_only_the_settings_that_differ():
+    """A base run (no config), a pruned variant and a distilled student on the same rows: the
+    fields a config leaves out are at their defaults, so only what really differs is listed."""
+    from llmopt.comparison import what_differs
+    from llmopt.compression import CompressionConfig
+    from llmopt.experiments import Run
+
+    common = {"model": "bundled", "model_fingerprint": "m", "dataset": "bundled",
+              "rows_fingerprint": "r", "n": 10}  # fmt: skip
+    pruned = CompressionConfig(sparsity=0.5, sparsity_method="wanda").to_dict()
+    student = {"training": {"task": "distill", "n_layers": 3, "temperature": 2.0, "alpha": 0.5}}
+    runs = [
+        Run(**common, id=1),
+        Run(**common, id=2, kind="variant", config=pruned, method="50% wanda pruning"),
+        Run(**common, id=3, kind="variant", config=student, method="student"),
+    ]
+    table = what_differs(runs)
+    assert list(table.index) == ["sparsity", "sparsity_method", "training"]
+    assert table.loc["sparsity"].tolist() == ["0.0", "0.5", "0.0"]
+    assert table.loc["training"].tolist()[2].startswith("distilled to 3 layers")
+    assert what_differs(runs[:1] * 2).empty
