@@ -386,7 +386,7 @@ CASES: list[Case] = [
          lambda c: [*SPARSE, "--sparsity-method", "wanda", "--sparsity-scope", "global"],
          r"sparsity[_-]scope 'global'"),
     Case("bits-with-int8-dynamic", lambda c: ["--bits", "8", "--int8-dynamic"],
-         r"bits=8 and int8[_-]dynamic"),
+         r"--bits 8 and --int8-dynamic"),
     Case("sparsity-method-alone", lambda c: ["--sparsity-method", "wanda"],
          r"--sparsity-method change nothing"),
     Case("sparsity-zero-alone", lambda c: ["--sparsity", "0"], r"change nothing"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from llmopt.compression import registry
 from llmopt.compression.config import CALIBRATIONS, PRECISIONS, CompressionConfig
@@ -120,7 +121,10 @@ def config_from_args(
     given = {k: getattr(args, k) for k in FIELDS if getattr(args, k, None) is not None}
     if not given and not recipe:
         return None
-    config = CompressionConfig(**{**(recipe or {}), **given})
+    try:
+        config = CompressionConfig(**{**(recipe or {}), **given})
+    except LlmoptError as exc:  # the same check, in the words of the command line
+        raise LlmoptError(in_flags(exc.message), fix=exc.fix) from None
     if config.is_identity:
         if not given:
             return None  # a recipe of the uncompressed model: evaluate the model alone
@@ -157,3 +161,15 @@ def _why(idle: str) -> str:
         "--act-order": "--bits with --quant-method gptq",
     }
     return "; ".join(f"{flag} needs {needs[flag]}" for flag in idle.split())
+
+
+def in_flags(message: str) -> str:
+    """A config error in the command line's words: field names as flags (``act_order`` ->
+    ``--act-order``, ``bits=4`` -> ``--bits 4``), and no mention of ``None`` (the API's "off",
+    which a flag expresses by being left out)."""
+    for field in sorted(FIELDS, key=len, reverse=True):
+        flag = "--" + field.replace("_", "-")
+        message = re.sub(rf"(?<![\w-]){field}=(\S+)", rf"{flag} \1", message)
+        message = re.sub(rf"(?<![\w-]){field}(?![\w-])", flag, message)
+    message = re.sub(r" \(or None[^)]*\)", "", message)
+    return re.sub(r",? or None( for [^;:,]*)?", "", message)

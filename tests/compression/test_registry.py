@@ -98,12 +98,15 @@ def test_every_builtin_method_declares_what_the_app_needs():
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--bits", "4", "--act-order"], "act_order"),
+        (
+            ["--bits", "4", "--act-order"],
+            "--act-order orders the columns GPTQ quantizes: it needs --quant-method",
+        ),
         (["--quant-method", "gptq"], "change nothing"),
         (["--sparsity", "0.5", "--quant-method", "gptq"], "--quant-method needs --bits"),
         (["--rank", "8", "--asymmetric"], "--asymmetric needs --bits"),
-        (["--smooth-alpha", "0.5"], "needs int8_dynamic"),
-        (["--int8-dynamic", "--smooth-alpha", "1.5"], "smooth_alpha"),
+        (["--smooth-alpha", "0.5"], "needs --int8-dynamic"),
+        (["--int8-dynamic", "--smooth-alpha", "1.5"], "--smooth-alpha 1.5 must be"),
         (["--bits", "4", "--precision", "bf16"], "precision bf16"),
         (["--int8-dynamic", "--precision", "fp16"], "precision fp16"),
         (
@@ -118,7 +121,7 @@ def test_every_builtin_method_declares_what_the_app_needs():
                 "gptq",
                 "--act-order",
             ],
-            "act_order",
+            "drop --act-order",
         ),
         (
             ["--sparsity", "0.5", "--sparsity-method", "sparsegpt", "--sparsity-scope", "global"],
