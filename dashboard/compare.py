@@ -252,12 +252,12 @@ def _styled(cells: pd.DataFrame, marks: pd.DataFrame):
 
 def picked_views(store: ExperimentStore, runs: list[Run]) -> None:
     """Everything about the picked runs, against a reference run."""
-    groups = {r.rows_fingerprint for r in runs}
+    groups = {comparison.rows_key(r) for r in runs}
     if len(groups) > 1:
         st.warning(
-            f"The picked runs were evaluated on {len(groups)} different sets of rows, so their "
-            "metrics are not comparable: differences, significance, curves and behaviour are "
-            "shown only for runs on the reference run's rows."
+            f"The picked runs were evaluated on {len(groups)} different sets of rows or labels, "
+            "so their metrics are not comparable: differences, significance, curves and "
+            "behaviour are shown only for runs on the reference run's rows and labels."
         )
     ids = [r.id for r in runs]
     if st.session_state.get("cmp_ref") not in ids:
@@ -265,7 +265,7 @@ def picked_views(store: ExperimentStore, runs: list[Run]) -> None:
     labels = {r.id: r.label for r in runs}
     reference = st.selectbox("Reference run", ids, format_func=labels.get, key="cmp_ref")
     ref_run = next(r for r in runs if r.id == reference)
-    same = [r for r in runs if r.rows_fingerprint == ref_run.rows_fingerprint]
+    same = [r for r in runs if comparison.rows_key(r) == comparison.rows_key(ref_run)]
     results = {r.id: state.stored_result(store, r) for r in same}
     same = [r for r in same if results[r.id] is not None]
     cells, marks = comparison.side_by_side(same, results, reference)

@@ -144,9 +144,15 @@ def pareto(frame: pd.DataFrame, x: str, y: str) -> np.ndarray:
     )
 
 
+def rows_key(run: Run) -> tuple:
+    """What makes two runs comparable: the same rows (texts, labels and order) and the same
+    label names in the same order (the columns of their probabilities)."""
+    return run.rows_fingerprint, tuple(run.label_names)
+
+
 def comparable(runs: list[Run]) -> bool:
-    """Whether runs were evaluated on the same rows (texts, labels and order)."""
-    return len({r.rows_fingerprint for r in runs}) <= 1
+    """Whether runs can be compared row by row (see ``rows_key``)."""
+    return len({rows_key(r) for r in runs}) <= 1
 
 
 def what_differs(runs: list[Run]) -> pd.DataFrame:
@@ -209,7 +215,7 @@ def side_by_side(
     verdicts: dict[str, dict] = {}
     for r in runs:
         res = results.get(r.id)
-        same_rows = r.rows_fingerprint == ref_run.rows_fingerprint and res is not None
+        same_rows = rows_key(r) == rows_key(ref_run) and res is not None
         paired = test = None
         if r.id != reference and same_rows and ref is not None:
             paired = stats.paired_delta_intervals(res.y_true, ref.y_score, res.y_score)

@@ -495,3 +495,18 @@ def test_what_differs_lists_only_the_settings_that_differ():
     assert table.loc["sparsity"].tolist() == ["0.0", "0.5", "0.0"]
     assert table.loc["training"].tolist()[2].startswith("distilled to 3 layers")
     assert what_differs(runs[:1] * 2).empty
+
+
+def test_runs_with_other_labels_on_the_same_rows_are_not_compared_row_by_row():
+    """A 3-label model beside a 2-label one on the same rows: their probability columns mean
+    different things, so no paired difference or McNemar test is computed between them."""
+    from llmopt import comparison
+    from llmopt.experiments import Run
+
+    common = {"model": "m", "model_fingerprint": "f", "dataset": "d", "rows_fingerprint": "r",
+              "n": 4, "metrics": {"baseline": {"accuracy": 0.5}}}  # fmt: skip
+    two = Run(**common, id=1, label_names=["negative", "positive"])
+    three = Run(**common, id=2, label_names=["negative", "neutral", "positive"])
+    assert comparison.comparable([two, two]) and not comparison.comparable([two, three])
+    cells, _ = comparison.side_by_side([two, three], {1: object(), 2: object()}, reference=1)
+    assert cells.loc["McNemar vs reference", three.label] == "other rows: not comparable"

@@ -82,11 +82,6 @@ class Keep(nn.Module):
         return w.T if self.transposed else w
 
 
-def _is_conv1d(module: nn.Module) -> bool:
-
-    return is_conv1d(module)
-
-
 def constraint_names(state: dict | None) -> list[str]:
     """The weight matrices a compression state constrains (masks or scales), in a fixed order."""
     if not state:
@@ -133,7 +128,7 @@ def constrain(model: nn.Module, state: dict | None) -> dict[str, Keep]:
         weight = getattr(module, "weight", None)
         if not isinstance(weight, Tensor) or weight.dim() != 2:
             raise LlmoptError(f"layer {name!r} has no weight matrix to constrain")
-        transposed = _is_conv1d(module)
+        transposed = is_conv1d(module)
         shape = tuple(weight.T.shape if transposed else weight.shape)
         mask = masks.get(name)
         if mask is not None and tuple(mask.shape) != shape:
@@ -178,7 +173,7 @@ def satisfies(model: nn.Module, state: dict | None) -> dict[str, bool]:
     for name in constraint_names(state):
         module = model.get_submodule(name)
         w = module.weight.detach()
-        w = w.T if _is_conv1d(module) else w
+        w = w.T if is_conv1d(module) else w
         ok = True
         if name in masks:
             ok &= bool((w[~masks[name].bool()] == 0).all())

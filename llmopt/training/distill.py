@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -258,8 +257,3 @@ def distill(
         train_rows=len(train),
         val_rows=0 if val is None else len(val),
     )
-
-
-def agreement(teacher_result, student_result) -> float:
-    """Fraction of rows where the student predicts what the teacher predicts."""
-    return float(np.mean(teacher_result.y_pred == student_result.y_pred))

@@ -58,7 +58,6 @@ class TrainingRun:
     seconds: float = 0.0  # wall time of the whole task (training and evaluations)
     train_rows: int = 0
     val_rows: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 def split_train_val(data: TextDataset, val_fraction: float, seed: int):
@@ -316,7 +315,6 @@ class Loop:
     history: History = field(default_factory=list)
     cancelled: bool = False
     stopped_early: bool = False
-    total_steps: int = 0
     eval_every: int = 1
     _trainer: object = None
     _best: tuple | None = None  # (accuracy, -loss, step)
@@ -327,12 +325,8 @@ class Loop:
     def steps_per_epoch(self) -> int:
         return max(1, math.ceil(len(self.train_enc) / self.config.batch_size))
 
-    def planned_steps(self) -> int:
-        return max(1, math.ceil(self.steps_per_epoch() * self.config.epochs))
-
     def begin(self, state) -> None:
         self._start = time.perf_counter()
-        self.total_steps = state.max_steps
         self.record(0, 0.0, None)
 
     def record(self, step: int, epoch: float, loss: float | None) -> dict:
@@ -396,10 +390,6 @@ class Loop:
         params = dict(self.model.named_parameters())
         for name, value in self._best_state.items():
             params[name].copy_(value)
-
-    @property
-    def best_step(self) -> int | None:
-        return None if self._best is None else self._best[2]
 
     def run(self) -> None:
         """Train with ``Trainer``; on return the model holds its best validated weights."""
