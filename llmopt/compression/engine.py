@@ -194,6 +194,8 @@ def _run(ctx: Context, methods: list, calibrated: list, cache: StatsCache | None
                 + (f", block {gi + 1} of {len(blocks)}" if gi < len(blocks) else ""),
             )
             names = [m for t in group for m in stored_matrices(ctx.model, t)]
+            if method.kind == "quantize":  # SparseGPT's joint pass put these on a grid already
+                names = [n for n in names if n not in ctx.scales]
             if not names:
                 continue
             stats = None

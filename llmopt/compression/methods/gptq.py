@@ -42,8 +42,6 @@ def quantize_layer(weight, hessian, config):
 def _apply(ctx, names: list[str], stats) -> None:
     cfg = ctx.config
     for n in names:
-        if n in ctx.scales:  # already on a grid (SparseGPT's joint pass)
-            continue
         module = ctx.model.get_submodule(n)
         if n in stats:
             new, scales, zeros = quantize_layer(get_weight(module), stats[n].hessian(), cfg)

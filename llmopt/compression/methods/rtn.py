@@ -22,8 +22,6 @@ FORMULA = (
 def _apply(ctx, names: list[str], _stats) -> None:
     cfg = ctx.config
     for n in names:
-        if n in ctx.scales:  # already on a grid (SparseGPT's joint pass)
-            continue
         module = ctx.model.get_submodule(n)
         deq, scales, zeros = rtn_quantize(
             get_weight(module), cfg.bits, cfg.group_size, asymmetric=cfg.asymmetric
