@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -91,23 +91,21 @@ def knob_methods(knob: str) -> dict[str, dict]:
     return found
 
 
-class _Knobs(dict):
-    """``SWEEP_KNOBS[knob]``: the knob's settings with its current ``"methods"``."""
+class _Knobs(Mapping):
+    """``SWEEP_KNOBS[knob]``: the knob's settings with its current ``"methods"`` (read from the
+    registry on every access, so a method registered later is swept too)."""
 
     def __getitem__(self, knob: str) -> dict:
         return {**KNOBS[knob], "methods": knob_methods(knob)}
 
-    def get(self, knob, default=None):
-        return self[knob] if knob in KNOBS else default
+    def __iter__(self):
+        return iter(KNOBS)
 
-    def values(self):
-        return [self[k] for k in KNOBS]
-
-    def items(self):
-        return [(k, self[k]) for k in KNOBS]
+    def __len__(self) -> int:
+        return len(KNOBS)
 
 
-SWEEP_KNOBS = _Knobs.fromkeys(KNOBS)  # what a user can sweep (methods read from the registry)
+SWEEP_KNOBS = _Knobs()  # what a user can sweep (methods read from the registry)
 
 
 COLUMNS = [
