@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import re
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -107,7 +108,8 @@ def model_facts(loaded: LoadedModel) -> dict:
     }
 
 
-_LOCKS: dict[int, threading.RLock] = {}  # model id -> its lock
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its lock (dropped
+# with the model, so compressed copies made and thrown away leave nothing behind)
 _LOCKS_GUARD = threading.Lock()
 
 
@@ -116,7 +118,7 @@ def model_lock(model: nn.Module) -> threading.RLock:
     while a thread switches its attention or hangs temporary hooks on it, and while it is
     copied, so no other thread sees (or copies) that temporary state."""
     with _LOCKS_GUARD:
-        return _LOCKS.setdefault(id(model), threading.RLock())
+        return _LOCKS.setdefault(model, threading.RLock())
 
 
 def private_copy(model: nn.Module) -> nn.Module:
