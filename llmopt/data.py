@@ -510,3 +510,20 @@ def display_text(text: str, max_chars: int | None = None) -> str:
     if max_chars is not None and len(plain) > max_chars:
         plain = plain[: max_chars - 1].rstrip() + "…"
     return plain
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "|", "%")
+NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def safe_cell(value) -> str:
+    """A CSV cell that spreadsheets will not run as a formula (OWASP's CSV injection advice).
+
+    Text starting with ``= + - @``, a tab, a carriage return (and ``|``/``%``, which some
+    spreadsheets also evaluate) gets a leading apostrophe, so it shows as text; plain numbers
+    such as ``-1`` stay as they are.
+    """
+    text = str(value)
+    if text.startswith(FORMULA_START) and not NUMBER.match(text):
+        return "'" + text
+    return text

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from llmopt import stats
-from llmopt.data import TextDataset
+from llmopt.data import TextDataset, safe_cell  # safe_cell: every export's CSV rule
 from llmopt.errors import LlmoptError
 from llmopt.evaluation import METRIC_KEYS, EvalResult, compare, roc_curves
 from llmopt.experiments import ExperimentStore, RowSet, Run
@@ -491,8 +491,6 @@ def predictions_frame(store: ExperimentStore, run: Run):
     in its source), ``label``, ``pred``, ``prob_<label>…`` with every digit; label values that
     a spreadsheet would run as a formula are neutralised. None if none were stored."""
     import pandas as pd
-
-    from llmopt.cli.evaluate import safe_cell  # the one CSV-injection rule of every export
 
     stored = store.predictions(run.id)
     if stored is None:

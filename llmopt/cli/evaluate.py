@@ -6,13 +6,13 @@ import csv
 import json
 import math
 import os
-import re
 from pathlib import Path
 
 from llmopt import atomic
 from llmopt.cli import record
 from llmopt.cli.common import Bar, load, positive_int, seed, source_args, train_split
 from llmopt.compression.cli import add_compression_args, config_from_args
+from llmopt.data import safe_cell
 from llmopt.errors import LlmoptError
 from llmopt.paths import describe_kind, is_special
 
@@ -251,23 +251,6 @@ def results_json(loaded, dataset, config, base, other, fidelity, report, dataset
         "report": report.to_rows() if report is not None else None,
         "dropped_rows": {"count": len(dataset.dropped), "rows": list(dataset.dropped[:20])},
     }
-
-
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "|", "%")
-NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-def safe_cell(value) -> str:
-    """A CSV cell that spreadsheets will not run as a formula (OWASP's CSV injection advice).
-
-    Text starting with ``= + - @``, a tab, a carriage return (and ``|``/``%``, which some
-    spreadsheets also evaluate) gets a leading apostrophe, so it shows as text; plain numbers
-    such as ``-1`` stay as they are.
-    """
-    text = str(value)
-    if text.startswith(FORMULA_START) and not NUMBER.match(text):
-        return "'" + text
-    return text
 
 
 def write_predictions(path: Path, dataset, base, other) -> None:

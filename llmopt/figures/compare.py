@@ -3,8 +3,6 @@ map, confusion matrices in a row, per-layer error and sparsity, and shared pruni
 
 from __future__ import annotations
 
-import html
-
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -13,7 +11,7 @@ from plotly.subplots import make_subplots
 
 from llmopt.evaluation import EvalResult
 from llmopt.figures.common import PALETTE, SEQUENTIAL, model_colour, short_label
-from llmopt.figures.results import _common_prefix, confusion_layout
+from llmopt.figures.results import _common_prefix, _escape, confusion_layout
 
 GROUP_COLOURS = list(qualitative.D3) + list(qualitative.Dark24)
 SELECTED = {"symbol": "circle-open", "size": 18, "color": "black", "line": {"width": 2}}
@@ -25,10 +23,6 @@ def _axis_title(key: str) -> str:
     from llmopt.comparison import AXES
 
     return AXES.get(key, key)
-
-
-def _escape(text) -> str:
-    return html.escape(str(text)).replace("{", "&#123;")
 
 
 def _hover(frame: pd.DataFrame) -> list[str]:

@@ -181,9 +181,9 @@ def _multiclass_roc_layout(fig: go.Figure, results: dict[str, EvalResult]) -> No
     )
 
 
-def _escape(text: str) -> str:
+def _escape(text) -> str:
     """``text`` safe inside a plotly hover template (no template fields, no HTML)."""
-    return html.escape(text).replace("{", "&#123;")
+    return html.escape(str(text)).replace("{", "&#123;")
 
 
 def needs_full_width(n_classes: int, longest_label: int = 0) -> bool:
