@@ -147,7 +147,7 @@ def run_evaluate(args) -> int:
         print(format_recovered(args.recover, base, other, recovered))
     recovered_id = None
     if run_id is not None and run is not None:
-        recovered_id = record.record_recovered(args, loaded, dataset, base, run, run_id)
+        recovered_id = record.record_trained(args, loaded, dataset, base, run, parent=run_id)
     if args.json is not None:
         payload = results_json(
             loaded, dataset, config, base, other, fidelity, report, dataset_source=args.dataset

@@ -170,8 +170,3 @@ def _store(args, write):
         print(f"note: {done.notice}", file=sys.stderr)
     print(f"recorded as run {done.run_id} (llmopt runs show {done.run_id})")
     return done.run_id
-
-
-def record_recovered(args, base_model, dataset, base, run, compressed_id):
-    """Store ``evaluate --recover``'s recovered model as a child of the compressed run."""
-    return record_trained(args, base_model, dataset, base, run, parent=compressed_id)

@@ -200,11 +200,6 @@ def _header(args, test, run) -> dict:
     }
 
 
-def history_json(history: list[dict]) -> list[dict]:
-    """History entries with plain floats (None where a value does not exist)."""
-    return [{k: (float(v) if isinstance(v, float) else v) for k, v in h.items()} for h in history]
-
-
 def run_finetune(args) -> int:
     from llmopt.training.config import TrainConfig
     from llmopt.training.finetune import finetune
@@ -213,7 +208,7 @@ def run_finetune(args) -> int:
     test, loaded, bar = _prepare(args)
     run = finetune(loaded, train_split(args), config, eval_data=test, progress=bar)
     payload = {**_header(args, test, run), "before": run.before.to_dict(),
-               "after": run.after.to_dict(), "history": history_json(run.history)}  # fmt: skip
+               "after": run.after.to_dict(), "history": run.history}  # fmt: skip
     return _finish(args, run, test, payload, bar, loaded)
 
 
@@ -235,7 +230,7 @@ def run_distill(args) -> int:
         "student": run.after.to_dict(),
         "fidelity": {**fidelity, "flipped": [int(test.indices[i]) for i in fidelity["flipped"]]},
         "speedup": run.before.latency_ms_per_sample / max(run.after.latency_ms_per_sample, 1e-9),
-        "history": history_json(run.history),
+        "history": run.history,
     }
     print(f"student keeps teacher layers {run.recipe['layers']}; agreement with the teacher "
           f"{fidelity['agreement']:.4f}")  # fmt: skip
@@ -263,8 +258,8 @@ def run_prune_gradual(args) -> int:
         **_header(args, test, run),
         "before": run.before.to_dict(),
         "after": run.after.to_dict(),
-        "history": history_json(run.history),
-        "schedule": history_json(run.schedule),
+        "history": run.history,
+        "schedule": run.schedule,
     }
     reached = run.schedule[-1]["achieved"] if run.schedule else None
     if reached is not None:
