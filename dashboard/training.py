@@ -153,15 +153,16 @@ def estimate(sel: Selection, loaded, task: str, params: dict, eval_rows: int) ->
     from llmopt.training.estimate import estimate_seconds
 
     cfg = config(task, params)
-    key = (sel.model_key, task, cfg, params.get("n_layers"))
+    model = compressed_model(sel) if task == "recover" else loaded
+    # the training rows, the evaluated rows and the model trained all change the estimate
+    key = (sel.model_key, sel.data_key, task, cfg, params.get("n_layers"), eval_rows, id(model))
     memo = st.session_state.get("train_estimate")
     if memo is None or memo[0] != key:
         train = state.dataset(sel, "train")
         fraction = 1.0
         if task == "distill":
-            total = llmopt.model_facts(loaded)["layers"] or 1
+            total = state.facts(sel, loaded)["layers"] or 1
             fraction = min(1.0, params["n_layers"] / total)
-        model = compressed_model(sel) if task == "recover" else loaded
         memo = (key, estimate_seconds(model or loaded, train, cfg, eval_rows=eval_rows,
                                       student_fraction=fraction))  # fmt: skip
         st.session_state["train_estimate"] = memo
@@ -210,7 +211,9 @@ def record(sel: Selection, loaded, data, job: Job) -> None:
     }
     try:
         store = state.experiment_store()
-        base = state.baseline(sel, loaded, data)
+        # fine-tune, gradual pruning and distillation evaluated the base model on these rows
+        # already; a recovery's "before" is the compressed model, so it needs the baseline
+        base = state.baseline(sel, loaded, data) if job.task == "recover" else job.run.before
         parent = None
         if job.task == "recover":
             parent = _compressed_run(sel, data, job)
