@@ -107,3 +107,16 @@ def test_recovered_model_saves_and_loads_with_the_same_predictions(tiny2_dir, tm
     back = llmopt.load_model(str(tmp_path / "rec"))
     assert all(satisfies(back.model, compressed.compression).values())
     np.testing.assert_allclose(llmopt.evaluate(back, test).y_score, run.after.y_score, atol=1e-6)
+
+
+def test_head_refit_on_gpt2_fits_its_bias_free_score_layer(tiny_dirs):
+    """GPT-2's head reads the last real token and has no bias: the re-fit changes only
+    ``score.weight``, and the re-fitted model predicts what the fitted linear head says."""
+    loaded = llmopt.load_model(str(tiny_dirs["gpt2"]))
+    compressed, _ = compress(loaded, CompressionConfig(sparsity=0.5, bits=4))
+    train, test = class_dataset(90, 2), class_dataset(30, 2, seed=1, split="test")
+    run = recover(compressed, train, "head", eval_data=test)
+    a, b = compressed.model.state_dict(), run.model.model.state_dict()
+    assert {k for k in a if not torch.equal(a[k], b[k])} == {"score.weight"}
+    assert all(satisfies(run.model.model, compressed.compression).values())
+    assert run.after.metrics["accuracy"] >= run.before.metrics["accuracy"]
