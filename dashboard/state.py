@@ -198,18 +198,16 @@ def evaluate_compressed(sel: Selection, loaded: llmopt.LoadedModel, data, config
     Returns:
         The evaluation, also kept in ``st.session_state["evaluation"]``.
     """
-    from llmopt.latency import paired_latency, same_kernels
+    from llmopt.latency import paired_if_kernels_differ
     from llmopt.recording import statistics
 
     base = baseline(sel, loaded, data)
     model, report = compressed(sel, loaded, config)
     with progress("the compressed model") as bar:
         other = llmopt.evaluate(model, data, progress=bar)
-    simulated = same_kernels(loaded, model)
-    latency = None
-    if not simulated:
-        with st.spinner("Timing both models together, interleaved…"):
-            latency = paired_latency({"baseline": loaded, "compressed": model}, data.texts)
+    with st.spinner("Timing both models together, interleaved, if their kernels differ…"):
+        latency = paired_if_kernels_differ(loaded, model, data.texts)
+    simulated = latency is None
     evaluation = {
         "key": (sel.model_key, data.fingerprint),
         "config": config,

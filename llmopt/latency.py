@@ -118,3 +118,14 @@ def paired_latency(
             texts=len(texts),
         )
     return out
+
+
+def paired_if_kernels_differ(
+    base: LoadedModel, variant: LoadedModel, texts: list[str]
+) -> dict[str, LatencyStats] | None:
+    """``paired_latency`` of {"baseline": base, "compressed": variant}, or None when both run
+    the same kernels on tensors of the same shapes (their latency is then the same by
+    construction, and a measured difference would be noise)."""
+    if same_kernels(base, variant):
+        return None
+    return paired_latency({"baseline": base, "compressed": variant}, texts)

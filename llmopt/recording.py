@@ -538,14 +538,12 @@ def record_training(
     Returns:
         The ids stored.
     """
-    from llmopt.latency import paired_latency, same_kernels
+    from llmopt.latency import paired_if_kernels_differ
 
     recipe = dict(run.recipe)
     compression = recipe.pop("compression", None) or {}
     config = {**compression, TRAINING: recipe}
-    latency = None
-    if not same_kernels(base_model, run.model):  # a smaller student: time both, interleaved
-        latency = paired_latency({"baseline": base_model, "compressed": run.model}, dataset.texts)
+    latency = paired_if_kernels_differ(base_model, run.model, dataset.texts)  # a smaller student
     return record_evaluation(
         store,
         base_model=base_model,

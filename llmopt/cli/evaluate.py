@@ -14,6 +14,7 @@ from llmopt.cli.common import Bar, load, positive_int, seed, source_args, train_
 from llmopt.compression.cli import add_compression_args, config_from_args
 from llmopt.data import safe_cell
 from llmopt.errors import LlmoptError
+from llmopt.latency import paired_if_kernels_differ
 from llmopt.paths import describe_kind, is_special
 
 
@@ -121,7 +122,7 @@ def run_evaluate(args) -> int:
         compressed, report = compress(loaded, config, calibration=calibration, progress=bar)
         other = evaluate(compressed, dataset, batch_size=args.batch_size, progress=bar)
         fidelity = compare(base, other)
-        latency = record.measure_latency(loaded, compressed, dataset)
+        latency = paired_if_kernels_differ(loaded, compressed, dataset.texts)
         if args.recover is not None:  # training: see llmopt.training.finetune.recover
             from llmopt.training.finetune import recover
 

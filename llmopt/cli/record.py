@@ -55,16 +55,6 @@ def check_recipe_rows(args, recipe, dataset) -> None:
         )
 
 
-def measure_latency(loaded, compressed, dataset) -> dict | None:
-    """Paired latency of the base and compressed models when their kernels differ (None when
-    compression only changed values: the latency is then the baseline's by construction)."""
-    from llmopt.latency import paired_latency, same_kernels
-
-    if same_kernels(loaded, compressed):
-        return None
-    return paired_latency({"baseline": loaded, "compressed": compressed}, dataset.texts)
-
-
 def _iv(interval) -> str:
     low, high = interval
     if low is None or high is None or math.isnan(low) or math.isnan(high):
