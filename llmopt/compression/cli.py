@@ -3,32 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 
 from llmopt.compression import registry
 from llmopt.compression.config import CALIBRATIONS, PRECISIONS, CompressionConfig
 from llmopt.errors import LlmoptError
 
-# flag -> config field; flags that take no value are on/off switches
-FIELDS = (
-    "sparsity",
-    "sparsity_method",
-    "sparsity_pattern",
-    "sparsity_scope",
-    "bits",
-    "group_size",
-    "quant_method",
-    "act_order",
-    "asymmetric",
-    "rank",
-    "lowrank_method",
-    "int8_dynamic",
-    "smooth_alpha",
-    "calibration",
-    "calibration_samples",
-    "precision",
-    "include_head",
-)
+# every config field has its flag (--sparsity-method for sparsity_method, …)
+FIELDS = tuple(f.name for f in dataclasses.fields(CompressionConfig))
 
 
 def _positive_int(text: str) -> int:
