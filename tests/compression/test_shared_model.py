@@ -65,3 +65,22 @@ def test_a_copy_waits_for_temporary_hooks_and_carries_none(tiny_models):
     copied = done["copy"].model
     assert not any(m._forward_hooks for m in copied.modules())
     assert isinstance(done["copy"], llmopt.LoadedModel)
+
+
+def test_a_sweeps_shared_statistics_give_the_same_model_as_none(tiny_models, tiny_dataset):
+    """The statistics a sweep shares between its points (tokenized texts, the first block's
+    inputs, the uncompressed model's statistics) are reused, and change no weight."""
+    from llmopt.compression.calibrate import StatsCache
+    from llmopt.compression.targets import get_weight
+
+    loaded = tiny_models["bert"]
+    cache = StatsCache()
+    for sparsity in (0.3, 0.5):
+        config = CompressionConfig(sparsity=sparsity, sparsity_method="wanda")
+        shared, _ = compress(loaded, config, calibration=tiny_dataset, cache=cache)
+        alone, _ = compress(loaded, config, calibration=tiny_dataset)
+        for name, module in alone.model.named_modules():
+            if isinstance(module, torch.nn.Linear):
+                other = get_weight(shared.model.get_submodule(name))
+                assert torch.equal(get_weight(module), other), name
+    assert cache.hits > 0  # the second point read the first one's statistics
