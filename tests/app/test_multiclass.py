@@ -35,6 +35,7 @@ def class_env(tiny_env, tmp_path, monkeypatch):
         monkeypatch.setenv("LLMOPT_DEFAULT_MODEL", f"encoder:{tiny_env['model']}")
         monkeypatch.setenv("LLMOPT_DEFAULT_DATASET", str(path))
         monkeypatch.setenv("LLMOPT_DEFAULT_ROWS", "1000")  # more than the test split: all of it
+        monkeypatch.setenv("LLMOPT_EXPERIMENTS", str(tmp_path / f"runs_{k}.sqlite"))
         return AppTest.from_file(APP, default_timeout=TIMEOUT)
 
     return start
@@ -97,6 +98,18 @@ def test_every_page_with_many_classes(class_env, k):
     ok(at, "sweep")
     assert sorted(table(at, "knob")["value"]) == [0.0, 0.6]
     assert any(title(f).startswith("Sweep over sparsity") for f in figures(at))
+
+    from llmopt.experiments import ExperimentStore, store_path
+
+    runs = ExperimentStore(store_path()).runs()
+    base = next(r.id for r in runs if r.kind == "base")
+    at.switch_page("pages/compare.py").run()
+    at.multiselect("cmp_runs").set_value([base, at.session_state["evaluation"]["run_id"]]).run()
+    ok(at, "compare")
+    curves = [t for t in figure(at, "ROC curve")["data"] if not t["name"].startswith("chance")]
+    assert len(curves) == 2 * k  # one one-vs-rest curve per class and run
+    heatmaps = [t for t in figure(at, "Confusion matrices")["data"] if t["type"] == "heatmap"]
+    assert [decode(h["z"]).shape for h in heatmaps] == [(k, k), (k, k)]
 
 
 HTML_WORDS = 'good tasty coffee <br /><br />the price was <span class="hl">awful</span> &amp; bad'
