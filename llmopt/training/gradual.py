@@ -114,8 +114,6 @@ def prune_gradual(
     check_model(loaded, "gradual pruning")
     config = check_config(config or GRADUAL)
     CompressionConfig(sparsity=0.0, sparsity_method=method)  # validates the method early
-    if pattern is not None:
-        final_sparsity = CompressionConfig(sparsity_pattern=pattern).effective_sparsity
     sched, points = plan(loaded, train_data, final_sparsity, schedule=schedule, pattern=pattern,
                          config=config)  # fmt: skip
     total = len(points)
