@@ -205,16 +205,17 @@ def _kernels_changed(config: dict | None, report) -> bool:
 def statistics(base: EvalResult, other: EvalResult | None = None) -> dict:
     """The intervals and tests a run records: each model's 95% bootstrap intervals and, with
     a variant, the paired intervals of its differences and the exact McNemar test."""
-    out = {"baseline_intervals": _intervals(base)}
-    if other is not None:
-        deltas = stats.paired_delta_intervals(base.y_true, base.y_score, other.y_score)
-        test = stats.mcnemar_exact(base.y_pred == base.y_true, other.y_pred == other.y_true)
-        out.update(
-            intervals=_intervals(other),
-            delta_intervals={k: list(v) for k, v in deltas.items()},
-            mcnemar=test.to_dict(),
-        )
-    return out
+    if other is None:
+        return {"baseline_intervals": _intervals(base)}
+    # one set of bootstrap replicates gives all three (the rows are the same)
+    own, theirs, deltas = stats.paired_intervals(base.y_true, base.y_score, other.y_score)
+    test = stats.mcnemar_exact(base.y_pred == base.y_true, other.y_pred == other.y_true)
+    return {
+        "baseline_intervals": {k: list(v) for k, v in own.items()},
+        "intervals": {k: list(v) for k, v in theirs.items()},
+        "delta_intervals": {k: list(v) for k, v in deltas.items()},
+        "mcnemar": test.to_dict(),
+    }
 
 
 @dataclass

@@ -215,13 +215,35 @@ def paired_delta_intervals(
     Raises:
         ValueError: the two score arrays do not cover the same rows and classes.
     """
+    return paired_intervals(y_true, score_a, score_b, level=level, n_boot=n_boot, seed=seed)[2]
+
+
+def paired_intervals(
+    y_true: np.ndarray,
+    score_a: np.ndarray,
+    score_b: np.ndarray,
+    *,
+    level: float = LEVEL,
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+) -> tuple[dict, dict, dict]:
+    """Intervals of a's metrics, of b's, and of their differences b − a, from one set of
+    replicates (each equals what ``bootstrap_intervals`` / ``paired_delta_intervals`` give).
+
+    Raises:
+        ValueError: the two score arrays do not cover the same rows and classes.
+    """
     score_a, score_b = np.asarray(score_a), np.asarray(score_b)
     if score_a.shape != score_b.shape or len(score_a) != len(y_true):
         raise ValueError("paired intervals need both models' scores on the same rows")
     weights = bootstrap_weights(len(y_true), n_boot=n_boot, seed=seed)
     a = metric_replicates(y_true, score_a, weights)
     b = metric_replicates(y_true, score_b, weights)
-    return {m: _percentiles(b[m] - a[m], level) for m in METRIC_KEYS}
+    return (
+        {m: _percentiles(a[m], level) for m in METRIC_KEYS},
+        {m: _percentiles(b[m], level) for m in METRIC_KEYS},
+        {m: _percentiles(b[m] - a[m], level) for m in METRIC_KEYS},
+    )
 
 
 def excludes_zero(interval) -> bool:

@@ -159,3 +159,14 @@ def test_paired_latency_times_every_model_on_every_pass(tiny_bert_dir, tiny_data
         assert min(t.samples_ms) > 0 and t.spread >= 0
     with pytest.raises(llmopt.LlmoptError, match="at least one text"):
         paired_latency({"a": loaded}, [])
+
+
+def test_paired_intervals_equal_the_separate_ones():
+    """One set of replicates for both models and their difference gives exactly what the
+    separate functions give (a run's record computes all three at once)."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 200)
+    a, b = rng.dirichlet([1, 1, 1], 200), rng.dirichlet([1, 1, 1], 200)
+    own, theirs, deltas = stats.paired_intervals(y, a, b)
+    assert own == stats.bootstrap_intervals(y, a) and theirs == stats.bootstrap_intervals(y, b)
+    assert deltas == stats.paired_delta_intervals(y, a, b)
