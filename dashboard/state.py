@@ -199,7 +199,6 @@ def evaluate_compressed(sel: Selection, loaded: llmopt.LoadedModel, data, config
         The evaluation, also kept in ``st.session_state["evaluation"]``.
     """
     from llmopt.latency import paired_if_kernels_differ
-    from llmopt.recording import statistics
 
     base = baseline(sel, loaded, data)
     model, report = compressed(sel, loaded, config)
@@ -207,21 +206,7 @@ def evaluate_compressed(sel: Selection, loaded: llmopt.LoadedModel, data, config
         other = llmopt.evaluate(model, data, progress=bar)
     with st.spinner("Timing both models together, interleaved, if their kernels differ…"):
         latency = paired_if_kernels_differ(loaded, model, data.texts)
-    simulated = latency is None
-    evaluation = {
-        "key": (sel.model_key, data.fingerprint),
-        "config": config,
-        "base": base,
-        "other": other,
-        "fidelity": llmopt.compare(base, other),
-        "report": report,
-        "notes": list(model.notes),
-        "texts": list(data.texts),
-        "stats": statistics(base, other),
-        "latency": latency,
-        "simulated": simulated,
-        "run_id": None,
-    }
+    evaluation = _evaluation(sel, data, config, base, other, report, model.notes, latency)
     evaluation["run_id"] = _record(sel, loaded, data, evaluation, model)
     st.session_state["evaluation"] = evaluation
     urlstate.page_param(RUN, evaluation["run_id"])  # a reload shows this run again
@@ -305,7 +290,7 @@ def restore_evaluation(sel: Selection, loaded, data, run_id) -> dict | None:
     """A stored run of this model on these rows, redrawn as this session's evaluation (after a
     reload, from the address's ``run``); None if it is not one."""
     from llmopt.compression import CompressionConfig, CompressionReport
-    from llmopt.recording import model_fingerprint, statistics
+    from llmopt.recording import model_fingerprint
 
     try:
         runs_db = experiment_store()
@@ -335,22 +320,30 @@ def restore_evaluation(sel: Selection, loaded, data, run_id) -> dict | None:
         for side in ("baseline", "compressed"):
             stored = run.latency[side]
             latency[side] = LatencyStats(**{**stored, "samples_ms": tuple(stored["samples_ms"])})
-    evaluation = {
+    evaluation = _evaluation(sel, data, config, base, other, report, run.notes, latency)
+    evaluation.update(simulated=bool(run.latency_simulated), run_id=run.id)
+    st.session_state["evaluation"] = evaluation
+    return evaluation
+
+
+def _evaluation(sel: Selection, data, config, base, other, report, notes, latency) -> dict:
+    """What the Compress page shows of an evaluation (made now, or redrawn from the store)."""
+    from llmopt.recording import statistics
+
+    return {
         "key": (sel.model_key, data.fingerprint),
         "config": config,
         "base": base,
         "other": other,
         "fidelity": llmopt.compare(base, other),
         "report": report,
-        "notes": list(run.notes),
+        "notes": list(notes),
         "texts": list(data.texts),
         "stats": statistics(base, other),
         "latency": latency,
-        "simulated": bool(run.latency_simulated),
-        "run_id": run.id,
+        "simulated": latency is None,
+        "run_id": None,
     }
-    st.session_state["evaluation"] = evaluation
-    return evaluation
 
 
 def last_evaluation(sel: Selection, data) -> dict | None:
