@@ -282,15 +282,13 @@ def sparsegpt_block(
     Returns:
         ``{"mask": bool block, "output_error_sparsegpt", "output_error_magnitude"}``.
     """
-    from llmopt.compression.obs import inverse_hessian_factor, obs_columns
+    from llmopt.compression.methods.sparsegpt import prune_layer
 
     w = _tensor(weight)
     xtx = torch.as_tensor(xtx, dtype=torch.float64)
     nm = parse_pattern(pattern)
-    upper, dead = inverse_hessian_factor(2.0 * xtx / max(float(torch.diag(xtx).mean()), 1e-30))
-    start = w.clone()
-    start[:, dead] = 0.0
-    new, keep, _, _ = obs_columns(start, upper, sparsity=0.0 if nm else sparsity, nm=nm)
+    hessian = 2.0 * xtx / max(float(torch.diag(xtx).mean()), 1e-30)
+    new, keep, _, _ = prune_layer(w, hessian, sparsity, nm)
     magnitude = w * (nm_mask(w.abs(), *nm) if nm else magnitude_mask(w, sparsity))
     cols = max(nm[1], cols - cols % nm[1]) if nm else cols
     return {

@@ -23,6 +23,7 @@ from llmopt.compression.targets import (
     get_weight,
     group_by_block,
     select_targets,
+    set_weight,
     stored_matrices,
 )
 from llmopt.data import TextDataset
@@ -56,6 +57,13 @@ class Context:
     def layer_of(self, matrix: str) -> str:
         """The target layer a stored matrix belongs to."""
         return next((t for t in self.targets if matrix == t or matrix.startswith(t + ".")), matrix)
+
+    def set_on_grid(self, matrix: str, weight: Tensor, scales: Tensor, zeros) -> None:
+        """Store a quantized weight and the grid it lies on (scales, zero points or None)."""
+        set_weight(self.model.get_submodule(matrix), weight)
+        self.scales[matrix] = scales
+        if zeros is not None:
+            self.zeros[matrix] = zeros
 
     def note(self, layer: str, text: str) -> None:
         notes = self.notes.setdefault(self.layer_of(layer), [])

@@ -7,7 +7,7 @@ import torch
 from llmopt.compression.obs import Grid, inverse_hessian_factor, obs_columns
 from llmopt.compression.quantize import rtn_quantize
 from llmopt.compression.registry import Method, register
-from llmopt.compression.targets import get_weight, set_weight
+from llmopt.compression.targets import get_weight
 
 FORMULA = (
     r"**GPTQ** for each column $j$: $q_j = \mathrm{round}(w_j)$, error "
@@ -50,10 +50,7 @@ def _apply(ctx, names: list[str], stats) -> None:
                 get_weight(module), cfg.bits, cfg.group_size, asymmetric=cfg.asymmetric
             )
             ctx.note(n, "no activations: round to nearest")
-        set_weight(module, new)
-        ctx.scales[n] = scales
-        if zeros is not None:
-            ctx.zeros[n] = zeros
+        ctx.set_on_grid(n, new, scales, zeros)
 
 
 METHOD = register(

@@ -6,7 +6,7 @@ import torch
 
 from llmopt.compression.quantize import rtn_quantize
 from llmopt.compression.registry import Method, register
-from llmopt.compression.targets import get_weight, set_weight
+from llmopt.compression.targets import get_weight
 
 FORMULA = (
     r"**Round to nearest** symmetric $\Delta = \max|w| / (2^{b-1}-1)$, "
@@ -22,14 +22,10 @@ FORMULA = (
 def _apply(ctx, names: list[str], _stats) -> None:
     cfg = ctx.config
     for n in names:
-        module = ctx.model.get_submodule(n)
-        deq, scales, zeros = rtn_quantize(
-            get_weight(module), cfg.bits, cfg.group_size, asymmetric=cfg.asymmetric
+        weight = get_weight(ctx.model.get_submodule(n))
+        ctx.set_on_grid(
+            n, *rtn_quantize(weight, cfg.bits, cfg.group_size, asymmetric=cfg.asymmetric)
         )
-        set_weight(module, deq)
-        ctx.scales[n] = scales
-        if zeros is not None:
-            ctx.zeros[n] = zeros
 
 
 METHOD = register(

@@ -27,6 +27,16 @@ def kept(rows: int, cols: int, config) -> int:
 
 
 @torch.no_grad()
+def prune_layer(weight, hessian, sparsity: float, nm, *, grid=None):
+    """SparseGPT of one (out, in) weight with its Hessian (N:M when ``nm``; with ``grid``,
+    quantized in the same pass): (new weight, keep-mask, scales, zero points)."""
+    upper, dead = inverse_hessian_factor(hessian)
+    weight = weight.clone()
+    weight[:, dead] = 0.0
+    return obs_columns(weight, upper, grid=grid, sparsity=0.0 if nm else sparsity, nm=nm)
+
+
+@torch.no_grad()
 def _apply(ctx, names: list[str], stats) -> None:
     cfg = ctx.config
     joint = cfg.bits is not None and cfg.quant_method == "gptq"
@@ -41,21 +51,16 @@ def _apply(ctx, names: list[str], stats) -> None:
     for n in names:
         if n in missing:
             continue
-        module = ctx.model.get_submodule(n)
-        weight = get_weight(module).float().clone()
-        hessian = stats[n].hessian()
-        upper, dead = inverse_hessian_factor(hessian)
-        weight[:, dead] = 0.0
-        new, keep, scales, zeros = obs_columns(
-            weight, upper, grid=grid, sparsity=0.0 if cfg.nm else cfg.sparsity, nm=cfg.nm
+        weight = get_weight(ctx.model.get_submodule(n)).float()
+        new, keep, scales, zeros = prune_layer(
+            weight, stats[n].hessian(), cfg.sparsity, cfg.nm, grid=grid
         )
-        set_weight(module, new)
         ctx.masks[n] = keep
         if joint:
-            ctx.scales[n] = scales
-            if zeros is not None:
-                ctx.zeros[n] = zeros
+            ctx.set_on_grid(n, new, scales, zeros)
             ctx.note(n, "pruned and GPTQ-quantized in one SparseGPT pass")
+        else:
+            set_weight(ctx.model.get_submodule(n), new)
 
 
 METHOD = register(
