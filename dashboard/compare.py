@@ -15,7 +15,7 @@ import streamlit as st
 
 from dashboard import state, urlstate
 from dashboard.controls import CONTROLS
-from llmopt import comparison, figures
+from llmopt import comparison, figures, metrics
 from llmopt.compression import CompressionConfig
 from llmopt.experiments import ExperimentStore, Run
 
@@ -24,15 +24,9 @@ TABLE_VERSION = "cmp_table_version"  # bumped when the pick changes elsewhere: f
 TABLE_IDS = "cmp_table_ids"  # run ids of the table's rows, in order (for its selection)
 GOTO_COMPRESS = "cmp_goto_compress"
 URL = {"runs": PICKED, "ref": "cmp_ref", "x": "cmp_x", "y": "cmp_y"}  # address -> widget key
-TABLE_COLUMNS = {  # runs_frame column -> title in the table
-    "id": "id",
-    "name": "name",
-    "method": "recipe",
-    "accuracy": "accuracy",
-    "accuracy_low": "acc. low",
-    "accuracy_high": "acc. high",
-    "f1_macro": "F1",
-    "roc_auc": "AUC",
+_LEADING = {"id": "id", "name": "name", "method": "recipe"}
+_ACCURACY = {"accuracy": "accuracy", "accuracy_low": "acc. low", "accuracy_high": "acc. high"}
+_TRAILING = {
     "size_mb": "size MB",
     "latency_ms": "latency ms",
     "latency_ratio": "latency ×",
@@ -45,6 +39,14 @@ TABLE_COLUMNS = {  # runs_frame column -> title in the table
     "tags": "tags",
     "created": "created",
 }
+TABLE_COLUMNS = metrics.LiveDict(  # runs_frame column -> title in the table
+    lambda: {
+        **_LEADING,
+        **_ACCURACY,  # accuracy with its interval, then every other headline metric
+        **{k: metrics.get(k).short for k in metrics.headline() if k != "accuracy"},
+        **_TRAILING,
+    }
+)
 VERDICT_STYLE = {
     "better": "background-color: rgba(44, 160, 44, 0.18)",
     "worse": "background-color: rgba(214, 39, 40, 0.18)",

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from llmopt import stats
+from llmopt import metrics, stats
 from llmopt.data import display_text
 from llmopt.evaluation import EvalResult
 from llmopt.experiments import RowSet, Run, short_source
@@ -27,12 +27,8 @@ from llmopt.recording import (
 )
 
 # What a scatter axis (or the lineage colour) can show: column -> title.
-AXES = {
-    "accuracy": "Accuracy",
-    "f1_macro": "F1 (macro)",
-    "roc_auc": "ROC AUC",
-    "precision_macro": "Precision (macro)",
-    "recall_macro": "Recall (macro)",
+# Every registered metric (headline ones first), then these measurements; read at each use.
+_MEASURED_AXES = {
     "size_mb": "Size (MB)",
     "latency_ms": "Latency (ms per text)",
     "latency_ratio": "Latency relative to its baseline (paired)",
@@ -41,7 +37,10 @@ AXES = {
     "params_nonzero": "Non-zero parameters",
     "mean_rel_error": "Mean relative weight error",
 }
-SCORES = ("accuracy", "f1_macro", "roc_auc", "precision_macro", "recall_macro")
+AXES = metrics.LiveDict(
+    lambda: {**{k: metrics.get(k).title for k in metrics.ranked()}, **_MEASURED_AXES}
+)
+SCORES = metrics.LiveList(lambda: list(metrics.ranked()))  # the metrics a run row holds
 BASE_METHOD = "base model"  # the method of an uncompressed model's run
 TEXT_CHARS = 160  # of a text in the disagreements table
 MAX_DISAGREEMENTS = 500  # rows listed in the disagreements table (the count says how many)

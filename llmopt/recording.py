@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llmopt import stats
+from llmopt import metrics, stats
 from llmopt.data import TextDataset, safe_cell  # safe_cell: every export's CSV rule
 from llmopt.errors import LlmoptError
-from llmopt.evaluation import METRIC_KEYS, EvalResult, compare, roc_curves
+from llmopt.evaluation import EvalResult, compare, roc_curves
 from llmopt.experiments import ExperimentStore, RowSet, Run
 from llmopt.latency import LatencyStats
 from llmopt.loaded import LoadedModel
@@ -186,7 +186,7 @@ def infer_parent(
 
 
 def _metrics(result: EvalResult) -> dict:
-    return {k: float(result.metrics.get(k, math.nan)) for k in METRIC_KEYS}
+    return {k: float(result.metrics.get(k, math.nan)) for k in metrics.keys()}
 
 
 def _intervals(result: EvalResult) -> dict:
