@@ -138,8 +138,13 @@ def runs_table(shown: pd.DataFrame, frame: pd.DataFrame) -> list[int]:
                 format="%.3f", help="95% bootstrap interval of the accuracy: low end"
             ),
             "acc. high": st.column_config.NumberColumn(format="%.3f", help="… and high end"),
-            "F1": st.column_config.NumberColumn(format="%.3f"),
-            "AUC": st.column_config.NumberColumn(format="%.3f"),
+            **{  # every other headline metric, as many decimals as it is shown with
+                metrics.get(k).short: st.column_config.NumberColumn(
+                    format=f"%.{metrics.get(k).digits}f"
+                )
+                for k in metrics.headline()
+                if k != "accuracy"
+            },
             "size MB": st.column_config.NumberColumn(format="%.2f"),
             "latency ms": st.column_config.NumberColumn(format="%.2f"),
             "latency ×": st.column_config.NumberColumn(
