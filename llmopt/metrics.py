@@ -145,6 +145,8 @@ def roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
     present = np.unique(y_true)
     if len(present) < y_score.shape[1]:  # one-vs-rest over the classes that occur
         scores = y_score[:, present] / y_score[:, present].sum(1, keepdims=True)
+        if len(present) == 2:  # both one-vs-rest AUCs equal the binary one (sklearn refuses)
+            return float(skm.roc_auc_score(y_true == present[1], scores[:, 1]))
         return float(skm.roc_auc_score(y_true, scores, multi_class="ovr", labels=present))
     return float(skm.roc_auc_score(y_true, y_score, multi_class="ovr", average="macro"))
 

@@ -67,6 +67,19 @@ def test_built_in_values_and_replicates_match_scikit_learn():
     assert {k: float(v[0]) for k, v in ones.items()} == pytest.approx(got)
 
 
+def test_auc_of_a_multiclass_model_on_rows_of_two_of_its_classes():
+    """Rows holding 2 of a 3-class model's classes: the AUC is defined (it raised a ValueError
+    from scikit-learn before) and equals its bootstrap form on the rows as they are."""
+    rng = np.random.default_rng(5)
+    y_true = rng.integers(0, 2, 40) * 2  # classes 0 and 2 only
+    y_score = rng.dirichlet(np.ones(3), 40)
+    got = metrics.roc_auc(y_true, y_score)
+    renormalised = y_score[:, 2] / (y_score[:, 0] + y_score[:, 2])
+    assert got == pytest.approx(skm.roc_auc_score(y_true == 2, renormalised))
+    ones = stats.metric_replicates(y_true, y_score, np.ones((1, 40)))
+    assert ones["roc_auc"][0] == pytest.approx(got)
+
+
 def test_a_registered_metric_appears_everywhere(balanced, tiny_bert_dir, tiny_dataset, tmp_path):
     from dashboard.compare import TABLE_COLUMNS
     from dashboard.results import card_metrics
