@@ -15,7 +15,7 @@ import streamlit as st
 
 from dashboard import state, urlstate
 from dashboard.controls import CONTROLS
-from llmopt import comparison, figures
+from llmopt import comparison, figures, metrics
 from llmopt.compression import CompressionConfig
 from llmopt.experiments import ExperimentStore, Run
 
@@ -24,15 +24,9 @@ TABLE_VERSION = "cmp_table_version"  # bumped when the pick changes elsewhere: f
 TABLE_IDS = "cmp_table_ids"  # run ids of the table's rows, in order (for its selection)
 GOTO_COMPRESS = "cmp_goto_compress"
 URL = {"runs": PICKED, "ref": "cmp_ref", "x": "cmp_x", "y": "cmp_y"}  # address -> widget key
-TABLE_COLUMNS = {  # runs_frame column -> title in the table
-    "id": "id",
-    "name": "name",
-    "method": "recipe",
-    "accuracy": "accuracy",
-    "accuracy_low": "acc. low",
-    "accuracy_high": "acc. high",
-    "f1_macro": "F1",
-    "roc_auc": "AUC",
+_LEADING = {"id": "id", "name": "name", "method": "recipe"}
+_ACCURACY = {"accuracy": "accuracy", "accuracy_low": "acc. low", "accuracy_high": "acc. high"}
+_TRAILING = {
     "size_mb": "size MB",
     "latency_ms": "latency ms",
     "latency_ratio": "latency ×",
@@ -45,6 +39,14 @@ TABLE_COLUMNS = {  # runs_frame column -> title in the table
     "tags": "tags",
     "created": "created",
 }
+TABLE_COLUMNS = metrics.LiveDict(  # runs_frame column -> title in the table
+    lambda: {
+        **_LEADING,
+        **_ACCURACY,  # accuracy with its interval, then every other headline metric
+        **{k: metrics.get(k).short for k in metrics.headline() if k != "accuracy"},
+        **_TRAILING,
+    }
+)
 VERDICT_STYLE = {
     "better": "background-color: rgba(44, 160, 44, 0.18)",
     "worse": "background-color: rgba(214, 39, 40, 0.18)",
@@ -136,8 +138,13 @@ def runs_table(shown: pd.DataFrame, frame: pd.DataFrame) -> list[int]:
                 format="%.3f", help="95% bootstrap interval of the accuracy: low end"
             ),
             "acc. high": st.column_config.NumberColumn(format="%.3f", help="… and high end"),
-            "F1": st.column_config.NumberColumn(format="%.3f"),
-            "AUC": st.column_config.NumberColumn(format="%.3f"),
+            **{  # every other headline metric, as many decimals as it is shown with
+                metrics.get(k).short: st.column_config.NumberColumn(
+                    format=f"%.{metrics.get(k).digits}f"
+                )
+                for k in metrics.headline()
+                if k != "accuracy"
+            },
             "size MB": st.column_config.NumberColumn(format="%.2f"),
             "latency ms": st.column_config.NumberColumn(format="%.2f"),
             "latency ×": st.column_config.NumberColumn(

@@ -194,6 +194,13 @@ def _delta_frame(base, other, deltas: dict | None = None) -> pd.io.formats.style
     return styler.format("{:+,.0f}", subset=pd.IndexSlice[counts, ["delta"]])
 
 
+def card_metrics() -> list[str]:
+    """The scores shown as cards above a result: the headline metrics of ``llmopt.metrics``."""
+    from llmopt import metrics
+
+    return list(metrics.headline())
+
+
 def show_results(ev: dict, current) -> None:
     """Everything one evaluation measured: metrics, curves, confusion, size, fidelity, layers."""
     from llmopt import figures
@@ -211,15 +218,16 @@ def show_results(ev: dict, current) -> None:
         )
     computed = ev.get("stats") or {}
     deltas = computed.get("delta_intervals") or {}
-    cols = st.columns(6)
-    for col, key in zip(cols, ["accuracy", "f1_macro", "roc_auc"], strict=False):
+    cards = card_metrics()
+    cols = st.columns(len(cards) + 3)
+    for col, key in zip(cols, cards, strict=False):
         value, delta = other.metrics[key], other.metrics[key] - base.metrics[key]
         test = computed.get("mcnemar") if key == "accuracy" else None
         score_metric(col, figures.METRIC_TITLES[key], value, delta, deltas.get(key), test)
     size, size_delta = other.size_bytes / 1e6, (other.size_bytes - base.size_bytes) / 1e6
-    metric(cols[3], "Size", f"{size:.2f} MB", size_delta, "+.2f", " MB", inverse=True)
-    latency_metric(cols[4], ev)
-    cols[5].metric("Agreement", f"{fid['agreement']:.1%}", help=FORMULAS["agreement"])
+    metric(cols[-3], "Size", f"{size:.2f} MB", size_delta, "+.2f", " MB", inverse=True)
+    latency_metric(cols[-2], ev)
+    cols[-1].metric("Agreement", f"{fid['agreement']:.1%}", help=FORMULAS["agreement"])
     _recorded_caption(ev)
     base, other = shown_latency(ev)  # the table and bars show the latency shown above
     results = {"baseline": base, "compressed": other}

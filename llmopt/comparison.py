@@ -1,5 +1,6 @@
 """Comparing stored runs: the runs table, what differs, metrics side by side with honest
-deltas, disagreeing rows, per-class agreement, per-layer views and the lineage layout.
+deltas, disagreeing rows, per-class agreement, per-layer views and the lineage layout (which
+steps a run adds are ``llmopt.lineage``'s to say).
 
 Everything here works from what the experiment store kept (metrics, probabilities, reports,
 masks, the rows' texts), so no model runs; tables come back as pandas frames for any front end.
@@ -13,26 +14,16 @@ import math
 import numpy as np
 import pandas as pd
 
-from llmopt import stats
+from llmopt import metrics, stats
 from llmopt.data import display_text
 from llmopt.evaluation import EvalResult
 from llmopt.experiments import RowSet, Run, short_source
-from llmopt.recording import (
-    STEP_FIELDS,
-    TRAINING,
-    TRAINING_STEPS,
-    config_steps,
-    describe_config,
-    describe_training,
-)
+from llmopt.lineage import TRAINING, config_steps, describe_training, step_order
+from llmopt.lineage import step_change as _recipe_change
 
 # What a scatter axis (or the lineage colour) can show: column -> title.
-AXES = {
-    "accuracy": "Accuracy",
-    "f1_macro": "F1 (macro)",
-    "roc_auc": "ROC AUC",
-    "precision_macro": "Precision (macro)",
-    "recall_macro": "Recall (macro)",
+# Every registered metric (headline ones first), then these measurements; read at each use.
+_MEASURED_AXES = {
     "size_mb": "Size (MB)",
     "latency_ms": "Latency (ms per text)",
     "latency_ratio": "Latency relative to its baseline (paired)",
@@ -41,7 +32,10 @@ AXES = {
     "params_nonzero": "Non-zero parameters",
     "mean_rel_error": "Mean relative weight error",
 }
-SCORES = ("accuracy", "f1_macro", "roc_auc", "precision_macro", "recall_macro")
+AXES = metrics.LiveDict(
+    lambda: {**{k: metrics.get(k).title for k in metrics.ranked()}, **_MEASURED_AXES}
+)
+SCORES = metrics.LiveList(lambda: list(metrics.ranked()))  # the metrics a run row holds
 BASE_METHOD = "base model"  # the method of an uncompressed model's run
 TEXT_CHARS = 160  # of a text in the disagreements table
 MAX_DISAGREEMENTS = 500  # rows listed in the disagreements table (the count says how many)
@@ -111,7 +105,7 @@ def _num(x) -> float:
 def methods(frame: pd.DataFrame) -> list[str]:
     """Every step name that occurs in a runs frame (for a method filter)."""
     found = {s for steps in frame["steps"] for s in steps}
-    order = [BASE_METHOD, *STEP_FIELDS, *dict.fromkeys(TRAINING_STEPS.values())]
+    order = [BASE_METHOD, *step_order()]
     return [s for s in order if s in found]
 
 
@@ -392,22 +386,8 @@ def shared_zeros(masks_a: dict, masks_b: dict) -> pd.DataFrame:
 
 
 def step_change(parent: Run | None, child: Run) -> str:
-    """What a run adds to its parent, e.g. '+ 4-bit weights (group 64)'."""
-    if parent is None or not parent.config:
-        return describe_config(child.config)
-    before = set(config_steps(parent.config))
-    added = [s for s in config_steps(child.config) if s not in before]
-    if not added:
-        return describe_config(child.config)
-    if child.config.get(TRAINING) and added[-1] == config_steps(child.config)[-1]:
-        return "+ " + describe_training(child.config[TRAINING])  # a training run adds its task
-    from llmopt.compression import CompressionConfig
-
-    step_keys = {k for keys in STEP_FIELDS.values() for k in keys}
-    only = CompressionConfig().to_dict()  # every step off ...
-    only.update({k: v for k, v in child.config.items() if k not in step_keys})
-    only.update({k: child.config.get(k) for s in added for k in STEP_FIELDS[s]})  # ... but these
-    return "+ " + describe_config(only)
+    """What a run adds to its parent, e.g. '+ 4-bit weights (group 64)' (``llmopt.lineage``)."""
+    return _recipe_change(parent.config if parent is not None else None, child.config)
 
 
 def lineage_layout(runs: list[Run]) -> pd.DataFrame:

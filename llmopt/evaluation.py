@@ -10,12 +10,15 @@ import numpy as np
 import torch
 from sklearn import metrics as skm
 
+from llmopt import metrics as registry
 from llmopt.attention import attention_implementation
 from llmopt.batching import accepts_token_types, encode, iter_batches
 from llmopt.data import TextDataset
 from llmopt.errors import LlmoptError, train_head_fix
 from llmopt.loaded import LoadedModel, Progress, count_params, size_bytes
+from llmopt.metrics import roc_auc  # noqa: F401 - its home was here; callers import it from here
 
+# The built-in classification metrics (the CLI JSON contract); registered ones: metrics.keys()
 METRIC_KEYS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc")
 
 
@@ -41,7 +44,7 @@ class EvalResult:
     def to_dict(self) -> dict:
         """The RESULT object of the CLI's ``--json`` (DESIGN.md); NaN becomes null."""
         return {
-            "metrics": {k: _json_float(self.metrics.get(k)) for k in METRIC_KEYS},
+            "metrics": {k: _json_float(self.metrics.get(k)) for k in registry.keys()},
             "confusion_matrix": self.confusion.astype(int).tolist(),
             "latency_ms_per_sample": _json_float(self.latency_ms_per_sample),
             "size_bytes": int(self.size_bytes),
@@ -113,30 +116,9 @@ def _check_inputs(loaded, dataset, batch_size) -> None:
 
 
 def compute_metrics(y_true: np.ndarray, y_score: np.ndarray, y_pred: np.ndarray) -> dict:
-    """Accuracy, macro precision/recall/F1 and ROC-AUC (binary, or macro one-vs-rest)."""
-    precision, recall, f1, _ = skm.precision_recall_fscore_support(
-        y_true, y_pred, average="macro", zero_division=0
-    )
-    return {
-        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        "precision_macro": float(precision),
-        "recall_macro": float(recall),
-        "f1_macro": float(f1),
-        "roc_auc": roc_auc(y_true, y_score),
-    }
-
-
-def roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
-    """Binary AUC of class 1 for two classes, macro one-vs-rest for more; NaN if undefined."""
-    if len(np.unique(y_true)) < 2:
-        return float("nan")
-    if y_score.shape[1] == 2:
-        return float(skm.roc_auc_score(y_true, y_score[:, 1]))
-    present = np.unique(y_true)
-    if len(present) < y_score.shape[1]:  # one-vs-rest over the classes that occur
-        scores = y_score[:, present] / y_score[:, present].sum(1, keepdims=True)
-        return float(skm.roc_auc_score(y_true, scores, multi_class="ovr", labels=present))
-    return float(skm.roc_auc_score(y_true, y_score, multi_class="ovr", average="macro"))
+    """Every registered classification metric (``llmopt.metrics``): accuracy, macro
+    precision/recall/F1, ROC-AUC (binary, or macro one-vs-rest) and any added since."""
+    return registry.compute_all(y_true, y_score, y_pred)
 
 
 def roc_curves(y_true: np.ndarray, y_score: np.ndarray, label_names: list[str]) -> dict:

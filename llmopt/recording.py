@@ -1,9 +1,10 @@
-"""From an evaluation to a stored run: fingerprints, intervals, significance, lineage, recipes.
+"""From an evaluation to a stored run: fingerprints, intervals, significance, recipes.
 
 ``record_evaluation`` is what the CLI, the dashboard and sweeps call after evaluating: it makes
 sure the base model's run on these rows exists (once per model and rows), then stores the
 variant with its parent — the base run, or the stored variant it extends by one or more later
-steps (low-rank → prune → quantize), so the lineage shows how each model was derived.
+steps (low-rank → prune → quantize), so the lineage shows how each model was derived; which
+steps a recipe runs and which run it extends are ``llmopt.lineage``'s to say.
 """
 
 from __future__ import annotations
@@ -19,39 +20,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llmopt import stats
+from llmopt import metrics, stats
 from llmopt.data import TextDataset, safe_cell  # safe_cell: every export's CSV rule
 from llmopt.errors import LlmoptError
-from llmopt.evaluation import METRIC_KEYS, EvalResult, compare, roc_curves
+from llmopt.evaluation import EvalResult, compare, roc_curves
 from llmopt.experiments import ExperimentStore, RowSet, Run
 from llmopt.latency import LatencyStats
+from llmopt.lineage import (  # noqa: F401 - lineage lives there; these names stay importable here
+    TRAINING,
+    TRAINING_STEPS,
+    config_steps,
+    describe_config,
+    describe_training,
+    infer_parent,
+    is_ancestor,
+)
 from llmopt.loaded import LoadedModel
 
-# The order compression applies its steps, and the config fields that set each one; a stored
-# config that sets a leading part of these steps exactly as another does is its ancestor.
-STEP_FIELDS = {
-    "low-rank": ("rank", "lowrank_method"),
-    "prune": (
-        "sparsity",
-        "sparsity_method",
-        "sparsity_pattern",
-        "sparsity_scope",
-        "calibration",
-        "calibration_samples",
-    ),
-    "quantize": ("bits", "group_size", "quant_method", "act_order", "asymmetric"),
-    "int8 kernels": ("int8_dynamic", "smooth_alpha"),
-    "16-bit": ("precision",),
-}
-TRAINING = "training"  # the config key of a trained run: its task's recipe
-# Training tasks as lineage steps (they follow the compression steps of the model they start from)
-TRAINING_STEPS = {
-    "finetune": "fine-tune",
-    "recover-head": "recover",
-    "recover-finetune": "recover",
-    "prune-gradual": "gradual prune",
-    "distill": "distill",
-}
 _FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> hash
 
 
@@ -95,98 +80,8 @@ def versions() -> dict:
     }
 
 
-def _active(step: str, config: dict) -> bool:
-    if step == "low-rank":
-        return config.get("rank") is not None
-    if step == "prune":
-        pattern = config.get("sparsity_pattern") or "unstructured"
-        return bool(config.get("sparsity")) or pattern != "unstructured"
-    if step == "quantize":
-        return config.get("bits") is not None
-    if step == "16-bit":
-        return (config.get("precision") or "fp32") != "fp32"
-    return bool(config.get("int8_dynamic"))
-
-
-def config_steps(config: dict | None) -> list[str]:
-    """The steps a config runs, in the order compression applies them; a trained run's task
-    comes last (e.g. ["prune", "recover"])."""
-    steps = [s for s in STEP_FIELDS if config and _active(s, config)]
-    task = ((config or {}).get(TRAINING) or {}).get("task")
-    if task:
-        steps.append(TRAINING_STEPS.get(task, task))
-    return steps
-
-
-def describe_training(training: dict) -> str:
-    """A short description of a training recipe, e.g. 'recovered by fine-tuning (1 epoch)'."""
-    task = training.get("task", "training")
-    epochs = (training.get("train") or {}).get("epochs")
-    length = f", {epochs:g} epoch{'s' if epochs != 1 else ''}" if epochs else ""
-    if task == "recover-head":
-        return "head re-fitted"
-    if task == "recover-finetune":
-        return f"recovered by fine-tuning{length}"
-    if task == "prune-gradual":
-        sparsity = training.get("final_sparsity") or 0.0
-        pattern = training.get("pattern")
-        what = pattern if pattern else f"{sparsity:.0%}"
-        return f"gradual {training.get('method', 'magnitude')} pruning to {what}{length}"
-    if task == "distill":
-        n = training.get("n_layers")
-        return (
-            f"distilled to {n} layer{'s' if n != 1 else ''} (T {training.get('temperature')}, "
-            f"α {training.get('alpha')}{length})"
-        )
-    return f"fine-tuned ({(training.get('train') or {}).get('train_layers')} layers{length})"
-
-
-def describe_config(config: dict | None) -> str:
-    """A short description of a stored config (as ``CompressionConfig.describe``)."""
-    if not config:
-        return "no compression"
-    from llmopt.compression import CompressionConfig
-
-    if config.get(TRAINING):
-        rest = {k: v for k, v in config.items() if k != TRAINING}
-        trained = describe_training(config[TRAINING])
-        compressed = describe_config(rest) if rest else ""
-        return trained if not rest or compressed == "no compression" else f"{compressed}, {trained}"
-    try:
-        return CompressionConfig.from_dict(config).describe()
-    except LlmoptError:  # recorded by another llmopt version: list what it set
-        return ", ".join(f"{k}={v}" for k, v in sorted(config.items()) if v not in (None, False))
-
-
-def is_ancestor(older: dict | None, newer: dict | None) -> bool:
-    """Whether ``older`` is ``newer`` stopped after a leading part of its steps (same settings
-    for those steps and everything else): the model ``newer`` compresses passes through
-    ``older``'s model on the way."""
-    if not older or not newer:
-        return False
-    steps_old, steps_new = config_steps(older), config_steps(newer)
-    if not 0 < len(steps_old) < len(steps_new) or steps_new[: len(steps_old)] != steps_old:
-        return False
-    step_keys = {k for keys in STEP_FIELDS.values() for k in keys}
-    others = (set(older) | set(newer)) - step_keys  # include_head, and fields llmopt adds later
-    shared = [k for s in steps_old for k in STEP_FIELDS[s]]
-    return all(older.get(k) == newer.get(k) for k in [*others, *shared])
-
-
-def infer_parent(
-    store: ExperimentStore, base_id: int, model_fp: str, rows_fp: str, config: dict | None
-) -> int:
-    """The stored variant of this model and rows that ``config`` extends by the most steps
-    (the latest one on a tie), else the base run."""
-    best, best_steps = base_id, 0
-    for run in store.runs(model_fingerprint=model_fp, rows_fingerprint=rows_fp, kind="variant"):
-        if is_ancestor(run.config, config) and len(config_steps(run.config)) >= best_steps:
-            best, best_steps = run.id, len(config_steps(run.config))
-    return best
-
-
 def _metrics(result: EvalResult) -> dict:
-    return {k: float(result.metrics.get(k, math.nan)) for k in METRIC_KEYS}
+    return {k: float(result.metrics.get(k, math.nan)) for k in metrics.keys()}
 
 
 def _intervals(result: EvalResult) -> dict:

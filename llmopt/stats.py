@@ -3,34 +3,32 @@ and the Pareto front of any two metrics.
 
 Every interval here is a percentile bootstrap over the evaluated rows: each replicate draws the
 n rows again with replacement (multinomial weights, so one array of weights serves every metric
-and, for paired comparisons, both models at once). Metrics are computed the way
-``llmopt.evaluation.compute_metrics`` computes them (scikit-learn's definitions), but vectorised
-over all replicates, so 1,000 replicates of 1,000 rows take milliseconds.
+and, for paired comparisons, both models at once). Metrics are those of the metric
+registry (``llmopt.metrics``), each computed as its ``compute`` does on the rows
+(scikit-learn's definitions) but vectorised over all replicates by its ``replicates``, so 1,000
+replicates of 1,000 rows take milliseconds.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from llmopt.evaluation import METRIC_KEYS
+from llmopt import metrics as registry
 from llmopt.sweep import pareto_front  # the one implementation; re-exported for the Compare page
+
+_weighted_auc = registry._weighted_auc  # the vectorised AUC lives with its metric
 
 N_BOOT = 1000  # replicates: percentile ends of a 95% interval settle to ~0.005 at this count
 LEVEL = 0.95  # two-sided coverage of every interval
 SEED = 0  # fixed, so a recipe re-run reproduces the recorded intervals exactly
 ALPHA = 0.05  # a McNemar p-value below this calls an accuracy difference significant
 
-# Which way is better for each metric a scatter can show (the Pareto front keeps the best).
-HIGHER_IS_BETTER = {
-    "accuracy": True,
-    "precision_macro": True,
-    "recall_macro": True,
-    "f1_macro": True,
-    "roc_auc": True,
+# Which way is better for each column a scatter can show (the Pareto front keeps the best):
+# every registered metric (its ``higher_is_better``) and these measurements.
+_MEASURED = {
     "agreement": True,
     "mean_kl": False,
     "size_mb": False,
@@ -40,6 +38,12 @@ HIGHER_IS_BETTER = {
     "params_nonzero": False,
     "mean_rel_error": False,
 }
+HIGHER_IS_BETTER = registry.LiveDict(
+    lambda: {
+        **{k: m.higher_is_better for k, m in registry.all_metrics(None).items()},
+        **_MEASURED,
+    }
+)
 
 __all__ = [
     "HIGHER_IS_BETTER",
@@ -66,38 +70,6 @@ def bootstrap_weights(n: int, *, n_boot: int = N_BOOT, seed: int = SEED) -> np.n
     return np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n)
 
 
-def _cells(codes: np.ndarray, weights: np.ndarray, n_cells: int) -> np.ndarray:
-    """Weighted counts of each code in ``range(n_cells)`` per replicate: (B, n_cells)."""
-    out = np.zeros((weights.shape[0], n_cells))
-    if codes.size == 0:
-        return out
-    order = np.argsort(codes, kind="stable")
-    sorted_codes = codes[order]
-    starts = np.flatnonzero(np.r_[True, np.diff(sorted_codes) != 0])
-    out[:, sorted_codes[starts]] = np.add.reduceat(weights[:, order], starts, axis=1)
-    return out
-
-
-def _weighted_auc(positive: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Mann–Whitney AUC (ties count half) of ``score`` for ``positive`` rows, per replicate.
-
-    Equals ``sklearn.metrics.roc_auc_score(positive, score, sample_weight=w)`` for each row w
-    of ``weights``; NaN where a replicate has no positive or no negative row.
-    """
-    order = np.argsort(score, kind="stable")
-    s = score[order]
-    starts = np.flatnonzero(np.r_[True, np.diff(s) != 0])  # one group per distinct score
-    w = weights[:, order]
-    pos = positive[order]
-    p = np.add.reduceat(w * pos, starts, axis=1)  # (B, distinct scores)
-    q = np.add.reduceat(w * ~pos, starts, axis=1)
-    below = np.cumsum(q, axis=1) - q  # negative weight with a strictly smaller score
-    num = (p * (below + 0.5 * q)).sum(1)
-    den = p.sum(1) * q.sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
-
-
 def metric_replicates(
     y_true: np.ndarray,
     y_score: np.ndarray,
@@ -105,7 +77,7 @@ def metric_replicates(
     *,
     y_pred: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Every metric of ``llmopt.evaluation.METRIC_KEYS`` on each weighted replicate.
+    """Every registered metric (``llmopt.metrics``) on each weighted replicate.
 
     Args:
         y_true: (n,) labels.
@@ -117,47 +89,10 @@ def metric_replicates(
     Returns:
         {metric: (B,) values}. Macro averages run over the labels present in the replicate's
         truth or predictions (as scikit-learn's); ROC AUC is binary for two classes, else the
-        macro one-vs-rest mean over classes with both outcomes (NaN if none has).
+        macro one-vs-rest mean over classes with both outcomes (NaN if none has); a metric
+        registered without a vectorised form is computed on each resample of the rows.
     """
-    y_true = np.asarray(y_true, dtype=np.int64)
-    y_score = np.asarray(y_score, dtype=np.float64)
-    k = y_score.shape[1]
-    y_pred = y_score.argmax(1) if y_pred is None else np.asarray(y_pred, dtype=np.int64)
-    weights = np.asarray(weights, dtype=np.float64)
-    cells = _cells(y_true * k + y_pred, weights, k * k).reshape(-1, k, k)  # (B, true, pred)
-    tp = np.diagonal(cells, axis1=1, axis2=2)
-    truth, predicted = cells.sum(2), cells.sum(1)
-    present = (truth + predicted) > 0
-    n_labels = np.maximum(present.sum(1), 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(predicted > 0, tp / np.where(predicted > 0, predicted, 1), 0.0)
-        recall = np.where(truth > 0, tp / np.where(truth > 0, truth, 1), 0.0)
-        f_den = precision + recall
-        f1 = np.where(f_den > 0, 2 * precision * recall / np.where(f_den > 0, f_den, 1), 0.0)
-    total = cells.sum((1, 2))
-    return {
-        "accuracy": tp.sum(1) / np.where(total > 0, total, 1),
-        "precision_macro": (precision * present).sum(1) / n_labels,
-        "recall_macro": (recall * present).sum(1) / n_labels,
-        "f1_macro": (f1 * present).sum(1) / n_labels,
-        "roc_auc": _auc_replicates(y_true, y_score, weights),
-    }
-
-
-def _auc_replicates(y_true: np.ndarray, y_score: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """ROC AUC per replicate, as ``llmopt.evaluation.roc_auc`` computes it on the rows."""
-    if y_score.shape[1] == 2:
-        return _weighted_auc(y_true == 1, y_score[:, 1], weights)
-    present = np.unique(y_true)
-    scores = y_score
-    if len(present) < y_score.shape[1]:  # as evaluation.roc_auc: renormalise over present classes
-        scores = y_score[:, present] / y_score[:, present].sum(1, keepdims=True)
-    per_class = np.stack(
-        [_weighted_auc(y_true == c, scores[:, j], weights) for j, c in enumerate(present)], axis=1
-    )
-    with warnings.catch_warnings():  # a replicate with no defined class AUC is NaN, quietly
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(per_class, axis=1)
+    return registry.replicates_all(registry.Sample(y_true, y_score, weights, y_pred))
 
 
 def _percentiles(reps: np.ndarray, level: float) -> tuple[float, float]:
@@ -191,7 +126,7 @@ def bootstrap_intervals(
     """
     weights = bootstrap_weights(len(y_true), n_boot=n_boot, seed=seed)
     reps = metric_replicates(y_true, y_score, weights)
-    return {m: _percentiles(reps[m], level) for m in METRIC_KEYS}
+    return {m: _percentiles(reps[m], level) for m in reps}
 
 
 def paired_delta_intervals(
@@ -240,9 +175,9 @@ def paired_intervals(
     a = metric_replicates(y_true, score_a, weights)
     b = metric_replicates(y_true, score_b, weights)
     return (
-        {m: _percentiles(a[m], level) for m in METRIC_KEYS},
-        {m: _percentiles(b[m], level) for m in METRIC_KEYS},
-        {m: _percentiles(b[m] - a[m], level) for m in METRIC_KEYS},
+        {m: _percentiles(a[m], level) for m in a},
+        {m: _percentiles(b[m], level) for m in b},
+        {m: _percentiles(b[m] - a[m], level) for m in a},
     )
 
 

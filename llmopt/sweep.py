@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
 
+from llmopt import metrics
 from llmopt.compression import CompressionConfig, CompressionReport, compress, registry
 from llmopt.compression.calibrate import StatsCache
 from llmopt.compression.engine import check_plan, identity_report
@@ -108,13 +110,8 @@ class _Knobs(Mapping):
 SWEEP_KNOBS = _Knobs()  # what a user can sweep (methods read from the registry)
 
 
-COLUMNS = [
-    "knob",
-    "method",
-    "value",
-    "accuracy",
-    "roc_auc",
-    "f1_macro",
+# knob, method, value, the headline metrics (llmopt.metrics), then these; read at each use.
+_MEASURED = [
     "agreement",
     "mean_kl",
     "size_bytes",
@@ -123,7 +120,14 @@ COLUMNS = [
     "latency_ms_per_sample",
     "seconds",
 ]
+COLUMNS = metrics.LiveList(lambda: ["knob", "method", "value", *_scores(), *_MEASURED])
 MB = 1e6
+
+
+def _scores() -> list[str]:
+    """The metrics a sweep point records: accuracy, ROC AUC, F1 (macro), then other headlines."""
+    first = [k for k in ("accuracy", "roc_auc", "f1_macro") if k in metrics.headline()]
+    return [*first, *[k for k in metrics.headline() if k not in first]]
 
 
 def sweep_needs_calibration(knob: str, methods: list[str]) -> bool:
@@ -259,7 +263,7 @@ def run_sweep(
 
     Returns:
         One row per (method, value) with columns ``COLUMNS``; ``df.attrs["baseline"]`` holds
-        the baseline's accuracy, roc_auc, f1_macro, size and latency.
+        the baseline's headline metrics (accuracy, roc_auc, f1_macro), size and latency.
 
     Raises:
         LlmoptError: an unknown knob/method, no values, or a setting some layer cannot take
@@ -309,9 +313,7 @@ def run_sweep(
         if on_point is not None:
             on_point(config, result, comp_report, fidelity)
         measured[key] = {
-            "accuracy": result.metrics["accuracy"],
-            "roc_auc": result.metrics["roc_auc"],
-            "f1_macro": result.metrics["f1_macro"],
+            **{k: result.metrics.get(k, math.nan) for k in _scores()},
             "agreement": fidelity["agreement"],
             "mean_kl": fidelity["mean_kl"],
             "size_bytes": int(result.size_bytes),
@@ -327,12 +329,10 @@ def run_sweep(
         {"knob": knob, "method": m, "value": getattr(c, spec["field"]), **measured[_key(c)]}
         for m, _, c in points
     ]
-    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame.attrs["knob"] = knob
     frame.attrs["baseline"] = {
-        "accuracy": base_result.metrics["accuracy"],
-        "roc_auc": base_result.metrics["roc_auc"],
-        "f1_macro": base_result.metrics["f1_macro"],
+        **{k: base_result.metrics.get(k, math.nan) for k in _scores()},
         "agreement": 1.0,
         "size_bytes": int(base_result.size_bytes),
         "size_mb": base_result.size_bytes / MB,

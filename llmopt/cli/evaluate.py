@@ -8,7 +8,7 @@ import math
 import os
 from pathlib import Path
 
-from llmopt import atomic
+from llmopt import atomic, metrics
 from llmopt.cli import record
 from llmopt.cli.common import Bar, load, positive_int, seed, source_args, train_split
 from llmopt.compression.cli import add_compression_args, config_from_args
@@ -298,8 +298,8 @@ def format_results(name, dataset, base, other=None, fidelity=None, report=None) 
     cols = ["baseline"] + (["compressed", "delta"] if other is not None else [])
     lines.append(f"{'':<24}" + "".join(f"{c:>14}" for c in cols))
     rows = [
-        (k, base.metrics[k], other.metrics[k] if other else None)
-        for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc")
+        (k, base.metrics.get(k, math.nan), other.metrics.get(k, math.nan) if other else None)
+        for k in metrics.keys()
     ]
     rows += [
         ("size (MB)", base.size_bytes / 1e6, other.size_bytes / 1e6 if other else None),

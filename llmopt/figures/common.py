@@ -6,7 +6,7 @@ import math
 
 from plotly.colors import qualitative
 
-from llmopt.evaluation import METRIC_KEYS
+from llmopt import metrics
 
 # One colour per role, the same in every figure: baseline blue, compressed orange.
 PALETTE = {"baseline": "#1f77b4", "compressed": "#ff7f0e"}
@@ -21,19 +21,20 @@ MB = 1e6  # sizes are shown in megabytes of 10^6 bytes
 CLASS_COLOURS = [PALETTE["baseline"], PALETTE["compressed"], *EXTRA_COLOURS, "#7f7f7f"]
 MANY_CLASS_COLOURS = list(qualitative.Dark24)
 LABEL_CHARS = 20  # tick labels longer than this are shortened (the hover keeps the full name)
-TABLE_COLUMNS = [*METRIC_KEYS, "latency_ms_per_sample", "size_mb", "params_total", "params_nonzero"]
-METRIC_TITLES = {
-    "accuracy": "Accuracy",
-    "precision_macro": "Precision (macro)",
-    "recall_macro": "Recall (macro)",
-    "f1_macro": "F1 (macro)",
-    "roc_auc": "ROC AUC",
+# Every registered metric (llmopt.metrics), then the measurements; read at each use.
+TABLE_COLUMNS = metrics.LiveList(
+    lambda: [*metrics.keys(), "latency_ms_per_sample", "size_mb", "params_total", "params_nonzero"]
+)
+_MEASURED_TITLES = {
     "agreement": "Agreement with baseline",
     "latency_ms_per_sample": "Latency (ms/sample)",
     "size_mb": "Size (MB)",
     "params_total": "Parameters",
     "params_nonzero": "Non-zero parameters",
 }
+METRIC_TITLES = metrics.LiveDict(
+    lambda: {**{k: m.title for k, m in metrics.all_metrics(None).items()}, **_MEASURED_TITLES}
+)
 
 
 def model_colour(label: str, index: int = 0) -> str:

@@ -12,8 +12,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from llmopt import metrics
 from llmopt.errors import LlmoptError
-from llmopt.evaluation import METRIC_KEYS, EvalResult
+from llmopt.evaluation import EvalResult
 from llmopt.figures.common import (
     BETTER_WORSE,
     LABEL_CHARS,
@@ -410,7 +411,7 @@ def confusion_diff_figure(base: EvalResult, other: EvalResult) -> go.Figure:
 
 
 def _row(result: EvalResult) -> dict:
-    row = {k: float(result.metrics.get(k, float("nan"))) for k in METRIC_KEYS}
+    row = {k: float(result.metrics.get(k, float("nan"))) for k in metrics.keys()}
     row["latency_ms_per_sample"] = float(result.latency_ms_per_sample)
     row["size_mb"] = result.size_bytes / MB
     row["params_total"] = int(result.params_total)
