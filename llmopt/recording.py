@@ -120,25 +120,9 @@ def config_steps(config: dict | None) -> list[str]:
 
 def describe_training(training: dict) -> str:
     """A short description of a training recipe, e.g. 'recovered by fine-tuning (1 epoch)'."""
-    task = training.get("task", "training")
-    epochs = (training.get("train") or {}).get("epochs")
-    length = f", {epochs:g} epoch{'s' if epochs != 1 else ''}" if epochs else ""
-    if task == "recover-head":
-        return "head re-fitted"
-    if task == "recover-finetune":
-        return f"recovered by fine-tuning{length}"
-    if task == "prune-gradual":
-        sparsity = training.get("final_sparsity") or 0.0
-        pattern = training.get("pattern")
-        what = pattern if pattern else f"{sparsity:.0%}"
-        return f"gradual {training.get('method', 'magnitude')} pruning to {what}{length}"
-    if task == "distill":
-        n = training.get("n_layers")
-        return (
-            f"distilled to {n} layer{'s' if n != 1 else ''} (T {training.get('temperature')}, "
-            f"α {training.get('alpha')}{length})"
-        )
-    return f"fine-tuned ({(training.get('train') or {}).get('train_layers')} layers{length})"
+    from llmopt import tasks  # the task registry describes its own recipes
+
+    return tasks.describe(training)
 
 
 def describe_config(config: dict | None) -> str:
