@@ -142,14 +142,14 @@ def estimate(sel: Selection, loaded, task: str, params: dict, eval_rows: int) ->
     spec = tasks.get(task)
     cfg = config(task, params)
     model = compressed_model(sel) if spec.starts_from == "compressed" else loaded
+    fraction = 1.0  # the share of the blocks that trains (a distillation student's)
+    if spec.student_fraction is not None:
+        fraction = spec.student_fraction(params, state.facts(sel, loaded)["layers"] or 1)
     # the training rows, the evaluated rows and the model trained all change the estimate
-    key = (sel.model_key, sel.data_key, task, cfg, params.get("n_layers"), eval_rows, id(model))
+    key = (sel.model_key, sel.data_key, task, cfg, fraction, eval_rows, id(model))
     memo = st.session_state.get("train_estimate")
     if memo is None or memo[0] != key:
         train = state.dataset(sel, "train")
-        fraction = 1.0
-        if spec.student_fraction is not None:
-            fraction = spec.student_fraction(params, state.facts(sel, loaded)["layers"] or 1)
         memo = (key, estimate_seconds(model or loaded, train, cfg, eval_rows=eval_rows,
                                       student_fraction=fraction))  # fmt: skip
         st.session_state["train_estimate"] = memo

@@ -459,6 +459,7 @@ register(
                 flag="--student-layers",
                 cli={
                     "type": "positive_int",
+                    "metavar": "STUDENT_LAYERS",
                     "required": True,
                     "help": "transformer blocks the student keeps",
                 },
