@@ -53,7 +53,7 @@ def quant_hist_figure(weights: np.ndarray, grid: np.ndarray, *, title: str) -> g
     if every > 1:
         zero = int(np.argmin(np.abs(grid)))  # keep the level at 0 among the marked ones
         marked = grid[zero % every :: every]
-        name = f"every {every}th of {grid.size} grid levels"
+        name = f"1 in {every} of {grid.size} grid levels"
     else:
         marked, name = grid, f"grid levels ({grid.size})"
     fig = go.Figure(
