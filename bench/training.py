@@ -75,7 +75,7 @@ def kept(result, base) -> str:
 def section_finetune(model, base, train, test) -> None:
     print(f"\n## Fine-tuning the top layers ({load()})\n")
     config = TrainConfig()
-    from llmopt.training.estimate import estimate_seconds
+    from llmopt.training.timing import estimate_seconds
 
     est = estimate_seconds(model, train, config, eval_rows=len(test))["seconds"]
     start = time.perf_counter()

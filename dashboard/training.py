@@ -21,15 +21,9 @@ import llmopt
 from dashboard import state
 from dashboard.results import score_metric
 from dashboard.sidebar import Selection, confinement
-from llmopt import figures
+from llmopt import figures, tasks
 from llmopt.errors import Fix, LlmoptError
 
-TASKS = {
-    "finetune": "Fine-tune",
-    "recover": "Recover the compressed model",
-    "prune": "Prune gradually",
-    "distill": "Distil a smaller student",
-}
 REFRESH_S = 1.0  # how often the live view redraws while a job runs
 
 
@@ -54,6 +48,7 @@ class Job:
     stored: object = None  # ... and its stored record (latency measured beside the base)
     recorded: bool = False
     tested: dict | None = None  # statistics of the result against its starting point
+    estimated: dict | None = None  # the time estimate shown when it started
 
     @property
     def running(self) -> bool:
@@ -68,41 +63,26 @@ class Job:
 
 def config(task: str, params: dict):
     """The ``TrainConfig`` of a task's controls (its defaults for anything not set)."""
-    from llmopt.training.config import RECOVERY, TrainConfig
-    from llmopt.training.distill import DISTILL
-    from llmopt.training.gradual import GRADUAL
-
-    base = {"finetune": TrainConfig(), "recover": RECOVERY, "prune": GRADUAL, "distill": DISTILL}
-    return base[task].with_(
-        epochs=params.get("epochs"),
-        train_layers=params.get("train_layers"),
-        train_limit=params.get("train_limit"),
-        learning_rate=params.get("learning_rate"),
+    return (
+        tasks.get(task)
+        .defaults()
+        .with_(
+            epochs=params.get("epochs"),
+            train_layers=params.get("train_layers"),
+            train_limit=params.get("train_limit"),
+            learning_rate=params.get("learning_rate"),
+        )
     )
 
 
 def _work(job: Job, loaded, train, data, compressed) -> None:
     """The thread's body: run the task, keep its result or its error."""
-    from llmopt.training import distill, finetune, gradual
-
-    p, cfg = job.params, config(job.task, job.params)
-    common = {"eval_data": data, "progress": job.progress, "cancel": job.cancel,
-              "on_history": job.record}  # fmt: skip
+    task = tasks.get(job.task)
+    hooks = tasks.Hooks(eval_data=data, progress=job.progress, cancel=job.cancel,
+                        on_history=job.record)  # fmt: skip
+    start_model = compressed if task.starts_from == "compressed" else loaded
     try:
-        if job.task == "finetune":
-            run = finetune.finetune(loaded, train, cfg, **common)
-        elif job.task == "recover":
-            run = finetune.recover(compressed, train, p["method"], cfg, **common)
-        elif job.task == "prune":
-            run = gradual.prune_gradual(
-                loaded, train, p["final_sparsity"], schedule=p["schedule"],
-                method=p["method"], config=cfg, **common,
-            )  # fmt: skip
-        else:
-            run = distill.distill(
-                loaded, train, n_layers=p["n_layers"], temperature=p["temperature"],
-                alpha=p["alpha"], config=cfg, **common,
-            )  # fmt: skip
+        run = task.run(start_model, train, job.params, config(job.task, job.params), hooks)
         job.run = run
         job.status = "cancelled" if run.cancelled else "done"
     except Exception as exc:  # shown on the page in the dashboard's words
@@ -124,8 +104,9 @@ def start(sel: Selection, loaded, data, task: str, params: dict) -> Job:
     old = current(sel)
     if old is not None and old.running:
         raise LlmoptError("a training run is in progress; wait for it or press Cancel")
-    compressed = compressed_model(sel) if task == "recover" else None
-    if task == "recover" and compressed is None:
+    from_compressed = tasks.get(task).starts_from == "compressed"
+    compressed = compressed_model(sel) if from_compressed else None
+    if from_compressed and compressed is None:
         raise LlmoptError(
             "there is no compressed model to recover yet",
             fix=Fix(cli="", app="compress the model on the Compress & Evaluate page first"),
@@ -133,6 +114,8 @@ def start(sel: Selection, loaded, data, task: str, params: dict) -> Job:
     config(task, params)  # bad settings fail here, on the page, not in the thread
     train = state.dataset(sel, "train")
     job = Job(task, (sel.model_key, data.fingerprint), dict(params), start_model=compressed)
+    memo = st.session_state.get("train_estimate")
+    job.estimated = memo[1] if memo is not None else None
     job.thread = threading.Thread(
         target=_work, args=(job, loaded, train, data, compressed), daemon=True,
         name=f"llmopt-train-{task}",
@@ -148,35 +131,88 @@ def current(sel: Selection) -> Job | None:
     return job if job is not None and job.key[0] == sel.model_key else None
 
 
-def estimate(sel: Selection, loaded, task: str, params: dict, eval_rows: int) -> dict:
-    """The estimated run time of a task (one timed step), once per settings in this session."""
-    from llmopt.training.estimate import estimate_seconds
+PACE_LIMITS = (0.25, 20.0)  # a last run's actual/estimated time outside this is not a pace
 
+
+def estimate(sel: Selection, loaded, task: str, params: dict, eval_rows: int) -> dict:
+    """The estimated run time of a task from training steps timed now (once per settings in
+    this session), scaled by how the last finished run here compared with its own estimate."""
+    from llmopt.training.timing import estimate_seconds
+
+    spec = tasks.get(task)
     cfg = config(task, params)
-    model = compressed_model(sel) if task == "recover" else loaded
+    model = compressed_model(sel) if spec.starts_from == "compressed" else loaded
+    fraction = 1.0  # the share of the blocks that trains (a distillation student's)
+    if spec.student_fraction is not None:
+        fraction = spec.student_fraction(params, state.facts(sel, loaded)["layers"] or 1)
     # the training rows, the evaluated rows and the model trained all change the estimate
-    key = (sel.model_key, sel.data_key, task, cfg, params.get("n_layers"), eval_rows, id(model))
+    key = (sel.model_key, sel.data_key, task, cfg, fraction, eval_rows, id(model))
     memo = st.session_state.get("train_estimate")
     if memo is None or memo[0] != key:
         train = state.dataset(sel, "train")
-        fraction = 1.0
-        if task == "distill":
-            total = state.facts(sel, loaded)["layers"] or 1
-            fraction = min(1.0, params["n_layers"] / total)
         memo = (key, estimate_seconds(model or loaded, train, cfg, eval_rows=eval_rows,
                                       student_fraction=fraction))  # fmt: skip
         st.session_state["train_estimate"] = memo
-    return memo[1]
+    pace = st.session_state.get("train_pace")
+    if pace is None:
+        return memo[1]
+    return {**memo[1], "seconds": memo[1]["seconds"] * pace, "pace": pace}
 
 
-def schedule_points(sel: Selection, loaded, params: dict) -> list[dict]:
-    """The pruning schedule a gradual run will follow, per step (to plot before starting)."""
-    from llmopt.training.gradual import plan
+def learn_pace(job: Job) -> None:
+    """Keep how long a finished run took against its estimate: later estimates scale by it."""
+    est, run = job.estimated, job.run
+    if job.status != "done" or not est or not est.get("seconds") or run is None:
+        return
+    unscaled = est["seconds"] / est.get("pace", 1.0)
+    pace = run.seconds / unscaled
+    if PACE_LIMITS[0] <= pace <= PACE_LIMITS[1]:
+        st.session_state["train_pace"] = pace
 
-    train = state.dataset(sel, "train")
-    _, points = plan(loaded, train, params["final_sparsity"], schedule=params["schedule"],
-                     config=config("prune", params))  # fmt: skip
-    return points
+
+def estimate_text(est: dict, eval_rows: int) -> str:
+    """The caption of an estimate: the figure and how it was made."""
+    samples = est.get("step_samples") or []
+    text = (
+        f"Estimated time: about {duration(est['seconds'])} ({est['steps']} steps of "
+        f"{est['step_seconds']:.2g} s: the median of {len(samples)} training steps timed on "
+        f"this machine just now; plus validation and evaluating {eval_rows} rows before and "
+        "after)."
+    )
+    pace = est.get("pace")
+    if pace is not None:
+        text += (f" Scaled by {pace:.2g}×: the last run in this session took {pace:.2g}× its "
+                 "estimate.")  # fmt: skip
+    return text
+
+
+def schedule_points(sel: Selection, loaded, task: str, params: dict) -> list[dict] | None:
+    """The schedule a task will follow, per step (to plot before starting), or None."""
+    spec = tasks.get(task)
+    if spec.preview is None:
+        return None
+    return spec.preview(loaded, state.dataset(sel, "train"), params, config(task, params))
+
+
+def controls(task: str, layers: int, columns) -> dict:
+    """The task's own settings as page controls (from its ``Param`` list), in ``columns``."""
+    params = {}
+    for p in tasks.get(task).params:
+        if not p.page:
+            continue
+        col = columns[p.column]
+        if p.kind == "choice":
+            options = list(p.resolve(p.options, layers))
+            default = p.resolve(p.default, layers)
+            index = options.index(default) if default in options else 0
+            params[p.key] = col.selectbox(p.label, options, index=index, key=p.widget,
+                                          help=p.help)  # fmt: skip
+        else:
+            low, high = p.resolve(p.low, layers), p.resolve(p.high, layers)
+            default = p.resolve(p.default, layers)
+            params[p.key] = col.slider(p.label, low, high, default, p.step, key=p.widget,
+                                       help=p.help)  # fmt: skip
+    return params
 
 
 def duration(seconds: float) -> str:
@@ -201,6 +237,7 @@ def record(sel: Selection, loaded, data, job: Job) -> None:
     if job.recorded or job.status != "done":
         return
     job.recorded = True
+    learn_pace(job)
     from llmopt.recording import record_evaluation, record_training
 
     where = {
@@ -213,9 +250,10 @@ def record(sel: Selection, loaded, data, job: Job) -> None:
         store = state.experiment_store()
         # fine-tune, gradual pruning and distillation evaluated the base model on these rows
         # already; a recovery's "before" is the compressed model, so it needs the baseline
-        base = state.baseline(sel, loaded, data) if job.task == "recover" else job.run.before
+        from_compressed = tasks.get(job.task).starts_from == "compressed"
+        base = state.baseline(sel, loaded, data) if from_compressed else job.run.before
         parent = None
-        if job.task == "recover":
+        if from_compressed:
             parent = _compressed_run(sel, data, job)
             if parent is None:  # compressed but never evaluated on these rows: record it first
                 compression = job.start_model.compression or {}
@@ -256,17 +294,33 @@ def _statistics(job: Job) -> dict:
     return job.tested
 
 
-def _speed(job: Job) -> tuple[str, str | None]:
-    """The speed-up metric: measured beside the base (paired) or 'same kernels'."""
+def _speed(job: Job) -> tuple[str, str | None, str | None]:
+    """The speed-up metric (value, noise verdict, how it was measured): measured beside the
+    base (paired) or 'same kernels'."""
     stored = job.stored
     if stored is None:
-        return "not measured", "the run was not recorded"
+        return "not measured", None, "the run was not recorded"
     if stored.latency_simulated:
-        return "1.00× (same kernels)", "same layers and shapes as the base: no speed change"
-    ratio = (stored.latency or {}).get("ratio")
+        how = "same layers and shapes as the base: no speed change"
+        return "1.00× (same kernels)", None, how
+    return speedup(stored.latency or {})
+
+
+def speedup(latency: dict) -> tuple[str, str | None, str | None]:
+    """(speed-up, verdict, how) of a stored paired latency record, with the Compress page's
+    noise check: a change counts as real only when the two models' timed passes do not
+    overlap; otherwise the verdict is "noise" (None when real)."""
+    ratio = latency.get("ratio")
     if not ratio:
-        return "not measured", None
-    return f"{1 / ratio:.2f}×", "base and trained model timed together, interleaved"
+        return "not measured", None, None
+    base = (latency.get("baseline") or {}).get("samples_ms") or []
+    other = (latency.get("compressed") or {}).get("samples_ms") or []
+    apart = bool(base and other) and (max(other) < min(base) or min(other) > max(base))
+    how = (f"Base and trained model timed together, interleaved, {len(other)} passes each: "
+           f"base {min(base, default=0):.3g}–{max(base, default=0):.3g} ms, trained "
+           f"{min(other, default=0):.3g}–{max(other, default=0):.3g} ms per text. A change "
+           "counts as real only when the passes' ranges do not overlap.")  # fmt: skip
+    return f"{1 / ratio:.2f}×", None if apart else "noise: the timed passes overlap", how
 
 
 def show(job: Job, data) -> None:
@@ -282,7 +336,7 @@ def show(job: Job, data) -> None:
             "below is the best model validated before the stop. Nothing was saved."
         )
     st.subheader("Result")
-    labels = ("teacher", "student") if run.task == "distill" else ("before", "after")
+    labels = tasks.get(job.task).labels
     results = {labels[0]: run.before, labels[1]: run.after}
     table = figures.metrics_table(results)  # latency: the paired measurement below, not these
     st.dataframe(table.drop(columns=["latency_ms_per_sample"], errors="ignore"))
@@ -295,8 +349,9 @@ def show(job: Job, data) -> None:
         tested["mcnemar"], names=(f"{labels[0]} model", f"{labels[1]} model"),
     )  # fmt: skip
     cols[1].metric(f"Agreement with {labels[0]}", f"{fidelity['agreement']:.3f}")
-    speed, how = _speed(job)
-    cols[2].metric("Speed-up vs the base", speed, help=how)
+    speed, verdict, how = _speed(job)
+    cols[2].metric("Speed-up vs the base", speed, verdict, help=how, delta_color="off",
+                   delta_arrow="off")  # fmt: skip
     cols[3].metric("Training time", duration(run.seconds))
     left, right = st.columns(2)
     left.plotly_chart(figures.training_curves_figure(run.history), key="done_curves")

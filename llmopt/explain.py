@@ -1,6 +1,13 @@
-"""Data for the teaching pictures: masks, quantization grids and spectra of a real weight."""
+"""Data for the teaching pictures: masks, quantization grids and spectra of a real weight.
+
+Each method's picture (its data, figure and caption) is drawn by its own file in
+``llmopt/compression/methods/`` from a ``Scene``; the generic pieces they share live here.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -49,6 +56,54 @@ def get_weight(loaded: LoadedModel, name: str | None = None) -> tuple[str, np.nd
     return name, weight.contiguous().numpy().copy()
 
 
+@dataclass
+class Scene:
+    """What a method's explainer picture is drawn from: one weight and the page's settings.
+
+    Settings that are off are drawn at a teaching value, and ``off_*`` says so in the caption.
+    """
+
+    weight: np.ndarray  # (out, in) float32
+    config: object  # the page's CompressionConfig
+    texts_stats: Callable[[], dict] | None = None  # layer_statistics of the shown layer, lazily
+    bits: int = 4
+    group_size: int | None = None
+    sparsity: float = 0.5
+    rank: int = 1
+    off_prune: str = ""
+    off_bits: str = ""
+    off_rank: str = ""
+    _stats: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, weight, config, texts_stats: Callable[[], dict] | None = None) -> Scene:
+        full = min(np.shape(weight))
+        return cls(
+            weight=np.asarray(weight, dtype=np.float32),
+            config=config,
+            texts_stats=texts_stats,
+            bits=config.bits or 4,
+            group_size=config.group_size if config.bits else None,
+            sparsity=config.effective_sparsity or 0.5,
+            rank=min(config.rank or max(1, full // 4), full),
+            off_prune="" if config.effective_sparsity else " Pruning is off: drawn at 50 %.",
+            off_bits="" if config.bits else " Bit-width is off: drawn at 4 bits.",
+            off_rank="" if config.rank else " Rank is off: drawn at a quarter of the full rank.",
+        )
+
+    @property
+    def full_rank(self) -> int:
+        return min(self.weight.shape)
+
+    def stats(self) -> dict:
+        """``layer_statistics`` of the shown layer (measured once, when first asked)."""
+        if "stats" not in self._stats:
+            if self.texts_stats is None:
+                raise LlmoptError("this picture needs training texts to measure inputs")
+            self._stats["stats"] = self.texts_stats()
+        return self._stats["stats"]
+
+
 def _tensor(weight) -> torch.Tensor:
     return torch.as_tensor(np.asarray(weight, dtype=np.float32))
 
@@ -66,17 +121,28 @@ def nm_block(weight, n: int, m: int, *, rows: int = 16, cols: int = 32) -> np.nd
 
 
 def mask_block(
-    weight, sparsity: float, pattern: str = "unstructured", *, rows: int = 16, cols: int = 32
+    weight,
+    sparsity: float,
+    pattern: str = "unstructured",
+    *,
+    rows: int = 16,
+    cols: int = 32,
+    scores=None,
 ) -> np.ndarray:
-    """The top-left block of a magnitude keep mask: unstructured (the smallest ``sparsity``
-    share of every row zeroed, as the engine's layer scope does), or an N:M pattern such as
-    ``"2:4"`` (whose sparsity is fixed at 1 − N/M)."""
+    """The top-left block of a keep mask: unstructured (the lowest-scoring ``sparsity`` share
+    of every row zeroed, as the engine's layer scope does), or an N:M pattern such as ``"2:4"``
+    (whose sparsity is fixed at 1 − N/M). The scores are ``|W|`` (magnitude) unless given
+    (e.g. Wanda's ``|W|·‖X‖``), with the weight's shape."""
+    score = _tensor(weight).abs() if scores is None else _tensor(scores)
+    if score.shape != _tensor(weight).shape:
+        raise LlmoptError(f"scores of shape {tuple(score.shape)} for a weight of "
+                          f"{tuple(_tensor(weight).shape)}")  # fmt: skip
     nm = parse_pattern(pattern)
     if nm is not None:
-        return nm_block(weight, *nm, rows=rows, cols=cols)
+        return nm_block(score, *nm, rows=rows, cols=cols)
     if not 0.0 <= sparsity < 1.0:
         raise LlmoptError(f"sparsity must be in [0, 1), got {sparsity}")
-    mask = magnitude_mask(_tensor(weight), sparsity).numpy().astype(bool)
+    mask = magnitude_mask(score, sparsity).numpy().astype(bool)  # ranks |score| in each row
     return mask[:rows, :cols]
 
 
@@ -179,123 +245,12 @@ def layer_statistics(loaded: LoadedModel, name: str, texts: list[str]) -> dict:
     return {"xtx": stats.xtx.double(), "absmax": stats.absmax.double(), "tokens": stats.tokens}
 
 
-def _output_error(weight: torch.Tensor, approx: torch.Tensor, xtx: torch.Tensor) -> float:
+def output_error(weight: torch.Tensor, approx: torch.Tensor, xtx: torch.Tensor) -> float:
     """``‖X(W − Ŵ)ᵀ‖_F / ‖X Wᵀ‖_F`` from ``XᵀX`` (no activations kept)."""
     diff = (weight - approx).double()
     num = torch.einsum("oi,ij,oj->", diff, xtx, diff)
     den = torch.einsum("oi,ij,oj->", weight.double(), xtx, weight.double())
     return float(num.clamp_min(0).sqrt() / den.clamp_min(1e-300).sqrt())
-
-
-def gptq_columns(weight, xtx, bits: int, group_size: int | None = None) -> dict:
-    """How GPTQ's error feedback differs from rounding to nearest, column by column.
-
-    Returns:
-        ``{"rtn", "gptq"}``: per input column, that column's share of the output error
-        ``‖ΔW_:,j‖·sqrt(H_jj)``; ``"output_error_rtn"``, ``"output_error_gptq"``: the relative
-        output errors ``‖X(W − Ŵ)ᵀ‖ / ‖XWᵀ‖`` on the texts; ``"bits"``.
-    """
-    from llmopt.compression.config import CompressionConfig
-    from llmopt.compression.methods.gptq import quantize_layer
-    from llmopt.compression.quantize import rtn_quantize
-
-    w = _tensor(weight)
-    xtx = torch.as_tensor(xtx, dtype=torch.float64)
-    config = CompressionConfig(bits=bits, group_size=group_size, quant_method="gptq")
-    rtn = rtn_quantize(w, bits, group_size)[0]
-    gptq = quantize_layer(w, 2.0 * xtx / max(float(torch.diag(xtx).mean()), 1e-30), config)[0]
-    scale = torch.diag(xtx).clamp_min(0).sqrt().float()
-    return {
-        "rtn": ((w - rtn).norm(dim=0) * scale).numpy(),
-        "gptq": ((w - gptq).norm(dim=0) * scale).numpy(),
-        "output_error_rtn": _output_error(w, rtn, xtx),
-        "output_error_gptq": _output_error(w, gptq, xtx),
-        "bits": bits,
-    }
-
-
-def scaled_spectrum(weight, xtx, rank: int) -> dict:
-    """Spectra of ``W`` and of the whitened ``W·L`` (``L Lᵀ = XᵀX``), and what rank r keeps.
-
-    Returns:
-        ``"energy_plain"``, ``"energy_scaled"`` (cumulative Σσ²/Σσ² of W and of W·L),
-        ``"output_error_svd"``, ``"output_error_aware"`` (relative output errors of the two
-        rank-``rank`` truncations on the texts), ``"rank"``.
-    """
-    from llmopt.compression.lowrank import svd_factors
-    from llmopt.compression.methods.asvd import factors
-
-    w = _tensor(weight)
-    xtx = torch.as_tensor(xtx, dtype=torch.float64)
-    full = min(w.shape)
-    if not 1 <= rank <= full:
-        raise LlmoptError(f"rank must be between 1 and {full} for a {tuple(w.shape)} weight")
-    a, b, sigma = svd_factors(w, rank)
-    a2, b2, sigma2 = factors(w, xtx, rank)
-
-    def energy(s):
-        s = s.double().numpy() ** 2
-        return np.cumsum(s) / np.sum(s)
-
-    return {
-        "energy_plain": energy(sigma),
-        "energy_scaled": energy(sigma2),
-        "output_error_svd": _output_error(w, a @ b, xtx),
-        "output_error_aware": _output_error(w, a2 @ b2, xtx),
-        "rank": rank,
-    }
-
-
-def smoothing(weight, absmax, alpha: float) -> dict:
-    """SmoothQuant's effect on one layer: each input channel's activation and weight range
-    before and after smoothing with strength ``alpha``.
-
-    Returns:
-        ``"act_before"``, ``"act_after"`` (max |X_j|), ``"weight_before"``, ``"weight_after"``
-        (max |W_:,j|), channels in their order, and ``"ratio_before"``, ``"ratio_after"``: the
-        largest activation range over the median (how hard per-tensor int8 rounding is).
-    """
-    from llmopt.compression.methods.int8 import smoothing_scales
-
-    w = _tensor(weight)
-    act = torch.as_tensor(absmax, dtype=torch.float32)
-    s = smoothing_scales(act, w, alpha)
-    after = act / s
-    w_before, w_after = w.abs().amax(0), (w * s.unsqueeze(0)).abs().amax(0)
-    return {
-        "act_before": act.numpy(),
-        "act_after": after.numpy(),
-        "weight_before": w_before.numpy(),
-        "weight_after": w_after.numpy(),
-        "ratio_before": float(act.max() / act.median().clamp_min(1e-12)),
-        "ratio_after": float(after.max() / after.median().clamp_min(1e-12)),
-        "alpha": alpha,
-    }
-
-
-def sparsegpt_block(
-    weight, xtx, sparsity: float, pattern: str = "unstructured", *, rows: int = 16, cols: int = 32
-) -> dict:
-    """SparseGPT's keep-mask (top-left block) and the output errors of SparseGPT and magnitude
-    pruning at the same sparsity.
-
-    Returns:
-        ``{"mask": bool block, "output_error_sparsegpt", "output_error_magnitude"}``.
-    """
-    from llmopt.compression.methods.sparsegpt import prune_layer
-
-    w = _tensor(weight)
-    xtx = torch.as_tensor(xtx, dtype=torch.float64)
-    nm = parse_pattern(pattern)
-    hessian = 2.0 * xtx / max(float(torch.diag(xtx).mean()), 1e-30)
-    new, keep, _, _ = prune_layer(w, hessian, sparsity, nm)
-    magnitude = w * (nm_mask(w.abs(), *nm) if nm else magnitude_mask(w, sparsity))
-    cols = max(nm[1], cols - cols % nm[1]) if nm else cols
-    return {
-        "mask": keep.numpy()[:rows, :cols],
-        "output_error_sparsegpt": _output_error(w, new, xtx),
-        "output_error_magnitude": _output_error(w, magnitude, xtx),
-    }
 
 
 def method_formulas() -> dict[str, str]:

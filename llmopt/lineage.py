@@ -19,18 +19,11 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from llmopt import tasks
 from llmopt.compression import registry
 from llmopt.errors import LlmoptError
 
 TRAINING = "training"  # the config key of a trained run: its task's recipe
-# Training tasks as lineage steps (they follow the compression steps of the model they start from)
-TRAINING_STEPS = {
-    "finetune": "fine-tune",
-    "recover-head": "recover",
-    "recover-finetune": "recover",
-    "prune-gradual": "gradual prune",
-    "distill": "distill",
-}
 # The stored name of a kind's step where it differs from the kind's name (stores hold these).
 STEP_NAMES = {"lowrank": "low-rank", "kernel": "int8 kernels"}
 # Config fields of a kind beyond its method field, its ranges' knobs and its methods' sweeps.
@@ -137,36 +130,20 @@ def config_steps(config: dict | None) -> list[str]:
     names = [s.name for s in steps() if s.active(compression)]
     task = (config.get(TRAINING) or {}).get("task")
     if task:
-        names.append(TRAINING_STEPS.get(task, task))
+        trained = tasks.for_step(task)
+        names.append(trained.lineage if trained else task)
     return names
 
 
 def step_order() -> list[str]:
     """Every step name in lineage order: compression steps, then training tasks."""
-    return [*step_fields(), *dict.fromkeys(TRAINING_STEPS.values())]
+    return [*step_fields(), *dict.fromkeys(t.lineage for t in tasks.training().values())]
 
 
 def describe_training(training: dict) -> str:
-    """A short description of a training recipe, e.g. 'recovered by fine-tuning (1 epoch)'."""
-    task = training.get("task", "training")
-    epochs = (training.get("train") or {}).get("epochs")
-    length = f", {epochs:g} epoch{'s' if epochs != 1 else ''}" if epochs else ""
-    if task == "recover-head":
-        return "head re-fitted"
-    if task == "recover-finetune":
-        return f"recovered by fine-tuning{length}"
-    if task == "prune-gradual":
-        sparsity = training.get("final_sparsity") or 0.0
-        pattern = training.get("pattern")
-        what = pattern if pattern else f"{sparsity:.0%}"
-        return f"gradual {training.get('method', 'magnitude')} pruning to {what}{length}"
-    if task == "distill":
-        n = training.get("n_layers")
-        return (
-            f"distilled to {n} layer{'s' if n != 1 else ''} (T {training.get('temperature')}, "
-            f"α {training.get('alpha')}{length})"
-        )
-    return f"fine-tuned ({(training.get('train') or {}).get('train_layers')} layers{length})"
+    """A short description of a training recipe, e.g. 'recovered by fine-tuning, 1 epoch'
+    (the task registry describes its own recipes)."""
+    return tasks.describe(training)
 
 
 def describe_config(config: dict | None) -> str:

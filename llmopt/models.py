@@ -12,6 +12,7 @@ import torch
 from llmopt.atomic import TMP_PREFIX
 from llmopt.data import TextDataset, load_dataset
 from llmopt.errors import Fix, LlmoptError, train_head_fix
+from llmopt.head import load_encoder_classifier, load_pooled_dir
 from llmopt.hub import (
     SAFE_KWARGS,
     hub_reachable,
@@ -32,7 +33,6 @@ from llmopt.loaded import (  # noqa: F401 - re-exported: the model type and its 
     size_bytes,
 )
 from llmopt.paths import Confinement, check_path
-from llmopt.training.head import load_encoder_classifier, load_pooled_dir
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 

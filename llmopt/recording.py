@@ -28,7 +28,6 @@ from llmopt.experiments import ExperimentStore, RowSet, Run
 from llmopt.latency import LatencyStats
 from llmopt.lineage import (  # noqa: F401 - lineage lives there; these names stay importable here
     TRAINING,
-    TRAINING_STEPS,
     config_steps,
     describe_config,
     describe_training,

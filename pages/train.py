@@ -1,14 +1,17 @@
-"""Train: fine-tune, recover a compressed model, prune gradually or distil; live curves, Cancel."""
+"""Train: fine-tune, recover a compressed model, prune gradually or distil; live curves, Cancel.
+
+The tasks and their controls come from the task registry (``llmopt.tasks``)."""
 
 import streamlit as st
 
 from dashboard import state, training
-from llmopt import figures
+from llmopt import figures, tasks
 
 st.title("Train")
 sel, loaded, data = state.load()
 layers = int(state.facts(sel, loaded)["layers"] or 1)
-task = st.radio("Task", list(training.TASKS), format_func=training.TASKS.get, horizontal=True,
+known = tasks.training()
+task = st.radio("Task", list(known), format_func=lambda t: known[t].title, horizontal=True,
                 key="t_task", persist_state="session")  # fmt: skip
 left, mid, right = st.columns(3)
 params = {"epochs": left.number_input("Epochs", 0.25, 20.0, None, 0.25, key=f"t_epochs_{task}",
@@ -16,35 +19,16 @@ params = {"epochs": left.number_input("Epochs", 0.25, 20.0, None, 0.25, key=f"t_
 rows = training.config(task, {}).train_limit or 2000
 params["train_limit"] = mid.number_input("Training rows", 2, 1_000_000, rows, 100,
                                          key=f"t_rows_{task}")  # fmt: skip
-if task == "finetune":
-    params["train_layers"] = right.selectbox(
-        "Layers that train", ["head", *range(1, layers + 1), "all"], index=min(4, layers + 1),
-        key="t_layers",
-        help="The classifier head only, the head and the top K transformer blocks, or all.",
-    )  # fmt: skip
-elif task == "recover":
-    params["method"] = right.selectbox("Method", ["head", "finetune"], key="t_recover",
-                                       help="Re-fit the head (seconds), or a short fine-tune "
-                                       "that keeps masks, grids and factors.")  # fmt: skip
-elif task == "prune":
-    params["final_sparsity"] = right.slider("Final sparsity", 0.05, 0.95, 0.7, 0.05, key="t_fs")
-    params["schedule"] = left.selectbox("Schedule", ["polynomial", "constant"], key="t_sched")
-    params["method"] = mid.selectbox("Pruning method", ["magnitude", "wanda"], key="t_pmethod")
-else:
-    params["n_layers"] = right.slider("Student layers", 1, layers, max(1, layers // 2),
-                                      key="t_student")  # fmt: skip
-    params["temperature"] = left.slider("Temperature", 1.0, 8.0, 2.0, 0.5, key="t_temp")
-    params["alpha"] = mid.slider("α (weight of the true labels)", 0.0, 1.0, 0.5, 0.1, key="t_a")
+params.update(training.controls(task, layers, (left, mid, right)))
 job = training.current(sel)
 running = job is not None and job.running
 if not running:
     with state.guard():
         est = training.estimate(sel, loaded, task, params, len(data))
-        if task == "prune":
-            st.plotly_chart(figures.schedule_figure(training.schedule_points(sel, loaded, params)))
-    st.caption(f"Estimated time: about {training.duration(est['seconds'])} ({est['steps']} "
-               f"steps; from one timed step on this machine, plus evaluating {len(data)} rows "
-               "before and after).")  # fmt: skip
+        points = training.schedule_points(sel, loaded, task, params)
+        if points:
+            st.plotly_chart(figures.schedule_figure(points))
+    st.caption(training.estimate_text(est, len(data)))
 go, stop = st.columns([1, 5])
 if go.button("Start training", type="primary", disabled=running, key="t_start"):
     with state.inline_errors():

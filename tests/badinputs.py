@@ -355,8 +355,8 @@ def _serve() -> None:  # pragma: no cover - runs in the fork server process
     import llmopt.compression  # noqa: F401
     import llmopt.compression.engine  # noqa: F401
     import llmopt.evaluation  # noqa: F401
+    import llmopt.head  # noqa: F401
     import llmopt.models  # noqa: F401
-    import llmopt.training.head  # noqa: F401
 
     assert threading.active_count() == 1, "threads before fork"
     print("ready", flush=True)
@@ -417,16 +417,16 @@ def _install_fault(fault: str | None, flag: str | None) -> None:  # pragma: no c
     if fault not in FAULTS:
         raise ValueError(fault)
     if fault == "head_save":
-        import llmopt.training.head
+        import llmopt.head
 
-        original = llmopt.training.head.save_file
+        original = llmopt.head.save_file
 
         def save_file(tensors, filename, *a, **k):
             original(tensors, filename, *a, **k)
             if Path(filename).parent.parent.name == "heads":
                 _stall(flag)
 
-        llmopt.training.head.save_file = save_file
+        llmopt.head.save_file = save_file
     elif fault in ("head_rename", "save_rename"):
         original_rename = os.rename
 

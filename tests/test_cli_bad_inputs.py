@@ -514,11 +514,11 @@ def _prepare(case: Case, tmp_path: Path, tiny_dirs, broken) -> tuple[list[str], 
 
 
 def _offline(monkeypatch) -> None:
+    import llmopt.head
     import llmopt.hub
     import llmopt.models
-    import llmopt.training.head
 
-    for module in (llmopt.models, llmopt.training.head, llmopt.hub):
+    for module in (llmopt.models, llmopt.head, llmopt.hub):
         monkeypatch.setattr(module, "hub_reachable", lambda *a, **k: False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

@@ -361,10 +361,10 @@ def _boom(*args, **kwargs):
 
 
 def test_failed_head_training_leaves_no_folder(tiny_bert_dir, train_split, tmp_path, monkeypatch):
-    import llmopt.training.head
+    import llmopt.head
 
     monkeypatch.setenv("LLMOPT_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(llmopt.training.head, "fit_head", _boom)
+    monkeypatch.setattr(llmopt.head, "fit_head", _boom)
     with pytest.raises(ValueError, match="injected"):
         llmopt.load_model(f"encoder:{tiny_bert_dir}", train_data=train_split)
     heads = tmp_path / "home" / "heads"
@@ -380,14 +380,14 @@ def test_failed_head_write_leaves_no_folder(
     error, tiny_bert_dir, reviews, tmp_path, capsys, monkeypatch
 ):
     """The head file is half written when the write fails: nothing may stay under heads/."""
-    import llmopt.training.head
+    import llmopt.head
 
     def half_written(tensors, filename, *a, **k):
         Path(filename).write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{")
         raise error
 
     monkeypatch.setenv("LLMOPT_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(llmopt.training.head, "save_file", half_written)
+    monkeypatch.setattr(llmopt.head, "save_file", half_written)
     rc, out, err = run_cli(
         ["prepare", "--model", f"encoder:{tiny_bert_dir}", "--dataset", str(reviews)], capsys
     )
@@ -405,14 +405,14 @@ def test_internal_error_in_head_training_is_one_line_not_a_traceback(
 ):
     """A bug (here: a RuntimeError that is not about memory) is reported as one
     ``llmopt: internal error`` line with exit status 1, and leaves no head folder."""
-    import llmopt.training.head
+    import llmopt.head
 
     def crash(*args, **kwargs):
         raise RuntimeError("injected failure inside the solver")
 
     monkeypatch.delenv("LLMOPT_DEBUG", raising=False)
     monkeypatch.setenv("LLMOPT_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(llmopt.training.head, "fit_head", crash)
+    monkeypatch.setattr(llmopt.head, "fit_head", crash)
     try:
         rc, out, err = run_cli(
             ["prepare", "--model", f"encoder:{tiny_bert_dir}", "--dataset", str(reviews)], capsys

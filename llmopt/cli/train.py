@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
-from typing import ClassVar
 
 from llmopt import atomic
 from llmopt.cli.common import Bar, load, positive_int, seed, source_args, train_split
@@ -20,16 +20,11 @@ class TrainBar(Bar):
     a message from another stage (evaluating, loading) starts a new one.
     """
 
-    _stages: ClassVar[tuple[str, ...]] = (
-        "finetune",
-        "recover-finetune",
-        "prune-gradual",
-        "distill",
-    )
-
     def __call__(self, fraction: float, message: str) -> None:
+        from llmopt import tasks
+
         stage = message.split(":", 1)[0]
-        if stage in self._stages and self.bar is not None and self.bar.desc.startswith(stage):
+        if stage in tasks.stages() and self.bar is not None and self.bar.desc.startswith(stage):
             self.bar.set_description_str(message, refresh=False)
             self.bar.n = round(100 * fraction)
             self.bar.refresh()
@@ -92,37 +87,31 @@ def _common(p: argparse.ArgumentParser, *, epochs: str, layers: bool = True) -> 
                    help="do not record this run in the experiment store")  # fmt: skip
 
 
+TYPES = {  # the parsers a task's Param names in its ``cli`` keywords
+    "positive_int": positive_int,
+    "fraction": _float(0, 1, "--final-sparsity"),
+    "temperature": _float(0, 1000, "the temperature"),
+    "weight": _float(0, 1, "alpha", closed_high=True),
+}
+
+
 def add_commands(sub) -> None:
-    """Register ``finetune``, ``distill`` and ``prune-gradual``."""
-    ft = sub.add_parser("finetune", help="fine-tune a model on the dataset's training split")
-    _common(ft, epochs="2")
-    ft.set_defaults(run=run_finetune)
+    """One command per training task of the registry that names one (``finetune``,
+    ``prune-gradual``, ``distill``, and any task registered later)."""
+    from llmopt import tasks
 
-    ds = sub.add_parser("distill", help="train a smaller student made of the teacher's layers")
-    _common(ds, epochs="2", layers=False)
-    ds.add_argument("--student-layers", type=positive_int, required=True,
-                    help="transformer blocks the student keeps")  # fmt: skip
-    ds.add_argument("--layer-choice", choices=["every", "first"], default="every",
-                    help="keep evenly spaced blocks (every k-th) or the first N")  # fmt: skip
-    ds.add_argument("--temperature", type=_float(0, 1000, "the temperature"), default=2.0,
-                    help="softens the teacher's probabilities (default 2)")  # fmt: skip
-    ds.add_argument(
-        "--alpha",
-        type=_float(0, 1, "alpha", closed_high=True),
-        default=0.5,
-        help="weight of the true labels' loss; 1 - alpha weighs the teacher's",
-    )
-    ds.set_defaults(run=run_distill)
-
-    pg = sub.add_parser("prune-gradual", help="prune while fine-tuning, on a sparsity schedule")
-    _common(pg, epochs="1")
-    pg.add_argument("--final-sparsity", type=_float(0, 1, "--final-sparsity"),
-                    help="sparsity reached at the end of the schedule, e.g. 0.7")  # fmt: skip
-    pg.add_argument("--schedule", choices=["polynomial", "constant"], default="polynomial")
-    pg.add_argument("--sparsity-method", choices=["magnitude", "wanda"], default="magnitude")
-    pg.add_argument("--sparsity-pattern", choices=["2:4", "4:8"],
-                    help="switch to this N:M pattern at the last pruning step")  # fmt: skip
-    pg.set_defaults(run=run_prune_gradual)
+    for task in tasks.training().values():
+        if task.command is None:
+            continue
+        p = sub.add_parser(task.command, help=task.summary)
+        _common(p, epochs=task.epochs, layers=task.trains_layers)
+        for param in task.params:
+            if param.flag is not None:
+                options = dict(param.cli)
+                if isinstance(options.get("type"), str):
+                    options["type"] = TYPES[options["type"]]
+                p.add_argument(param.flag, dest=param.key, **options)
+        p.set_defaults(run=functools.partial(run_task, task.name))
 
 
 def _train_config(args, base):
@@ -200,68 +189,24 @@ def _header(args, test, run) -> dict:
     }
 
 
-def run_finetune(args) -> int:
-    from llmopt.training.config import TrainConfig
-    from llmopt.training.finetune import finetune
+def run_task(name: str, args) -> int:
+    """Run the training task ``name`` from the registry with the command's arguments."""
+    from llmopt import tasks
 
-    config = _train_config(args, TrainConfig())
+    task = tasks.get(name)
+    params = {p.key: getattr(args, p.key, None) for p in task.params if p.flag is not None}
+    if task.check is not None:
+        task.check(params)
+    config = _train_config(args, task.defaults())
     test, loaded, bar = _prepare(args)
-    run = finetune(loaded, train_split(args), config, eval_data=test, progress=bar)
-    payload = {**_header(args, test, run), "before": run.before.to_dict(),
-               "after": run.after.to_dict(), "history": run.history}  # fmt: skip
-    return _finish(args, run, test, payload, bar, loaded)
-
-
-def run_distill(args) -> int:
-    from llmopt.evaluation import compare
-    from llmopt.training.distill import DISTILL, distill
-
-    config = _train_config(args, DISTILL)
-    test, loaded, bar = _prepare(args)
-    run = distill(
-        loaded, train_split(args), n_layers=args.student_layers, choice=args.layer_choice,
-        temperature=args.temperature, alpha=args.alpha, config=config, eval_data=test,
-        progress=bar,
-    )  # fmt: skip
-    fidelity = compare(run.before, run.after)
-    payload = {
-        **_header(args, test, run),
-        "teacher": run.before.to_dict(),
-        "student": run.after.to_dict(),
-        "fidelity": {**fidelity, "flipped": [int(test.indices[i]) for i in fidelity["flipped"]]},
-        "speedup": run.before.latency_ms_per_sample / max(run.after.latency_ms_per_sample, 1e-9),
-        "history": run.history,
-    }
-    print(f"student keeps teacher layers {run.recipe['layers']}; agreement with the teacher "
-          f"{fidelity['agreement']:.4f}")  # fmt: skip
-    return _finish(args, run, test, payload, bar, loaded)
-
-
-def run_prune_gradual(args) -> int:
-    from llmopt.training.gradual import GRADUAL, prune_gradual
-
-    if args.final_sparsity is None and args.sparsity_pattern is None:
-        raise LlmoptError("prune-gradual needs --final-sparsity (e.g. 0.7) or --sparsity-pattern")
-    if args.final_sparsity is not None and args.sparsity_pattern is not None:
-        raise LlmoptError(
-            f"--sparsity-pattern {args.sparsity_pattern} fixes the final sparsity; drop "
-            "--final-sparsity or the pattern"
-        )
-    config = _train_config(args, GRADUAL)
-    test, loaded, bar = _prepare(args)
-    run = prune_gradual(
-        loaded, train_split(args), args.final_sparsity or 0.0, schedule=args.schedule,
-        method=args.sparsity_method, pattern=args.sparsity_pattern, config=config,
-        eval_data=test, progress=bar,
-    )  # fmt: skip
-    payload = {
-        **_header(args, test, run),
-        "before": run.before.to_dict(),
-        "after": run.after.to_dict(),
-        "history": run.history,
-        "schedule": run.schedule,
-    }
-    reached = run.schedule[-1]["achieved"] if run.schedule else None
-    if reached is not None:
-        print(f"sparsity of the pruned layers at the end: {reached:.4f}", file=sys.stdout)
-    return _finish(args, run, test, payload, bar, loaded)
+    hooks = tasks.Hooks(eval_data=test, progress=bar)
+    run = task.run(loaded, train_split(args), params, config, hooks)
+    if task.report is not None:
+        extra, lines = task.report(run, test)
+    else:
+        extra = {"before": run.before.to_dict(), "after": run.after.to_dict(),
+                 "history": run.history}  # fmt: skip
+        lines = []
+    for line in lines:
+        print(line, file=sys.stdout)
+    return _finish(args, run, test, {**_header(args, test, run), **extra}, bar, loaded)

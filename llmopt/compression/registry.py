@@ -1,12 +1,16 @@
 """The one registry of compression methods: what each is, what it needs, and how it runs.
 
 Every place that offers a method — config validation, the CLI's choices, the dashboard's
-selectors and explainers, the sweep's methods, the size estimate — reads it from here, so a
-new method is one file in ``llmopt/compression/methods/`` that calls ``register``.
+selectors and explainers, gradual pruning, the sweep's methods, the size estimate — reads it
+from here, so a new method is one file in ``llmopt/compression/methods/`` that calls
+``register``: every module of that package is imported (``discover``), there is no list to edit,
+and the file holds the method's explainer picture too (``Method.draw``).
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,12 +87,14 @@ class Method:
     formula: str  # markdown with LaTeX: the explainer's text
     apply: Callable[..., None]
     stats: tuple[str, ...] = ()  # calibration statistics it needs ("norms", "hessian", "absmax")
-    picture: str | None = None  # key of its live picture in llmopt.explain.PICTURES
+    picture: str | None = None  # name of its explainer picture (methods may share one)
+    draw: Callable[[Any], tuple[Any, str]] | None = None  # explain.Scene -> (figure, caption)
     selects: Callable[[Any], bool] | None = None  # kinds without a field: does a config pick it
     sweep: dict = field(default_factory=dict)  # sweep method label -> config fields it sets
     kept: Callable[[int, int, Any], int] | None = None  # prune: weights a (rows, cols) keeps
     reference: str = ""  # the paper
     position: int = 100  # where it is listed among its kind (lower first; new methods last)
+    gradual: bool = False  # prune: its mask can be re-ranked while fine-tuning (gradual pruning)
 
     @property
     def needs_calibration(self) -> bool:
@@ -113,15 +119,28 @@ def unregister(kind: str, name: str) -> None:
     _METHODS[kind].pop(name, None)
 
 
+def discover(package: str = "llmopt.compression.methods") -> list[str]:
+    """Import every module of ``package`` (each registers its methods); returns their names.
+
+    Modules already imported are not run again; a folder appended to the package's
+    ``__path__`` (a plugin folder, a test's temporary one) is searched as well.
+    """
+    pkg = importlib.import_module(package)
+    found = sorted(info.name for info in pkgutil.iter_modules(pkg.__path__))
+    for name in found:
+        importlib.import_module(f"{package}.{name}")
+    return found
+
+
 def _load() -> None:
     global _loaded
     if not _loaded:
         _loaded = True
-        import llmopt.compression.methods  # noqa: F401 - registers the built-in methods
+        discover()
 
 
 def methods(kind: str) -> dict[str, Method]:
-    """{name: Method} of one kind, in registration order."""
+    """{name: Method} of one kind, ordered by ``position`` (then by registration)."""
     _load()
     ordered = sorted(_METHODS[kind].values(), key=lambda m: m.position)  # stable: then by age
     return {m.name: m for m in ordered}
@@ -166,6 +185,23 @@ def active(config) -> list[Method]:
 def needs_calibration(config) -> bool:
     """Whether compressing with ``config`` needs calibration texts (the training split)."""
     return any(m.needs_calibration for m in active(config))
+
+
+def gradual_methods() -> list[str]:
+    """The pruning methods gradual pruning can re-rank with while it fine-tunes."""
+    return [m.name for m in methods("prune").values() if m.gradual]
+
+
+def picture(method: Method) -> Callable[[Any], tuple[Any, str]] | None:
+    """The explainer picture of ``method``: its own ``draw``, else the one of a method sharing
+    its picture name, else the first picture of its kind (None when its kind has none)."""
+    if method.draw is not None:
+        return method.draw
+    same_kind = list(methods(method.kind).values())
+    for m in [*all_methods(), *same_kind]:
+        if m.draw is not None and m.picture == method.picture:
+            return m.draw
+    return next((m.draw for m in same_kind if m.draw is not None), None)
 
 
 def all_methods() -> list[Method]:

@@ -79,7 +79,7 @@ def save_model(loaded: LoadedModel, directory: str | Path, *, overwrite: bool = 
     """Save a (compressed) model as a normal checkpoint that ``llmopt.load_model`` reads back.
 
     Hugging Face models are written with ``save_pretrained`` (safetensors) plus the tokenizer;
-    the encoder + head model with ``llmopt.training.head.save_pooled_dir``. Low-rank layers are
+    the encoder + head model with ``llmopt.head.save_pooled_dir``. Low-rank layers are
     saved as their dense product, so a plain checkpoint loads (the file is not smaller).
     Pruned and quantized weights are saved as their fp32 values (zeros and grid points).
 
@@ -109,7 +109,7 @@ def save_model(loaded: LoadedModel, directory: str | Path, *, overwrite: bool = 
         if isinstance(module, LowRankLinear):
             replace(model, name, module.to_dense())
     dense = dataclasses.replace(loaded, model=model)
-    from llmopt.training.head import MeanPoolClassifier, save_pooled_dir
+    from llmopt.head import MeanPoolClassifier, save_pooled_dir
 
     with atomic.staged_dir(target, replace=True) as tmp:
         (tmp / PARTIAL_MARKER).write_text("save in progress\n", encoding="utf-8")

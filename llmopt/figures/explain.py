@@ -40,11 +40,22 @@ def mask_figure(block: np.ndarray, *, title: str, m: int | None = None) -> go.Fi
     return fig
 
 
+MARKED_LEVELS = 33  # at most this many level ticks: more would merge into a solid band
+
+
 def quant_hist_figure(weights: np.ndarray, grid: np.ndarray, *, title: str) -> go.Figure:
     """Histogram of weights with the quantization grid levels marked along the bottom (and as
-    vertical lines when there are few of them)."""
+    vertical lines when there are few of them). A fine grid (an 8-bit one has 255 or 256
+    levels) marks every k-th level only, and its legend says so."""
     weights = np.asarray(weights, dtype=float).ravel()
     grid = np.asarray(grid, dtype=float).ravel()
+    every = max(1, -(-grid.size // MARKED_LEVELS))  # ceil
+    if every > 1:
+        zero = int(np.argmin(np.abs(grid)))  # keep the level at 0 among the marked ones
+        marked = grid[zero % every :: every]
+        name = f"1 in {every} of {grid.size} grid levels"
+    else:
+        marked, name = grid, f"grid levels ({grid.size})"
     fig = go.Figure(
         go.Histogram(
             x=weights,
@@ -57,10 +68,10 @@ def quant_hist_figure(weights: np.ndarray, grid: np.ndarray, *, title: str) -> g
     )
     fig.add_trace(
         go.Scatter(
-            x=grid,
-            y=np.zeros_like(grid),
+            x=marked,
+            y=np.zeros_like(marked),
             mode="markers",
-            name=f"grid levels ({grid.size})",
+            name=name,
             marker={"symbol": "line-ns-open", "size": 18, "color": PALETTE["compressed"]},
             hovertemplate="level %{x:.4g}<extra></extra>",
         )
@@ -139,8 +150,8 @@ def spectrum_figure(
 
 
 def gptq_figure(rtn: np.ndarray, gptq: np.ndarray, *, title: str) -> go.Figure:
-    """Each input column's share of the output error, ``‖ΔW_:,j‖·sqrt(H_jj)``, for round to
-    nearest and GPTQ: GPTQ changes later columns more, to cancel earlier rounding errors."""
+    """The relative output error caused by input columns ``0..j`` as they are quantized left
+    to right, for round to nearest and GPTQ (the last point is the layer's output error)."""
     x = np.arange(len(rtn))
     fig = go.Figure()
     for name, values, colour in (
@@ -159,8 +170,8 @@ def gptq_figure(rtn: np.ndarray, gptq: np.ndarray, *, title: str) -> go.Figure:
         )
     fig.update_layout(
         title=title,
-        xaxis={"title": "Input column j (quantized left to right)"},
-        yaxis={"title": "‖ΔW₍:,j₎‖ · √H_jj", "rangemode": "tozero"},
+        xaxis={"title": "Input columns 0…j quantized (left to right)"},
+        yaxis={"title": "Relative output error ‖XΔWᵀ‖ / ‖XWᵀ‖", "rangemode": "tozero"},
         height=380,
     )
     return fig

@@ -233,12 +233,11 @@ def distill(
     after = None
     if eval_data is not None:
         after = evaluate(student, eval_data, progress=progress)
-    return TrainingRun(
-        task="distill",
-        model=student,
-        parent=teacher.source,
-        recipe={
-            "task": "distill",
+    return TrainingRun.finished(
+        "distill",
+        student,
+        teacher,
+        {
             "layers": layers,
             "choice": choice,
             "n_layers": n_layers,
@@ -247,13 +246,11 @@ def distill(
             "train": config.to_dict(),
             "trainable_params": trainable,
             "params": total,
-        },  # fmt: skip
-        history=loop.history,
+        },
+        started=start,
+        train=train,
+        val=val,
+        loop=loop,
         before=before,
         after=after,
-        cancelled=loop.cancelled,
-        stopped_early=loop.stopped_early,
-        seconds=time.perf_counter() - start,
-        train_rows=len(train),
-        val_rows=0 if val is None else len(val),
     )

@@ -16,10 +16,10 @@ from llmopt.batching import accepts_token_types, encode, iter_batches
 from llmopt.data import TextDataset
 from llmopt.errors import Fix, LlmoptError
 from llmopt.evaluation import evaluate, label_map
+from llmopt.head import fit_head
 from llmopt.loaded import LoadedModel, Progress, private_copy
 from llmopt.training.config import RECOVERY, TrainConfig
 from llmopt.training.constraints import constrain, project, release
-from llmopt.training.head import fit_head
 from llmopt.training.loop import TrainingRun, make_loop, prepare_rows, select_trainable
 
 RECOVER_METHODS = ("head", "finetune")
@@ -121,24 +121,9 @@ def finetune(
         + (" with compression kept" if keeps else "")
     )
     _, after = evaluate_pair(loaded, work, eval_data, progress, before=before)
-    return TrainingRun(
-        task=task,
-        model=work,
-        parent=loaded.source,
-        recipe={
-            "task": task,
-            "train": config.to_dict(),
-            "compression": _compression_config(loaded),
-        },
-        history=loop.history,
-        before=before,
-        after=after,
-        cancelled=loop.cancelled,
-        stopped_early=loop.stopped_early,
-        seconds=time.perf_counter() - start,
-        train_rows=len(train),
-        val_rows=0 if val is None else len(val),
-    )
+    recipe = {"train": config.to_dict(), "compression": _compression_config(loaded)}
+    return TrainingRun.finished(task, work, loaded, recipe, started=start, train=train, val=val,
+                                loop=loop, before=before, after=after)  # fmt: skip
 
 
 def _compression_config(loaded: LoadedModel) -> dict | None:
@@ -242,21 +227,10 @@ def refit_head(
     work.model.eval()
     work.notes.append(f"head re-fit on {len(data)} {train_data.name} training rows")
     _, after = evaluate_pair(loaded, work, eval_data, progress, before=before)
-    return TrainingRun(
-        task="recover-head",
-        model=work,
-        parent=loaded.source,
-        recipe={
-            "task": "recover-head",
-            "train_limit": train_limit,
-            "layer": name,
-            "compression": _compression_config(loaded),
-        },  # fmt: skip
-        before=before,
-        after=after,
-        seconds=time.perf_counter() - start,
-        train_rows=len(data),
-    )
+    recipe = {"train_limit": train_limit, "layer": name,
+              "compression": _compression_config(loaded)}  # fmt: skip
+    return TrainingRun.finished("recover-head", work, loaded, recipe, started=start, train=data,
+                                before=before, after=after)  # fmt: skip
 
 
 def recover(

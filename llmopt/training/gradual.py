@@ -1,8 +1,9 @@
 """Gradual pruning: prune a little at a time while fine-tuning, following a sparsity schedule.
 
 As TensorFlow Model Optimization's ``prune_low_magnitude``: at every pruning step of the
-schedule the weights of each targeted layer are ranked again (magnitude, or Wanda's
-``|W| · ||X||``) and a mask of the scheduled sparsity is applied; between pruning steps the mask
+schedule the weights of each targeted layer are ranked again (by a pruning method marked
+``gradual`` in the registry: magnitude, or Wanda's ``|W| · ||X||``) and a mask of the
+scheduled sparsity is applied; between pruning steps the mask
 is fixed, so pruned weights stay zero while the rest train and take over their work. With an
 N:M pattern, the last pruning step switches to N:M. The masks come from ``llmopt.compress``, so
 the ranking is exactly the one-shot method's.
@@ -17,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from llmopt.compression import CompressionConfig, compress
+from llmopt.compression import CompressionConfig, compress, registry
 from llmopt.compression.targets import find_targets, in_blocks, is_conv1d
 from llmopt.data import TextDataset
 from llmopt.errors import LlmoptError
@@ -96,7 +97,8 @@ def prune_gradual(
         final_sparsity: the sparsity reached at the schedule's end, in [0, 1).
         schedule: ``polynomial`` or ``constant`` (fitted to the run: see
             ``schedules.default_schedule``), or a ``PolynomialDecay``/``ConstantSparsity``.
-        method: ``magnitude`` or ``wanda`` (as ``CompressionConfig.sparsity_method``).
+        method: a pruning method the registry marks usable for gradual pruning
+            (``registry.gradual_methods()``: magnitude, wanda).
         pattern: ``None`` (unstructured) or an N:M pattern such as ``2:4``, applied at the last
             pruning step (the final sparsity is then 1 - N/M).
         config: training settings (default ``GRADUAL``: every layer, 1 epoch, 2,000 rows).
@@ -114,6 +116,10 @@ def prune_gradual(
     check_model(loaded, "gradual pruning")
     config = check_config(config or GRADUAL)
     CompressionConfig(sparsity=0.0, sparsity_method=method)  # validates the method early
+    usable = registry.gradual_methods()
+    if method not in usable:
+        raise LlmoptError(f"gradual pruning re-ranks with {', '.join(usable)}; {method!r} "
+                          "changes the weights it keeps, so it cannot prune gradually")  # fmt: skip
     sched, points = plan(loaded, train_data, final_sparsity, schedule=schedule, pattern=pattern,
                          config=config)  # fmt: skip
     total = len(points)
@@ -136,7 +142,8 @@ def prune_gradual(
 
     ones = {n: (m.T if is_conv1d(work.model.get_submodule(n)) else m) for n, m in ones.items()}
     keeps = constrain(work.model, {"masks": ones})
-    calibration = train_data if method == "wanda" else None
+    needs_texts = registry.get("prune", method).needs_calibration
+    calibration = train_data if needs_texts else None
     achieved: dict[int, float] = {}
 
     def before_step(step: int) -> None:
@@ -181,12 +188,11 @@ def prune_gradual(
     _, after = evaluate_pair(loaded, work, eval_data, progress, before=before)
     for p in points:
         p["achieved"] = achieved.get(p["step"])
-    return TrainingRun(
-        task="prune-gradual",
-        model=work,
-        parent=loaded.source,
-        recipe={
-            "task": "prune-gradual",
+    return TrainingRun.finished(
+        "prune-gradual",
+        work,
+        loaded,
+        {
             "schedule": sched.to_dict(),
             "method": method,
             "pattern": pattern,
@@ -194,16 +200,14 @@ def prune_gradual(
             "train": config.to_dict(),
             "trainable_params": trainable,
             "params": n_params,
-        },  # fmt: skip
-        history=loop.history,
+        },
+        started=start,
+        train=train,
+        val=val,
+        loop=loop,
         before=before,
         after=after,
         schedule=points,
-        cancelled=loop.cancelled,
-        stopped_early=loop.stopped_early,
-        seconds=time.perf_counter() - start,
-        train_rows=len(train),
-        val_rows=0 if val is None else len(val),
     )
 
 

@@ -59,6 +59,41 @@ class TrainingRun:
     train_rows: int = 0
     val_rows: int = 0
 
+    @classmethod
+    def finished(
+        cls,
+        task: str,
+        model: LoadedModel,
+        start: LoadedModel,
+        recipe: dict,
+        *,
+        started: float,
+        train,
+        val=None,
+        loop=None,
+        before=None,
+        after=None,
+        schedule: list[dict] | None = None,
+    ) -> TrainingRun:
+        """The run of every task, built in one place: ``recipe`` gets its ``task``, the loop
+        (if one trained) its history and how it stopped, ``started`` (``perf_counter``) the
+        wall time."""
+        return cls(
+            task=task,
+            model=model,
+            parent=start.source,
+            recipe={"task": task, **recipe},
+            history=loop.history if loop is not None else [],
+            before=before,
+            after=after,
+            schedule=schedule,
+            cancelled=loop is not None and loop.cancelled,
+            stopped_early=loop is not None and loop.stopped_early,
+            seconds=time.perf_counter() - started,
+            train_rows=len(train),
+            val_rows=0 if val is None else len(val),
+        )
+
 
 def split_train_val(data: TextDataset, val_fraction: float, seed: int):
     """(training rows, validation rows): a seeded split, stratified when every class can spare

@@ -63,3 +63,18 @@ def test_calibrated_pictures_and_controls_on_the_compress_page(app):
     at.checkbox("c_smooth").check().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert "How kernels work — SmoothQuant int8" in [e.label for e in at.expander]
+
+
+def test_a_method_file_brings_its_picture_to_the_compress_page(app, tmp_path):
+    """A method added as one file (found by discovery) is in the selector, and its expander
+    draws the picture its file defines."""
+    from app_data import figures, title
+    from method_file import NAME, TITLE, method_file
+
+    with method_file(tmp_path):
+        at = app.run()
+        at.switch_page("pages/compress.py").run()
+        at.selectbox("c_method").set_value(NAME).run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert any("pruning works — Dummy file method" in e.label for e in at.expander)
+        assert any(title(f).startswith(TITLE) for f in figures(at))

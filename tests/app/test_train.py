@@ -166,3 +166,59 @@ def test_recover_trains_the_model_compressed_on_the_compress_page(app):
     assert stored.parent == evaluated and stored.steps == ["prune", "quantize", "recover"]
     assert stored.metrics["compressed"]["accuracy"] == j.run.after.metrics["accuracy"]
     assert any(f"Recorded as run #{j.run_id}" in c.value for c in at.caption)
+
+
+def test_a_registered_training_task_is_offered_with_its_controls(app):
+    """The Train page lists the task registry: a task added there is in the selector, with
+    the controls its ``Param`` list declares and an estimate."""
+    from task_file import NAME, TITLE, dummy_task
+
+    with dummy_task():
+        at = app.run()
+        at.switch_page("pages/train.py").run()
+        assert NAME in at.radio("t_task").options or TITLE in at.radio("t_task").options
+        at.radio("t_task").set_value(NAME).run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert at.slider("t_knob").value == 3
+        assert "Estimated time: about" in " ".join(c.value for c in at.caption)
+    at = app.run()
+    at.switch_page("pages/train.py").run()
+    assert NAME not in at.radio("t_task").options and TITLE not in at.radio("t_task").options
+
+
+def test_the_estimate_says_how_it_was_made_and_learns_from_a_finished_run(app, monkeypatch):
+    """Before: "from one timed step", the quickest of two (41 s shown, 2 min 36 s taken). Now
+    the median of several timed steps, and a finished run's actual/estimated time scales the
+    next estimate, which says so."""
+    from dashboard import training
+
+    at = app.run()
+    at.switch_page("pages/train.py").run()
+    caption = next(c.value for c in at.caption if c.value.startswith("Estimated time"))
+    assert "the median of 3 training steps timed on this machine" in caption
+    est = at.session_state["train_estimate"][1]
+    assert len(est["step_samples"]) == 3
+    state: dict = {}
+    monkeypatch.setattr(training.st, "session_state", state)
+    job = training.Job("finetune", ("m", "d"), {}, status="done", estimated=dict(est))
+    job.run = type("Run", (), {"seconds": est["seconds"] * 4})()
+    training.learn_pace(job)
+    assert state["train_pace"] == pytest.approx(4.0)
+    text = training.estimate_text({**est, "seconds": est["seconds"] * 4, "pace": 4.0}, 10)
+    assert "Scaled by 4×" in text and "took 4× its estimate" in text
+
+
+def test_the_speed_up_gets_the_compress_pages_noise_check():
+    """Before: "4.28×" with overlapping passes (22–81 vs 11–38 ms) and no verdict."""
+    from dashboard.training import speedup
+
+    def record(base, other):
+        ratio = float(np.median(other) / np.median(base))
+        return {"ratio": ratio, "baseline": {"samples_ms": base},
+                "compressed": {"samples_ms": other}}  # fmt: skip
+
+    value, verdict, how = speedup(record([22, 40, 50, 60, 81], [11, 12, 20, 30, 38]))
+    assert value.endswith("×") and verdict.startswith("noise") and "overlap" in how
+    value, verdict, _ = speedup(record([40, 41, 42, 43, 44], [20, 21, 22, 23, 24]))
+    assert value == "1.91×" and verdict is None  # 42 / 22 ms
+    assert speedup({})[0] == "not measured"

@@ -173,7 +173,7 @@ def test_int8_dynamic_on_low_rank_factors(tiny_models):
 def test_mean_pool_classifier_is_supported(tiny_dirs, tiny_dataset, tmp_path):
     from transformers import BertModel
 
-    from llmopt.training.head import MeanPoolClassifier
+    from llmopt.head import MeanPoolClassifier
 
     encoder = BertModel.from_pretrained(str(tiny_dirs["bert"]), attn_implementation="eager")
     tok = llmopt.load_model(str(tiny_dirs["bert"])).tokenizer

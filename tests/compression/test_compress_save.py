@@ -42,7 +42,7 @@ def test_round_trip_gives_the_same_probabilities(
 def test_mean_pool_round_trip(tiny_dirs, tiny_dataset, tmp_path):
     from transformers import BertModel
 
-    from llmopt.training.head import MeanPoolClassifier
+    from llmopt.head import MeanPoolClassifier
 
     encoder = BertModel.from_pretrained(str(tiny_dirs["bert"]), attn_implementation="eager")
     tok = llmopt.load_model(str(tiny_dirs["bert"])).tokenizer

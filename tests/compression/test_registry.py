@@ -190,3 +190,28 @@ def test_fused_attention_gives_the_same_probabilities_and_maps_stay_available(
         maps = attention_maps(loaded, tiny_dataset.texts[0])
         sums = torch.as_tensor(maps.maps).sum(-1)
         torch.testing.assert_close(sums, torch.ones_like(sums), atol=1e-4, rtol=0)
+
+
+def test_a_method_file_is_discovered_and_brings_its_picture(tmp_path, tiny_models):
+    """A new method is one file: nothing to list in ``methods/__init__.py``; the CLI, gradual
+    pruning and the explainer find it, and the explainer draws the file's own picture."""
+    from method_file import NAME, TITLE, method_file
+
+    from llmopt.explain import Scene, get_weight
+
+    with method_file(tmp_path) as method:
+        assert NAME in _choices(build_parser(), "--sparsity-method")
+        assert NAME in registry.gradual_methods()
+        loaded = tiny_models["bert"]
+        _, weight = get_weight(loaded)
+        config = CompressionConfig(sparsity=0.5, sparsity_method=NAME)
+        assert registry.selected(config, "prune") is method
+        fig, caption = registry.picture(method)(Scene.of(weight, config))
+        assert fig.layout.title.text.startswith(TITLE) and "largest" in caption
+        small, _ = compress(loaded, config)
+        name = next(iter(small.compression["masks"]))
+        w = get_weight(loaded, name)[1]
+        kept = small.compression["masks"][name].numpy()
+        for i in range(w.shape[0]):  # in every row, the largest ones went
+            assert abs(w[i][kept[i]]).max() <= abs(w[i][~kept[i]]).min()
+    assert NAME not in registry.names("prune") and NAME not in registry.gradual_methods()

@@ -1,12 +1,5 @@
-"""The built-in compression methods; importing this package registers every one of them."""
+"""The built-in compression methods, one module each.
 
-from llmopt.compression.methods import (  # noqa: F401 - each module registers its method
-    asvd,
-    gptq,
-    int8,
-    magnitude,
-    rtn,
-    sparsegpt,
-    svd,
-    wanda,
-)
+Nothing is listed here: ``registry.discover`` imports every module of this package, and each
+module registers its method(s) and draws its explainer picture.
+"""

@@ -56,6 +56,54 @@ def _apply(ctx, names: list[str], stats) -> None:
         install(ctx, n, a, b)
 
 
+def scaled_spectrum(weight, xtx, rank: int) -> dict:
+    """Spectra of ``W`` and of the whitened ``W·L`` (``L Lᵀ = XᵀX``), and what rank r keeps.
+
+    Returns:
+        ``"energy_plain"``, ``"energy_scaled"`` (cumulative Σσ²/Σσ² of W and of W·L),
+        ``"output_error_svd"``, ``"output_error_aware"`` (relative output errors of the two
+        rank-``rank`` truncations on the texts), ``"rank"``.
+    """
+    from llmopt.errors import LlmoptError
+    from llmopt.explain import output_error
+
+    w = torch.as_tensor(weight, dtype=torch.float32)
+    xtx = torch.as_tensor(xtx, dtype=torch.float64)
+    full = min(w.shape)
+    if not 1 <= rank <= full:
+        raise LlmoptError(f"rank must be between 1 and {full} for a {tuple(w.shape)} weight")
+    a, b, sigma = svd_factors(w, rank)
+    a2, b2, sigma2 = factors(w, xtx, rank)
+
+    def energy(s):
+        s = s.double() ** 2
+        return (torch.cumsum(s, 0) / s.sum()).numpy()
+
+    return {
+        "energy_plain": energy(sigma),
+        "energy_scaled": energy(sigma2),
+        "output_error_svd": output_error(w, a @ b, xtx),
+        "output_error_aware": output_error(w, a2 @ b2, xtx),
+        "rank": rank,
+    }
+
+
+def _draw(scene) -> tuple:
+    from llmopt import figures
+
+    rank = scene.rank
+    out = scaled_spectrum(scene.weight, scene.stats()["xtx"], rank)
+    caption = (
+        f"Output error on training texts at rank {rank}: plain SVD "
+        f"{out['output_error_svd']:.3f}, activation-aware "
+        f"{out['output_error_aware']:.3f}.{scene.off_rank}"
+    )
+    title = "Energy of W and of W·L: whitening concentrates what the outputs use"
+    fig = figures.scaled_spectrum_figure(out["energy_plain"], out["energy_scaled"], rank,
+                                         title=title)  # fmt: skip
+    return fig, caption
+
+
 METHOD = register(
     Method(
         name="activation-aware",
@@ -70,6 +118,7 @@ METHOD = register(
         apply=_apply,
         stats=("hessian",),
         picture="scaled_spectrum",
+        draw=_draw,
         reference="Wang et al., 2024 (SVD-LLM); Yuan et al., 2023 (ASVD)",
     )
 )

@@ -176,6 +176,86 @@ def _apply_smooth(ctx, names: list[str], stats) -> None:
             ctx.extra_bits[layer] = ctx.extra_bits.get(layer, 0) + 32 * len(inverse[n])
 
 
+@torch.no_grad()
+def weight_grid(weight, *, row: int = 0) -> dict:
+    """The 8-bit grid torch's int8 kernel puts one row's weights on (per output channel,
+    symmetric: ``q ∈ [−128, 127]``, scale ``max|w| / 127.5``), measured with torch's observer.
+
+    Returns:
+        ``{"weights", "dequantized", "grid" (all 256 levels), "step", "mse", "bits": 8}``.
+    """
+    from torch.ao.quantization import per_channel_dynamic_qconfig
+
+    w = torch.as_tensor(weight, dtype=torch.float32)
+    observer = per_channel_dynamic_qconfig.weight()
+    observer(w)
+    scales, zeros = observer.calculate_qparams()
+    low, high = observer.quant_min, observer.quant_max
+    deq = torch.fake_quantize_per_channel_affine(w, scales.float(), zeros.int(), 0, low, high)
+    scale = float(scales[row])
+    values, deq_values = w[row].numpy(), deq[row].numpy()
+    return {
+        "weights": values,
+        "dequantized": deq_values,
+        "grid": scale * torch.arange(low, high + 1, dtype=torch.float64).numpy(),
+        "step": scale,
+        "mse": float(((values.astype("float64") - deq_values) ** 2).mean()),
+        "bits": 8,
+    }
+
+
+def _draw_int8(scene) -> tuple:
+    from llmopt import figures
+
+    q = weight_grid(scene.weight)
+    levels = len(q["grid"])
+    title = f"Row 0: 8-bit grid of the int8 kernel ({levels} levels), step Δ = {q['step']:.3g}"
+    caption = (f"One scale per output row, levels −128…127; mean squared rounding error of "
+               f"these weights: {q['mse']:.2e}.")  # fmt: skip
+    return figures.quant_hist_figure(q["weights"], q["grid"], title=title), caption
+
+
+def smoothing_data(weight, absmax, alpha: float) -> dict:
+    """SmoothQuant's effect on one layer: each input channel's activation and weight range
+    before and after smoothing with strength ``alpha``.
+
+    Returns:
+        ``"act_before"``, ``"act_after"`` (max |X_j|), ``"weight_before"``, ``"weight_after"``
+        (max |W_:,j|), channels in their order, and ``"ratio_before"``, ``"ratio_after"``: the
+        largest activation range over the median (how hard per-tensor int8 rounding is).
+    """
+    w = torch.as_tensor(weight, dtype=torch.float32)
+    act = torch.as_tensor(absmax, dtype=torch.float32)
+    s = smoothing_scales(act, w, alpha)
+    after = act / s
+    w_before, w_after = w.abs().amax(0), (w * s.unsqueeze(0)).abs().amax(0)
+    return {
+        "act_before": act.numpy(),
+        "act_after": after.numpy(),
+        "weight_before": w_before.numpy(),
+        "weight_after": w_after.numpy(),
+        "ratio_before": float(act.max() / act.median().clamp_min(1e-12)),
+        "ratio_after": float(after.max() / after.median().clamp_min(1e-12)),
+        "alpha": alpha,
+    }
+
+
+def _draw_smooth(scene) -> tuple:
+    from llmopt import figures
+
+    config = scene.config
+    alpha = config.smooth_alpha if config.smooth_alpha is not None else 0.5
+    out = smoothing_data(scene.weight, scene.stats()["absmax"], alpha)
+    caption = (
+        f"α = {alpha:g}: the largest activation range is {out['ratio_before']:.0f}× "
+        f"the median before smoothing, {out['ratio_after']:.1f}× after."
+    )
+    title = "SmoothQuant moves activation outliers into the weights"
+    fig = figures.smoothing_figure(out["act_before"], out["act_after"], out["weight_before"],
+                                   out["weight_after"], title=title)  # fmt: skip
+    return fig, caption
+
+
 register(
     Method(
         name="int8",
@@ -188,6 +268,7 @@ register(
         formula=FORMULA,
         apply=_apply_int8,
         picture="grid8",
+        draw=_draw_int8,
         selects=lambda c: c.int8_dynamic and c.smooth_alpha is None,
     )
 )
@@ -205,6 +286,7 @@ register(
         apply=_apply_smooth,
         stats=("absmax",),
         picture="smoothing",
+        draw=_draw_smooth,
         selects=lambda c: c.int8_dynamic and c.smooth_alpha is not None,
         sweep={"smoothquant": {"int8_dynamic": True}},
         reference="Xiao et al., 2023",

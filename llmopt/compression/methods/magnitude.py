@@ -42,6 +42,25 @@ def prune_by_scores(ctx, names: list[str], scores: dict[str, Tensor]) -> None:
         ctx.masks[n] = masks[n].bool()
 
 
+def mask_picture(scene, *, method: str = "magnitude", scores=None) -> tuple:
+    """The top-left block of a keep mask ranked by ``scores`` (default |W|), as the engine's
+    layer scope or N:M pattern ranks it; shared by the pruning methods that only rank."""
+    from llmopt import explain, figures
+
+    config = scene.config
+    nm = config.nm
+    block = explain.mask_block(scene.weight, scene.sparsity, config.sparsity_pattern,
+                               scores=scores)  # fmt: skip
+    title = f"{config.sparsity_pattern.capitalize()} {method} mask, top-left block"
+    return figures.mask_figure(block, title=title, m=nm[1] if nm else None), title
+
+
+def _draw(scene) -> tuple:
+    fig, _ = mask_picture(scene)
+    caption = f"Sparsity {scene.sparsity:.0%}: the smallest |w| of each row are zeroed."
+    return fig, caption + scene.off_prune
+
+
 def _apply(ctx, names: list[str], _stats) -> None:
     prune_by_scores(ctx, names, {n: get_weight(ctx.model.get_submodule(n)).abs() for n in names})
 
@@ -58,7 +77,9 @@ METHOD = register(
         formula=FORMULA,
         apply=_apply,
         picture="mask",
+        draw=_draw,
         kept=kept,
+        gradual=True,
         reference="Han et al., 2015",
     )
 )

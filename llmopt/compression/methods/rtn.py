@@ -28,6 +28,17 @@ def _apply(ctx, names: list[str], _stats) -> None:
         )
 
 
+def _draw(scene) -> tuple:
+    from llmopt import explain, figures
+
+    b, g = scene.bits, scene.group_size
+    q = explain.quant_grid(scene.weight, b, g)
+    what = "its first group" if g else "one scale per row"
+    title = f"Row 0: {b}-bit grid ({what}), step Δ = {q['step']:.3g}"
+    caption = f"Mean squared rounding error of these weights: {q['mse']:.2e}.{scene.off_bits}"
+    return figures.quant_hist_figure(q["weights"], q["grid"], title=title), caption
+
+
 METHOD = register(
     Method(
         name="rtn",
@@ -39,5 +50,6 @@ METHOD = register(
         formula=FORMULA,
         apply=_apply,
         picture="grid",
+        draw=_draw,
     )
 )

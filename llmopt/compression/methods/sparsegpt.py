@@ -63,6 +63,45 @@ def _apply(ctx, names: list[str], stats) -> None:
             set_weight(ctx.model.get_submodule(n), new)
 
 
+def picture_data(weight, xtx, sparsity: float, pattern: str = "unstructured", *, rows: int = 16,
+                 cols: int = 32) -> dict:  # fmt: skip
+    """SparseGPT's keep-mask (top-left block) and the output errors of SparseGPT and magnitude
+    pruning at the same sparsity: ``{"mask", "output_error_sparsegpt",
+    "output_error_magnitude"}``."""
+    from llmopt.compression.config import parse_pattern
+    from llmopt.compression.prune import magnitude_mask, nm_mask
+    from llmopt.explain import output_error
+
+    w = torch.as_tensor(weight, dtype=torch.float32)
+    xtx = torch.as_tensor(xtx, dtype=torch.float64)
+    nm = parse_pattern(pattern)
+    hessian = 2.0 * xtx / max(float(torch.diag(xtx).mean()), 1e-30)
+    new, keep, _, _ = prune_layer(w, hessian, sparsity, nm)
+    magnitude = w * (nm_mask(w.abs(), *nm) if nm else magnitude_mask(w, sparsity))
+    cols = max(nm[1], cols - cols % nm[1]) if nm else cols
+    return {
+        "mask": keep.numpy()[:rows, :cols],
+        "output_error_sparsegpt": output_error(w, new, xtx),
+        "output_error_magnitude": output_error(w, magnitude, xtx),
+    }
+
+
+def _draw(scene) -> tuple:
+    from llmopt import figures
+
+    config, sparsity = scene.config, scene.sparsity
+    out = picture_data(scene.weight, scene.stats()["xtx"], sparsity, config.sparsity_pattern)
+    nm = config.nm
+    caption = (
+        f"Output error on training texts at {sparsity:.0%}: SparseGPT "
+        f"{out['output_error_sparsegpt']:.3f}, magnitude "
+        f"{out['output_error_magnitude']:.3f}.{scene.off_prune}"
+    )
+    fig = figures.mask_figure(out["mask"], title="SparseGPT mask, top-left block",
+                              m=nm[1] if nm else None)  # fmt: skip
+    return fig, caption
+
+
 METHOD = register(
     Method(
         name="sparsegpt",
@@ -77,6 +116,7 @@ METHOD = register(
         apply=_apply,
         stats=("hessian",),
         picture="obs",
+        draw=_draw,
         kept=kept,
         reference="Frantar & Alistarh, 2023",
     )

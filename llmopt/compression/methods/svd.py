@@ -40,6 +40,18 @@ def _apply(ctx, names: list[str], _stats) -> None:
         install(ctx, n, a, b)
 
 
+def _draw(scene) -> tuple:
+    from llmopt import explain, figures
+
+    rank = scene.rank
+    spec = explain.spectrum(scene.weight, rank)
+    caption = (
+        f"Rank {rank} of {scene.full_rank} keeps {spec['energy_kept']:.1%} of the energy; "
+        f"relative error {spec['rel_error']:.3f} (the Eckart–Young optimum).{scene.off_rank}"
+    )
+    return figures.spectrum_figure(spec["singular_values"], rank, energy=spec["energy"]), caption
+
+
 METHOD = register(
     Method(
         name="svd",
@@ -52,5 +64,6 @@ METHOD = register(
         formula=FORMULA,
         apply=_apply,
         picture="spectrum",
+        draw=_draw,
     )
 )

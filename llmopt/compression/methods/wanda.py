@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from llmopt.compression.methods.magnitude import kept, prune_by_scores
+from llmopt.compression.methods.magnitude import kept, mask_picture, prune_by_scores
 from llmopt.compression.prune import wanda_scores
 from llmopt.compression.registry import Method, register
 from llmopt.compression.targets import get_weight
@@ -28,6 +28,22 @@ def _apply(ctx, names: list[str], stats) -> None:
     prune_by_scores(ctx, names, scores)
 
 
+def picture_scores(weight, xtx) -> torch.Tensor:
+    """Wanda's scores of a weight from its layer's ``XᵀX`` (``‖X_j‖ = sqrt((XᵀX)_jj)``), as the
+    engine computes them from calibration norms."""
+    w = torch.as_tensor(weight, dtype=torch.float32)
+    norms = torch.diag(torch.as_tensor(xtx, dtype=torch.float64)).clamp_min(0).sqrt().float()
+    return wanda_scores(w, norms)
+
+
+def _draw(scene) -> tuple:
+    scores = picture_scores(scene.weight, scene.stats()["xtx"])
+    fig, _ = mask_picture(scene, method="Wanda |W|·‖X‖", scores=scores.numpy())
+    caption = (f"Sparsity {scene.sparsity:.0%}: in each row the smallest |w|·‖x‖ are zeroed, "
+               "‖x‖ measured on training texts.")  # fmt: skip
+    return fig, caption + scene.off_prune
+
+
 METHOD = register(
     Method(
         name="wanda",
@@ -41,7 +57,9 @@ METHOD = register(
         apply=_apply,
         stats=("norms",),
         picture="mask",
+        draw=_draw,
         kept=kept,
+        gradual=True,
         reference="Sun et al., 2023",
     )
 )

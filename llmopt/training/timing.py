@@ -1,4 +1,9 @@
-"""How long a training run will take, from one timed training step on this machine."""
+"""How long a training run will take, from training steps timed on this machine now.
+
+A single step timed once is optimistic on a loaded machine (the quickest of a few runs is what
+an idle machine would do), so the estimate times ``TIMED_STEPS`` steps after a warm-up and
+uses their median; the page says how the figure was made.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from llmopt.training.loop import select_trainable
 
 SAMPLE_TEXTS = 64  # texts tokenized to find a typical length
 STEP_OVERHEAD = 1.15  # an allowance for AdamW's update and batching beyond forward + backward
+TIMED_STEPS = 3  # steps timed after one warm-up step: a median, not the luckiest run
 
 
 def estimate_seconds(
@@ -37,7 +43,9 @@ def estimate_seconds(
         student_fraction: the share of the blocks a distillation student keeps.
 
     Returns:
-        ``{"seconds", "steps", "step_seconds", "validation_seconds", "evaluation_seconds"}``.
+        ``{"seconds", "steps", "step_seconds" (the median timed step, with the allowance and
+        the student's share), "step_samples" (each timed step, seconds), "validation_seconds",
+        "evaluation_seconds"}``.
     """
     rows = len(train_data) if config.train_limit is None else min(config.train_limit,
                                                                   len(train_data))  # fmt: skip
@@ -60,7 +68,8 @@ def estimate_seconds(
         : batch["input_ids"].numel()
     ]
     batch["input_ids"].view(-1)[: len(ids)] = torch.as_tensor(ids)
-    step = _time_step(model, batch) * student_fraction
+    samples = _time_steps(model, batch)
+    step = float(np.median(samples)) * STEP_OVERHEAD * student_fraction
     forward = _time_forward(model, batch) / config.batch_size * student_fraction  # per text
     evals = max(1, steps_epoch // 4)
     validation = (steps / evals + 1) * val_rows * forward
@@ -69,16 +78,19 @@ def estimate_seconds(
         "seconds": steps * step + validation + evaluation,
         "steps": steps,
         "step_seconds": step,
+        "step_samples": samples,
         "validation_seconds": validation,
         "evaluation_seconds": evaluation,
     }
 
 
-def _time_step(model: nn.Module, batch: dict) -> float:
+def _time_steps(model: nn.Module, batch: dict, steps: int = TIMED_STEPS) -> list[float]:
+    """Seconds of ``steps`` forward + backward passes, after one untimed warm-up pass (the
+    first call allocates)."""
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    best = float("inf")
-    for _ in range(2):  # the first call allocates; the second is the step's time
+    samples = []
+    for i in range(steps + 1):
         start = time.perf_counter()
         logits = model(**batch).logits
         loss = nn.functional.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long))
@@ -86,9 +98,10 @@ def _time_step(model: nn.Module, batch: dict) -> float:
             loss.backward()
         for p in params:
             p.grad = None
-        best = min(best, time.perf_counter() - start)
+        if i:
+            samples.append(time.perf_counter() - start)
     model.eval()
-    return best * STEP_OVERHEAD
+    return samples
 
 
 @torch.inference_mode()
