@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from llmopt.compression import CompressionConfig, CompressionReport, compress, registry
+from llmopt.compression import CompressionConfig, compress, registry
 from llmopt.compression.calibrate import StatsCache
 from llmopt.compression.engine import check_plan, identity_report
 from llmopt.compression.registry import needs_calibration
@@ -19,6 +19,7 @@ from llmopt.compression.targets import select_targets
 from llmopt.data import TextDataset
 from llmopt.errors import LlmoptError
 from llmopt.evaluation import EvalResult, compare, evaluate
+from llmopt.latency import paired_if_kernels_differ
 from llmopt.loaded import LoadedModel, Progress
 
 # The knobs a user can sweep, one per kind of compression. "field" is the CompressionConfig
@@ -121,6 +122,7 @@ COLUMNS = [
     "size_mb",
     "params_nonzero",
     "latency_ms_per_sample",
+    "latency_method",  # "same kernels" (the baseline's latency) or "paired" (timed together)
     "seconds",
 ]
 MB = 1e6
@@ -236,8 +238,7 @@ def run_sweep(
     calibration: TextDataset | None = None,
     base_config: CompressionConfig | None = None,
     progress: Progress | None = None,
-    on_point: Callable[[CompressionConfig, EvalResult, CompressionReport, dict], None]
-    | None = None,
+    on_point: Callable[..., None] | None = None,
 ) -> pd.DataFrame:
     """Compress and evaluate ``loaded`` at every (method, value) of one knob.
 
@@ -255,11 +256,15 @@ def run_sweep(
         base_config: other settings kept fixed at every point (default: none).
         progress: called with (fraction of all points, message).
         on_point: called once per distinct point with (config, its EvalResult, its
-            CompressionReport, its fidelity to the baseline), e.g. to record it.
+            CompressionReport, its fidelity to the baseline, its paired latency or None),
+            e.g. to record it.
 
     Returns:
         One row per (method, value) with columns ``COLUMNS``; ``df.attrs["baseline"]`` holds
-        the baseline's accuracy, roc_auc, f1_macro, size and latency.
+        the baseline's accuracy, roc_auc, f1_macro, size and latency. Latency follows the one
+        policy of the app (``llmopt.latency.paired_if_kernels_differ``): a point that runs the
+        baseline's kernels on tensors of the same shapes has the baseline's latency; any
+        other is timed together with the baseline, interleaved, and has its paired median.
 
     Raises:
         LlmoptError: an unknown knob/method, no values, or a setting some layer cannot take
@@ -292,6 +297,7 @@ def run_sweep(
     for key, config in unique.items():
         what = _describe(knob, config)
         start = time.perf_counter()
+        latency = None  # paired timing, only where the kernels differ from the baseline's
         if config.is_identity:  # the baseline itself: its evaluation is already known
             model, comp_report, result = None, identity_report(loaded, config), base_result
         else:
@@ -305,9 +311,10 @@ def run_sweep(
             result = evaluate(
                 model, dataset, progress=lambda f, _m, w=what: report(0.5 + 0.5 * f, w)
             )
+            latency = paired_if_kernels_differ(loaded, model, dataset.texts)
         fidelity = compare(base_result, result)
         if on_point is not None:
-            on_point(config, result, comp_report, fidelity)
+            on_point(config, result, comp_report, fidelity, latency)
         measured[key] = {
             "accuracy": result.metrics["accuracy"],
             "roc_auc": result.metrics["roc_auc"],
@@ -317,7 +324,10 @@ def run_sweep(
             "size_bytes": int(result.size_bytes),
             "size_mb": result.size_bytes / MB,
             "params_nonzero": int(result.params_nonzero),
-            "latency_ms_per_sample": result.latency_ms_per_sample,
+            "latency_ms_per_sample": (
+                latency["compressed"].median_ms if latency else base_result.latency_ms_per_sample
+            ),
+            "latency_method": "paired" if latency else "same kernels",
             "seconds": time.perf_counter() - start,
         }
         del model

@@ -171,7 +171,7 @@ def test_on_point_sees_every_distinct_point_with_its_result(tiny_dirs, tiny_data
     seen = []
     frame = run_sweep(
         bert, tiny_dataset, "bits", [8, 4], ["per-channel"],
-        on_point=lambda c, r, rep, fid: seen.append((c.bits, r.metrics["accuracy"], fid)),
+        on_point=lambda c, r, rep, fid, _lat: seen.append((c.bits, r.metrics["accuracy"], fid)),
     )  # fmt: skip
     assert [b for b, _, _ in seen] == [8, 4]
     for (bits, accuracy, fid), (_, row) in zip(seen, frame.iterrows(), strict=True):
@@ -252,3 +252,44 @@ def test_every_registered_method_is_a_sweep_method():
     assert not sweep_needs_calibration("bits", ["per-channel", "group 64"])
     assert sweep_needs_calibration("bits", ["gptq per-channel"])
     assert not sweep_needs_calibration("rank", ["svd"])
+
+
+def test_sweep_latency_follows_the_apps_one_latency_policy(bert, tiny_dataset, tmp_path):
+    """One latency policy everywhere: a point that runs the baseline's kernels (pruning,
+    simulated quantization) shows the baseline's latency, as its stored run, the Compress page
+    and Compare say ("same kernels"); a point with other kernels (int8) shows the median of
+    the paired timing that its stored run keeps. Before, every row showed its own single-pass
+    timing, a number the stored run of the same point contradicted."""
+    from llmopt.experiments import ExperimentStore
+    from llmopt.recording import record_evaluation
+
+    runs_db = ExperimentStore(tmp_path / "experiments.sqlite")
+    base = llmopt.evaluate(bert, tiny_dataset)
+    stored, paired = {}, {}
+
+    def record(config, result, report, _fidelity, latency) -> None:
+        done = record_evaluation(
+            runs_db, base_model=bert, dataset=tiny_dataset, base=base, other=result,
+            config=config, report=report, latency=latency, origin="sweep",
+        )  # fmt: skip
+        key = (config.sparsity, config.smooth_alpha)
+        stored[key], paired[key] = runs_db.get(done.run_id), latency
+
+    frame = run_sweep(
+        bert, tiny_dataset, "sparsity", [0.3, 0.6], ["magnitude"], base_result=base,
+        on_point=record,
+    )  # fmt: skip
+    assert list(frame["latency_method"]) == ["same kernels", "same kernels"]
+    assert (frame["latency_ms_per_sample"] == base.latency_ms_per_sample).all()
+    for _, row in frame.iterrows():
+        run = stored[(row["value"], None)]
+        assert run.latency_ms == row["latency_ms_per_sample"] and run.latency_simulated
+
+    frame = run_sweep(
+        bert, tiny_dataset, "smooth_alpha", [0.5], ["smoothquant"], base_result=base,
+        calibration=tiny_dataset, on_point=record,
+    )  # fmt: skip
+    latency, run = paired[(0.0, 0.5)], stored[(0.0, 0.5)]
+    assert latency is not None and frame["latency_method"].iloc[0] == "paired"
+    assert frame["latency_ms_per_sample"].iloc[0] == latency["compressed"].median_ms
+    assert run.latency["method"] == "paired" and run.latency_ms == latency["compressed"].median_ms
