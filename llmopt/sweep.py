@@ -6,6 +6,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -121,6 +122,8 @@ COLUMNS = [
     "size_bytes",
     "size_mb",
     "params_nonzero",
+    "accuracy_low",  # the 95% bootstrap interval of accuracy, as the point's stored run has
+    "accuracy_high",
     "latency_ms_per_sample",
     "latency_method",  # "same kernels" (the baseline's latency) or "paired" (timed together)
     "seconds",
@@ -270,6 +273,8 @@ def run_sweep(
         LlmoptError: an unknown knob/method, no values, or a setting some layer cannot take
             (checked before any work).
     """
+    from llmopt import stats  # stats re-exports pareto_front from here
+
     spec = _knob(knob)
     if not values:
         raise LlmoptError(f"choose at least one {knob} value to sweep")
@@ -315,8 +320,11 @@ def run_sweep(
         fidelity = compare(base_result, result)
         if on_point is not None:
             on_point(config, result, comp_report, fidelity, latency)
+        low, high = stats.bootstrap_intervals(result.y_true, result.y_score)["accuracy"]
         measured[key] = {
             "accuracy": result.metrics["accuracy"],
+            "accuracy_low": low,
+            "accuracy_high": high,
             "roc_auc": result.metrics["roc_auc"],
             "f1_macro": result.metrics["f1_macro"],
             "agreement": fidelity["agreement"],
@@ -341,6 +349,9 @@ def run_sweep(
     frame.attrs["knob"] = knob
     frame.attrs["baseline"] = {
         "accuracy": base_result.metrics["accuracy"],
+        "accuracy_interval": list(
+            stats.bootstrap_intervals(base_result.y_true, base_result.y_score)["accuracy"]
+        ),
         "roc_auc": base_result.metrics["roc_auc"],
         "f1_macro": base_result.metrics["f1_macro"],
         "agreement": 1.0,
@@ -349,6 +360,70 @@ def run_sweep(
         "latency_ms_per_sample": base_result.latency_ms_per_sample,
     }
     return frame
+
+
+@dataclass(frozen=True)
+class SweepEstimate:
+    """How long a sweep will take, from one point per method timed now."""
+
+    seconds: float  # the whole sweep: each method's timed point × its points
+    per_method: dict[str, float]  # seconds one point of each method took
+    points: int  # distinct points that compress and evaluate (the 'off' point is free)
+
+
+def estimate_sweep(
+    loaded: LoadedModel,
+    dataset: TextDataset,
+    knob: str,
+    values: list,
+    methods: list[str],
+    *,
+    base_result: EvalResult,
+    calibration: TextDataset | None = None,
+    base_config: CompressionConfig | None = None,
+) -> SweepEstimate:
+    """Time one point of each method (the value in the middle of ``values``), exactly as
+    ``run_sweep`` runs it, and multiply by that method's number of points.
+
+    It is an estimate: a point's time varies with the value (a rank, a bit-width) and with the
+    machine's load; the first point also pays for the calibration statistics the rest reuse.
+
+    Raises:
+        LlmoptError: as ``run_sweep``.
+    """
+    spec = _knob(knob)
+    base_config = base_config or CompressionConfig()
+    per_method, total, points = {}, 0.0, 0
+    for method in methods:
+        configs = {}
+        for value in values:
+            config = sweep_config(base_config, knob, method, value)
+            if not config.is_identity:  # the 'off' point is the baseline: nothing to run
+                configs[_key(config)] = config
+        if not configs:
+            per_method[method] = 0.0
+            continue
+        middle = list(configs.values())[len(configs) // 2]
+        timed = run_sweep(
+            loaded, dataset, knob, [getattr(middle, spec["field"])], [method],
+            base_result=base_result, calibration=calibration, base_config=base_config,
+        )  # fmt: skip
+        per_method[method] = float(timed["seconds"].iloc[0])
+        total += per_method[method] * len(configs)
+        points += len(configs)
+    return SweepEstimate(seconds=total, per_method=per_method, points=points)
+
+
+def duration(seconds: float) -> str:
+    """'45 s', '6 min 30 s', '1 h 05 min': a time estimate in words."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
 
 
 def _key(config: CompressionConfig) -> str:

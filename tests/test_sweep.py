@@ -293,3 +293,43 @@ def test_sweep_latency_follows_the_apps_one_latency_policy(bert, tiny_dataset, t
     assert latency is not None and frame["latency_method"].iloc[0] == "paired"
     assert frame["latency_ms_per_sample"].iloc[0] == latency["compressed"].median_ms
     assert run.latency["method"] == "paired" and run.latency_ms == latency["compressed"].median_ms
+
+
+def test_the_estimate_times_one_point_per_method_and_multiplies(bert, tiny_dataset, monkeypatch):
+    """No estimate was given before a sweep; now one point of each method is run as the sweep
+    runs it, and its measured time is multiplied by that method's number of points."""
+    from llmopt.sweep import duration, estimate_sweep
+
+    ran = []
+    real = sweep_mod.run_sweep
+    monkeypatch.setattr(
+        sweep_mod, "run_sweep", lambda *a, **k: ran.append((a[3], a[4])) or real(*a, **k)
+    )
+    base = llmopt.evaluate(bert, tiny_dataset)
+    values = [0.0, 0.2, 0.4, 0.6]  # 0 is the baseline: not a point to run
+    est = estimate_sweep(
+        bert, tiny_dataset, "sparsity", values, ["magnitude", "wanda"], base_result=base,
+        calibration=tiny_dataset,
+    )  # fmt: skip
+    assert ran == [([0.4], ["magnitude"]), ([0.4], ["wanda"])]  # the middle point, per method
+    assert est.points == 6 and set(est.per_method) == {"magnitude", "wanda"}
+    assert all(t > 0 for t in est.per_method.values())
+    assert est.seconds == pytest.approx(3 * sum(est.per_method.values()))
+    assert [duration(s) for s in (4.4, 390, 3900)] == ["4 s", "6 min 30 s", "1 h 05 min"]
+
+
+def test_sweep_rows_carry_the_bootstrap_interval_their_runs_store(bert, tiny_dataset):
+    from llmopt import stats
+
+    base = llmopt.evaluate(bert, tiny_dataset)
+    results = {}
+    frame = run_sweep(
+        bert, tiny_dataset, "bits", [None, 4], ["per-channel"], base_result=base,
+        on_point=lambda c, r, *_: results.setdefault(c.bits, r),
+    )  # fmt: skip
+    for _, row in frame.iterrows():
+        result = results[None if pd.isna(row["value"]) else int(row["value"])]
+        low, high = stats.bootstrap_intervals(result.y_true, result.y_score)["accuracy"]
+        assert (row["accuracy_low"], row["accuracy_high"]) == (low, high)
+        assert low <= row["accuracy"] <= high
+    assert frame.attrs["baseline"]["accuracy_interval"][0] <= base.metrics["accuracy"]

@@ -255,6 +255,27 @@ def test_sweep_draws_one_point_per_value(app):
     assert at.get("download_button")
 
 
+def test_sweep_estimates_its_time_and_shows_one_latency_policy(app):
+    """No estimate before a sweep; latencies that contradicted the other pages (a measured
+    single pass per pruning point, where everything else says 'same kernels'); no intervals."""
+    at = app.run()
+    at.switch_page("pages/sweep.py").run()
+    at.multiselect("s_values_sparsity").set_value([0.0, 0.3, 0.6])
+    at.multiselect("s_methods_sparsity").set_value(["magnitude"]).run()
+    [b for b in at.button if b.label == "Estimate the time"][0].click().run()
+    assert not at.exception and not at.error, at.exception or [e.value for e in at.error]
+    estimate = [i.value for i in at.info if i.value.startswith("Estimate:")]
+    assert len(estimate) == 1 and "for 2 points" in estimate[0] and "magnitude" in estimate[0]
+    [b for b in at.button if b.label == "Run sweep"][0].click().run()
+    assert not at.exception and not at.error, at.exception or [e.value for e in at.error]
+    frame = table(at, "knob")
+    base = at.session_state["sweep"]["frame"].attrs["baseline"]
+    assert set(frame["latency_method"]) == {"same kernels"}
+    assert (frame["latency_ms_per_sample"] == base["latency_ms_per_sample"]).all()
+    accuracy = figure(at, "Sweep over sparsity")["data"][0]
+    assert len(decode(accuracy["error_y"]["array"])) == 3  # an interval on every point
+
+
 def test_a_bad_csv_upload_shows_an_error(app):
     at = app.run()
     at.file_uploader[0].set_value(("bad.csv", b"\xff\xfe\x00not,a\xffcsv", "text/csv")).run()
