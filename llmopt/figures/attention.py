@@ -117,15 +117,16 @@ def attention_compare_figure(
     )
     fig.add_trace(_attention_heatmap(b, other.tokens, coloraxis="coloraxis"), row=1, col=2)
     fig.add_trace(_attention_heatmap(diff, base.tokens, coloraxis="coloraxis2"), row=1, col=3)
-    for col in (1, 2, 3):  # a third of the width each: a third of the labels
+    for col in (1, 2, 3):  # a third of the width each: a few labels, query tokens at the left
         fig.update_xaxes(
-            title_text="Key token", row=1, col=col, **_token_axis(base.tokens, 10, x=True)
+            title_text="Key token", row=1, col=col, **_token_axis(base.tokens, 5, x=True)
         )
         fig.update_yaxes(
             title_text="Query token" if col == 1 else None,
             autorange="reversed",
             row=1,
             col=col,
+            showticklabels=col == 1,
             **_token_axis(base.tokens, 16),
         )
     fig.update_layout(
@@ -178,7 +179,7 @@ def attention_heads_figure(maps: AttentionMaps, layer: int) -> go.Figure:
             row=r,
             col=c,
             showticklabels=few,
-            **_token_axis(maps.tokens, 8, x=True),
+            **_token_axis(maps.tokens, 6, x=True),
         )
         fig.update_yaxes(
             title_text="Query token" if c == 1 else None,
@@ -186,7 +187,7 @@ def attention_heads_figure(maps: AttentionMaps, layer: int) -> go.Figure:
             row=r,
             col=c,
             showticklabels=few,
-            **_token_axis(maps.tokens, 8),
+            **_token_axis(maps.tokens, 6),
         )
     fig.update_layout(
         title=f"All heads of layer {layer}",
@@ -217,6 +218,6 @@ def drift_figure(drift: np.ndarray) -> go.Figure:
         title="Attention drift: how far each head moved (0 = unchanged, 1 bit = maximal)",
         xaxis={"title": "Head", "tickmode": "linear", "dtick": 1},
         yaxis={"title": "Layer", "tickmode": "linear", "dtick": 1, "autorange": "reversed"},
-        height=120 + 40 * layers,
+        height=220 + 36 * layers,  # rows of a 2-layer model stay a line of text apart
     )
     return fig
