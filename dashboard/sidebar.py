@@ -50,6 +50,8 @@ PREVIEW_ROWS, PREVIEW_CHARS = 5, 60  # the sidebar's CSV preview: rows, characte
 PREVIEW_LABELS = 20  # label counts listed in the preview (the most common ones)
 LABELS_SHOWN = 8  # label names listed in a page's caption
 URL_COLUMNS = "url_csv_columns"  # (text, label) columns a link asks for, until a CSV is read
+UPLOADED = "upload"  # a link's dataset when it was an uploaded CSV (the file cannot travel)
+UPLOAD_LOST = "url_upload_lost"  # a link (a reload) named an upload this session does not have
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,8 @@ def classify_dataset(source: str) -> tuple[str, str]:
     source = source.strip() or "bundled"
     if source == "bundled":
         return REVIEWS, ""
+    if source == UPLOADED:  # the file itself is not in the link: the upload box, empty
+        return CSV, ""
     return (HF, source) if source.startswith("hf:") else (CSV, source)
 
 
@@ -205,6 +209,13 @@ def _csv_columns(raw: bytes, name: str, digest: str) -> tuple[str, str]:
     return text_col, label_col
 
 
+def _first_value(key: str, value) -> None:
+    """Give the widget ``key`` its first value through the session state, where a link's
+    value (``dashboard.urlstate.restore``) may already be: a widget given a value both ways
+    makes Streamlit warn in the server log."""
+    st.session_state.setdefault(key, value)
+
+
 def sidebar() -> Selection:
     """Draw the model and dataset picker (in app.py, so it survives page switches).
 
@@ -215,10 +226,10 @@ def sidebar() -> Selection:
     env_kind, env_ref = _env_model()
     sb.header("Model")
     kinds = list(MODEL_KINDS)
+    _first_value("src_model_kind", env_kind)
     kind = sb.radio(
         "Model source",
         kinds,
-        index=kinds.index(env_kind),
         key="src_model_kind",
         help="The bundled default works offline: MiniLM sentence encoder + a review classifier "
         "head. A local directory or hub id must hold a sequence-classification checkpoint; "
@@ -228,14 +239,15 @@ def sidebar() -> Selection:
     ref = ""
     if kind != BUNDLED:
         label, first = MODEL_KINDS[kind]
-        ref = sb.text_input(label, value=env_ref if kind == env_kind else first, key=f"src_{kind}")
+        _first_value(f"src_{kind}", env_ref if kind == env_kind else first)
+        ref = sb.text_input(label, key=f"src_{kind}")
     sb.header("Dataset")
     env_data, env_data_ref = _env_dataset()
     data_kinds = [REVIEWS, CSV, HF]
+    _first_value("src_data_kind", env_data)
     data_kind = sb.radio(
         "Dataset source",
         data_kinds,
-        index=data_kinds.index(env_data),
         key="src_data_kind",
         help="Bundled: 5000 Amazon fine-food reviews labelled great/other. A CSV needs a text "
         "and a label column. Sources without a test split get a fixed, stratified 80/20 split.",
@@ -244,12 +256,20 @@ def sidebar() -> Selection:
     text_col, label_col = "text", "label"
     if data_kind == CSV:
         upload = sb.file_uploader("Upload a CSV", type=["csv", "tsv"], key="src_upload")
+        _first_value("src_csv_path", env_data_ref if env_data == CSV else "")
         path = sb.text_input(
             "…or a CSV path on this machine",
-            value=env_data_ref if env_data == CSV else "",
             key="src_csv_path",
             help="A file on the server, in a folder the server may read.",
         ).strip()
+        if upload is not None or path:
+            st.session_state.pop(UPLOAD_LOST, None)
+        elif st.session_state.get(UPLOAD_LOST):
+            sb.warning(
+                "This link's dataset was an uploaded CSV file, and an upload is not part of a "
+                "link (a reload or a shared link cannot bring it back): upload the file again "
+                "above, or choose another dataset source."
+            )
         if upload is not None:
             raw, data_ref = upload.getvalue(), upload.name
         elif path:
@@ -261,19 +281,23 @@ def sidebar() -> Selection:
                 text_col, label_col = _csv_columns(raw, Path(data_ref).name, digest)
             except Exception as exc:  # any parse failure: shown where the page loads the data
                 problem = exc
-    elif data_kind == HF:
-        first = env_data_ref if env_data == HF else "hf:imdb"
-        data_ref = sb.text_input("Dataset id (hf:NAME[:CONFIG])", value=first, key="src_hf")
+    else:
+        st.session_state.pop(UPLOAD_LOST, None)
+    if data_kind == HF:
+        _first_value("src_hf", env_data_ref if env_data == HF else "hf:imdb")
+        data_ref = sb.text_input("Dataset id (hf:NAME[:CONFIG])", key="src_hf")
         data_ref = data_ref.strip()
         if data_ref and not data_ref.startswith("hf:"):
             data_ref = f"hf:{data_ref}"
-        text_col = sb.text_input("Text column", value="text", key="src_hf_text")
-        label_col = sb.text_input("Label column", value="label", key="src_hf_label")
+        _first_value("src_hf_text", "text")
+        _first_value("src_hf_label", "label")
+        text_col = sb.text_input("Text column", key="src_hf_text")
+        label_col = sb.text_input("Label column", key="src_hf_label")
+    _first_value("src_rows", _env_rows())
     rows = sb.number_input(
         "Evaluation rows",
         min_value=1,
         max_value=MAX_ROWS,
-        value=_env_rows(),
         step=50,
         key="src_rows",
         help="Evaluate on the first N rows of the test split: fewer rows answer faster, more "

@@ -388,10 +388,10 @@ def run_sweep(sel: Selection, loaded, data, knob: str, values: list, methods: li
     base = baseline(sel, loaded, data)
     calibration = dataset(sel, "train") if sweep_needs_calibration(knob, methods) else None
 
-    def record(config, result, report, _fidelity) -> None:  # every point goes to the store
+    def record(config, result, report, _fidelity, latency) -> None:  # each point is stored
         if config.is_identity:  # the "off" point is the base model's own run, stored already
             return
-        ev = {"base": base, "other": result, "config": config, "report": report}
+        ev = {"base": base, "other": result, "config": config, "report": report, "latency": latency}
         _record(sel, loaded, data, {**ev, "origin": "sweep"}, None)
 
     with progress("each point compresses a copy and evaluates it") as report:

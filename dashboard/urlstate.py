@@ -21,6 +21,8 @@ from dashboard.sidebar import (
     HF,
     MAX_ROWS,
     REVIEWS,
+    UPLOAD_LOST,
+    UPLOADED,
     URL_COLUMNS,
     Selection,
     classify_dataset,
@@ -77,6 +79,7 @@ def restore() -> None:
     if params.get(DATA):
         kind, ref = classify_dataset(params[DATA])
         st.session_state["src_data_kind"] = kind
+        st.session_state[UPLOAD_LOST] = params[DATA] == UPLOADED  # the sidebar says so
         if kind == CSV:
             st.session_state["src_csv_path"] = ref
             st.session_state[URL_COLUMNS] = (params.get(TEXT), params.get(LABEL))
@@ -166,6 +169,8 @@ def _current(sel: Selection) -> dict[str, str]:
         and sel.data_ref == st.session_state.get("src_csv_path", "").strip()
     ):  # a typed path (an upload cannot travel in a link)
         out[DATA] = sel.data_ref
+    elif sel.data_kind == CSV:  # an upload, or waiting for one: a reload asks for it again
+        out[DATA] = UPLOADED
     if out.get(DATA) and sel.data_kind != REVIEWS:
         out[TEXT], out[LABEL] = sel.text_column, sel.label_column
     out[ROWS] = str(sel.rows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -21,6 +21,17 @@ class AttentionMaps:
 
     tokens: list[str]  # one display string per position, as the tokenizer split the text
     maps: np.ndarray  # (layers, heads, seq, seq) float32; each row (query) sums to 1
+    y_score: np.ndarray | None = None  # (classes,) the model's probabilities for this text
+    label_names: list[str] = field(default_factory=list)  # the classes of ``y_score``
+
+    @property
+    def prediction(self) -> tuple[str, float] | None:
+        """(predicted label, its probability) for this text, from the same forward pass."""
+        if self.y_score is None or not len(self.y_score):
+            return None
+        best = int(np.argmax(self.y_score))
+        name = self.label_names[best] if best < len(self.label_names) else str(best)
+        return name, float(self.y_score[best])
 
     @property
     def n_layers(self) -> int:
@@ -75,7 +86,8 @@ def attention_maps(loaded: LoadedModel, text: str) -> AttentionMaps:
         text: the text; truncated to ``loaded.max_length`` tokens.
 
     Returns:
-        The tokens and a ``(layers, heads, seq, seq)`` float32 array whose rows sum to 1.
+        The tokens, a ``(layers, heads, seq, seq)`` float32 array whose rows sum to 1, and
+        the model's class probabilities for the text (the same forward pass).
 
     Raises:
         LlmoptError: empty text, or a model that returns no attention weights.
@@ -99,7 +111,33 @@ def attention_maps(loaded: LoadedModel, text: str) -> AttentionMaps:
     maps = torch.stack([a[0] for a in attentions])  # (layers, heads, seq, seq)
     ids = inputs["input_ids"][0].tolist()
     tokens = [_display_token(str(t)) for t in loaded.tokenizer.convert_ids_to_tokens(ids)]
-    return AttentionMaps(tokens=tokens, maps=maps.float().numpy().astype(np.float32))
+    logits = getattr(out, "logits", None)
+    y_score = (
+        None if logits is None else torch.softmax(logits[0].double(), dim=-1).numpy()
+    )  # (classes,)
+    return AttentionMaps(
+        tokens=tokens,
+        maps=maps.float().numpy().astype(np.float32),
+        y_score=y_score,
+        label_names=list(loaded.label_names),
+    )
+
+
+def attention_predictions(base: AttentionMaps, other: AttentionMaps | None = None):
+    """What each model predicts for the text of its maps: one row per model with its
+    predicted label and that label's probability (the compressed model's row if given).
+
+    Returns:
+        A ``pandas.DataFrame`` with columns model, prediction, probability.
+    """
+    import pandas as pd
+
+    rows = []
+    for name, maps in (("uncompressed", base), ("compressed", other)):
+        if maps is not None and maps.prediction is not None:
+            label, probability = maps.prediction
+            rows.append({"model": name, "prediction": label, "probability": probability})
+    return pd.DataFrame(rows, columns=["model", "prediction", "probability"])
 
 
 def js_divergence(p: np.ndarray, q: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -204,7 +204,7 @@ def record_evaluation(
         base_id = store.add(base_run, y_true=base.y_true, y_score=base.y_score, row_set=row_set)
     if other is None:
         return Recorded(base_id, base_id, store.notice)
-    config_dict = config.to_dict() if hasattr(config, "to_dict") else config
+    config_dict = config.acting().to_dict() if hasattr(config, "acting") else config  # what acted
     if parent is None:
         parent = infer_parent(store, base_id, model_fp, rows_fp, config_dict)
     fidelity = compare(base, other)

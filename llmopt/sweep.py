@@ -7,12 +7,13 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from llmopt import metrics
-from llmopt.compression import CompressionConfig, CompressionReport, compress, registry
+from llmopt.compression import CompressionConfig, compress, registry
 from llmopt.compression.calibrate import StatsCache
 from llmopt.compression.engine import check_plan, identity_report
 from llmopt.compression.registry import needs_calibration
@@ -21,6 +22,7 @@ from llmopt.compression.targets import select_targets
 from llmopt.data import TextDataset
 from llmopt.errors import LlmoptError
 from llmopt.evaluation import EvalResult, compare, evaluate
+from llmopt.latency import paired_if_kernels_differ
 from llmopt.loaded import LoadedModel, Progress
 
 # The knobs a user can sweep, one per kind of compression. "field" is the CompressionConfig
@@ -117,7 +119,10 @@ _MEASURED = [
     "size_bytes",
     "size_mb",
     "params_nonzero",
+    "accuracy_low",  # the 95% bootstrap interval of accuracy, as the point's stored run has
+    "accuracy_high",
     "latency_ms_per_sample",
+    "latency_method",  # "same kernels" (the baseline's latency) or "paired" (timed together)
     "seconds",
 ]
 COLUMNS = metrics.LiveList(lambda: ["knob", "method", "value", *_scores(), *_MEASURED])
@@ -240,8 +245,7 @@ def run_sweep(
     calibration: TextDataset | None = None,
     base_config: CompressionConfig | None = None,
     progress: Progress | None = None,
-    on_point: Callable[[CompressionConfig, EvalResult, CompressionReport, dict], None]
-    | None = None,
+    on_point: Callable[..., None] | None = None,
 ) -> pd.DataFrame:
     """Compress and evaluate ``loaded`` at every (method, value) of one knob.
 
@@ -259,16 +263,22 @@ def run_sweep(
         base_config: other settings kept fixed at every point (default: none).
         progress: called with (fraction of all points, message).
         on_point: called once per distinct point with (config, its EvalResult, its
-            CompressionReport, its fidelity to the baseline), e.g. to record it.
+            CompressionReport, its fidelity to the baseline, its paired latency or None),
+            e.g. to record it.
 
     Returns:
         One row per (method, value) with columns ``COLUMNS``; ``df.attrs["baseline"]`` holds
         the baseline's headline metrics (accuracy, roc_auc, f1_macro), size and latency.
+        Latency follows the one policy of the app (``llmopt.latency.paired_if_kernels_differ``): a point that runs the
+        baseline's kernels on tensors of the same shapes has the baseline's latency; any
+        other is timed together with the baseline, interleaved, and has its paired median.
 
     Raises:
         LlmoptError: an unknown knob/method, no values, or a setting some layer cannot take
             (checked before any work).
     """
+    from llmopt import stats  # stats re-exports pareto_front from here
+
     spec = _knob(knob)
     if not values:
         raise LlmoptError(f"choose at least one {knob} value to sweep")
@@ -296,6 +306,7 @@ def run_sweep(
     for key, config in unique.items():
         what = _describe(knob, config)
         start = time.perf_counter()
+        latency = None  # paired timing, only where the kernels differ from the baseline's
         if config.is_identity:  # the baseline itself: its evaluation is already known
             model, comp_report, result = None, identity_report(loaded, config), base_result
         else:
@@ -309,17 +320,24 @@ def run_sweep(
             result = evaluate(
                 model, dataset, progress=lambda f, _m, w=what: report(0.5 + 0.5 * f, w)
             )
+            latency = paired_if_kernels_differ(loaded, model, dataset.texts)
         fidelity = compare(base_result, result)
         if on_point is not None:
-            on_point(config, result, comp_report, fidelity)
+            on_point(config, result, comp_report, fidelity, latency)
+        low, high = stats.bootstrap_intervals(result.y_true, result.y_score)["accuracy"]
         measured[key] = {
             **{k: result.metrics.get(k, math.nan) for k in _scores()},
+            "accuracy_low": low,
+            "accuracy_high": high,
             "agreement": fidelity["agreement"],
             "mean_kl": fidelity["mean_kl"],
             "size_bytes": int(result.size_bytes),
             "size_mb": result.size_bytes / MB,
             "params_nonzero": int(result.params_nonzero),
-            "latency_ms_per_sample": result.latency_ms_per_sample,
+            "latency_ms_per_sample": (
+                latency["compressed"].median_ms if latency else base_result.latency_ms_per_sample
+            ),
+            "latency_method": "paired" if latency else "same kernels",
             "seconds": time.perf_counter() - start,
         }
         del model
@@ -333,12 +351,79 @@ def run_sweep(
     frame.attrs["knob"] = knob
     frame.attrs["baseline"] = {
         **{k: base_result.metrics.get(k, math.nan) for k in _scores()},
+        "accuracy_interval": list(
+            stats.bootstrap_intervals(base_result.y_true, base_result.y_score)["accuracy"]
+        ),
         "agreement": 1.0,
         "size_bytes": int(base_result.size_bytes),
         "size_mb": base_result.size_bytes / MB,
         "latency_ms_per_sample": base_result.latency_ms_per_sample,
     }
     return frame
+
+
+@dataclass(frozen=True)
+class SweepEstimate:
+    """How long a sweep will take, from one point per method timed now."""
+
+    seconds: float  # the whole sweep: each method's timed point × its points
+    per_method: dict[str, float]  # seconds one point of each method took
+    points: int  # distinct points that compress and evaluate (the 'off' point is free)
+
+
+def estimate_sweep(
+    loaded: LoadedModel,
+    dataset: TextDataset,
+    knob: str,
+    values: list,
+    methods: list[str],
+    *,
+    base_result: EvalResult,
+    calibration: TextDataset | None = None,
+    base_config: CompressionConfig | None = None,
+) -> SweepEstimate:
+    """Time one point of each method (the value in the middle of ``values``), exactly as
+    ``run_sweep`` runs it, and multiply by that method's number of points.
+
+    It is an estimate: a point's time varies with the value (a rank, a bit-width) and with the
+    machine's load; the first point also pays for the calibration statistics the rest reuse.
+
+    Raises:
+        LlmoptError: as ``run_sweep``.
+    """
+    spec = _knob(knob)
+    base_config = base_config or CompressionConfig()
+    per_method, total, points = {}, 0.0, 0
+    for method in methods:
+        configs = {}
+        for value in values:
+            config = sweep_config(base_config, knob, method, value)
+            if not config.is_identity:  # the 'off' point is the baseline: nothing to run
+                configs[_key(config)] = config
+        if not configs:
+            per_method[method] = 0.0
+            continue
+        middle = list(configs.values())[len(configs) // 2]
+        timed = run_sweep(
+            loaded, dataset, knob, [getattr(middle, spec["field"])], [method],
+            base_result=base_result, calibration=calibration, base_config=base_config,
+        )  # fmt: skip
+        per_method[method] = float(timed["seconds"].iloc[0])
+        total += per_method[method] * len(configs)
+        points += len(configs)
+    return SweepEstimate(seconds=total, per_method=per_method, points=points)
+
+
+def duration(seconds: float) -> str:
+    """'45 s', '6 min 30 s', '1 h 05 min': a time estimate in words."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
 
 
 def _key(config: CompressionConfig) -> str:

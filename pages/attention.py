@@ -4,6 +4,7 @@ import streamlit as st
 
 from dashboard import controls, results, state
 from llmopt import figures
+from llmopt.attention import attention_predictions
 from llmopt.data import display_text
 from llmopt.explain import FORMULAS
 
@@ -23,9 +24,22 @@ with state.guard():
 left, right = st.columns(2)
 layer = left.selectbox("Layer", range(base.n_layers), key="a_layer", persist_state="session")
 head = right.selectbox("Head", range(base.n_heads), key="a_head", persist_state="session")
-st.caption(f"{len(base.tokens)} tokens. Rows: the token that looks; columns: where it looks.")
+st.caption(
+    f"{len(base.tokens)} tokens. Rows: the token that looks; columns: where it looks. Long "
+    "texts label every few tokens; hover over a cell for its tokens."
+)
 
 hit = state.session_compressed(sel)
+other = None
+if hit is not None:
+    with state.guard():
+        other = state.attention(sel, hit["model"], text, hit["key"])
+st.markdown("**Prediction for this text**")
+st.dataframe(
+    attention_predictions(base, other),
+    hide_index=True,
+    column_config={"probability": st.column_config.NumberColumn(format="%.3f")},
+)
 if hit is None:
     st.info(
         "Nothing is compressed in this session yet, so only the uncompressed model is shown. "
@@ -39,8 +53,6 @@ if hit is None:
     st.plotly_chart(figures.attention_figure(base, layer, head))
 else:
     st.caption(f"Compressed model of this session: **{hit['config'].describe()}**.")
-    with state.guard():
-        other = state.attention(sel, hit["model"], text, hit["key"])
     st.plotly_chart(results.attention_compare(base, other, layer, head))
 
 which = st.radio(
@@ -59,7 +71,8 @@ if hit is not None:
         drift = state.drift(sel, loaded, hit, texts)
     st.caption(
         f"Mean Jensen–Shannon divergence between the two models' attention rows over "
-        f"{len(texts)} evaluation texts: bright cells = heads compression disturbed most."
+        f"{len(texts)} evaluation texts: the darker the red, the more compression disturbed "
+        "that head (white = unchanged)."
     )
     st.plotly_chart(figures.drift_figure(drift))
     with st.expander("How drift is measured"):

@@ -4,7 +4,14 @@ import streamlit as st
 
 from dashboard import state
 from llmopt import figures
-from llmopt.sweep import SWEEP_KNOBS, knob_values, pareto_front
+from llmopt.sweep import (
+    SWEEP_KNOBS,
+    duration,
+    estimate_sweep,
+    knob_values,
+    pareto_front,
+    sweep_needs_calibration,
+)
 
 st.title("Sweep")
 st.markdown(
@@ -36,7 +43,25 @@ methods = right.multiselect(
 )
 points = len(values) * len(methods)
 st.caption(f"{points} points on {len(data)} rows; each compresses a copy and evaluates it.")
-if st.button("Run sweep", type="primary"):
+run, estimate = st.columns([1, 4])
+if estimate.button(
+    "Estimate the time",
+    help="Runs one point of each method now, as the sweep would, and multiplies its time by "
+    "that method's number of points.",
+):
+    with state.guard(), st.spinner("Timing one point of each method…"):
+        base = state.baseline(sel, loaded, data)
+        needs = sweep_needs_calibration(knob, methods)
+        est = estimate_sweep(
+            loaded, data, knob, values, methods, base_result=base,
+            calibration=state.dataset(sel, "train") if needs else None,
+        )  # fmt: skip
+        each = ", ".join(f"{m} {t:.1f} s" for m, t in est.per_method.items())
+        st.info(
+            f"Estimate: about {duration(est.seconds)} for {est.points} points (one point timed "
+            f"now per method: {each}). Times vary with the value and the machine's load."
+        )
+if run.button("Run sweep", type="primary"):
     with state.guard():
         state.run_sweep(sel, loaded, data, knob, values, methods)
 frame = state.last_sweep(sel, data)
@@ -50,6 +75,11 @@ else:
     front = frame[pareto_front(frame, x="size_bytes", y="accuracy")].sort_values("size_mb")
     right.dataframe(front[["method", "value", "size_mb", "accuracy", "agreement"]], hide_index=True)
     st.dataframe(frame, hide_index=True)
+    st.caption(
+        "Latency: a point that runs the baseline's kernels (pruning, simulated quantization) "
+        "has the baseline's latency (same kernels), as on the Compress and Compare pages; "
+        "int8 kernels and low-rank factors are timed together with the baseline (paired)."
+    )
     st.download_button(
         "Download CSV",
         frame.to_csv(index=False),

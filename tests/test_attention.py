@@ -135,3 +135,74 @@ def test_int8_dynamic_model_still_returns_attention(models, tiny_dataset):
     np.testing.assert_allclose(maps.maps.sum(-1), 1.0, atol=1e-5)
     drift = attention_drift(base, other, TEXTS)
     assert np.all(drift >= 0) and np.all(drift < 0.5)
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_the_maps_carry_the_models_prediction_for_the_text(models, family):
+    """The Attention page showed no prediction for the typed text; the maps now carry the
+    probabilities of the same forward pass, equal to evaluate's for that text."""
+    from llmopt.attention import attention_predictions
+    from llmopt.evaluation import predict_proba
+
+    loaded = models[family]
+    maps = attention_maps(loaded, TEXT)
+    expected, _, _ = predict_proba(loaded, [TEXT], fused=False)
+    np.testing.assert_allclose(maps.y_score, expected[0], rtol=1e-5, atol=1e-7)
+    label, probability = maps.prediction
+    assert label == loaded.label_names[int(expected[0].argmax())]
+    assert probability == pytest.approx(expected[0].max(), rel=1e-5)
+    table = attention_predictions(maps, maps)
+    assert list(table["model"]) == ["uncompressed", "compressed"]
+    assert list(table["prediction"]) == [label, label]
+
+
+def test_long_token_labels_are_thinned_and_shortened_with_full_tokens_on_hover():
+    """With a long input every key token was labelled (up to 48, each in full): the labels ran
+    into each other. Now at most a readable number is labelled, each shortened and turned;
+    the hover still names every token in full."""
+    from llmopt import figures
+    from llmopt.figures.attention import MAX_TICKS, TICK_CHARS
+
+    n = 40  # up to 48 were all labelled before
+    tokens = [f"extraordinarily_long_token_{i}" for i in range(n)]
+    rng = np.random.default_rng(0)
+    raw = rng.random((1, 4, n, n))
+    maps = AttentionMaps(tokens=tokens, maps=(raw / raw.sum(-1, keepdims=True)).astype("f4"))
+    for fig, limit in (
+        (figures.attention_figure(maps, 0, 0), MAX_TICKS),
+        (figures.attention_compare_figure(maps, maps, 0, 0), MAX_TICKS),
+        (figures.attention_heads_figure(maps, 0), MAX_TICKS),
+    ):
+        layout = fig.to_plotly_json()["layout"]
+        axes = [v for k, v in layout.items() if k.startswith(("xaxis", "yaxis"))]
+        for axis in axes:
+            shown = list(axis["ticktext"]) if axis.get("showticklabels", True) else []
+            assert len(shown) <= limit and all(len(t) <= TICK_CHARS for t in shown)
+            assert [tokens[i][: TICK_CHARS - 1] for i in axis["tickvals"]] == [
+                t.rstrip("…") for t in axis["ticktext"]
+            ]  # each label sits on its own token's position
+        x_axes = [v for k, v in layout.items() if k.startswith("xaxis")]
+        assert all(a.get("tickangle") for a in x_axes if a.get("showticklabels", True))
+        hover = fig.data[0].customdata
+        assert {hover[0, j, 1] for j in range(n)} == set(tokens)  # full tokens on hover
+
+
+def test_the_drift_caption_matches_the_colour_scale():
+    """The caption said 'bright cells' for the heads that moved most, which the figure draws
+    darkest: the page's words and the figure's scale must agree."""
+    import re
+
+    from plotly.colors import get_colorscale
+
+    from llmopt import figures
+
+    fig = figures.drift_figure(np.array([[0.0, 0.5]]))
+    scale = fig.data[0].colorscale
+    scale = get_colorscale(scale) if isinstance(scale, str) else scale
+
+    def lightness(colour: str) -> float:
+        r, g, b = (int(v) for v in re.findall(r"\d+", colour)[:3])
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    assert lightness(scale[-1][1]) < lightness(scale[0][1])  # most drift = darkest;
+    # the page's caption says so (tests/app/test_pages.py checks the page shows it)

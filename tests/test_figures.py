@@ -357,14 +357,14 @@ def sweep_frame() -> pd.DataFrame:
 def test_sweep_figure_lines_per_method_and_metric():
     frame = sweep_frame()
     fig = figures.sweep_figure(frame)
-    assert len(fig.data) == 2 * 4  # (accuracy, AUC, agreement, size) per method
+    assert len(fig.data) == 2 * 2  # (accuracy, size) per method
     first = fig.data[0]
     part = frame[frame["method"] == "magnitude"]
     np.testing.assert_allclose(first.x, part["value"])
     np.testing.assert_allclose(first.y, part["accuracy"])
-    assert fig.data[3].yaxis == "y2"  # size on the secondary axis
-    assert fig.data[0].line.color == fig.data[3].line.color != fig.data[4].line.color
-    assert axis_title(fig, "xaxis") and axis_title(fig, "yaxis") and axis_title(fig, "yaxis2")
+    assert fig.data[1].yaxis == "y2"  # size on its own axis (the panel below)
+    assert fig.data[0].line.color == fig.data[1].line.color != fig.data[2].line.color
+    assert axis_title(fig, "xaxis2") and axis_title(fig, "yaxis") and axis_title(fig, "yaxis2")
 
 
 def test_pareto_figure_marks_the_front_and_the_baseline():

@@ -171,7 +171,7 @@ def test_on_point_sees_every_distinct_point_with_its_result(tiny_dirs, tiny_data
     seen = []
     frame = run_sweep(
         bert, tiny_dataset, "bits", [8, 4], ["per-channel"],
-        on_point=lambda c, r, rep, fid: seen.append((c.bits, r.metrics["accuracy"], fid)),
+        on_point=lambda c, r, rep, fid, _lat: seen.append((c.bits, r.metrics["accuracy"], fid)),
     )  # fmt: skip
     assert [b for b, _, _ in seen] == [8, 4]
     for (bits, accuracy, fid), (_, row) in zip(seen, frame.iterrows(), strict=True):
@@ -252,3 +252,84 @@ def test_every_registered_method_is_a_sweep_method():
     assert not sweep_needs_calibration("bits", ["per-channel", "group 64"])
     assert sweep_needs_calibration("bits", ["gptq per-channel"])
     assert not sweep_needs_calibration("rank", ["svd"])
+
+
+def test_sweep_latency_follows_the_apps_one_latency_policy(bert, tiny_dataset, tmp_path):
+    """One latency policy everywhere: a point that runs the baseline's kernels (pruning,
+    simulated quantization) shows the baseline's latency, as its stored run, the Compress page
+    and Compare say ("same kernels"); a point with other kernels (int8) shows the median of
+    the paired timing that its stored run keeps. Before, every row showed its own single-pass
+    timing, a number the stored run of the same point contradicted."""
+    from llmopt.experiments import ExperimentStore
+    from llmopt.recording import record_evaluation
+
+    runs_db = ExperimentStore(tmp_path / "experiments.sqlite")
+    base = llmopt.evaluate(bert, tiny_dataset)
+    stored, paired = {}, {}
+
+    def record(config, result, report, _fidelity, latency) -> None:
+        done = record_evaluation(
+            runs_db, base_model=bert, dataset=tiny_dataset, base=base, other=result,
+            config=config, report=report, latency=latency, origin="sweep",
+        )  # fmt: skip
+        key = (config.sparsity, config.smooth_alpha)
+        stored[key], paired[key] = runs_db.get(done.run_id), latency
+
+    frame = run_sweep(
+        bert, tiny_dataset, "sparsity", [0.3, 0.6], ["magnitude"], base_result=base,
+        on_point=record,
+    )  # fmt: skip
+    assert list(frame["latency_method"]) == ["same kernels", "same kernels"]
+    assert (frame["latency_ms_per_sample"] == base.latency_ms_per_sample).all()
+    for _, row in frame.iterrows():
+        run = stored[(row["value"], None)]
+        assert run.latency_ms == row["latency_ms_per_sample"] and run.latency_simulated
+
+    frame = run_sweep(
+        bert, tiny_dataset, "smooth_alpha", [0.5], ["smoothquant"], base_result=base,
+        calibration=tiny_dataset, on_point=record,
+    )  # fmt: skip
+    latency, run = paired[(0.0, 0.5)], stored[(0.0, 0.5)]
+    assert latency is not None and frame["latency_method"].iloc[0] == "paired"
+    assert frame["latency_ms_per_sample"].iloc[0] == latency["compressed"].median_ms
+    assert run.latency["method"] == "paired" and run.latency_ms == latency["compressed"].median_ms
+
+
+def test_the_estimate_times_one_point_per_method_and_multiplies(bert, tiny_dataset, monkeypatch):
+    """No estimate was given before a sweep; now one point of each method is run as the sweep
+    runs it, and its measured time is multiplied by that method's number of points."""
+    from llmopt.sweep import duration, estimate_sweep
+
+    ran = []
+    real = sweep_mod.run_sweep
+    monkeypatch.setattr(
+        sweep_mod, "run_sweep", lambda *a, **k: ran.append((a[3], a[4])) or real(*a, **k)
+    )
+    base = llmopt.evaluate(bert, tiny_dataset)
+    values = [0.0, 0.2, 0.4, 0.6]  # 0 is the baseline: not a point to run
+    est = estimate_sweep(
+        bert, tiny_dataset, "sparsity", values, ["magnitude", "wanda"], base_result=base,
+        calibration=tiny_dataset,
+    )  # fmt: skip
+    assert ran == [([0.4], ["magnitude"]), ([0.4], ["wanda"])]  # the middle point, per method
+    assert est.points == 6 and set(est.per_method) == {"magnitude", "wanda"}
+    assert all(t > 0 for t in est.per_method.values())
+    assert est.seconds == pytest.approx(3 * sum(est.per_method.values()))
+    assert [duration(s) for s in (4.4, 390, 3900)] == ["4 s", "6 min 30 s", "1 h 05 min"]
+
+
+def test_sweep_rows_carry_the_bootstrap_interval_their_runs_store(bert, tiny_dataset):
+    from llmopt import stats
+
+    base = llmopt.evaluate(bert, tiny_dataset)
+    results = {}
+    frame = run_sweep(
+        bert, tiny_dataset, "bits", [None, 4], ["per-channel"], base_result=base,
+        on_point=lambda c, r, *_: results.setdefault(c.bits, r),
+    )  # fmt: skip
+    for _, row in frame.iterrows():
+        result = results[None if pd.isna(row["value"]) else int(row["value"])]
+        low, high = stats.bootstrap_intervals(result.y_true, result.y_score)["accuracy"]
+        assert (row["accuracy_low"], row["accuracy_high"]) == (low, high)
+        assert low <= row["accuracy"] <= high
+    assert frame.attrs["baseline"]["accuracy_interval"][0] <= base.metrics["accuracy"]

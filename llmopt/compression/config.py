@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from llmopt.errors import LlmoptError
 
@@ -13,6 +13,14 @@ CALIBRATIONS = ("sequential", "one-pass")
 PRECISIONS = ("fp32", "bf16", "fp16")
 NM_PATTERN = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 MAX_M = 256  # group size of an N:M pattern; hardware uses 4 or 8, research up to 32 or 64
+# The settings of each kind of compression (registry.KINDS): they act only when the kind is on.
+KIND_SETTINGS = {
+    "lowrank": ("lowrank_method",),
+    "prune": ("sparsity_method", "sparsity_pattern", "sparsity_scope"),
+    "quantize": ("quant_method", "group_size", "act_order", "asymmetric"),
+    "kernel": ("smooth_alpha",),
+}
+CALIBRATION_SETTINGS = ("calibration", "calibration_samples")  # act only for calibrated methods
 PATTERN_HELP = f"'unstructured', '2:4', '4:8' or any 'N:M' with 0 < N < M <= {MAX_M}"
 
 
@@ -213,6 +221,25 @@ class CompressionConfig:
         if self.precision != "fp32":
             parts.append(f"{self.precision} compute")
         return " · ".join(parts) or "no compression"
+
+    def acting(self) -> CompressionConfig:
+        """This config with every setting that does nothing reset to its default: a method,
+        group size or option of a kind that is off (e.g. ``quant_method`` without ``bits``),
+        the sparsity an N:M pattern overrides, and the calibration settings when no method
+        measures activations. It compresses exactly as ``self`` does; recipes store it, so
+        runs that did the same thing have the same recipe."""
+        from llmopt.compression import registry
+
+        default = {f.name: f.default for f in fields(self)}
+        reset = {}
+        for kind, names in KIND_SETTINGS.items():
+            if not registry.KINDS[kind].active(self):
+                reset.update({name: default[name] for name in names})
+        if self.nm is not None:
+            reset["sparsity"] = default["sparsity"]
+        if not registry.needs_calibration(self):
+            reset.update({name: default[name] for name in CALIBRATION_SETTINGS})
+        return replace(self, **reset)
 
     def to_dict(self) -> dict:
         """Plain JSON-ready values of every field."""

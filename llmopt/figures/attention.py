@@ -16,14 +16,26 @@ if TYPE_CHECKING:
     from llmopt.attention import AttentionMaps
 
 
-def _token_axis(tokens: list[str]) -> dict:
-    """Positions on the axis, tokens as labels (a category axis would merge repeated tokens)."""
-    return {
+MAX_TICKS = 24  # token labels on the axis of a full-width map; more overlap at 900 px
+TICK_CHARS = 8  # a label's characters; the full token is in the hover text
+
+
+def _tick_label(token: str) -> str:
+    return token if len(token) <= TICK_CHARS else token[: TICK_CHARS - 1] + "…"
+
+
+def _token_axis(tokens: list[str], max_ticks: int = MAX_TICKS, *, x: bool = False) -> dict:
+    """Positions on the axis (a category axis would merge repeated tokens), labelled with
+    shortened tokens: every token when they fit, else every k-th (the hover names them all);
+    key-token labels are turned so that neighbours do not overlap."""
+    step = max(1, math.ceil(len(tokens) / max_ticks))
+    shown = list(range(0, len(tokens), step))
+    axis = {
         "tickmode": "array",
-        "tickvals": list(range(len(tokens))),
-        "ticktext": tokens,
-        "showticklabels": len(tokens) <= 48,
+        "tickvals": shown,
+        "ticktext": [_tick_label(tokens[i]) for i in shown],
     }
+    return {**axis, "tickangle": -60} if x else axis
 
 
 def _check_head(maps: AttentionMaps, layer: int, head: int | None = None) -> None:
@@ -70,7 +82,7 @@ def attention_figure(
     )
     fig.update_layout(
         title=title or f"Attention — layer {layer}, head {head}",
-        xaxis={"title": "Key token (attended to)", **_token_axis(maps.tokens)},
+        xaxis={"title": "Key token (attended to)", **_token_axis(maps.tokens, x=True)},
         yaxis={"title": "Query token", "autorange": "reversed", **_token_axis(maps.tokens)},
         height=520,
     )
@@ -105,14 +117,17 @@ def attention_compare_figure(
     )
     fig.add_trace(_attention_heatmap(b, other.tokens, coloraxis="coloraxis"), row=1, col=2)
     fig.add_trace(_attention_heatmap(diff, base.tokens, coloraxis="coloraxis2"), row=1, col=3)
-    for col in (1, 2, 3):
-        fig.update_xaxes(title_text="Key token", row=1, col=col, **_token_axis(base.tokens))
+    for col in (1, 2, 3):  # a third of the width each: a few labels, query tokens at the left
+        fig.update_xaxes(
+            title_text="Key token", row=1, col=col, **_token_axis(base.tokens, 5, x=True)
+        )
         fig.update_yaxes(
             title_text="Query token" if col == 1 else None,
             autorange="reversed",
             row=1,
             col=col,
-            **_token_axis(base.tokens),
+            showticklabels=col == 1,
+            **_token_axis(base.tokens, 16),
         )
     fig.update_layout(
         title=f"Attention before and after compression — layer {layer}, head {head}",
@@ -159,14 +174,20 @@ def attention_heads_figure(maps: AttentionMaps, layer: int) -> go.Figure:
             row=r,
             col=c,
         )
-        axis = {**_token_axis(maps.tokens), "showticklabels": few}
-        fig.update_xaxes(title_text="Key token" if r == rows else None, row=r, col=c, **axis)
+        fig.update_xaxes(
+            title_text="Key token" if r == rows else None,
+            row=r,
+            col=c,
+            showticklabels=few,
+            **_token_axis(maps.tokens, 6, x=True),
+        )
         fig.update_yaxes(
             title_text="Query token" if c == 1 else None,
             autorange="reversed",
             row=r,
             col=c,
-            **axis,
+            showticklabels=few,
+            **_token_axis(maps.tokens, 6),
         )
     fig.update_layout(
         title=f"All heads of layer {layer}",
@@ -197,6 +218,6 @@ def drift_figure(drift: np.ndarray) -> go.Figure:
         title="Attention drift: how far each head moved (0 = unchanged, 1 bit = maximal)",
         xaxis={"title": "Head", "tickmode": "linear", "dtick": 1},
         yaxis={"title": "Layer", "tickmode": "linear", "dtick": 1, "autorange": "reversed"},
-        height=120 + 40 * layers,
+        height=220 + 36 * layers,  # rows of a 2-layer model stay a line of text apart
     )
     return fig

@@ -16,6 +16,7 @@ from llmopt.figures.results import _common_prefix, _escape, confusion_layout
 GROUP_COLOURS = list(qualitative.D3) + list(qualitative.Dark24)
 SELECTED = {"symbol": "circle-open", "size": 18, "color": "black", "line": {"width": 2}}
 LINEAGE_ROW_PX = 22  # vertical room per leaf of the lineage map
+LINEAGE_LABEL_CHARS = 26  # a node's label: its id and what it added, shortened
 LINEAGE_PX = (380, 1400)  # its height: at least, at most (many runs share the room)
 
 
@@ -117,6 +118,12 @@ def runs_scatter_figure(
     return fig
 
 
+def _node_label(step) -> str:
+    """A lineage node's short description (what it added), e.g. '50% wanda pruning'."""
+    text = "" if step is None or (isinstance(step, float) and np.isnan(step)) else str(step)
+    return text if len(text) <= LINEAGE_LABEL_CHARS else text[: LINEAGE_LABEL_CHARS - 1] + "…"
+
+
 def lineage_figure(
     layout: pd.DataFrame, frame: pd.DataFrame, metric: str, *, selected: list[int] = ()
 ) -> go.Figure:
@@ -156,7 +163,7 @@ def lineage_figure(
             x=nodes["depth"],
             y=nodes["y"],
             mode="markers+text",
-            text=[f"#{i}" for i in nodes["id"]],
+            text=[f"#{r.id} {_escape(_node_label(r.step))}" for r in nodes.itertuples()],
             textposition="middle right",
             textfont={"size": 10},
             showlegend=False,

@@ -9,7 +9,7 @@ from plotly.subplots import make_subplots
 
 from llmopt.figures.common import METHOD_COLOURS, METRIC_TITLES, PALETTE
 
-SWEEP_METRICS = [("accuracy", "solid"), ("roc_auc", "dash"), ("agreement", "dot")]
+SWEEP_METRICS = [("accuracy", "solid")]  # the quality drawn (ROC AUC, agreement: in the table)
 
 
 def _knob_spec(df: pd.DataFrame) -> tuple[str, dict]:
@@ -19,32 +19,64 @@ def _knob_spec(df: pd.DataFrame) -> tuple[str, dict]:
     return knob, SWEEP_KNOBS.get(knob, {"label": knob, "reverse": False})
 
 
+def _interval(part: pd.DataFrame) -> dict | None:
+    """Error bars from a sweep's accuracy interval columns (None where a frame has none)."""
+    if "accuracy_low" not in part or part["accuracy_low"].isna().all():
+        return None
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": (part["accuracy_high"] - part["accuracy"]).to_numpy(dtype=float),
+        "arrayminus": (part["accuracy"] - part["accuracy_low"]).to_numpy(dtype=float),
+        "thickness": 1,
+        "width": 3,
+    }
+
+
+def _padded(values: list[float], *, pad: float = 0.08, floor: float | None = None) -> list:
+    """An axis range around ``values`` with a margin (the data, not the space down to 0)."""
+    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
+    if not finite:
+        return [0, 1]
+    low, high = min(finite), max(finite)
+    margin = (high - low) * pad or max(abs(high) * pad, 1e-3)
+    low, high = low - margin, high + margin
+    return [max(low, floor) if floor is not None else low, high]
+
+
 def sweep_figure(df: pd.DataFrame) -> go.Figure:
-    """Accuracy, ROC AUC and agreement against the knob value (colour = method, dash = metric),
-    size (MB) on a secondary axis; the baseline accuracy as a dotted horizontal line.
+    """Accuracy (with its 95% bootstrap interval) against the knob value, one line per method,
+    the baseline's accuracy as a dotted line; below it, on its own axis, the size in MB.
 
     Args:
         df: the frame from ``llmopt.sweep.run_sweep``.
     """
     knob, spec = _knob_spec(df)
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig = make_subplots(
+        rows=2, cols=1, shared_xaxes=True, row_heights=[0.68, 0.32], vertical_spacing=0.07
+    )
+    scores = []
     for i, (method, part) in enumerate(df.groupby("method", sort=False)):
         part = part.dropna(subset=["value"]).sort_values("value")
         colour = METHOD_COLOURS[i % len(METHOD_COLOURS)]
-        for metric, dash in SWEEP_METRICS:
-            fig.add_trace(
-                go.Scatter(
-                    x=part["value"],
-                    y=part[metric],
-                    mode="lines+markers",
-                    name=f"{method} · {METRIC_TITLES.get(metric, metric)}",
-                    legendgroup=method,
-                    line={"color": colour, "dash": dash},
-                    hovertemplate=f"{method}<br>{knob} %{{x}}<br>{metric} %{{y:.3f}}"
-                    "<extra></extra>",
-                ),
-                secondary_y=False,
-            )
+        bars = _interval(part)
+        scores += list(part["accuracy"])
+        if bars is not None:
+            scores += list(part["accuracy_low"]) + list(part["accuracy_high"])
+        fig.add_trace(
+            go.Scatter(
+                x=part["value"],
+                y=part["accuracy"],
+                error_y=bars,
+                mode="lines+markers",
+                name=f"{method} · {METRIC_TITLES.get('accuracy', 'accuracy')}",
+                legendgroup=method,
+                line={"color": colour},
+                hovertemplate=f"{method}<br>{knob} %{{x}}<br>accuracy %{{y:.3f}}<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
         fig.add_trace(
             go.Scatter(
                 x=part["value"],
@@ -52,30 +84,41 @@ def sweep_figure(df: pd.DataFrame) -> go.Figure:
                 mode="lines+markers",
                 name=f"{method} · size (MB)",
                 legendgroup=method,
-                line={"color": colour, "dash": "longdashdot", "width": 1},
+                showlegend=False,
+                line={"color": colour, "width": 1.5},
                 marker={"symbol": "square-open"},
-                opacity=0.6,
                 hovertemplate=f"{method}<br>{knob} %{{x}}<br>%{{y:.2f}} MB<extra></extra>",
             ),
-            secondary_y=True,
+            row=2,
+            col=1,
         )
     baseline = df.attrs.get("baseline")
     if baseline:
+        scores += [baseline["accuracy"], *(baseline.get("accuracy_interval") or [])]
         fig.add_hline(
             y=baseline["accuracy"],
             line={"color": PALETTE["baseline"], "dash": "dot", "width": 1},
             annotation_text=f"baseline accuracy {baseline['accuracy']:.3f}",
             annotation_position="bottom left",
+            row=1,
+            col=1,
         )
-    fig.update_xaxes(
-        title_text=spec["label"], autorange="reversed" if spec.get("reverse") else True
+    fig.update_xaxes(autorange="reversed" if spec.get("reverse") else True)
+    fig.update_xaxes(title_text=spec["label"], row=2, col=1)
+    fig.update_yaxes(
+        title_text="Accuracy (95% interval)",
+        range=_padded(scores, floor=0.0),
+        row=1,
+        col=1,
     )
-    fig.update_yaxes(title_text="Score (accuracy, ROC AUC, agreement)", secondary_y=False)
-    fig.update_yaxes(title_text="Size (MB)", rangemode="tozero", showgrid=False, secondary_y=True)
+    sizes = list(df["size_mb"]) + ([baseline["size_mb"]] if baseline else [])
+    fig.update_yaxes(
+        title_text="Size (MB)", range=_padded(sizes, pad=0.15, floor=0.0), nticks=4, row=2, col=1
+    )
     fig.update_layout(
-        title=f"Sweep over {knob}: quality and size (more compression to the right)",
-        height=480,
-        legend={"groupclick": "toggleitem"},
+        title=f"Sweep over {knob}: accuracy and size (more compression to the right)",
+        height=520,
+        legend={"groupclick": "togglegroup"},
     )
     return fig
 
@@ -94,6 +137,7 @@ def pareto_figure(df: pd.DataFrame) -> go.Figure:
             go.Scatter(
                 x=part["size_mb"],
                 y=part["accuracy"],
+                error_y=_interval(part),
                 mode="markers",
                 name=str(method),
                 marker={"color": METHOD_COLOURS[i % len(METHOD_COLOURS)], "size": 9},
@@ -129,10 +173,14 @@ def pareto_figure(df: pd.DataFrame) -> go.Figure:
                 hovertemplate="baseline<br>%{x:.2f} MB<br>accuracy %{y:.3f}<extra></extra>",
             )
         )
+    sizes = list(both["size_mb"])
+    scores = list(both["accuracy"])
+    if "accuracy_low" in points:
+        scores += list(points["accuracy_low"]) + list(points["accuracy_high"])
     fig.update_layout(
         title="Size against accuracy (up and to the left is better)",
-        xaxis={"title": "Size (MB)", "rangemode": "tozero"},
-        yaxis={"title": "Accuracy"},
+        xaxis={"title": "Size (MB)", "range": _padded(sizes, floor=0.0)},
+        yaxis={"title": "Accuracy", "range": _padded(scores, floor=0.0)},
         height=460,
     )
     return fig

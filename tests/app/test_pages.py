@@ -209,6 +209,32 @@ def test_attention_heatmaps_have_one_row_and_column_per_token(app, tiny_env):
     assert figure(at, "Attention before and after compression — layer 1, head 3")
 
 
+def test_attention_shows_the_prediction_for_the_typed_text(app, tiny_env):
+    """The Attention page showed maps but not what the model predicts for the typed text, and
+    its drift caption said 'bright cells' for the cells it draws darkest."""
+    at = app.run()
+    at.switch_page("pages/attention.py").run()
+    text = "an entirely new sentence typed by a visitor"
+    at.text_area("a_text").set_value(text).run()
+    assert not at.exception, at.exception
+    loaded = llmopt.load_model(str(tiny_env["model"]))
+    label, probability = attention_maps(loaded, text).prediction
+    shown = table(at, "model")
+    assert list(shown["model"]) == ["uncompressed"]
+    assert (shown["prediction"][0], shown["probability"][0]) == (label, pytest.approx(probability))
+
+    [b for b in at.button if b.label.startswith("Compress with")][0].click().run()
+    assert not at.exception, at.exception
+    model, _ = compress(loaded, at.session_state["compressed"]["config"])
+    other_label, other_probability = attention_maps(model, text).prediction
+    shown = table(at, "model")
+    assert list(shown["model"]) == ["uncompressed", "compressed"]
+    assert shown["prediction"][1] == other_label
+    assert shown["probability"][1] == pytest.approx(other_probability)
+    drift = [c.value for c in at.caption if "Jensen" in c.value]
+    assert len(drift) == 1 and "darker" in drift[0] and "bright" not in drift[0]
+
+
 def test_sweep_draws_one_point_per_value(app):
     at = app.run()
     at.switch_page("pages/sweep.py").run()
@@ -227,6 +253,27 @@ def test_sweep_draws_one_point_per_value(app):
     points = [t for t in pareto["data"] if t["name"] == "magnitude"]
     assert len(decode(points[0]["x"])) == len(values)
     assert at.get("download_button")
+
+
+def test_sweep_estimates_its_time_and_shows_one_latency_policy(app):
+    """No estimate before a sweep; latencies that contradicted the other pages (a measured
+    single pass per pruning point, where everything else says 'same kernels'); no intervals."""
+    at = app.run()
+    at.switch_page("pages/sweep.py").run()
+    at.multiselect("s_values_sparsity").set_value([0.0, 0.3, 0.6])
+    at.multiselect("s_methods_sparsity").set_value(["magnitude"]).run()
+    [b for b in at.button if b.label == "Estimate the time"][0].click().run()
+    assert not at.exception and not at.error, at.exception or [e.value for e in at.error]
+    estimate = [i.value for i in at.info if i.value.startswith("Estimate:")]
+    assert len(estimate) == 1 and "for 2 points" in estimate[0] and "magnitude" in estimate[0]
+    [b for b in at.button if b.label == "Run sweep"][0].click().run()
+    assert not at.exception and not at.error, at.exception or [e.value for e in at.error]
+    frame = table(at, "knob")
+    base = at.session_state["sweep"]["frame"].attrs["baseline"]
+    assert set(frame["latency_method"]) == {"same kernels"}
+    assert (frame["latency_ms_per_sample"] == base["latency_ms_per_sample"]).all()
+    accuracy = figure(at, "Sweep over sparsity")["data"][0]
+    assert len(decode(accuracy["error_y"]["array"])) == 3  # an interval on every point
 
 
 def test_a_bad_csv_upload_shows_an_error(app):
