@@ -139,7 +139,7 @@ def build_windows(lm: LoadedLM, texts: list[str], protocol: str, seq_len: int) -
         if len(windows) == 0:
             raise LlmoptError("the texts are empty (no tokens to score); give texts with words")
         return windows, n_bytes, words
-    windows, ids = paper_windows(lm.tokenizer, texts, seq_len)
+    windows, ids, ends = paper_windows(lm.tokenizer, texts, seq_len)
     if len(windows) == 0:
         raise LlmoptError(
             f"the texts make {len(ids)} tokens, fewer than one window of {seq_len}",
@@ -148,12 +148,16 @@ def build_windows(lm: LoadedLM, texts: list[str], protocol: str, seq_len: int) -
                 app="add rows, lower the window length, or choose the per-document protocol",
             ),
         )
+    if ends is not None:  # bytes from the end of each window's first token to its last's
+        first = np.arange(len(windows)) * seq_len
+        return windows, ends[first + seq_len - 1] - ends[first], None
     return windows, window_bytes(lm.tokenizer, windows), None
 
 
 def window_bytes(tokenizer, windows: Windows) -> np.ndarray:
-    """UTF-8 bytes of the text each paper window scores (its tokens 1..), decoded with one
-    token of left context so a tokenizer that drops a leading space counts it."""
+    """UTF-8 bytes of the text each paper window scores (its tokens 1..), for a tokenizer
+    without offsets: decoded with one token of left context, so a tokenizer that drops a
+    leading space counts it (a character split between windows is counted approximately)."""
     out = np.zeros(len(windows), dtype=np.int64)
     for i, tokens in enumerate(windows.tokens):
         with_scored = tokenizer.decode(tokens, skip_special_tokens=True)

@@ -47,18 +47,35 @@ def prefix_token_id(tokenizer) -> int:
     return tokenizer.eos_token_id
 
 
-def paper_windows(tokenizer, texts: list[str], seq_len: int) -> tuple[Windows, list[int]]:
+def paper_windows(
+    tokenizer, texts: list[str], seq_len: int
+) -> tuple[Windows, list[int], np.ndarray | None]:
     """The texts joined with a blank line, tokenized once with the tokenizer's defaults, cut
     into ``len // seq_len`` non-overlapping windows of ``seq_len`` tokens (remainder dropped).
     Each window predicts its tokens 1..seq_len-1, as ``model(window, labels=window)`` does.
 
     Returns:
-        (windows, all tokens of the joined text).
+        (windows, all tokens of the joined text, each token's end as a UTF-8 byte offset into
+        the joined text, from a fast tokenizer's offsets; None for a slow tokenizer).
     """
-    ids = list(tokenizer(PAPER_JOIN.join(texts))["input_ids"])
+    text = PAPER_JOIN.join(texts)
+    fast = bool(getattr(tokenizer, "is_fast", False))
+    enc = tokenizer(text, return_offsets_mapping=fast)
+    ids = list(enc["input_ids"])
+    ends = None
+    if fast:
+        char_ends = np.array([end for _start, end in enc["offset_mapping"]], dtype=np.int64)
+        ends = utf8_prefix_bytes(text)[char_ends]
     n = len(ids) // seq_len
     tokens = [ids[i * seq_len : (i + 1) * seq_len] for i in range(n)]
-    return Windows(tokens, np.full(n, seq_len - 1), np.arange(n), n), ids
+    return Windows(tokens, np.full(n, seq_len - 1), np.arange(n), n), ids, ends
+
+
+def utf8_prefix_bytes(text: str) -> np.ndarray:
+    """(len(text) + 1,) UTF-8 bytes of ``text[:k]`` for every k, without a loop over chars."""
+    points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    sizes = 1 + (points >= 0x80) + (points >= 0x800) + (points >= 0x10000)
+    return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
 
 
 def rolling_windows(tokens: list[int], prefix: int, max_len: int) -> list[tuple[list[int], int]]:
