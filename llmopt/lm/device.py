@@ -24,9 +24,13 @@ def native_bf16() -> bool:
     """
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            text = f.read()
+            return bf16_in_cpuinfo(f.read())
     except OSError:
         return False
+
+
+def bf16_in_cpuinfo(text: str) -> bool:
+    """Whether a /proc/cpuinfo text lists a native bf16 instruction set on its first CPU."""
     for line in text.splitlines():
         key, _, value = line.partition(":")
         if key.strip().lower() in ("flags", "features"):

@@ -157,8 +157,8 @@ def _from_pretrained(
                 app="choose a causal language model (GPT-2, OPT, Llama, Qwen2, …)",
             ),
         )
-    if size is None and not local_only:
-        size = hub_checkpoint_size(ref)
+    if size is None:
+        size = cached_checkpoint_size(ref) if local_only else hub_checkpoint_size(ref)
     stored = size.dtype if size is not None else None
     stored = stored or _config_dtype(config)
     chosen = resolve_dtype(dtype, device, stored)
@@ -259,6 +259,17 @@ def hub_checkpoint_size(repo_id: str) -> CheckpointSize | None:
     floats = {k: v for k, v in counts.items() if k in SAFETENSORS_DTYPES}
     stored = SAFETENSORS_DTYPES[max(floats, key=floats.get)] if floats else None
     return CheckpointSize(sum(counts.values()), stored)
+
+
+def cached_checkpoint_size(repo_id: str) -> CheckpointSize | None:
+    """Headers of a hub checkpoint already in the local hub cache (offline), or None."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(repo_id, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached: loading will say so
+        return None
+    return local_checkpoint_size(Path(folder))
 
 
 def check_fits(size: CheckpointSize, dtype: str, device: torch.device, source: str) -> None:

@@ -154,6 +154,10 @@ def zero_shot(
             than the model's context.
     """
     config = config or ZeroShotConfig()
+    if isinstance(texts, str) or not texts or not all(isinstance(t, str) for t in texts):
+        raise LlmoptError("zero-shot scoring needs a non-empty list of texts")
+    if y_true is not None and len(y_true) != len(texts):
+        raise LlmoptError(f"{len(texts)} texts but {len(y_true)} labels")
     choices = _label_order(config, list(label_names))
     max_len = lm.max_length or HARNESS_MAX_LENGTH
     tokens, scored = [], []

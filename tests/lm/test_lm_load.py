@@ -135,3 +135,13 @@ def test_not_a_source(tmp_path):
         load_causal_lm(str(tmp_path))
     with pytest.raises(LlmoptError, match="not a model this tool can load"):
         load_causal_lm("not a model!")
+
+
+def test_bf16_flags_in_cpuinfo():
+    x86 = "processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_tile\n"
+    old = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n"
+    arm = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
+    assert lm_device.bf16_in_cpuinfo(x86)
+    assert not lm_device.bf16_in_cpuinfo(old)
+    assert lm_device.bf16_in_cpuinfo(arm)
+    assert not lm_device.bf16_in_cpuinfo("")

@@ -168,3 +168,14 @@ def test_default_seq_len_and_errors(lms):
         perplexity(lm, [], seq_len=16)
     with pytest.raises(LlmoptError, match="empty"):
         perplexity(lm, ["", ""], protocol="document", seq_len=16)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_16_bit_weights_score_close_to_fp32(lm_dirs, lms, dtype):
+    from llmopt.lm.load import load_causal_lm
+
+    half = load_causal_lm(str(lm_dirs["llama"]), dtype=dtype, device="cpu")
+    assert next(half.model.parameters()).dtype != torch.float32
+    full = perplexity(lms["llama"], DOCS, seq_len=16)
+    low = perplexity(half, DOCS, seq_len=16)
+    assert low.perplexity == pytest.approx(full.perplexity, rel=0.03)
