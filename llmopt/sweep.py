@@ -269,8 +269,8 @@ def run_sweep(
     Returns:
         One row per (method, value) with columns ``COLUMNS``; ``df.attrs["baseline"]`` holds
         the baseline's headline metrics (accuracy, roc_auc, f1_macro), size and latency.
-        Latency follows the one policy of the app (``llmopt.latency.paired_if_kernels_differ``): a point that runs the
-        baseline's kernels on tensors of the same shapes has the baseline's latency; any
+        Latency follows the one policy of the app (``paired_if_kernels_differ``): a point that
+        runs the baseline's kernels on tensors of the same shapes has the baseline's latency; any
         other is timed together with the baseline, interleaved, and has its paired median.
 
     Raises:
