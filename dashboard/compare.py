@@ -24,6 +24,7 @@ TABLE_VERSION = "cmp_table_version"  # bumped when the pick changes elsewhere: f
 TABLE_IDS = "cmp_table_ids"  # run ids of the table's rows, in order (for its selection)
 GOTO_COMPRESS = "cmp_goto_compress"
 URL = {"runs": PICKED, "ref": "cmp_ref", "x": "cmp_x", "y": "cmp_y"}  # address -> widget key
+URL_DEFAULTS = {"x": "size_mb", "y": "accuracy"}  # left out of the address
 TABLE_COLUMNS = {  # runs_frame column -> title in the table
     "id": "id",
     "name": "name",
@@ -71,9 +72,10 @@ def restore(all_ids: list[int]) -> None:
 
 
 def mirror() -> None:
-    """Keep the picked runs, the reference and the axes in the address."""
-    for param, key in URL.items():
-        urlstate.page_param(param, st.session_state.get(key))
+    """Keep the picked runs, the reference and the axes in the address (one change at most)."""
+    values = {param: st.session_state.get(key) for param, key in URL.items()}
+    urlstate.page_params({k: None if URL_DEFAULTS.get(k) == v else v for k, v in values.items()})
+    for param in URL:
         st.session_state[f"cmp_url_{param}"] = urlstate.read_param(param)
 
 
@@ -203,10 +205,10 @@ def scatter(shown: pd.DataFrame, picked: list[int]) -> None:
     axes = list(comparison.AXES)
     left, middle, right = st.columns(3)
     x = left.selectbox(
-        "x", axes, axes.index("size_mb"), format_func=comparison.AXES.get, key="cmp_x"
+        "x", axes, axes.index(URL_DEFAULTS["x"]), format_func=comparison.AXES.get, key="cmp_x"
     )
     y = middle.selectbox(
-        "y", axes, axes.index("accuracy"), format_func=comparison.AXES.get, key="cmp_y"
+        "y", axes, axes.index(URL_DEFAULTS["y"]), format_func=comparison.AXES.get, key="cmp_y"
     )
     colour = right.selectbox(
         "Colour by",

@@ -344,3 +344,61 @@ def test_two_evaluations_compared_in_a_real_browser(browser, server):
     _full_page_screenshot(page, path)
     print(f"screenshot: {path}")
     assert path.stat().st_size > 10_000
+
+
+LONG_NAMES = [f"customer support tickets about a long-winded topic number {c}" for c in range(7)]
+
+
+@pytest.fixture()
+def stored_server(tiny_dirs, tiny_csv, tmp_path, tmp_path_factory):
+    """A fresh server whose store holds runs on two datasets: the bundled reviews (2 classes,
+    93 rows) and a 7-class CSV with long class names (300 rows); no model is loaded."""
+    from stored_runs import fill_store
+
+    env = _env(tiny_dirs["bert"], tiny_csv, tmp_path, tmp_path_factory)
+    home = Path(env["LLMOPT_EXPERIMENTS"])
+    home.parent.mkdir(parents=True, exist_ok=True)
+    ids = fill_store(
+        home, {"bundled": (["negative", "positive"], 93), str(tiny_csv): (LONG_NAMES, 300)}
+    )
+    with _serve(env, tmp_path / "server.log") as url:
+        yield url, ids
+
+
+def _idle(page) -> None:
+    from playwright.sync_api import expect
+
+    idle = page.locator(IDLE)
+    for _ in range(2):  # a rerun may start just after the first check
+        expect(idle).to_have_count(1, timeout=WAIT_MS)
+        page.wait_for_timeout(700)
+
+
+def test_opening_compare_and_sweep_adds_few_history_entries(stored_server, chromium):
+    """Issue 18 item 13: every mirrored setting was its own address change, and the browser
+    keeps each one (opening Compare added 8 history entries, Sweep 6), so Back stayed on the
+    page. Now a run changes the address once at most: opening a page adds at most two entries,
+    an interaction at most one, and Back leaves the page."""
+    url, _ = stored_server
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(30_000)
+    blank = page.evaluate("history.length")  # about:blank
+    page.goto(f"{url}/compare")  # + 1
+    page.get_by_test_id("stMain").get_by_test_id("stDataFrame").first.wait_for()
+    _idle(page)
+    opened = page.evaluate("history.length")
+    assert opened - blank <= 2, f"opening Compare added {opened - blank} history entries"
+    page.get_by_test_id("stSelectbox").filter(has_text="Colour by").click()
+    page.get_by_role("option", name="method").click()
+    _idle(page)
+    x = page.get_by_test_id("stSelectbox").filter(has=page.get_by_text("x", exact=True))
+    x.click()
+    page.get_by_role("option", name="Latency (ms per text)").first.click()
+    _idle(page)
+    assert "x=latency_ms" in page.url
+    after = page.evaluate("history.length")
+    assert after - opened <= 2, f"two choices added {after - opened} history entries"
+    page.goto(f"{url}/sweep")
+    _idle(page)
+    sweep = page.evaluate("history.length")
+    assert sweep - after <= 3, f"opening Sweep added {sweep - after} history entries"
