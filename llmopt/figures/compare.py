@@ -57,7 +57,8 @@ def runs_scatter_figure(
     Args:
         frame: ``llmopt.comparison.runs_frame`` rows.
         x, y: columns (keys of ``llmopt.comparison.AXES``).
-        front: bool per row, True on the Pareto front (``comparison.pareto``).
+        front: bool per row, True on the Pareto front (``comparison.pareto``); a line joins
+            the front's runs of each ``rows_fingerprint`` (runs on other rows do not compare).
         selected: run ids to ring.
         colour: the column that groups the points (model, dataset, method).
 
@@ -88,17 +89,23 @@ def runs_scatter_figure(
             )
         )
     if front is not None and front.any():
-        line = frame[front].sort_values(x)
-        fig.add_trace(
-            go.Scatter(
-                x=line[x],
-                y=line[y],
-                mode="lines",
-                name="Pareto front",
-                line={"color": "black", "width": 1.5, "dash": "dot"},
-                hoverinfo="skip",
+        fronts = frame[front]
+        by = "rows_fingerprint" if "rows_fingerprint" in fronts else None
+        parts = fronts.groupby(by, sort=False) if by else [(None, fronts)]
+        for j, (_, part) in enumerate(parts):  # one front per set of comparable runs
+            line = part.sort_values(x)
+            fig.add_trace(
+                go.Scatter(
+                    x=line[x],
+                    y=line[y],
+                    mode="lines",
+                    name="Pareto front",
+                    legendgroup="front",
+                    showlegend=j == 0,
+                    line={"color": "black", "width": 1.5, "dash": "dot"},
+                    hoverinfo="skip",
+                )
             )
-        )
     ringed = frame[frame["id"].isin(list(selected))]
     if len(ringed):
         fig.add_trace(
