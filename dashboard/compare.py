@@ -28,6 +28,7 @@ URL = {"runs": PICKED, "ref": "cmp_ref", "x": "cmp_x", "y": "cmp_y"}  # address 
 URL_DEFAULTS = {"x": "size_mb", "y": "accuracy"}  # left out of the address
 DEFAULTED = "cmp_defaulted"  # the filters were set to the sidebar's dataset and rows once
 COLOUR_SET = "cmp_colour_set"  # "user" once the reader chose a colouring
+LINEAGE_OPEN_RUNS = 200  # the lineage map starts open up to this many runs shown
 TABLE_COLUMNS = {  # runs_frame column -> title in the table
     "id": "id",
     "name": "name",
@@ -296,6 +297,21 @@ def comparable_front(shown: pd.DataFrame, x: str, y: str) -> np.ndarray:
     for idx in shown.groupby("rows_fingerprint", sort=False).indices.values():
         front[idx] = comparison.pareto(shown.iloc[idx], x, y)
     return front
+
+
+def lineage_box(shown: pd.DataFrame, runs: list[Run], picked: list[int]) -> None:
+    """The lineage map in a box that starts open for a few runs; for many it is built only
+    once opened (a map of a thousand runs doubles the page's time to draw in a browser)."""
+    box = st.expander(
+        "Lineage: how each model was derived",
+        expanded=len(shown) <= LINEAGE_OPEN_RUNS,
+        key="cmp_lineage_open",
+        on_change="rerun",
+        icon=":material/account_tree:",
+    )
+    if box.open:
+        with box:
+            lineage(shown, runs, picked)
 
 
 def lineage(shown: pd.DataFrame, runs: list[Run], picked: list[int]) -> None:

@@ -27,13 +27,9 @@ picked_ids = compare.runs_table(shown, frame)
 picked = [r for r in runs if r.id in set(picked_ids)]
 if picked:
     compare.manage(store, picked)
-left, right = st.columns(2, gap="large")
-with left:
-    st.subheader("Scatter")
-    compare.scatter(shown, picked_ids)
-with right:
-    st.subheader("Lineage")
-    compare.lineage(shown, runs, picked_ids)
+st.subheader("Scatter")
+compare.scatter(shown, picked_ids)
+compare.lineage_box(shown, runs, picked_ids)
 compare.mirror()
 if not picked:
     st.info("Pick runs (tick rows, click points, or use the box above) to compare them.")

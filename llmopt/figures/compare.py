@@ -23,6 +23,7 @@ GROUP_COLOURS = list(qualitative.D3) + list(qualitative.Dark24)
 SELECTED = {"symbol": "circle-open", "size": 18, "color": "black", "line": {"width": 2}}
 LINEAGE_ROW_PX = 22  # vertical room per leaf of the lineage map
 LINEAGE_PX = (380, 1400)  # its height: at least, at most (many runs share the room)
+LINEAGE_TEXT_NODES = 150  # more nodes carry their run id in the hover only (text draws slowly)
 ROW_TICK_PX = 18  # height per class of the confusion row (one tick label each)
 
 
@@ -169,8 +170,8 @@ def lineage_figure(
         go.Scatter(
             x=nodes["depth"],
             y=nodes["y"],
-            mode="markers+text",
-            text=[f"#{i}" for i in nodes["id"]],
+            mode="markers+text" if len(nodes) <= LINEAGE_TEXT_NODES else "markers",
+            text=[f"#{i}" for i in nodes["id"]] if len(nodes) <= LINEAGE_TEXT_NODES else None,
             textposition="middle right",
             textfont={"size": 10},
             showlegend=False,

@@ -402,3 +402,51 @@ def test_opening_compare_and_sweep_adds_few_history_entries(stored_server, chrom
     _idle(page)
     sweep = page.evaluate("history.length")
     assert sweep - after <= 3, f"opening Sweep added {sweep - after} history entries"
+
+
+SPLIT_WORDS_JS = """() => {
+    const bad = [];
+    const main = document.querySelector('[data-testid="stMain"]');
+    for (const h of main.querySelectorAll('h1, h2, h3')) {
+        const walker = document.createTreeWalker(h, NodeFilter.SHOW_TEXT);
+        let node;
+        while ((node = walker.nextNode())) {
+            for (const m of node.data.matchAll(/\\S+/g)) {
+                const range = document.createRange();
+                range.setStart(node, m.index);
+                range.setEnd(node, m.index + m[0].length);
+                const lines = new Set([...range.getClientRects()].map(r => Math.round(r.top)));
+                if (lines.size > 1) bad.push(m[0]);
+            }
+        }
+    }
+    return bad;
+}"""
+CLIPPED_JS = """() => [...document.querySelectorAll('[data-testid="stMain"] *')]
+    .filter(e => e.children.length === 0 && e.textContent.trim()
+        && getComputedStyle(e).textOverflow === 'ellipsis' && e.scrollWidth > e.clientWidth + 1)
+    .map(e => e.textContent.trim())"""
+
+
+@pytest.mark.parametrize("width", [900, 1400])
+def test_compress_page_reads_at_900_and_1400_px(browser, server, width):
+    """Issue 18 items 14 and 18: at 900 px with the sidebar open, headings split mid-word,
+    select boxes and the latency chip were cut short ("· n…"). After Evaluate, no heading
+    breaks inside a word and no text of the page is cut off with an ellipsis."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": width, "height": 1000})
+    page.set_default_timeout(WAIT_MS)
+    page.goto(f"{server}/compress")
+    page.get_by_role("button", name="Evaluate").click()
+    expect(page.get_by_text("Recorded as run #")).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator(IDLE)).to_have_count(1, timeout=WAIT_MS)
+    page.wait_for_timeout(1500)
+    assert page.get_by_test_id("stSidebar").bounding_box()["width"] > 200  # the sidebar is open
+    path = Path(tempfile.mkdtemp(prefix="llmopt-screens-")) / f"compress-{width}.png"
+    _full_page_screenshot(page, path)
+    print(f"screenshot: {path}")
+    split = page.evaluate(SPLIT_WORDS_JS)
+    clipped = page.evaluate(CLIPPED_JS)
+    assert not split, f"headings broken inside a word at {width} px: {split}"
+    assert not clipped, f"text cut short at {width} px: {clipped}"
