@@ -3,11 +3,12 @@ side with honest statistics, their curves, behaviour and layers."""
 
 import streamlit as st
 
-from dashboard import compare, state
+from dashboard import compare, layout, state
 from dashboard.legacy import run_through_app
 from llmopt import comparison
 
 st.title("Compare runs")
+layout.readable_columns()  # 900 px with the sidebar open to wide screens
 run_through_app()
 compare.go_to_compress_if_asked()
 with state.guard():

@@ -2,13 +2,14 @@
 
 import streamlit as st
 
-from dashboard import state
+from dashboard import layout, state
 from llmopt.data import label_balance
 from llmopt.figures import facts_table
 
 LONG_LABEL = 24  # class names longer than this: the label table takes the page's width
 
 st.title("llmopt — how far can this model be squeezed?")
+layout.readable_columns()  # 900 px with the sidebar open to wide screens
 st.markdown(
     "Pick a **model** and a **labelled dataset** in the sidebar, then:\n"
     "1. **Compress & Evaluate** — set sparsity, bit-width and rank, press *Evaluate*, and "

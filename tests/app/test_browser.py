@@ -426,13 +426,20 @@ CLIPPED_JS = """() => [...document.querySelectorAll('[data-testid="stMain"] *')]
     .filter(e => e.children.length === 0 && e.textContent.trim()
         && getComputedStyle(e).textOverflow === 'ellipsis' && e.scrollWidth > e.clientWidth + 1)
     .map(e => e.textContent.trim())"""
+METRICS_TABLE_SCROLLS_JS = """() => {
+    const grid = document.querySelector(
+        '[data-testid="stMain"] [data-testid="stDataFrame"] .dvn-scroller');
+    return grid.scrollWidth > grid.clientWidth + 1;
+}"""
 
 
 @pytest.mark.parametrize("width", [900, 1400])
 def test_compress_page_reads_at_900_and_1400_px(browser, server, width):
     """Issue 18 items 14 and 18: at 900 px with the sidebar open, headings split mid-word,
-    select boxes and the latency chip were cut short ("· n…"). After Evaluate, no heading
-    breaks inside a word and no text of the page is cut off with an ellipsis."""
+    select boxes and the latency chip were cut short ("· n…"); at 1400 px the metrics table
+    lost its "delta 95% CI" column at its right edge. After Evaluate, no heading breaks inside
+    a word, no text of the page is cut off with an ellipsis, and at 1400 px the metrics table
+    does not scroll sideways."""
     from playwright.sync_api import expect
 
     page = browser.new_page(viewport={"width": width, "height": 1000})
@@ -450,3 +457,5 @@ def test_compress_page_reads_at_900_and_1400_px(browser, server, width):
     clipped = page.evaluate(CLIPPED_JS)
     assert not split, f"headings broken inside a word at {width} px: {split}"
     assert not clipped, f"text cut short at {width} px: {clipped}"
+    if width >= 1400:  # the metrics table (the page's first) shows every column whole
+        assert not page.evaluate(METRICS_TABLE_SCROLLS_JS), "the metrics table is cut short"
