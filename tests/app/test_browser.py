@@ -377,8 +377,8 @@ def _idle(page) -> None:
 def test_opening_compare_and_sweep_adds_few_history_entries(stored_server, chromium):
     """Issue 18 item 13: every mirrored setting was its own address change, and the browser
     keeps each one (opening Compare added 8 history entries, Sweep 6), so Back stayed on the
-    page. Now a run changes the address once at most: opening a page adds at most two entries,
-    an interaction at most one, and Back leaves the page."""
+    page. Now each group of settings changes the address once at most per run, defaults left
+    out: opening a page adds at most two entries (its own and the settings'), a choice one."""
     url, _ = stored_server
     page = chromium.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(30_000)
