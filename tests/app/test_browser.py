@@ -459,3 +459,44 @@ def test_compress_page_reads_at_900_and_1400_px(browser, server, width):
     assert not clipped, f"text cut short at {width} px: {clipped}"
     if width >= 1400:  # the metrics table (the page's first) shows every column whole
         assert not page.evaluate(METRICS_TABLE_SCROLLS_JS), "the metrics table is cut short"
+
+
+TICKS_JS = """(chart) => {
+    const boxes = sel => [...chart.querySelectorAll(sel)].map(t => t.getBoundingClientRect())
+        .filter(r => r.width > 0);
+    const overlaps = rs => rs.some((a, i) => rs.slice(i + 1).some(b =>
+        a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom));
+    const ytext = [...chart.querySelectorAll('.yaxislayer-above .ytick text')];
+    return {
+        yticks: ytext.map(t => t.textContent),
+        ywidth: Math.max(...boxes('.yaxislayer-above .ytick text').map(r => r.width)),
+        heat: Math.min(...[...chart.querySelectorAll('.heatmaplayer image')]
+            .map(i => i.getBoundingClientRect().width)),
+        ytick_overlap: overlaps(boxes('.yaxislayer-above .ytick text')),
+        colourbar_overlap: overlaps(boxes('.colorbar .cbaxis text')),
+    };
+}"""
+
+
+def test_compare_confusion_row_with_long_class_names(stored_server, chromium):
+    """Issue 18 item 10 in a real browser: two runs on a 7-class CSV with long class names
+    picked on Compare. Every class has its tick label (shortened, not every other one), the
+    labels are narrower than a heatmap, and neither they nor the colour bar's ticks overlap."""
+    url, ids = stored_server
+    runs = [i for name, run_ids in ids.items() if name != "bundled" for i in run_ids][:2]
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    page.goto(f"{url}/compare?runs={runs[0]},{runs[1]}")
+    chart = page.locator(CHART).filter(has_text="Confusion matrices")
+    chart.wait_for()
+    _idle(page)
+    chart.scroll_into_view_if_needed()
+    page.wait_for_timeout(1000)
+    found = chart.evaluate(TICKS_JS)
+    path = Path(tempfile.mkdtemp(prefix="llmopt-screens-")) / "compare-long-names.png"
+    chart.screenshot(path=str(path))
+    print(f"screenshot: {path}")
+    assert len(found["yticks"]) == len(LONG_NAMES)  # every class named
+    assert all(len(t) <= 20 and "…" in t for t in found["yticks"])  # shortened
+    assert found["ywidth"] < found["heat"]  # the labels do not crowd out the matrix
+    assert not found["ytick_overlap"] and not found["colourbar_overlap"]
