@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -17,13 +18,17 @@ from dashboard import state, urlstate
 from dashboard.controls import CONTROLS
 from llmopt import comparison, figures, metrics
 from llmopt.compression import CompressionConfig
-from llmopt.experiments import ExperimentStore, Run
+from llmopt.experiments import ExperimentStore, Run, short_source
 
 PICKED = "cmp_runs"  # run ids to compare
 TABLE_VERSION = "cmp_table_version"  # bumped when the pick changes elsewhere: fresh ticks
 TABLE_IDS = "cmp_table_ids"  # run ids of the table's rows, in order (for its selection)
 GOTO_COMPRESS = "cmp_goto_compress"
 URL = {"runs": PICKED, "ref": "cmp_ref", "x": "cmp_x", "y": "cmp_y"}  # address -> widget key
+URL_DEFAULTS = {"x": "size_mb", "y": "accuracy"}  # left out of the address
+DEFAULTED = "cmp_defaulted"  # the filters were set to the sidebar's dataset and rows once
+COLOUR_SET = "cmp_colour_set"  # "user" once the reader chose a colouring
+LINEAGE_OPEN_RUNS = 200  # the lineage map starts open up to this many runs shown
 _LEADING = {"id": "id", "name": "name", "method": "recipe"}
 _ACCURACY = {"accuracy": "accuracy", "accuracy_low": "acc. low", "accuracy_high": "acc. high"}
 _TRAILING = {
@@ -73,9 +78,10 @@ def restore(all_ids: list[int]) -> None:
 
 
 def mirror() -> None:
-    """Keep the picked runs, the reference and the axes in the address."""
-    for param, key in URL.items():
-        urlstate.page_param(param, st.session_state.get(key))
+    """Keep the picked runs, the reference and the axes in the address (one change at most)."""
+    values = {param: st.session_state.get(key) for param, key in URL.items()}
+    urlstate.page_params({k: None if URL_DEFAULTS.get(k) == v else v for k, v in values.items()})
+    for param in URL:
         st.session_state[f"cmp_url_{param}"] = urlstate.read_param(param)
 
 
@@ -103,18 +109,65 @@ def _box_edited() -> None:
     st.session_state[TABLE_VERSION] = st.session_state.get(TABLE_VERSION, 0) + 1
 
 
+def _sidebar_defaults(frame: pd.DataFrame) -> None:
+    """On a session's first visit, filter to the sidebar's dataset and rows when runs on them
+    exist: runs on other data have other scores and must not share a scatter by default."""
+    if st.session_state.get(DEFAULTED):
+        return
+    st.session_state[DEFAULTED] = True
+    sel = st.session_state.get("selection")
+    if sel is None or "cmp_data" in st.session_state:
+        return
+    dataset = state.dataset_source(sel)
+    ours = frame[frame["dataset"] == dataset]
+    if ours.empty:  # recorded elsewhere (the command line) under another spelling of it
+        ours = frame[frame["dataset_short"] == short_source(dataset)]
+    if len(ours) and ours["dataset"].nunique() < frame["dataset"].nunique():
+        st.session_state["cmp_data"] = sorted(ours["dataset"].unique())
+    if len(ours) and (ours["n"] == sel.rows).any() and ours["n"].nunique() > 1:
+        st.session_state["cmp_rows"] = [int(sel.rows)]
+
+
 def filters(frame: pd.DataFrame) -> pd.DataFrame:
-    """Model, dataset and method filters; the runs that pass."""
-    cols = st.columns(3)
+    """Model, dataset, rows and method filters (first set to the sidebar's dataset and rows);
+    the runs that pass."""
+    _sidebar_defaults(frame)
+    cols = st.columns([3, 3, 2, 3])
     models = cols[0].multiselect("Model", sorted(frame["model"].unique()), key="cmp_models")
-    datasets = cols[1].multiselect("Dataset", sorted(frame["dataset"].unique()), key="cmp_data")
-    steps = cols[2].multiselect(
+    datasets = cols[1].multiselect(
+        "Dataset",
+        sorted(frame["dataset"].unique()),
+        format_func=short_source,
+        key="cmp_data",
+        help="First set to the sidebar's dataset; clear it to see the runs on every dataset.",
+    )
+    sizes = frame if not datasets else frame[frame["dataset"].isin(datasets)]
+    st.session_state["cmp_rows"] = [
+        n for n in st.session_state.get("cmp_rows", []) if n in set(sizes["n"])
+    ]
+    rows = cols[2].multiselect(
+        "Rows",
+        sorted(int(n) for n in sizes["n"].unique()),
+        key="cmp_rows",
+        help="Evaluated rows; first set to the sidebar's when runs on them exist.",
+    )
+    steps = cols[3].multiselect(
         "Method",
         comparison.methods(frame),
         key="cmp_methods",
         help="Runs whose recipe uses any of these steps; 'base model' = uncompressed.",
     )
-    return comparison.filter_runs(frame, models=models, datasets=datasets, steps=steps)
+    shown = comparison.filter_runs(frame, models=models, datasets=datasets, steps=steps)
+    if rows:
+        shown = shown[shown["n"].isin(rows)]
+    if datasets or rows:
+        st.caption(
+            f"Showing {len(shown)} of {len(frame)} runs (the filters above); clear them to see all."
+        )
+    if shown["dataset"].nunique() > 1 and st.session_state.get(COLOUR_SET) != "user":
+        st.session_state["cmp_colour"] = "dataset_short"  # several datasets: tell them apart
+        st.session_state[COLOUR_SET] = "auto"
+    return shown
 
 
 def runs_table(shown: pd.DataFrame, frame: pd.DataFrame) -> list[int]:
@@ -210,18 +263,19 @@ def scatter(shown: pd.DataFrame, picked: list[int]) -> None:
     axes = list(comparison.AXES)
     left, middle, right = st.columns(3)
     x = left.selectbox(
-        "x", axes, axes.index("size_mb"), format_func=comparison.AXES.get, key="cmp_x"
+        "x", axes, axes.index(URL_DEFAULTS["x"]), format_func=comparison.AXES.get, key="cmp_x"
     )
     y = middle.selectbox(
-        "y", axes, axes.index("accuracy"), format_func=comparison.AXES.get, key="cmp_y"
+        "y", axes, axes.index(URL_DEFAULTS["y"]), format_func=comparison.AXES.get, key="cmp_y"
     )
     colour = right.selectbox(
         "Colour by",
         ["model_short", "dataset_short", "method"],
         format_func=lambda c: c.removesuffix("_short"),
         key="cmp_colour",
+        on_change=lambda: st.session_state.__setitem__(COLOUR_SET, "user"),
     )
-    front = comparison.pareto(shown, x, y)
+    front = comparable_front(shown, x, y)
     fig = figures.runs_scatter_figure(shown, x, y, front=front, selected=picked, colour=colour)
     st.plotly_chart(
         fig,
@@ -229,11 +283,42 @@ def scatter(shown: pd.DataFrame, picked: list[int]) -> None:
         on_select=lambda: _points_picked("cmp_scatter"),
         selection_mode=("points", "box", "lasso"),
     )
-    count = int(front.sum())
-    st.caption(
-        f"Pareto front (dotted): the {count} run{'s' if count != 1 else ''} no other run beats "
-        "on both axes. Hover a point for its recipe; click or lasso points to compare them."
+    count, groups = int(front.sum()), shown["rows_fingerprint"].nunique()
+    each = (
+        f" on the same rows (one front for each of the {groups} sets of rows shown: runs on "
+        "different rows are not comparable)"
+        if groups > 1
+        else ""
     )
+    st.caption(
+        f"Pareto front (dotted): the {count} run{'s' if count != 1 else ''} no other run"
+        f"{each} beats on both axes. Hover a point for its recipe; click or lasso points to "
+        "compare them."
+    )
+
+
+def comparable_front(shown: pd.DataFrame, x: str, y: str) -> np.ndarray:
+    """The Pareto front of each set of comparable runs (the same rows): True where no run on
+    the same rows beats a run on both axes."""
+    front = np.zeros(len(shown), dtype=bool)
+    for idx in shown.groupby("rows_fingerprint", sort=False).indices.values():
+        front[idx] = comparison.pareto(shown.iloc[idx], x, y)
+    return front
+
+
+def lineage_box(shown: pd.DataFrame, runs: list[Run], picked: list[int]) -> None:
+    """The lineage map in a box that starts open for a few runs; for many it is built only
+    once opened (a map of a thousand runs doubles the page's time to draw in a browser)."""
+    box = st.expander(
+        "Lineage: how each model was derived",
+        expanded=len(shown) <= LINEAGE_OPEN_RUNS,
+        key="cmp_lineage_open",
+        on_change="rerun",
+        icon=":material/account_tree:",
+    )
+    if box.open:
+        with box:
+            lineage(shown, runs, picked)
 
 
 def lineage(shown: pd.DataFrame, runs: list[Run], picked: list[int]) -> None:

@@ -2,8 +2,11 @@
 page: model, dataset, rows, the Compress page's controls, and each page's own choices.
 
 A session's first run copies the address's values into the widgets' state (``restore``, before
-the sidebar is drawn); every run writes the current values back (``mirror``). Values a link
-gives are checked: a value a control cannot take is dropped with a warning, never an error.
+the sidebar is drawn); every run writes the current values back (``mirror``, ``page_params``),
+each group in one go and only if it changed: the browser adds a history entry for every change
+of the address (Streamlit pushes, never replaces), so Back works only if changes are few.
+Values a link gives are checked: a value a control cannot take is dropped with a warning, never
+an error.
 The controls are read generically from ``dashboard.controls.CONTROLS`` (key -> first value), so
 controls added there are mirrored too.
 """
@@ -181,30 +184,37 @@ def _current(sel: Selection) -> dict[str, str]:
     return out
 
 
+def _write(values: dict[str, str | None]) -> None:
+    """Set (text) or remove (None) values of the address with one message to the browser, and
+    none if nothing changes: each message the browser gets adds an entry to its history."""
+    before = st.query_params.to_dict()
+    after = {k: v for k, v in before.items() if values.get(k, v)}
+    after.update({k: v for k, v in values.items() if v})
+    if after != before:
+        st.query_params.from_dict(after)
+
+
 def mirror(sel: Selection) -> None:
-    """Write the global settings into the address (only what changed)."""
+    """Write the global settings into the address (only if they changed; one history entry)."""
     current = _current(sel)
-    for key in GLOBAL_KEYS:
-        if key in current:
-            if st.query_params.get(key) != current[key]:
-                st.query_params[key] = current[key]
-        elif key in st.query_params:
-            del st.query_params[key]
+    _write({key: current.get(key) for key in GLOBAL_KEYS})
+
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    return (",".join(map(str, value)) if isinstance(value, list) else str(value)) or None
+
+
+def page_params(values: dict) -> None:
+    """Set (or, with None or an empty value, remove) page-specific values of the address, all
+    in one go (one history entry at most)."""
+    _write({key: _text(value) for key, value in values.items()})
 
 
 def page_param(key: str, value) -> None:
     """Set (or, with None or an empty value, remove) one page-specific value in the address."""
-    text = (
-        None
-        if value is None
-        else ",".join(map(str, value))
-        if isinstance(value, list)
-        else str(value)
-    )
-    if not text:
-        st.query_params.pop(key, None)
-    elif st.query_params.get(key) != text:
-        st.query_params[key] = text
+    page_params({key: value})
 
 
 def read_param(key: str) -> str | None:

@@ -3,11 +3,12 @@ side with honest statistics, their curves, behaviour and layers."""
 
 import streamlit as st
 
-from dashboard import compare, state
+from dashboard import compare, layout, state
 from dashboard.legacy import run_through_app
 from llmopt import comparison
 
 st.title("Compare runs")
+layout.readable_columns()  # 900 px with the sidebar open to wide screens
 run_through_app()
 compare.go_to_compress_if_asked()
 with state.guard():
@@ -27,13 +28,9 @@ picked_ids = compare.runs_table(shown, frame)
 picked = [r for r in runs if r.id in set(picked_ids)]
 if picked:
     compare.manage(store, picked)
-left, right = st.columns(2, gap="large")
-with left:
-    st.subheader("Scatter")
-    compare.scatter(shown, picked_ids)
-with right:
-    st.subheader("Lineage")
-    compare.lineage(shown, runs, picked_ids)
+st.subheader("Scatter")
+compare.scatter(shown, picked_ids)
+compare.lineage_box(shown, runs, picked_ids)
 compare.mirror()
 if not picked:
     st.info("Pick runs (tick rows, click points, or use the box above) to compare them.")

@@ -2,9 +2,10 @@
 
 import streamlit as st
 
-from dashboard import controls, explainers, results, state
+from dashboard import controls, explainers, layout, results, state
 
 st.title("Compress & Evaluate")
+layout.readable_columns()  # 900 px with the sidebar open to wide screens
 sel, loaded, data = state.load()
 state.show_recipe_note()
 hidden = int(state.facts(sel, loaded)["hidden_size"] or 768)

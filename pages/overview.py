@@ -2,11 +2,14 @@
 
 import streamlit as st
 
-from dashboard import state
+from dashboard import layout, state
 from llmopt.data import label_balance
 from llmopt.figures import facts_table
 
+LONG_LABEL = 24  # class names longer than this: the label table takes the page's width
+
 st.title("llmopt — how far can this model be squeezed?")
+layout.readable_columns()  # 900 px with the sidebar open to wide screens
 st.markdown(
     "Pick a **model** and a **labelled dataset** in the sidebar, then:\n"
     "1. **Compress & Evaluate** — set sparsity, bit-width and rank, press *Evaluate*, and "
@@ -45,8 +48,20 @@ st.markdown(
 )
 if note := data.dropped_note():
     st.caption(note)
-left, right = st.columns([2, 3])
-left.dataframe(balance, hide_index=True, width="stretch")
+# Long class names get the table's full width (a narrow column cut them to "categ…").
+longest = int(balance["label"].astype(str).str.len().max()) if len(balance) else 0
+wide = longest > LONG_LABEL
+left, right = (st.container(), st.container()) if wide else st.columns([2, 3])
+left.dataframe(
+    balance,
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "label": st.column_config.TextColumn(
+            "label", width=min(max(8 * longest + 24, 120), 900) if wide else None
+        ),
+    },
+)
 right.bar_chart(
     balance,
     x="label",

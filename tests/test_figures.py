@@ -413,3 +413,43 @@ def test_facts_table_formats_every_fact():
     labels = dict(zip(many["fact"], many["value"], strict=True))["Labels"]
     assert labels.startswith("category_number_0, ") and labels.endswith("(50 in all)")
     assert "category_number_11" in labels and "category_number_12" not in labels
+
+
+def test_compare_confusion_row_shortens_long_names_and_names_every_class():
+    """Issue 18 item 10: the Compare page's confusion row used the full names as ticks (a thin
+    strip beside ~400 px of labels, every other label dropped by plotly); it now shortens them
+    like the Compress page, names every class, and keeps the full names for the hover."""
+    names = [f"support tickets about a very long-winded topic number {c}" for c in range(7)]
+    pair = many_class_pair(7, names)
+    fig = figures.confusion_row_figure({"run #1": pair["baseline"], "run #2": pair["compressed"]})
+    for trace in fig.data:
+        assert list(trace.x) == list(trace.y) == names  # the hover's %{x} / %{y}: full names
+    for axis in (fig.layout.xaxis, fig.layout.yaxis, fig.layout.xaxis2):
+        assert list(axis.tickvals) == names  # every class has its tick
+        assert all(len(t) <= figures.LABEL_CHARS for t in axis.ticktext)
+        assert len(set(axis.ticktext)) == 7  # shortened names still tell the classes apart
+    assert fig.layout.xaxis.tickangle in (-45, -90)
+    assert fig.layout.height >= 7 * 18  # room for one y tick label per class
+    assert fig.data[-1].colorbar.nticks <= 6  # a few colour-bar ticks, not overlapping ones
+
+
+def test_confusion_change_colours_use_a_fixed_share_of_rows():
+    """Issue 18 item 19: the colour scale was ±(largest change), so ±1 of 93 rows was as dark as
+    ±13 of 300. Now it is fixed in share of rows: the same change in rows is paler on more rows,
+    and a change of 1 row of 93 is far from the darkest colour."""
+
+    def pair(n: int, moved: int) -> tuple[EvalResult, EvalResult]:
+        base = make_result(0, k=2, n=n)
+        confusion = np.asarray(base.confusion).copy()
+        confusion[0, 0] -= moved  # ``moved`` rows of class 0 now wrongly predicted as class 1
+        confusion[0, 1] += moved
+        return base, replace(base, confusion=confusion)
+
+    small = figures.confusion_diff_figure(*pair(93, 1)).data[0]
+    large = figures.confusion_diff_figure(*pair(300, 13)).data[0]
+    for heatmap, n in ((small, 93), (large, 300)):
+        assert heatmap.zmin == -heatmap.zmax
+        assert heatmap.zmax == pytest.approx(figures.CHANGE_SHARE * n)  # fixed share of rows
+    darkness = [float(np.abs(h.z).max()) / h.zmax for h in (small, large)]
+    assert darkness[0] < 0.3 < 0.8 < darkness[1]  # 1 of 93 pale, 13 of 300 dark
+    np.testing.assert_allclose(np.asarray(small.customdata)[0], [-1 / 93, 1 / 93])

@@ -37,6 +37,7 @@ from llmopt.figures.explain import (
     spectrum_figure,
 )
 from llmopt.figures.results import (
+    CHANGE_SHARE,
     ConfusionLayout,
     confusion_diff_figure,
     confusion_figure,
@@ -53,6 +54,7 @@ from llmopt.figures.sweep import SWEEP_METRICS, pareto_figure, sweep_figure
 from llmopt.figures.training import schedule_figure, training_curves_figure
 
 __all__ = [
+    "CHANGE_SHARE",
     "gptq_figure",
     "scaled_spectrum_figure",
     "smoothing_figure",

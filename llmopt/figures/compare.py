@@ -11,13 +11,21 @@ from plotly.subplots import make_subplots
 
 from llmopt.evaluation import EvalResult
 from llmopt.figures.common import PALETTE, SEQUENTIAL, model_colour, short_label
-from llmopt.figures.results import _common_prefix, _escape, confusion_layout
+from llmopt.figures.results import (
+    TITLE_PX,
+    _class_axis,
+    _common_prefix,
+    _escape,
+    confusion_layout,
+)
 
 GROUP_COLOURS = list(qualitative.D3) + list(qualitative.Dark24)
 SELECTED = {"symbol": "circle-open", "size": 18, "color": "black", "line": {"width": 2}}
 LINEAGE_ROW_PX = 22  # vertical room per leaf of the lineage map
 LINEAGE_LABEL_CHARS = 26  # a node's label: its id and what it added, shortened
 LINEAGE_PX = (380, 1400)  # its height: at least, at most (many runs share the room)
+LINEAGE_TEXT_NODES = 150  # more nodes carry their run id in the hover only (text draws slowly)
+ROW_TICK_PX = 18  # height per class of the confusion row (one tick label each)
 
 
 def _axis_title(key: str) -> str:
@@ -51,7 +59,8 @@ def runs_scatter_figure(
     Args:
         frame: ``llmopt.comparison.runs_frame`` rows.
         x, y: columns (keys of ``llmopt.comparison.AXES``).
-        front: bool per row, True on the Pareto front (``comparison.pareto``).
+        front: bool per row, True on the Pareto front (``comparison.pareto``); a line joins
+            the front's runs of each ``rows_fingerprint`` (runs on other rows do not compare).
         selected: run ids to ring.
         colour: the column that groups the points (model, dataset, method).
 
@@ -82,17 +91,23 @@ def runs_scatter_figure(
             )
         )
     if front is not None and front.any():
-        line = frame[front].sort_values(x)
-        fig.add_trace(
-            go.Scatter(
-                x=line[x],
-                y=line[y],
-                mode="lines",
-                name="Pareto front",
-                line={"color": "black", "width": 1.5, "dash": "dot"},
-                hoverinfo="skip",
+        fronts = frame[front]
+        by = "rows_fingerprint" if "rows_fingerprint" in fronts else None
+        parts = fronts.groupby(by, sort=False) if by else [(None, fronts)]
+        for j, (_, part) in enumerate(parts):  # one front per set of comparable runs
+            line = part.sort_values(x)
+            fig.add_trace(
+                go.Scatter(
+                    x=line[x],
+                    y=line[y],
+                    mode="lines",
+                    name="Pareto front",
+                    legendgroup="front",
+                    showlegend=j == 0,
+                    line={"color": "black", "width": 1.5, "dash": "dot"},
+                    hoverinfo="skip",
+                )
             )
-        )
     ringed = frame[frame["id"].isin(list(selected))]
     if len(ringed):
         fig.add_trace(
@@ -162,8 +177,10 @@ def lineage_figure(
         go.Scatter(
             x=nodes["depth"],
             y=nodes["y"],
-            mode="markers+text",
-            text=[f"#{r.id} {_escape(_node_label(r.step))}" for r in nodes.itertuples()],
+            mode="markers+text" if len(nodes) <= LINEAGE_TEXT_NODES else "markers",
+            text=[f"#{r.id} {_escape(_node_label(r.step))}" for r in nodes.itertuples()]
+            if len(nodes) <= LINEAGE_TEXT_NODES
+            else None,
             textposition="middle right",
             textfont={"size": 10},
             showlegend=False,
@@ -203,11 +220,21 @@ def lineage_figure(
 
 
 def confusion_row_figure(results: dict[str, EvalResult]) -> go.Figure:
-    """The confusion counts of several models side by side, on one colour scale."""
+    """The confusion counts of several models side by side, on one colour scale.
+
+    Class names are shortened on the axes as on the Compress page (``short_label``; the hover
+    names them in full); every class keeps its tick label; the rows are tall enough for them.
+    """
     labels = list(results)
     first = next(iter(results.values()))
     names = [str(n) for n in first.label_names]
     layout = confusion_layout(len(names), max(map(len, names), default=1), panels=1)
+    side = max(layout.side, ROW_TICK_PX * len(names))  # one readable tick label per class
+    font = min(layout.tick_font, max(8, int(side / len(names) / 1.3)))
+    axis = {**_class_axis(names, layout, None), "tickfont": {"size": font}}
+    axis.update(tickvals=names, ticktext=[short_label(n) for n in names])  # every class
+    longest = max(len(t) for t in axis["ticktext"])
+    angle = layout.tick_angle or (-45 if len(labels) > 1 and longest * len(names) > 30 else 0)
     top = max(int(np.max(r.confusion, initial=0)) for r in results.values()) or 1
     fig = make_subplots(
         rows=1,
@@ -224,27 +251,32 @@ def confusion_row_figure(results: dict[str, EvalResult]) -> go.Figure:
                 y=names,
                 text=counts.astype(str),
                 texttemplate="%{text}" if layout.show_text else None,
+                textfont={"size": layout.text_font},
                 colorscale=SEQUENTIAL,
                 zmin=0,
                 zmax=top,
                 showscale=i == len(labels),
-                colorbar={"title": "rows"},
+                colorbar={"title": {"text": "rows", "side": "right"}, "nticks": 6, "thickness": 14},
                 hovertemplate=f"{_escape(label)}<br>true %{{y}}<br>predicted %{{x}}<br>"
                 "count %{z}<extra></extra>",
             ),
             row=1,
             col=i,
         )
-        fig.update_xaxes(title_text="Predicted", type="category", row=1, col=i)
+        fig.update_xaxes(axis, title_text="Predicted", tickangle=angle, row=1, col=i)
         fig.update_yaxes(
-            type="category",
+            axis,
             autorange="reversed",
             showticklabels=i == 1,
             title_text="True" if i == 1 else None,
             row=1,
             col=i,
         )
-    fig.update_layout(title="Confusion matrices (counts)", height=max(layout.height, 340))
+    fig.update_layout(
+        title="Confusion matrices (counts)",
+        height=max(TITLE_PX + side + layout.bottom, 340),
+        margin={"t": TITLE_PX, "b": layout.bottom, "l": 10, "r": 10},
+    )
     return fig
 
 

@@ -48,6 +48,7 @@ TITLE_PX = 90  # figure title and panel title above a heatmap
 AXIS_TITLE_PX = 40
 COLOURBAR_PX = 80
 PANEL_GAP_PX = 40  # between side-by-side panels: the right one's axis title
+CHANGE_SHARE = 0.05  # confusion-change colours saturate at a change of this share of the rows
 
 
 def roc_figure(results: dict[str, EvalResult]) -> go.Figure:
@@ -360,6 +361,8 @@ def confusion_diff_figure(base: EvalResult, other: EvalResult) -> go.Figure:
 
     Colour says better or worse, not up or down: more predictions off the diagonal (errors) or
     fewer on it (correct ones) are red, the opposite blue; the cells show the signed change.
+    The colour scale is fixed in share of the rows (``CHANGE_SHARE`` of them is the darkest), so
+    one row of 93 looks as small as it is next to 13 rows of 300.
 
     Raises:
         LlmoptError: if the two results have different labels.
@@ -369,14 +372,17 @@ def confusion_diff_figure(base: EvalResult, other: EvalResult) -> go.Figure:
     diff = np.asarray(other.confusion, dtype=int) - np.asarray(base.confusion, dtype=int)
     names = [str(n) for n in base.label_names]
     layout = confusion_layout(len(names), max(map(len, names), default=1), panels=1)
-    limit = max(int(np.abs(diff).max(initial=0)), 1)
+    rows = max(int(np.asarray(base.confusion).sum()), 1)
+    limit = CHANGE_SHARE * rows  # in rows: the colour of a change depends on its share only
     worse = np.where(np.eye(len(names), dtype=bool), -diff, diff)  # > 0: more errors
+    share = f"{CHANGE_SHARE:.0%}"
     fig = go.Figure(
         go.Heatmap(
             z=worse,
             x=names,
             y=names,
             text=np.char.mod("%+d", diff),
+            customdata=diff / rows,
             texttemplate="%{text}" if layout.show_text else None,
             textfont={"size": layout.text_font},
             colorscale=BETTER_WORSE,
@@ -384,11 +390,13 @@ def confusion_diff_figure(base: EvalResult, other: EvalResult) -> go.Figure:
             zmin=-limit,
             zmax=limit,
             colorbar={
-                "title": "change",
+                "title": {"text": "share of rows", "side": "right"},
                 "tickvals": [-limit, 0, limit],
-                "ticktext": ["better", "same", "worse"],
+                "ticktext": [f"{share} better", "same", f"{share} worse"],
+                "thickness": 14,
             },
-            hovertemplate="true %{y}<br>predicted %{x}<br>change %{text}<extra></extra>",
+            hovertemplate="true %{y}<br>predicted %{x}<br>change %{text} rows"
+            " (%{customdata:+.1%} of all rows)<extra></extra>",
         )
     )
     fig.update_xaxes(_class_axis(names, layout, "Predicted label"), tickangle=layout.tick_angle)
@@ -403,7 +411,7 @@ def confusion_diff_figure(base: EvalResult, other: EvalResult) -> go.Figure:
     fig.update_xaxes(showgrid=False, zeroline=False, constrain="domain")
     fig.update_layout(
         title="Change in the confusion matrix<br><sup>compressed − baseline counts; red = more "
-        "errors</sup>",
+        f"errors; colours saturate at {share} of the {rows} rows</sup>",
         height=layout.height,
         margin={"t": TITLE_PX, "b": layout.bottom, "l": 10, "r": 10},
     )

@@ -344,3 +344,159 @@ def test_two_evaluations_compared_in_a_real_browser(browser, server):
     _full_page_screenshot(page, path)
     print(f"screenshot: {path}")
     assert path.stat().st_size > 10_000
+
+
+LONG_NAMES = [f"customer support tickets about a long-winded topic number {c}" for c in range(7)]
+
+
+@pytest.fixture()
+def stored_server(tiny_dirs, tiny_csv, tmp_path, tmp_path_factory):
+    """A fresh server whose store holds runs on two datasets: the bundled reviews (2 classes,
+    93 rows) and a 7-class CSV with long class names (300 rows); no model is loaded."""
+    from stored_runs import fill_store
+
+    env = _env(tiny_dirs["bert"], tiny_csv, tmp_path, tmp_path_factory)
+    home = Path(env["LLMOPT_EXPERIMENTS"])
+    home.parent.mkdir(parents=True, exist_ok=True)
+    ids = fill_store(
+        home, {"bundled": (["negative", "positive"], 93), str(tiny_csv): (LONG_NAMES, 300)}
+    )
+    with _serve(env, tmp_path / "server.log") as url:
+        yield url, ids
+
+
+def _idle(page) -> None:
+    from playwright.sync_api import expect
+
+    idle = page.locator(IDLE)
+    for _ in range(2):  # a rerun may start just after the first check
+        expect(idle).to_have_count(1, timeout=WAIT_MS)
+        page.wait_for_timeout(700)
+
+
+def test_opening_compare_and_sweep_adds_few_history_entries(stored_server, chromium):
+    """Issue 18 item 13: every mirrored setting was its own address change, and the browser
+    keeps each one (opening Compare added 8 history entries, Sweep 6), so Back stayed on the
+    page. Now each group of settings changes the address once at most per run, defaults left
+    out: opening a page adds at most two entries (its own and the settings'), a choice one."""
+    url, _ = stored_server
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(30_000)
+    blank = page.evaluate("history.length")  # about:blank
+    page.goto(f"{url}/compare")  # + 1
+    page.get_by_test_id("stMain").get_by_test_id("stDataFrame").first.wait_for()
+    _idle(page)
+    opened = page.evaluate("history.length")
+    assert opened - blank <= 2, f"opening Compare added {opened - blank} history entries"
+    page.get_by_test_id("stSelectbox").filter(has_text="Colour by").click()
+    page.get_by_role("option", name="method").click()
+    _idle(page)
+    x = page.get_by_test_id("stSelectbox").filter(has=page.get_by_text("x", exact=True))
+    x.click()
+    page.get_by_role("option", name="Latency (ms per text)").first.click()
+    _idle(page)
+    assert "x=latency_ms" in page.url
+    after = page.evaluate("history.length")
+    assert after - opened <= 2, f"two choices added {after - opened} history entries"
+    page.goto(f"{url}/sweep")
+    _idle(page)
+    sweep = page.evaluate("history.length")
+    assert sweep - after <= 3, f"opening Sweep added {sweep - after} history entries"
+
+
+SPLIT_WORDS_JS = """() => {
+    const bad = [];
+    const main = document.querySelector('[data-testid="stMain"]');
+    for (const h of main.querySelectorAll('h1, h2, h3')) {
+        const walker = document.createTreeWalker(h, NodeFilter.SHOW_TEXT);
+        let node;
+        while ((node = walker.nextNode())) {
+            for (const m of node.data.matchAll(/\\S+/g)) {
+                const range = document.createRange();
+                range.setStart(node, m.index);
+                range.setEnd(node, m.index + m[0].length);
+                const lines = new Set([...range.getClientRects()].map(r => Math.round(r.top)));
+                if (lines.size > 1) bad.push(m[0]);
+            }
+        }
+    }
+    return bad;
+}"""
+CLIPPED_JS = """() => [...document.querySelectorAll('[data-testid="stMain"] *')]
+    .filter(e => e.children.length === 0 && e.textContent.trim()
+        && getComputedStyle(e).textOverflow === 'ellipsis' && e.scrollWidth > e.clientWidth + 1)
+    .map(e => e.textContent.trim())"""
+METRICS_TABLE_SCROLLS_JS = """() => {
+    const grid = document.querySelector(
+        '[data-testid="stMain"] [data-testid="stDataFrame"] .dvn-scroller');
+    return grid.scrollWidth > grid.clientWidth + 1;
+}"""
+
+
+@pytest.mark.parametrize("width", [900, 1400])
+def test_compress_page_reads_at_900_and_1400_px(browser, server, width):
+    """Issue 18 items 14 and 18: at 900 px with the sidebar open, headings split mid-word,
+    select boxes and the latency chip were cut short ("· n…"); at 1400 px the metrics table
+    lost its "delta 95% CI" column at its right edge. After Evaluate, no heading breaks inside
+    a word, no text of the page is cut off with an ellipsis, and at 1400 px the metrics table
+    does not scroll sideways."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": width, "height": 1000})
+    page.set_default_timeout(WAIT_MS)
+    page.goto(f"{server}/compress")
+    page.get_by_role("button", name="Evaluate").click()
+    expect(page.get_by_text("Recorded as run #")).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator(IDLE)).to_have_count(1, timeout=WAIT_MS)
+    page.wait_for_timeout(1500)
+    assert page.get_by_test_id("stSidebar").bounding_box()["width"] > 200  # the sidebar is open
+    path = Path(tempfile.mkdtemp(prefix="llmopt-screens-")) / f"compress-{width}.png"
+    _full_page_screenshot(page, path)
+    print(f"screenshot: {path}")
+    split = page.evaluate(SPLIT_WORDS_JS)
+    clipped = page.evaluate(CLIPPED_JS)
+    assert not split, f"headings broken inside a word at {width} px: {split}"
+    assert not clipped, f"text cut short at {width} px: {clipped}"
+    if width >= 1400:  # the metrics table (the page's first) shows every column whole
+        assert not page.evaluate(METRICS_TABLE_SCROLLS_JS), "the metrics table is cut short"
+
+
+TICKS_JS = """(chart) => {
+    const boxes = sel => [...chart.querySelectorAll(sel)].map(t => t.getBoundingClientRect())
+        .filter(r => r.width > 0);
+    const overlaps = rs => rs.some((a, i) => rs.slice(i + 1).some(b =>
+        a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom));
+    const ytext = [...chart.querySelectorAll('.yaxislayer-above .ytick text')];
+    return {
+        yticks: ytext.map(t => t.textContent),
+        ywidth: Math.max(...boxes('.yaxislayer-above .ytick text').map(r => r.width)),
+        heat: Math.min(...[...chart.querySelectorAll('.heatmaplayer image')]
+            .map(i => i.getBoundingClientRect().width)),
+        ytick_overlap: overlaps(boxes('.yaxislayer-above .ytick text')),
+        colourbar_overlap: overlaps(boxes('.colorbar .cbaxis text')),
+    };
+}"""
+
+
+def test_compare_confusion_row_with_long_class_names(stored_server, chromium):
+    """Issue 18 item 10 in a real browser: two runs on a 7-class CSV with long class names
+    picked on Compare. Every class has its tick label (shortened, not every other one), the
+    labels are narrower than a heatmap, and neither they nor the colour bar's ticks overlap."""
+    url, ids = stored_server
+    runs = [i for name, run_ids in ids.items() if name != "bundled" for i in run_ids][:2]
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    page.goto(f"{url}/compare?runs={runs[0]},{runs[1]}")
+    chart = page.locator(CHART).filter(has_text="Confusion matrices")
+    chart.wait_for()
+    _idle(page)
+    chart.scroll_into_view_if_needed()
+    page.wait_for_timeout(1000)
+    found = chart.evaluate(TICKS_JS)
+    path = Path(tempfile.mkdtemp(prefix="llmopt-screens-")) / "compare-long-names.png"
+    chart.screenshot(path=str(path))
+    print(f"screenshot: {path}")
+    assert len(found["yticks"]) == len(LONG_NAMES)  # every class named
+    assert all(len(t) <= 20 and "…" in t for t in found["yticks"])  # shortened
+    assert found["ywidth"] < found["heat"]  # the labels do not crowd out the matrix
+    assert not found["ytick_overlap"] and not found["colourbar_overlap"]

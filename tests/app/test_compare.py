@@ -325,3 +325,46 @@ def test_training_runs_sit_in_the_lineage_and_every_view_draws(tiny_env, tiny_di
     assert "head re-fitted" in hover and "distilled to 1 layer" in hover
     assert len([t for t in figure(at, "ROC curve")["data"] if not t["name"].startswith("chance")])
     assert len(figures(at)) >= 5
+
+
+def test_compare_shows_the_sidebars_dataset_and_one_front_per_set_of_rows(tiny_env, fresh_store):
+    """Issue 18 item 11: runs on the bundled reviews (2 classes) and on a 7-class CSV shared one
+    scatter and one Pareto front. Compare now first shows the sidebar's dataset and rows; with
+    the filter cleared, points are coloured by dataset and each set of rows gets its own front."""
+    from stored_runs import fill_store
+    from streamlit.testing.v1 import AppTest
+
+    names = [f"class {c}" for c in range(7)]
+    ids = fill_store(
+        fresh_store,
+        {
+            str(tiny_env["csv"]): (["negative", "positive"], 10),  # the sidebar's dataset
+            "bundled": (["negative", "positive"], 93),
+            "other.csv": (names, 300),
+        },
+    )
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception and not at.error, at.exception or [e.value for e in at.error]
+
+    def points(fig: dict) -> list[int]:
+        marks = [t for t in fig["data"] if t.get("mode") == "markers" and t["name"] != "selected"]
+        return sorted(int(c[0]) for t in marks for c in t["customdata"])
+
+    def fronts(fig: dict) -> int:
+        return sum(t["name"] == "Pareto front" for t in fig["data"])
+
+    scatter = figure(at, "Accuracy against Size (MB)")
+    assert points(scatter) == sorted(ids[str(tiny_env["csv"])])  # the sidebar's runs only
+    assert fronts(scatter) == 1
+    assert at.multiselect("cmp_data").value == [str(tiny_env["csv"])]
+    at.multiselect("cmp_data").set_value([]).run()  # every dataset
+    assert not at.exception, at.exception
+    scatter = figure(at, "Accuracy against Size (MB)")
+    assert points(scatter) == sorted(i for run_ids in ids.values() for i in run_ids)
+    assert fronts(scatter) == 3  # one per set of comparable runs
+    assert at.selectbox("cmp_colour").value == "dataset_short"
+    coloured = [
+        t for t in scatter["data"] if t.get("mode") == "markers" and t["name"] != "selected"
+    ]
+    assert len(coloured) == 3  # one colour per dataset
