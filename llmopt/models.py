@@ -202,8 +202,10 @@ def _from_pretrained(ref: str, source: str, local_only: bool = False) -> LoadedM
     model.eval()
     id2label = model.config.id2label or {}
     labels = [str(id2label.get(i, f"LABEL_{i}")) for i in range(model.config.num_labels)]
-    max_pos = getattr(model.config, "max_position_embeddings", None) or getattr(
-        model.config, "n_positions", 512
+    max_pos: int = (
+        getattr(model.config, "max_position_embeddings", None)
+        or getattr(model.config, "n_positions", None)
+        or 512
     )
     max_length = int(min(tokenizer.model_max_length or 512, max_pos, 512))
     return LoadedModel(model, tokenizer, Path(ref).name or ref, labels, source, max_length)

@@ -33,7 +33,7 @@ class LazyParser(Parser):
             deferred.pop(0)(self)  # popped first: adding reads _actions, which lands here
 
     @property
-    def _actions(self) -> list:  # argparse's list of actions, completed on first read
+    def _actions(self) -> list:  # type: ignore[override]  # argparse's list of actions, completed on first read
         if not self.__dict__.get("_adding"):
             self._complete()
         return self.__dict__["_all_actions"]
@@ -51,7 +51,7 @@ class LazyParser(Parser):
         finally:
             self.__dict__["_adding"] = False
 
-    @_actions.setter
+    @_actions.setter  # type: ignore[no-redef, attr-defined]
     def _actions(self, value: list) -> None:
         self.__dict__["_all_actions"] = value
 
@@ -180,7 +180,7 @@ def _idle_flags(config: CompressionConfig, given: dict) -> str:
     idle = []
     for kind in ("prune", "quantize", "lowrank"):
         spec = registry.KINDS[kind]
-        if spec.field in given and not spec.active(config):
+        if spec.field is not None and spec.field in given and not spec.active(config):
             idle.append("--" + spec.field.replace("_", "-"))
     if config.bits is None:
         idle += [f"--{k.replace('_', '-')}" for k in ("asymmetric", "act_order") if given.get(k)]

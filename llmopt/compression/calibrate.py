@@ -39,11 +39,16 @@ class LayerStats:
     @property
     def norms(self) -> Tensor:
         """(in,) float32 ``||X_j||_2`` of every input channel."""
-        sumsq = self.sumsq if self.sumsq is not None else torch.diag(self.xtx).double()
+        if self.sumsq is not None:
+            sumsq = self.sumsq
+        else:
+            assert self.xtx is not None, "norms need sumsq or xtx"
+            sumsq = torch.diag(self.xtx).double()
         return sumsq.clamp_min(0).sqrt().float()
 
     def hessian(self) -> Tensor:
         """(in, in) float64 ``H = 2 XᵀX / n`` (GPTQ's layer-wise Hessian)."""
+        assert self.xtx is not None, "the Hessian needs xtx"
         return 2.0 * self.xtx.double() / max(self.tokens, 1)
 
     def add(self, parts: dict[str, Tensor], tokens: int) -> None:
@@ -218,6 +223,7 @@ class Feeder:
 
     def _run_block_now(self, block: nn.Module, hooks: _Hooks | None) -> list[Tensor]:
         outputs = []
+        assert self.inputs is not None, "the block's inputs are captured first"
         for args, kwargs, mask in self.inputs:
             if hooks is not None:
                 hooks.mask = mask
@@ -287,6 +293,7 @@ class Feeder:
         if self.blocks is None or group >= len(self.blocks) - 1:
             return
         outputs = self._run_block(self.blocks[group], None)
+        assert self.inputs is not None
         self.inputs = [
             ((out, *args[1:]), kwargs, mask) if args else ((), _with_hidden(kwargs, out), mask)
             for (args, kwargs, mask), out in zip(self.inputs, outputs, strict=True)
