@@ -42,13 +42,15 @@ class LayerStats:
         if self.sumsq is not None:
             sumsq = self.sumsq
         else:
-            assert self.xtx is not None, "norms need sumsq or xtx"
+            if self.xtx is None:
+                raise RuntimeError("input norms need sumsq or xtx to be gathered")
             sumsq = torch.diag(self.xtx).double()
         return sumsq.clamp_min(0).sqrt().float()
 
     def hessian(self) -> Tensor:
         """(in, in) float64 ``H = 2 XᵀX / n`` (GPTQ's layer-wise Hessian)."""
-        assert self.xtx is not None, "the Hessian needs xtx"
+        if self.xtx is None:
+            raise RuntimeError("the Hessian needs xtx to be gathered")
         return 2.0 * self.xtx.double() / max(self.tokens, 1)
 
     def add(self, parts: dict[str, Tensor], tokens: int) -> None:
@@ -223,7 +225,8 @@ class Feeder:
 
     def _run_block_now(self, block: nn.Module, hooks: _Hooks | None) -> list[Tensor]:
         outputs = []
-        assert self.inputs is not None, "the block's inputs are captured first"
+        if self.inputs is None:
+            raise RuntimeError("a block runs on its captured inputs: capture them first")
         for args, kwargs, mask in self.inputs:
             if hooks is not None:
                 hooks.mask = mask
@@ -293,7 +296,8 @@ class Feeder:
         if self.blocks is None or group >= len(self.blocks) - 1:
             return
         outputs = self._run_block(self.blocks[group], None)
-        assert self.inputs is not None
+        if self.inputs is None:
+            raise RuntimeError("a block runs on its captured inputs: capture them first")
         self.inputs = [
             ((out, *args[1:]), kwargs, mask) if args else ((), _with_hidden(kwargs, out), mask)
             for (args, kwargs, mask), out in zip(self.inputs, outputs, strict=True)
