@@ -189,7 +189,3 @@ def config_from_state() -> CompressionConfig:
         calibration_samples=int(s["c_samples"]),
         precision=s["c_precision"] if bits is None and not int8 else "fp32",
     )
-
-
-# kept for callers that read the help texts as a mapping
-HELP = help_texts()

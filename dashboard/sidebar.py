@@ -20,7 +20,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard.cache import store
+from dashboard.cache import shared_cache
 from llmopt.data import MANY_LABELS, display_text, label_counts, preview_table, read_table
 from llmopt.errors import LlmoptError
 from llmopt.paths import Confinement, read_file
@@ -154,7 +154,7 @@ def _table(raw: bytes, name: str, digest: str):
     def make():
         return preview_table(raw, name, n=PREVIEW_ROWS), read_table(raw, name)
 
-    return store("tables", 3).get((digest, name), make)
+    return shared_cache("tables", 3).get((digest, name), make)
 
 
 def _index(columns: list[str], guess: str | None, fallback: int) -> int:

@@ -17,7 +17,7 @@ import streamlit as st
 
 import llmopt
 from dashboard import urlstate
-from dashboard.cache import store
+from dashboard.cache import shared_cache
 from dashboard.legacy import run_through_app
 from dashboard.sidebar import (
     ENCODER,
@@ -91,7 +91,7 @@ def dataset(sel: Selection, split: str = "test", rows: int | None = None) -> llm
         with st.spinner(f"Loading the {split} split…"):
             return _load_dataset(sel, split)
 
-    return store("datasets", 16).get((sel.data_key, split, rows), make)
+    return shared_cache("datasets", 16).get((sel.data_key, split, rows), make)
 
 
 def _load_dataset(sel: Selection, split: str) -> llmopt.TextDataset:
@@ -120,7 +120,7 @@ def base_model(sel: Selection) -> llmopt.LoadedModel:
                 source, train_data=train, progress=report, confine=confinement()
             )
 
-    return store("models", 3).get(sel.model_key, make)
+    return shared_cache("models", 3).get(sel.model_key, make)
 
 
 def _labels(names: list[str]) -> str:
@@ -148,7 +148,7 @@ def load() -> tuple[Selection, llmopt.LoadedModel, llmopt.TextDataset]:
 
 def facts(sel: Selection, loaded: llmopt.LoadedModel) -> dict:
     """``model_facts`` of the base model, computed once (it counts every parameter)."""
-    return store("facts", 8).get(sel.model_key, lambda: llmopt.model_facts(loaded))
+    return shared_cache("facts", 8).get(sel.model_key, lambda: llmopt.model_facts(loaded))
 
 
 def baseline(sel: Selection, loaded: llmopt.LoadedModel, data) -> llmopt.EvalResult:
@@ -158,7 +158,7 @@ def baseline(sel: Selection, loaded: llmopt.LoadedModel, data) -> llmopt.EvalRes
         with progress("the uncompressed model, once per model and rows") as report:
             return llmopt.evaluate(loaded, data, progress=report)
 
-    return store("baselines", 16).get((sel.model_key, data.fingerprint, len(data)), make)
+    return shared_cache("baselines", 16).get((sel.model_key, data.fingerprint, len(data)), make)
 
 
 def compressed(sel: Selection, loaded: llmopt.LoadedModel, config):
@@ -219,7 +219,7 @@ def experiment_store():
     from llmopt.experiments import ExperimentStore, store_path
 
     path = store_path()
-    opened = store("experiments", 4).get(str(path), lambda: ExperimentStore(path))
+    opened = shared_cache("experiments", 4).get(str(path), lambda: ExperimentStore(path))
     if opened.notice and not st.session_state.get("store_notice_shown"):
         st.session_state["store_notice_shown"] = True
         st.warning(f"Note: {opened.notice}.")
@@ -358,7 +358,7 @@ def attention(sel: Selection, loaded: llmopt.LoadedModel, text: str, tag: str):
 
     if tag == "baseline":
         key = (sel.model_key, text)
-        return store("attention", 32).get(key, lambda: attention_maps(loaded, text))
+        return shared_cache("attention", 32).get(key, lambda: attention_maps(loaded, text))
     memo = st.session_state.setdefault("attention_memo", {})
     key = (tag, text)
     if key not in memo:
@@ -413,6 +413,6 @@ def stored_result(runs_db, run):
     change their predictions, and deleted ids are never reused)."""
     from llmopt.recording import run_result
 
-    return store("stored results", 64).get(
+    return shared_cache("stored results", 64).get(
         (str(runs_db.path), run.id), lambda: run_result(runs_db, run)
     )

@@ -39,7 +39,7 @@ class EvalResult:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        """The RESULT object of the CLI's ``--json`` (DESIGN.md); NaN becomes null."""
+        """The RESULT object of the CLI's ``--json`` (docs/design.md); NaN becomes null."""
         return {
             "metrics": {k: _json_float(self.metrics.get(k)) for k in METRIC_KEYS},
             "confusion_matrix": self.confusion.astype(int).tolist(),

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import pandas as pd
 
+from llmopt import stats
 from llmopt.compression import CompressionConfig, CompressionReport, compress, registry
 from llmopt.compression.calibrate import StatsCache
 from llmopt.compression.engine import check_plan, identity_report
@@ -362,21 +363,6 @@ def pareto_front(df: pd.DataFrame, *, x: str = "size_bytes", y: str = "accuracy"
     Returns:
         A bool array, True on the frontier; rows with NaN in x or y are never on it.
     """
-    xs = df[x].to_numpy(dtype=float)
-    ys = df[y].to_numpy(dtype=float)
-    front = np.zeros(len(xs), dtype=bool)
-    valid = np.flatnonzero(~(np.isnan(xs) | np.isnan(ys)))
-    order = valid[np.lexsort((-ys[valid], xs[valid]))]  # by x ascending, then y descending
-    best = -np.inf  # best y among points with strictly smaller x
-    i = 0
-    while i < len(order):
-        j = i
-        while j < len(order) and xs[order[j]] == xs[order[i]]:
-            j += 1
-        group = order[i:j]
-        top = ys[group].max()
-        if top > best:
-            front[group[ys[group] == top]] = True
-        best = max(best, top)
-        i = j
-    return front
+    return stats.pareto_mask(
+        df[x].to_numpy(dtype=float), df[y].to_numpy(dtype=float), x_higher=False, y_higher=True
+    )

@@ -230,7 +230,7 @@ def check_outputs(args) -> None:
 
 
 def results_json(loaded, dataset, config, base, other, fidelity, report, dataset_source=None):
-    """The ``--json`` object of DESIGN.md (keys are a contract).
+    """The ``--json`` object of docs/design.md (keys are a contract).
 
     ``fidelity["flipped"]`` holds the same row indices as the predictions CSV's ``index``.
     """

@@ -28,7 +28,7 @@ class _Stop(Exception):
 
 
 @dataclass
-class LayerStats:
+class ActivationStats:
     """What one layer's inputs looked like over the calibration tokens."""
 
     tokens: int = 0
@@ -93,7 +93,7 @@ class _Hooks:
     """
 
     def __init__(self, model: nn.Module, names: list[str], kinds: tuple[str, ...]):
-        self.stats = {n: LayerStats() for n in names}
+        self.stats = {n: ActivationStats() for n in names}
         self._mask: Tensor | None = None  # (batch, seq) of the batch in flight
         self._memo: dict = {}  # this batch's input tensor -> its partial statistics
         self.kinds = kinds
@@ -123,7 +123,7 @@ class _Hooks:
 
         return collect
 
-    def close(self) -> dict[str, LayerStats]:
+    def close(self) -> dict[str, ActivationStats]:
         self.closed = True
         for h in self.handles:
             h.remove()
@@ -151,7 +151,9 @@ class StatsCache:
 
     batches: dict = field(default_factory=dict)  # texts key -> [(inputs, mask)]
     block_inputs: dict = field(default_factory=dict)  # (model id, texts key) -> captured inputs
-    dense: dict = field(default_factory=dict)  # (model id, texts key, layer, kind) -> LayerStats
+    dense: dict = field(
+        default_factory=dict
+    )  # (model id, texts key, layer, kind) -> ActivationStats
     hits: int = 0  # statistics served from the cache (for tests and benchmarks)
 
 
@@ -239,7 +241,7 @@ class Feeder:
     @torch.no_grad()
     def stats(
         self, group: int, names: list[str], kinds: tuple[str, ...], *, dense: bool = False
-    ) -> dict[str, LayerStats]:
+    ) -> dict[str, ActivationStats]:
         """Statistics of ``names`` (layers of group ``group``) on their current inputs.
 
         Args:
@@ -251,7 +253,7 @@ class Feeder:
                 cache.
 
         Returns:
-            {name: LayerStats}; a layer no forward pass reached is missing.
+            {name: ActivationStats}; a layer no forward pass reached is missing.
         """
         if dense:
             keys = {(n, k): (self.base_id, self.key, n, k) for n in names for k in kinds}
@@ -282,8 +284,8 @@ class Feeder:
         return found
 
     @staticmethod
-    def _merge(parts: list[LayerStats]) -> LayerStats:
-        merged = LayerStats(tokens=parts[0].tokens)
+    def _merge(parts: list[ActivationStats]) -> ActivationStats:
+        merged = ActivationStats(tokens=parts[0].tokens)
         for p in parts:
             merged.sumsq = p.sumsq if p.sumsq is not None else merged.sumsq
             merged.xtx = p.xtx if p.xtx is not None else merged.xtx

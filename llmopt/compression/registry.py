@@ -72,7 +72,7 @@ class Method:
 
     ``apply(ctx, names, stats)`` changes the weight matrices ``names`` of the model copy in
     ``ctx`` (a ``llmopt.compression.engine.Context``); ``stats`` maps each name to its
-    calibration ``LayerStats`` when the method asks for ``stats``, else it is None.
+    calibration ``ActivationStats`` when the method asks for ``stats``, else it is None.
     """
 
     name: str  # the value users type and configs hold, e.g. "gptq"
@@ -83,7 +83,7 @@ class Method:
     formula: str  # markdown with LaTeX: the explainer's text
     apply: Callable[..., None]
     stats: tuple[str, ...] = ()  # calibration statistics it needs ("norms", "hessian", "absmax")
-    picture: str | None = None  # key of its live picture in llmopt.explain.PICTURES
+    picture: str | None = None  # key of its live picture in dashboard.explainers._pictures
     selects: Callable[[Any], bool] | None = None  # kinds without a field: does a config pick it
     sweep: dict = field(default_factory=dict)  # sweep method label -> config fields it sets
     kept: Callable[[int, int, Any], int] | None = None  # prune: weights a (rows, cols) keeps
@@ -121,7 +121,7 @@ def _load() -> None:
 
 
 def methods(kind: str) -> dict[str, Method]:
-    """{name: Method} of one kind, in registration order."""
+    """{name: Method} of one kind, ordered by ``position`` (ties: registration order)."""
     _load()
     ordered = sorted(_METHODS[kind].values(), key=lambda m: m.position)  # stable: then by age
     return {m.name: m for m in ordered}
