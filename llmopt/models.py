@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import torch
 
+from llmopt import sources
 from llmopt.atomic import TMP_PREFIX
 from llmopt.data import TextDataset, load_dataset
 from llmopt.errors import Fix, LlmoptError, train_head_fix
@@ -32,6 +32,7 @@ from llmopt.loaded import (  # noqa: F401 - re-exported: the model type and its 
     size_bytes,
 )
 from llmopt.paths import Confinement, check_path
+from llmopt.sources import is_local, model_source
 from llmopt.training.head import load_encoder_classifier, load_pooled_dir
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
@@ -73,11 +74,12 @@ def load_model(
     if progress is not None and not callable(progress):
         raise LlmoptError("progress must be a callable taking (fraction, message)")
     source = str(source).strip()
-    if source == "bundled" or source.startswith("encoder:"):
-        encoder = "bundled" if source == "bundled" else source[len("encoder:") :].strip()
+    kind, ref = model_source(source)
+    if kind in (sources.BUNDLED, sources.ENCODER):
+        encoder = "bundled" if kind == sources.BUNDLED else ref.strip()
         if not encoder:
             raise LlmoptError("encoder: needs a source, e.g. encoder:bundled or encoder:bert-base")
-        if _is_local(encoder) and encoder != "bundled":
+        if is_local(encoder) and encoder != "bundled":
             check_path(encoder, kind="dir", what="encoder folder", confine=confine)
         if train_data is None:
             train_data = load_dataset("bundled", "train")
@@ -89,7 +91,7 @@ def load_model(
         return load_encoder_classifier(
             encoder, train_data, source=source, train_limit=train_limit, progress=progress
         )
-    if _is_local(source):
+    if kind == sources.LOCAL:
         path = check_path(source, kind="dir", what="model folder", confine=confine)
         return _load_local(path, source)
     if HUB_ID.match(source):
@@ -103,11 +105,6 @@ def load_model(
             "(letters, digits, '-', '_', '.' and one '/')",
         ),
     )
-
-
-def _is_local(source: str) -> bool:
-    """Whether ``source`` names a path on this machine rather than a hub id."""
-    return os.path.lexists(os.path.expanduser(source)) or source.startswith((".", "/", "~"))
 
 
 def check_complete(path: Path, source: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from matrixsummary import matrix_line
 from tinymodels import make_texts, make_tiny
 
 
@@ -78,10 +79,32 @@ def bundled_model(_isolated_home):
 _MATRICES: dict[str, list[str]] = {}  # matrix name -> node ids of its cases
 
 
+# The fast loop, ``pytest -m smoke`` (about a minute): these files' tests, less any that load
+# the real model or drive a browser. They cover imports, the CLI's flags and bad inputs, the
+# store, statistics, and model and data loading on tiny models.
+SMOKE_FILES = {
+    "test_imports.py",
+    "test_summary_line.py",
+    "test_sources.py",
+    "test_stats.py",
+    "test_data.py",
+    "test_estimate.py",
+    "test_experiments.py",
+    "test_models.py",
+    "test_cli_bad_inputs.py",
+    "test_compress_config.py",
+    "test_registry.py",
+}
+
+
 def pytest_collection_modifyitems(items):
-    """Group the cases of every ``@pytest.mark.matrix("name")`` test by matrix name."""
+    """Mark the smoke subset; group the cases of every ``@pytest.mark.matrix("name")`` test by
+    matrix name."""
     _MATRICES.clear()
     for item in items:
+        slow = item.get_closest_marker("integration") or item.get_closest_marker("browser")
+        if item.path.name in SMOKE_FILES and not slow:
+            item.add_marker(pytest.mark.smoke)
         marker = item.get_closest_marker("matrix")
         if marker is not None:
             _MATRICES.setdefault(marker.args[0], []).append(item.nodeid)
@@ -94,26 +117,3 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.section("bad-input matrices")
     for name, ids in sorted(_MATRICES.items()):
         terminalreporter.write_line(matrix_line(name, ids, terminalreporter.stats))
-
-
-def matrix_line(name: str, ids: list[str], stats: dict) -> str:
-    """``name: N cases, P passed`` plus, when any, how many failed, were skipped or were
-    deselected (by ``-m``/``-k``), so that deselected cases do not read as failures."""
-    outcome: dict[str, str] = {}
-    for key in ("passed", "failed", "skipped", "error"):
-        for report in stats.get(key, []):
-            if getattr(report, "nodeid", None) is None:
-                continue
-            if key == "passed" and report.when != "call":
-                continue  # a passed setup or teardown is not the case passing
-            outcome.setdefault(report.nodeid, key)
-    deselected = {getattr(item, "nodeid", None) for item in stats.get("deselected", [])}
-    counts = dict.fromkeys(("passed", "failed", "skipped", "error", "deselected"), 0)
-    for i in ids:
-        if i in deselected:
-            counts["deselected"] += 1
-        elif i in outcome:
-            counts[outcome[i]] += 1
-    parts = [f"{counts['passed']} passed"]
-    parts += [f"{n} {key}" for key, n in counts.items() if key != "passed" and n]
-    return f"{name}: {len(ids)} cases, " + ", ".join(parts)

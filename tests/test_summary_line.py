@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from conftest import matrix_line
+from matrixsummary import matrix_line
 
 pytestmark = pytest.mark.smoke
 
