@@ -12,7 +12,7 @@ from sklearn import metrics as skm
 
 from llmopt.attention import attention_implementation
 from llmopt.batching import accepts_token_types, encode, iter_batches
-from llmopt.data import TextDataset
+from llmopt.data import TextDataset, display_text
 from llmopt.errors import LlmoptError, train_head_fix
 from llmopt.loaded import LoadedModel, Progress, count_params, size_bytes
 
@@ -280,8 +280,6 @@ def flipped_table(base: EvalResult, other: EvalResult, texts: list[str]):
         A pandas DataFrame, one row per flipped text.
     """
     import pandas as pd
-
-    from llmopt.data import display_text
 
     fid = compare(base, other)
     if len(texts) != len(base.y_true):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from llmopt.compression.config import parse_pattern
+from llmopt.compression.config import CompressionConfig, parse_pattern
 from llmopt.compression.lowrank import svd_factors
 from llmopt.compression.prune import magnitude_mask, nm_mask
-from llmopt.compression.quantize import fake_quantize, qmax
+from llmopt.compression.quantize import fake_quantize, qmax, rtn_quantize
 from llmopt.compression.targets import find_targets, in_blocks
 from llmopt.compression.targets import get_weight as layer_weight
 from llmopt.errors import LlmoptError
@@ -195,9 +195,7 @@ def gptq_columns(weight, xtx, bits: int, group_size: int | None = None) -> dict:
         ``‖ΔW_:,j‖·sqrt(H_jj)``; ``"output_error_rtn"``, ``"output_error_gptq"``: the relative
         output errors ``‖X(W − Ŵ)ᵀ‖ / ‖XWᵀ‖`` on the texts; ``"bits"``.
     """
-    from llmopt.compression.config import CompressionConfig
     from llmopt.compression.methods.gptq import quantize_layer
-    from llmopt.compression.quantize import rtn_quantize
 
     w = _tensor(weight)
     xtx = torch.as_tensor(xtx, dtype=torch.float64)
@@ -222,7 +220,6 @@ def scaled_spectrum(weight, xtx, rank: int) -> dict:
         ``"output_error_svd"``, ``"output_error_aware"`` (relative output errors of the two
         rank-``rank`` truncations on the texts), ``"rank"``.
     """
-    from llmopt.compression.lowrank import svd_factors
     from llmopt.compression.methods.asvd import factors
 
     w = _tensor(weight)

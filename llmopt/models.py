@@ -14,6 +14,7 @@ from llmopt.data import TextDataset, load_dataset
 from llmopt.errors import Fix, LlmoptError, train_head_fix
 from llmopt.hub import (
     SAFE_KWARGS,
+    custom_code_error,
     hub_reachable,
     load_failure,
     model_kwargs,
@@ -166,8 +167,6 @@ def _from_pretrained(ref: str, source: str, local_only: bool = False) -> LoadedM
     except Exception as exc:
         raise load_failure(ref, exc, local_only) from None
     if getattr(config, "auto_map", None):
-        from llmopt.hub import custom_code_error
-
         raise custom_code_error(source)
     archs = getattr(config, "architectures", None) or []
     if archs and not any(a.endswith("ForSequenceClassification") for a in archs):

@@ -24,7 +24,7 @@ from llmopt.data import TextDataset, safe_cell  # safe_cell: every export's CSV 
 from llmopt.errors import LlmoptError
 from llmopt.evaluation import METRIC_KEYS, EvalResult, compare, roc_curves
 from llmopt.experiments import ExperimentStore, RowSet, Run
-from llmopt.latency import LatencyStats
+from llmopt.latency import LatencyStats, paired_if_kernels_differ, same_kernels
 from llmopt.loaded import LoadedModel
 
 # The order compression applies its steps, and the config fields that set each one; a stored
@@ -350,8 +350,6 @@ def record_evaluation(
 def _latency_fields(base, other, base_model, variant, config, report, latency) -> dict:
     """``latency_ms``, ``latency_simulated`` and the ``latency`` record of a variant."""
     if variant is not None:
-        from llmopt.latency import same_kernels
-
         simulated = same_kernels(base_model, variant)
     else:
         simulated = not _kernels_changed(config, report)
@@ -539,8 +537,6 @@ def record_training(
     Returns:
         The ids stored.
     """
-    from llmopt.latency import paired_if_kernels_differ
-
     recipe = dict(run.recipe)
     compression = recipe.pop("compression", None) or {}
     config = {**compression, TRAINING: recipe}
