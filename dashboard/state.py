@@ -444,9 +444,16 @@ def run_sweep(sel: Selection, loaded, data, knob: str, values: list, methods: li
 
     with progress("each point compresses a copy and evaluates it") as report:
         frame = sweep(
-            loaded, data, knob, values, methods,
-            base_result=base, calibration=calibration, progress=report, on_point=record,
-        )  # fmt: skip
+            loaded,
+            data,
+            knob,
+            values,
+            methods,
+            base_result=base,
+            calibration=calibration,
+            progress=report,
+            on_point=record,
+        )
     st.session_state["sweep"] = {"key": (sel.model_key, data.fingerprint), "frame": frame}
 
 
