@@ -339,13 +339,13 @@ def show_recipe_note() -> None:
 def restore_evaluation(sel: Selection, loaded, data, run_id) -> Evaluation | None:
     """A stored run of this model on these rows, redrawn as this session's evaluation (after a
     reload, from the address's ``run``); None if it is not one."""
-    from llmopt.compression import CompressionConfig, CompressionReport
     from llmopt.recording import model_fingerprint
+    from llmopt.restore import run_config, run_latency, run_report
 
     try:
         runs_db = experiment_store()
         run = runs_db.get(run_id)
-        config = CompressionConfig.from_dict(run.config or {})
+        config = run_config(run)
     except LlmoptError:  # no such run, or a recipe this llmopt cannot read
         return None
     if (
@@ -361,15 +361,7 @@ def restore_evaluation(sel: Selection, loaded, data, run_id) -> Evaluation | Non
     other = stored_result(runs_db, run)
     if base is None or other is None:
         return None
-    report = CompressionReport(**(run.report or {"rows": [], "totals": {}}))
-    latency = None
-    if (run.latency or {}).get("method") == "paired":
-        from llmopt.latency import LatencyStats
-
-        latency = {}
-        for side in ("baseline", "compressed"):
-            stored = run.latency[side]
-            latency[side] = LatencyStats(**{**stored, "samples_ms": tuple(stored["samples_ms"])})
+    report, latency = run_report(run), run_latency(run)
     evaluation = _evaluation(sel, data, config, base, other, report, run.notes, latency)
     evaluation.simulated, evaluation.run_id = bool(run.latency_simulated), run.id
     st.session_state["evaluation"] = evaluation
