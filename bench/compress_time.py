@@ -29,10 +29,11 @@ def configs(samples: int) -> list[tuple[str, CompressionConfig]]:
         "lowrank": lambda m: C(rank=256, lowrank_method=m, calibration_samples=samples),
     }
     out = [(f"{k} {m}", by_kind[k](m)) for k in by_kind for m in registry.names(k)]
-    out += [("kernel int8", C(int8_dynamic=True)),
-            ("kernel smoothquant", C(int8_dynamic=True, smooth_alpha=0.5,
-                                     calibration_samples=samples)),
-            ("precision bf16", C(precision="bf16"))]  # fmt: skip
+    out += [
+        ("kernel int8", C(int8_dynamic=True)),
+        ("kernel smoothquant", C(int8_dynamic=True, smooth_alpha=0.5, calibration_samples=samples)),
+        ("precision bf16", C(precision="bf16")),
+    ]
     return out
 
 
@@ -47,13 +48,21 @@ def main() -> None:
     torch.manual_seed(0)
     bundled = llmopt.load_model("bundled")
     model = BertForSequenceClassification(BertConfig(num_labels=2, attn_implementation="eager"))
-    base = llmopt.LoadedModel(model.eval(), bundled.tokenizer, "bert-base (random)",
-                              ["LABEL_0", "LABEL_1"], "random", max_length=128)  # fmt: skip
+    base = llmopt.LoadedModel(
+        model.eval(),
+        bundled.tokenizer,
+        "bert-base (random)",
+        ["LABEL_0", "LABEL_1"],
+        "random",
+        max_length=128,
+    )
     params = sum(p.numel() for p in model.parameters())
     train = llmopt.load_dataset("bundled", "train")
-    print(f"# Compress time at BERT-base size: {params / 1e6:.0f}M parameters, "
-          f"{args.samples} calibration reviews, {torch.get_num_threads()} threads, "
-          f"load average {os.getloadavg()[0]:.2f}\n")  # fmt: skip
+    print(
+        f"# Compress time at BERT-base size: {params / 1e6:.0f}M parameters, "
+        f"{args.samples} calibration reviews, {torch.get_num_threads()} threads, "
+        f"load average {os.getloadavg()[0]:.2f}\n"
+    )
     print("| method | config | compress (s) |\n|---|---|---|")
     wanted = set(args.only.split(",")) if args.only else None
     for label, config in configs(args.samples):

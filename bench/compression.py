@@ -67,19 +67,23 @@ def quality(base_model, base, test, train) -> None:
         seconds = time.perf_counter() - start
         result = llmopt.evaluate(model, test)
         fid = llmopt.compare(base, result)
-        rows.append([
-            label,
-            result.metrics["accuracy"],
-            f"{100 * result.metrics['accuracy'] / base.metrics['accuracy']:.1f}%",
-            result.metrics["roc_auc"],
-            fid["agreement"],
-            fid["mean_kl"],
-            report.totals["mean_rel_error"],
-            f"{report.totals['model_compression_ratio']:.2f}x",
-            f"{seconds:.2f}",
-        ])  # fmt: skip
-    print(f"\n## Quality on {len(test)} bundled test reviews (baseline accuracy "
-          f"{base.metrics['accuracy']:.3f}, AUC {base.metrics['roc_auc']:.3f})\n")  # fmt: skip
+        rows.append(
+            [
+                label,
+                result.metrics["accuracy"],
+                f"{100 * result.metrics['accuracy'] / base.metrics['accuracy']:.1f}%",
+                result.metrics["roc_auc"],
+                fid["agreement"],
+                fid["mean_kl"],
+                report.totals["mean_rel_error"],
+                f"{report.totals['model_compression_ratio']:.2f}x",
+                f"{seconds:.2f}",
+            ]
+        )
+    print(
+        f"\n## Quality on {len(test)} bundled test reviews (baseline accuracy "
+        f"{base.metrics['accuracy']:.3f}, AUC {base.metrics['roc_auc']:.3f})\n"
+    )
     header = ["method", "accuracy", "kept", "AUC", "agreement", "mean KL", "mean rel. error"]
     print(table(header + ["size ratio", "compress (s)"], rows))
 
@@ -117,8 +121,10 @@ def latency(base_model, test) -> None:
             seconds[name] += best[name]
     ms = {n: 1000 * s / len(test) for n, s in seconds.items()}
     rows = [[n, f"{v:.2f}", f"{ms['fp32'] / v:.2f}x"] for n, v in ms.items()]
-    print(f"\n## Latency (model time per sample, {len(test)} reviews, batches of 32; each batch "
-          f"timed {ROUNDS}x per model, interleaved, fastest counts)\n")  # fmt: skip
+    print(
+        f"\n## Latency (model time per sample, {len(test)} reviews, batches of 32; each batch "
+        f"timed {ROUNDS}x per model, interleaved, fastest counts)\n"
+    )
     print(table(["model", "ms/sample", "speed-up vs fp32"], rows))
 
 
@@ -168,7 +174,7 @@ def layer_errors(base_model, texts: list[str]) -> dict[str, dict[str, float]]:
             "weights_only": copy.deepcopy(layer),
             "act7_only": lambda x, layer=layer: layer(fake_act(x, 127)),
             "act8_only": lambda x, layer=layer: layer(fake_act(x, 255)),
-        }  # fmt: skip
+        }
         variants["weights_only"].weight.copy_(fake_quantize(layer.weight, 8)[0])
         sq = dict.fromkeys(variants, 0.0)
         ref, ratio = 0.0, 0.0
@@ -191,8 +197,10 @@ def int8_outliers(base_model, base, test) -> None:
     rows = [[n.removeprefix("encoder.encoder."), *[errors[n][c] for c in cols]] for n in names]
     rows = [[r[0], f"{r[1]:.0f}", *r[2:]] for r in rows]
     print(f"\n## int8_dynamic: where the error comes from ({len(names)} Linears, 64 reviews)\n")
-    print("relative output error of each layer quantized alone, on its real inputs; "
-          "max/mean = max|x| / mean|x| of the layer's input tensor")  # fmt: skip
+    print(
+        "relative output error of each layer quantized alone, on its real inputs; "
+        "max/mean = max|x| / mean|x| of the layer's input tensor"
+    )
     header = ["layer", "max/mean", "int8 per-tensor W (torch default)", "int8 per-channel W (ours)"]
     print(table(header + ["8-bit W only", "7-bit act only", "8-bit act only"], rows))
 
@@ -211,10 +219,12 @@ def int8_outliers(base_model, base, test) -> None:
         "torch default: per-tensor weights, all layers": replace(base_model, model=default),
         "ours: per-channel weights, all layers": compress(base_model, C(int8_dynamic=True))[0],
         "ours, FFN output layers kept fp32": compress(
-            base_model, C(int8_dynamic=True), filter_fn=lambda m, n: n in rest)[0],
+            base_model, C(int8_dynamic=True), filter_fn=lambda m, n: n in rest
+        )[0],
         "ours, only the FFN output layers": compress(
-            base_model, C(int8_dynamic=True), filter_fn=lambda m, n: n in ffn)[0],
-    }  # fmt: skip
+            base_model, C(int8_dynamic=True), filter_fn=lambda m, n: n in ffn
+        )[0],
+    }
     rows = []
     for label, model in variants.items():
         result = llmopt.evaluate(model, test)
@@ -482,8 +492,10 @@ def main() -> None:
     test = llmopt.load_dataset("bundled", "test", limit=args.rows)
     train = llmopt.load_dataset("bundled", "train")
     base = llmopt.evaluate(base_model, test)
-    print(f"# Compression benchmark: {base_model.name}, {len(test)} test reviews, "
-          f"{torch.get_num_threads()} threads")  # fmt: skip
+    print(
+        f"# Compression benchmark: {base_model.name}, {len(test)} test reviews, "
+        f"{torch.get_num_threads()} threads"
+    )
     print(
         f"load average at start: {os.getloadavg()[0]:.2f} (2 cores; above ~1.5 the timings "
         "are shared with other work)"

@@ -33,12 +33,24 @@ def export(loaded, path: Path, sample: dict) -> Path:
     axes = {n: {0: "batch", 1: "seq"} for n in names}
     raw = path / "model.onnx"
     with attention_implementation(loaded.model, "eager"), torch.no_grad():
-        torch.onnx.export(loaded.model, (), str(raw), kwargs=dict(sample), input_names=names,
-                          output_names=["logits"], dynamic_axes={**axes, "logits": {0: "batch"}},
-                          dynamo=False, opset_version=17)  # fmt: skip
+        torch.onnx.export(
+            loaded.model,
+            (),
+            str(raw),
+            kwargs=dict(sample),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes={**axes, "logits": {0: "batch"}},
+            dynamo=False,
+            opset_version=17,
+        )
     config = loaded.model.config
-    fused = optimize_model(str(raw), model_type="bert", num_heads=config.num_attention_heads,
-                           hidden_size=config.hidden_size)  # fmt: skip
+    fused = optimize_model(
+        str(raw),
+        model_type="bert",
+        num_heads=config.num_attention_heads,
+        hidden_size=config.hidden_size,
+    )
     out = path / "fused.onnx"
     fused.save_model_to_file(str(out))
     ops = {}
@@ -61,8 +73,12 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     loaded = llmopt.load_model("bundled")
     test = llmopt.load_dataset("bundled", "test", limit=args.rows)
-    encoded = encode(loaded.tokenizer, test.texts, loaded.max_length,
-                     token_types=accepts_token_types(loaded.model))  # fmt: skip
+    encoded = encode(
+        loaded.tokenizer,
+        test.texts,
+        loaded.max_length,
+        token_types=accepts_token_types(loaded.model),
+    )
     batches = list(iter_batches(encoded, 32))
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:

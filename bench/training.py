@@ -83,17 +83,29 @@ def section_finetune(model, base, train, test) -> None:
     wall = time.perf_counter() - start
     print(f"the Train page's estimate before starting: {est:.0f} s; measured: {wall:.0f} s\n")
     rows = [
-        ["frozen encoder + logistic-regression head", base.metrics["accuracy"],
-         base.metrics["roc_auc"], "", ""],
-        [f"fine-tuned (layers: {config.train_layers}, {config.epochs:g} epochs, "
-         f"{run.train_rows} rows)", run.after.metrics["accuracy"], run.after.metrics["roc_auc"],
-         f"{wall:.0f}", f"{len(run.history)} validations, best at step "
-         f"{max(run.history, key=lambda h: h['val_accuracy'])['step']}"],
-    ]  # fmt: skip
+        [
+            "frozen encoder + logistic-regression head",
+            base.metrics["accuracy"],
+            base.metrics["roc_auc"],
+            "",
+            "",
+        ],
+        [
+            f"fine-tuned (layers: {config.train_layers}, {config.epochs:g} epochs, "
+            f"{run.train_rows} rows)",
+            run.after.metrics["accuracy"],
+            run.after.metrics["roc_auc"],
+            f"{wall:.0f}",
+            f"{len(run.history)} validations, best at step "
+            f"{max(run.history, key=lambda h: h['val_accuracy'])['step']}",
+        ],
+    ]
     print(table(["model", "accuracy", "AUC", "wall (s)", "note"], rows))
     target = run.after.metrics["accuracy"] >= 0.80 and run.after.metrics["roc_auc"] >= 0.86
-    print(f"\ntarget (accuracy >= 0.80, AUC >= 0.86, <= 300 s): "
-          f"{'met' if target and wall <= 300 else 'NOT met'}; {load()}")  # fmt: skip
+    print(
+        f"\ntarget (accuracy >= 0.80, AUC >= 0.86, <= 300 s): "
+        f"{'met' if target and wall <= 300 else 'NOT met'}; {load()}"
+    )
 
 
 def section_recovery(model, base, train, test) -> None:
@@ -111,18 +123,37 @@ def section_recovery(model, base, train, test) -> None:
         tuned = recover(compressed, train, "finetune")
         t_ft = time.perf_counter() - t0
         after_ft = llmopt.evaluate(tuned.model, test)
-        rows.append([
-            label, f"{before.metrics['accuracy']:.3f} ({kept(before, base)})",
-            f"{after_head.metrics['accuracy']:.3f} ({kept(after_head, base)})", f"{t_head:.0f}",
-            f"{after_ft.metrics['accuracy']:.3f} ({kept(after_ft, base)})", f"{t_ft:.0f}",
-            f"{after_ft.metrics['roc_auc']:.3f}",
-        ])  # fmt: skip
+        rows.append(
+            [
+                label,
+                f"{before.metrics['accuracy']:.3f} ({kept(before, base)})",
+                f"{after_head.metrics['accuracy']:.3f} ({kept(after_head, base)})",
+                f"{t_head:.0f}",
+                f"{after_ft.metrics['accuracy']:.3f} ({kept(after_ft, base)})",
+                f"{t_ft:.0f}",
+                f"{after_ft.metrics['roc_auc']:.3f}",
+            ]
+        )
         print(f"{label}: done in {time.perf_counter() - start:.0f} s ({load()})", flush=True)
-    print(f"\nuncompressed: accuracy {base.metrics['accuracy']:.3f}, AUC "
-          f"{base.metrics['roc_auc']:.3f}; recovery fine-tune: {RECOVERY.epochs:g} epoch, "
-          f"layers {RECOVERY.train_layers}, {RECOVERY.train_limit} rows\n")  # fmt: skip
-    print(table(["compression", "before (kept)", "head re-fit (kept)", "head s",
-                 "fine-tune (kept)", "fine-tune s", "AUC after fine-tune"], rows))  # fmt: skip
+    print(
+        f"\nuncompressed: accuracy {base.metrics['accuracy']:.3f}, AUC "
+        f"{base.metrics['roc_auc']:.3f}; recovery fine-tune: {RECOVERY.epochs:g} epoch, "
+        f"layers {RECOVERY.train_layers}, {RECOVERY.train_limit} rows\n"
+    )
+    print(
+        table(
+            [
+                "compression",
+                "before (kept)",
+                "head re-fit (kept)",
+                "head s",
+                "fine-tune (kept)",
+                "fine-tune s",
+                "AUC after fine-tune",
+            ],
+            rows,
+        )
+    )
 
 
 @torch.inference_mode()
@@ -130,8 +161,9 @@ def interleaved_latency(models: dict, test) -> dict[str, float]:
     """ms per sample of each model on the same batches, each batch timed ROUNDS times per model
     in turn; the fastest time of each model on each batch counts."""
     first = next(iter(models.values()))
-    enc = encode(first.tokenizer, test.texts, first.max_length,
-                 token_types=accepts_token_types(first.model))  # fmt: skip
+    enc = encode(
+        first.tokenizer, test.texts, first.max_length, token_types=accepts_token_types(first.model)
+    )
     batches = [inputs for _rows, inputs in iter_batches(enc, 32)]
     for m in models.values():
         m.model(**batches[-1])
@@ -156,22 +188,39 @@ def section_distill(model, base, train, test, n_layers: int = 3) -> None:
     ms = interleaved_latency({"teacher": model, "student": run.model}, test)
     fid = llmopt.compare(run.before, run.after)
     rows = [
-        ["teacher (6 layers)", run.before.metrics["accuracy"], run.before.metrics["roc_auc"],
-         "100%", f"{ms['teacher']:.2f}", "1.00x", f"{run.before.size_bytes / 1e6:.1f}"],
-        [f"student (layers {run.recipe['layers']})", run.after.metrics["accuracy"],
-         run.after.metrics["roc_auc"], kept(run.after, run.before), f"{ms['student']:.2f}",
-         f"{ms['teacher'] / ms['student']:.2f}x", f"{run.after.size_bytes / 1e6:.1f}"],
-    ]  # fmt: skip
+        [
+            "teacher (6 layers)",
+            run.before.metrics["accuracy"],
+            run.before.metrics["roc_auc"],
+            "100%",
+            f"{ms['teacher']:.2f}",
+            "1.00x",
+            f"{run.before.size_bytes / 1e6:.1f}",
+        ],
+        [
+            f"student (layers {run.recipe['layers']})",
+            run.after.metrics["accuracy"],
+            run.after.metrics["roc_auc"],
+            kept(run.after, run.before),
+            f"{ms['student']:.2f}",
+            f"{ms['teacher'] / ms['student']:.2f}x",
+            f"{run.after.size_bytes / 1e6:.1f}",
+        ],
+    ]
     print(table(["model", "accuracy", "AUC", "kept", "ms/sample", "speed-up", "MB"], rows))
     ratio = run.after.metrics["accuracy"] / run.before.metrics["accuracy"]
     speed = ms["teacher"] / ms["student"]
-    print(f"\nagreement with the teacher {fid['agreement']:.3f}; training {wall:.0f} s "
-          f"(T={run.recipe['temperature']}, alpha={run.recipe['alpha']}, "
-          f"{DISTILL.epochs:g} epochs, {run.train_rows} rows); latency: {len(test)} rows, "
-          f"batches of 32, {ROUNDS} interleaved rounds, fastest counts")  # fmt: skip
-    print(f"target (>= 97% of the teacher's accuracy, >= 1.8x faster): "
-          f"{'met' if ratio >= 0.97 and speed >= 1.8 else 'NOT met'} "
-          f"({100 * ratio:.1f}%, {speed:.2f}x); {load()}")  # fmt: skip
+    print(
+        f"\nagreement with the teacher {fid['agreement']:.3f}; training {wall:.0f} s "
+        f"(T={run.recipe['temperature']}, alpha={run.recipe['alpha']}, "
+        f"{DISTILL.epochs:g} epochs, {run.train_rows} rows); latency: {len(test)} rows, "
+        f"batches of 32, {ROUNDS} interleaved rounds, fastest counts"
+    )
+    print(
+        f"target (>= 97% of the teacher's accuracy, >= 1.8x faster): "
+        f"{'met' if ratio >= 0.97 and speed >= 1.8 else 'NOT met'} "
+        f"({100 * ratio:.1f}%, {speed:.2f}x); {load()}"
+    )
 
 
 def section_gradual(model, base, train, test, sparsity: float = 0.7) -> None:
@@ -179,8 +228,9 @@ def section_gradual(model, base, train, test, sparsity: float = 0.7) -> None:
     rows = []
     for method in METHODS:
         start = time.perf_counter()
-        one, _ = compress(model, CompressionConfig(sparsity=sparsity, sparsity_method=method),
-                          calibration=train)  # fmt: skip
+        one, _ = compress(
+            model, CompressionConfig(sparsity=sparsity, sparsity_method=method), calibration=train
+        )
         one_r = llmopt.evaluate(one, test)
         t_one = time.perf_counter() - start
         start = time.perf_counter()
@@ -198,12 +248,26 @@ def section_gradual(model, base, train, test, sparsity: float = 0.7) -> None:
                 "yes" if run.after.metrics["accuracy"] > one_r.metrics["accuracy"] else "NO",
             ]
         )
-        print(f"{method}: done ({load()})", flush=True)  # fmt: skip
-    print(f"\npolynomial schedule 0 -> {sparsity} over the first 70% of the steps, "
-          f"{GRADUAL.epochs:g} epochs, layers {GRADUAL.train_layers}, "
-          f"{GRADUAL_ROWS[0] or GRADUAL.train_limit} rows\n")  # fmt: skip
-    print(table(["method", "one-shot (kept)", "one-shot s", "gradual (kept)", "gradual s",
-                 "sparsity reached", "gradual better"], rows))  # fmt: skip
+        print(f"{method}: done ({load()})", flush=True)
+    print(
+        f"\npolynomial schedule 0 -> {sparsity} over the first 70% of the steps, "
+        f"{GRADUAL.epochs:g} epochs, layers {GRADUAL.train_layers}, "
+        f"{GRADUAL_ROWS[0] or GRADUAL.train_limit} rows\n"
+    )
+    print(
+        table(
+            [
+                "method",
+                "one-shot (kept)",
+                "one-shot s",
+                "gradual (kept)",
+                "gradual s",
+                "sparsity reached",
+                "gradual better",
+            ],
+            rows,
+        )
+    )
 
 
 def _hand_loop(loaded, train, config, steps: int) -> float:
@@ -214,8 +278,9 @@ def _hand_loop(loaded, train, config, steps: int) -> float:
 
     model = copy.deepcopy(loaded.model)
     select_trainable(model, config.train_layers)
-    enc = encode(loaded.tokenizer, train.texts, config.max_length,
-                 token_types=accepts_token_types(model))  # fmt: skip
+    enc = encode(
+        loaded.tokenizer, train.texts, config.max_length, token_types=accepts_token_types(model)
+    )
     rows = _Rows(enc, train.labels)
     collate = _collate(enc.pad_token_id)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -231,8 +296,9 @@ def _hand_loop(loaded, train, config, steps: int) -> float:
     model.train()
     start = time.perf_counter()
     for i in range(steps):  # length-grouped batches, as Trainer's
-        batch = collate([rows[j] for j in order[i * config.batch_size:
-                                                (i + 1) * config.batch_size]])  # fmt: skip
+        batch = collate(
+            [rows[j] for j in order[i * config.batch_size : (i + 1) * config.batch_size]]
+        )
         labels, _ = batch.pop("labels"), batch.pop("rows")
         loss = torch.nn.functional.cross_entropy(model(**batch).logits, labels)
         loss.backward()
@@ -269,8 +335,10 @@ def section_trainer(model, base, train, test, steps: int = 20) -> None:
             [[k, f"{v / steps:.3f}", f"{v / base_s:.2f}x"] for k, v in best.items()],
         )
     )
-    print(f"\n{steps} steps of {config.batch_size} rows, layers {config.train_layers}, rounds "
-          f"interleaved; the Trainer time includes its set-up; {load()}")  # fmt: skip
+    print(
+        f"\n{steps} steps of {config.batch_size} rows, layers {config.train_layers}, rounds "
+        f"interleaved; the Trainer time includes its set-up; {load()}"
+    )
 
 
 def main() -> None:
@@ -288,8 +356,10 @@ def main() -> None:
     train = llmopt.load_dataset("bundled", "train")
     test = llmopt.load_dataset("bundled", "test", limit=args.rows)
     base = llmopt.evaluate(model, test)
-    print(f"bundled model on {len(test)} test reviews: accuracy {base.metrics['accuracy']:.3f}, "
-          f"AUC {base.metrics['roc_auc']:.3f}")  # fmt: skip
+    print(
+        f"bundled model on {len(test)} test reviews: accuracy {base.metrics['accuracy']:.3f}, "
+        f"AUC {base.metrics['roc_auc']:.3f}"
+    )
     for name in only:
         start = time.perf_counter()
         globals()[f"section_{name}"](model, base, train, test)

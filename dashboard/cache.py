@@ -1,4 +1,6 @@
-"""Process-wide caches shared by every browser session (a lock per key: one session works)."""
+"""Process-wide caches shared by every browser session (a lock per key: one session works).
+
+Named "shared caches", not stores, so as not to be confused with the experiment store."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from collections.abc import Callable
 import streamlit as st
 
 
-class Store:
+class SharedCache:
     """Values computed once per key for all sessions; a lock per key so only one session works."""
 
     def __init__(self, max_items: int):
@@ -37,6 +39,6 @@ class Store:
 
 
 @st.cache_resource(show_spinner=False)
-def store(kind: str, max_items: int) -> Store:
-    # A store, not a cached loader: progress bars drawn while loading must not be replayed.
-    return Store(max_items)
+def shared_cache(kind: str, max_items: int) -> SharedCache:
+    # Filled by us, not a cached loader: progress bars drawn while loading must not be replayed.
+    return SharedCache(max_items)

@@ -14,10 +14,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import state, urlstate
-from dashboard.controls import CONTROLS
+from dashboard import controls, state, urlstate
 from llmopt import comparison, figures, metrics
-from llmopt.compression import CompressionConfig
 from llmopt.experiments import ExperimentStore, Run, short_source
 
 PICKED = "cmp_runs"  # run ids to compare
@@ -476,37 +474,13 @@ def export(store: ExperimentStore, runs: list[Run]) -> None:
 
 def control_values(config: dict) -> dict:
     """The Compress page's control values that make ``config`` (controls it has only)."""
-    bits, group = config.get("bits"), config.get("group_size")
-    default = CompressionConfig()
-    values = {
-        "c_method": config.get("sparsity_method", "magnitude"),
-        "c_pattern": config.get("sparsity_pattern", "unstructured"),
-        "c_sparsity": float(config.get("sparsity") or 0.0),
-        "c_bits": "off" if bits is None else int(bits),
-        "c_group": "per-channel" if group is None else int(group),
-        "c_int8": bool(config.get("int8_dynamic")),
-        "c_rank": int(config.get("rank") or 0),
-        "c_quant": config.get("quant_method", "rtn"),
-        "c_asym": bool(config.get("asymmetric")),
-        "c_act_order": bool(config.get("act_order")),
-        "c_smooth": config.get("smooth_alpha") is not None,
-        "c_alpha": float(config.get("smooth_alpha") or 0.5),
-        "c_lowrank": config.get("lowrank_method", "svd"),
-        "c_precision": config.get("precision", "fp32"),
-        "c_calibration": config.get("calibration", default.calibration),
-        "c_samples": int(
-            config.get("calibration_samples") or CompressionConfig.calibration_samples
-        ),
-    }
-    return {k: v for k, v in values.items() if k in CONTROLS}
+    return controls.values_from_config(config)
 
 
 def _load_recipe(config: dict) -> None:
-    from dashboard.controls import config_from_state
-
     for key, value in control_values(config).items():
         st.session_state[key] = value
-    shown = config_from_state().to_dict()
+    shown = controls.config_from_state().to_dict()
     missing = sorted(k for k, v in config.items() if shown.get(k) != v)
     if missing:
         st.session_state["cmp_recipe_note"] = (

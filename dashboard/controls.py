@@ -161,6 +161,34 @@ def show(hidden: int) -> None:
         )
 
 
+def values_from_config(config: dict) -> dict:
+    """The control values that make ``config`` (a config dict; controls it has only): the
+    inverse of ``config_from_state``, so the two directions live side by side."""
+    bits, group = config.get("bits"), config.get("group_size")
+    default = CompressionConfig()
+    values = {
+        "c_method": config.get("sparsity_method", "magnitude"),
+        "c_pattern": config.get("sparsity_pattern", "unstructured"),
+        "c_sparsity": float(config.get("sparsity") or 0.0),
+        "c_bits": "off" if bits is None else int(bits),
+        "c_group": "per-channel" if group is None else int(group),
+        "c_int8": bool(config.get("int8_dynamic")),
+        "c_rank": int(config.get("rank") or 0),
+        "c_quant": config.get("quant_method", "rtn"),
+        "c_asym": bool(config.get("asymmetric")),
+        "c_act_order": bool(config.get("act_order")),
+        "c_smooth": config.get("smooth_alpha") is not None,
+        "c_alpha": float(config.get("smooth_alpha") or 0.5),
+        "c_lowrank": config.get("lowrank_method", "svd"),
+        "c_precision": config.get("precision", "fp32"),
+        "c_calibration": config.get("calibration", default.calibration),
+        "c_samples": int(
+            config.get("calibration_samples") or CompressionConfig.calibration_samples
+        ),
+    }
+    return {k: v for k, v in values.items() if k in CONTROLS}
+
+
 def config_from_state() -> CompressionConfig:
     """The Compress page's settings (its widgets or their first values) as a CompressionConfig.
 
@@ -189,7 +217,3 @@ def config_from_state() -> CompressionConfig:
         calibration_samples=int(s["c_samples"]),
         precision=s["c_precision"] if bits is None and not int8 else "fp32",
     )
-
-
-# kept for callers that read the help texts as a mapping
-HELP = help_texts()

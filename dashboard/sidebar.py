@@ -20,10 +20,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard.cache import store
+from dashboard.cache import shared_cache
+from llmopt import sources
 from llmopt.data import MANY_LABELS, display_text, label_counts, preview_table, read_table
 from llmopt.errors import LlmoptError
 from llmopt.paths import Confinement, read_file
+from llmopt.sources import model_source
 
 ENV_MODEL, ENV_DATASET, ENV_ROWS = (
     "LLMOPT_DEFAULT_MODEL",
@@ -37,6 +39,12 @@ BUNDLED, LOCAL, HUB, ENCODER = (
     "Hugging Face hub id",
     "Encoder + trained head",
 )
+_KIND_LABELS = {
+    sources.BUNDLED: BUNDLED,
+    sources.LOCAL: LOCAL,
+    sources.HUB: HUB,
+    sources.ENCODER: ENCODER,
+}
 MODEL_KINDS = {  # kind -> (what the text box holds, its first value)
     BUNDLED: ("", ""),
     LOCAL: ("Checkpoint directory", ""),
@@ -108,14 +116,8 @@ def _env_model() -> tuple[str, str]:
 
 def classify_model(source: str) -> tuple[str, str]:
     """(model kind, text for its box) of a ``load_model`` source string."""
-    source = source.strip() or "bundled"
-    if source == "bundled":
-        return BUNDLED, ""
-    if source.startswith("encoder:"):
-        return ENCODER, source[len("encoder:") :]
-    if Path(source).expanduser().exists() or source.startswith((".", "/", "~")):
-        return LOCAL, source
-    return HUB, source
+    kind, ref = model_source(source.strip() or "bundled")  # the loader's parser
+    return _KIND_LABELS[kind], ref
 
 
 def _env_dataset() -> tuple[str, str]:
@@ -158,7 +160,7 @@ def _table(raw: bytes, name: str, digest: str):
     def make():
         return preview_table(raw, name, n=PREVIEW_ROWS), read_table(raw, name)
 
-    return store("tables", 3).get((digest, name), make)
+    return shared_cache("tables", 3).get((digest, name), make)
 
 
 def _index(columns: list[str], guess: str | None, fallback: int) -> int:

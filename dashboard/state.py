@@ -10,14 +10,16 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 import llmopt
 from dashboard import urlstate
-from dashboard.cache import store
+from dashboard.cache import shared_cache
 from dashboard.legacy import run_through_app
 from dashboard.sidebar import (
     ENCODER,
@@ -34,6 +36,30 @@ from llmopt.evaluation import label_map
 LOG = logging.getLogger(__name__)
 RUN = "run"  # the address's run id of the Compress page's results
 ERROR_CHARS = 200  # of an unexpected error's message shown on the page
+
+
+@dataclass
+class Evaluation:
+    """What the Compress page shows of one evaluation (made now, or redrawn from the store)."""
+
+    key: tuple  # (model key, rows fingerprint) it was made on
+    config: Any  # CompressionConfig
+    base: Any  # EvalResult of the base model
+    other: Any  # EvalResult of the compressed model
+    fidelity: dict  # llmopt.compare(base, other)
+    report: Any  # CompressionReport
+    notes: list[str]
+    texts: list[str]
+    stats: dict  # recording.statistics(base, other): intervals, paired differences, McNemar
+    latency: dict | None  # paired latency, when the kernels differ
+    simulated: bool  # no real kernels: latency not measured
+    run_id: int | None = None  # its run in the experiment store
+
+    def __getitem__(self, name: str):  # the views read it as a mapping too
+        return getattr(self, name)
+
+    def get(self, name: str, default=None):
+        return getattr(self, name, default)
 
 
 @contextlib.contextmanager
@@ -91,7 +117,7 @@ def dataset(sel: Selection, split: str = "test", rows: int | None = None) -> llm
         with st.spinner(f"Loading the {split} split…"):
             return _load_dataset(sel, split)
 
-    return store("datasets", 16).get((sel.data_key, split, rows), make)
+    return shared_cache("datasets", 16).get((sel.data_key, split, rows), make)
 
 
 def _load_dataset(sel: Selection, split: str) -> llmopt.TextDataset:
@@ -120,7 +146,7 @@ def base_model(sel: Selection) -> llmopt.LoadedModel:
                 source, train_data=train, progress=report, confine=confinement()
             )
 
-    return store("models", 3).get(sel.model_key, make)
+    return shared_cache("models", 3).get(sel.model_key, make)
 
 
 def _labels(names: list[str]) -> str:
@@ -148,7 +174,7 @@ def load() -> tuple[Selection, llmopt.LoadedModel, llmopt.TextDataset]:
 
 def facts(sel: Selection, loaded: llmopt.LoadedModel) -> dict:
     """``model_facts`` of the base model, computed once (it counts every parameter)."""
-    return store("facts", 8).get(sel.model_key, lambda: llmopt.model_facts(loaded))
+    return shared_cache("facts", 8).get(sel.model_key, lambda: llmopt.model_facts(loaded))
 
 
 def baseline(sel: Selection, loaded: llmopt.LoadedModel, data) -> llmopt.EvalResult:
@@ -158,7 +184,7 @@ def baseline(sel: Selection, loaded: llmopt.LoadedModel, data) -> llmopt.EvalRes
         with progress("the uncompressed model, once per model and rows") as report:
             return llmopt.evaluate(loaded, data, progress=report)
 
-    return store("baselines", 16).get((sel.model_key, data.fingerprint, len(data)), make)
+    return shared_cache("baselines", 16).get((sel.model_key, data.fingerprint, len(data)), make)
 
 
 def compressed(sel: Selection, loaded: llmopt.LoadedModel, config):
@@ -191,7 +217,7 @@ def session_compressed(sel: Selection) -> dict | None:
     return hit if hit is not None and hit["key"][0] == sel.model_key else None
 
 
-def evaluate_compressed(sel: Selection, loaded: llmopt.LoadedModel, data, config) -> dict:
+def evaluate_compressed(sel: Selection, loaded: llmopt.LoadedModel, data, config) -> Evaluation:
     """Baseline (cached for everyone) and compressed evaluation on the same rows, their paired
     latency (when the kernels differ), intervals and tests; recorded in the experiment store.
 
@@ -207,9 +233,20 @@ def evaluate_compressed(sel: Selection, loaded: llmopt.LoadedModel, data, config
     with st.spinner("Timing both models together, interleaved, if their kernels differ…"):
         latency = paired_if_kernels_differ(loaded, model, data.texts)
     evaluation = _evaluation(sel, data, config, base, other, report, model.notes, latency)
-    evaluation["run_id"] = _record(sel, loaded, data, evaluation, model)
+    evaluation.run_id = _record(
+        sel,
+        loaded,
+        data,
+        base,
+        other,
+        config,
+        report,
+        variant=model,
+        latency=latency,
+        computed=evaluation.stats,
+    )
     st.session_state["evaluation"] = evaluation
-    urlstate.page_param(RUN, evaluation["run_id"])  # a reload shows this run again
+    urlstate.page_param(RUN, evaluation.run_id)  # a reload shows this run again
     return evaluation
 
 
@@ -219,7 +256,7 @@ def experiment_store():
     from llmopt.experiments import ExperimentStore, store_path
 
     path = store_path()
-    opened = store("experiments", 4).get(str(path), lambda: ExperimentStore(path))
+    opened = shared_cache("experiments", 4).get(str(path), lambda: ExperimentStore(path))
     if opened.notice and not st.session_state.get("store_notice_shown"):
         st.session_state["store_notice_shown"] = True
         st.warning(f"Note: {opened.notice}.")
@@ -240,7 +277,20 @@ def dataset_source(sel: Selection) -> str:
     return "bundled" if sel.data_kind == REVIEWS else sel.data_ref
 
 
-def _record(sel: Selection, loaded, data, ev: dict, model) -> int | None:
+def _record(
+    sel: Selection,
+    loaded,
+    data,
+    base,
+    other,
+    config,
+    report,
+    *,
+    variant=None,
+    latency: dict | None = None,
+    origin: str = "app",
+    computed: dict | None = None,
+) -> int | None:
     """Record an evaluation (or a sweep point); a store that cannot be written is a warning,
     never a reason to lose the results on the page."""
     from llmopt.recording import record_evaluation
@@ -250,17 +300,17 @@ def _record(sel: Selection, loaded, data, ev: dict, model) -> int | None:
             experiment_store(),
             base_model=loaded,
             dataset=data,
-            base=ev["base"],
-            other=ev["other"],
-            variant=model,
-            config=ev["config"],
-            report=ev["report"],
-            latency=ev.get("latency"),
-            origin=ev.get("origin", "app"),
+            base=base,
+            other=other,
+            variant=variant,
+            config=config,
+            report=report,
+            latency=latency,
+            origin=origin,
             model_source=sel.model_source,
             dataset_source=dataset_source(sel),
             rows=rows_spec(sel, data),
-            computed=ev.get("stats"),
+            computed=computed,
         )
     except (LlmoptError, OSError) as exc:
         why = exc.render("app") if isinstance(exc, LlmoptError) else str(exc)
@@ -269,7 +319,7 @@ def _record(sel: Selection, loaded, data, ev: dict, model) -> int | None:
     return done.run_id
 
 
-def shown_evaluation(sel: Selection, loaded, data) -> dict | None:
+def shown_evaluation(sel: Selection, loaded, data) -> Evaluation | None:
     """The evaluation the Compress page shows: this session's latest on these rows, or after
     a reload the run the address names (redrawn from the experiment store)."""
     evaluation = last_evaluation(sel, data)
@@ -286,16 +336,16 @@ def show_recipe_note() -> None:
         st.warning(note)
 
 
-def restore_evaluation(sel: Selection, loaded, data, run_id) -> dict | None:
+def restore_evaluation(sel: Selection, loaded, data, run_id) -> Evaluation | None:
     """A stored run of this model on these rows, redrawn as this session's evaluation (after a
     reload, from the address's ``run``); None if it is not one."""
-    from llmopt.compression import CompressionConfig, CompressionReport
     from llmopt.recording import model_fingerprint
+    from llmopt.restore import run_config, run_latency, run_report
 
     try:
         runs_db = experiment_store()
         run = runs_db.get(run_id)
-        config = CompressionConfig.from_dict(run.config or {})
+        config = run_config(run)
     except LlmoptError:  # no such run, or a recipe this llmopt cannot read
         return None
     if (
@@ -311,45 +361,36 @@ def restore_evaluation(sel: Selection, loaded, data, run_id) -> dict | None:
     other = stored_result(runs_db, run)
     if base is None or other is None:
         return None
-    report = CompressionReport(**(run.report or {"rows": [], "totals": {}}))
-    latency = None
-    if (run.latency or {}).get("method") == "paired":
-        from llmopt.latency import LatencyStats
-
-        latency = {}
-        for side in ("baseline", "compressed"):
-            stored = run.latency[side]
-            latency[side] = LatencyStats(**{**stored, "samples_ms": tuple(stored["samples_ms"])})
+    report, latency = run_report(run), run_latency(run)
     evaluation = _evaluation(sel, data, config, base, other, report, run.notes, latency)
-    evaluation.update(simulated=bool(run.latency_simulated), run_id=run.id)
+    evaluation.simulated, evaluation.run_id = bool(run.latency_simulated), run.id
     st.session_state["evaluation"] = evaluation
     return evaluation
 
 
-def _evaluation(sel: Selection, data, config, base, other, report, notes, latency) -> dict:
+def _evaluation(sel: Selection, data, config, base, other, report, notes, latency) -> Evaluation:
     """What the Compress page shows of an evaluation (made now, or redrawn from the store)."""
     from llmopt.recording import statistics
 
-    return {
-        "key": (sel.model_key, data.fingerprint),
-        "config": config,
-        "base": base,
-        "other": other,
-        "fidelity": llmopt.compare(base, other),
-        "report": report,
-        "notes": list(notes),
-        "texts": list(data.texts),
-        "stats": statistics(base, other),
-        "latency": latency,
-        "simulated": latency is None,
-        "run_id": None,
-    }
+    return Evaluation(
+        key=(sel.model_key, data.fingerprint),
+        config=config,
+        base=base,
+        other=other,
+        fidelity=llmopt.compare(base, other),
+        report=report,
+        notes=list(notes),
+        texts=list(data.texts),
+        stats=statistics(base, other),
+        latency=latency,
+        simulated=latency is None,
+    )
 
 
-def last_evaluation(sel: Selection, data) -> dict | None:
+def last_evaluation(sel: Selection, data) -> Evaluation | None:
     """This session's latest evaluation if it was made on the current model and rows."""
     ev = st.session_state.get("evaluation")
-    return ev if ev is not None and ev["key"] == (sel.model_key, data.fingerprint) else None
+    return ev if ev is not None and ev.key == (sel.model_key, data.fingerprint) else None
 
 
 def attention(sel: Selection, loaded: llmopt.LoadedModel, text: str, tag: str):
@@ -358,7 +399,7 @@ def attention(sel: Selection, loaded: llmopt.LoadedModel, text: str, tag: str):
 
     if tag == "baseline":
         key = (sel.model_key, text)
-        return store("attention", 32).get(key, lambda: attention_maps(loaded, text))
+        return shared_cache("attention", 32).get(key, lambda: attention_maps(loaded, text))
     memo = st.session_state.setdefault("attention_memo", {})
     key = (tag, text)
     if key not in memo:
@@ -391,14 +432,20 @@ def run_sweep(sel: Selection, loaded, data, knob: str, values: list, methods: li
     def record(config, result, report, _fidelity, latency) -> None:  # each point is stored
         if config.is_identity:  # the "off" point is the base model's own run, stored already
             return
-        ev = {"base": base, "other": result, "config": config, "report": report, "latency": latency}
-        _record(sel, loaded, data, {**ev, "origin": "sweep"}, None)
+        _record(sel, loaded, data, base, result, config, report, latency=latency, origin="sweep")
 
     with progress("each point compresses a copy and evaluates it") as report:
         frame = sweep(
-            loaded, data, knob, values, methods,
-            base_result=base, calibration=calibration, progress=report, on_point=record,
-        )  # fmt: skip
+            loaded,
+            data,
+            knob,
+            values,
+            methods,
+            base_result=base,
+            calibration=calibration,
+            progress=report,
+            on_point=record,
+        )
     st.session_state["sweep"] = {"key": (sel.model_key, data.fingerprint), "frame": frame}
 
 
@@ -413,6 +460,6 @@ def stored_result(runs_db, run):
     change their predictions, and deleted ids are never reused)."""
     from llmopt.recording import run_result
 
-    return store("stored results", 64).get(
+    return shared_cache("stored results", 64).get(
         (str(runs_db.path), run.id), lambda: run_result(runs_db, run)
     )

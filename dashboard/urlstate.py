@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import streamlit as st
 
-from dashboard.controls import CONTROLS
+from dashboard.controls import CONTROLS, config_from_state
 from dashboard.sidebar import (
     CSV,
     HF,
@@ -116,8 +116,6 @@ def restore() -> None:
 
 def _check_config(restored: list[str], notes: list[str]) -> None:
     """Drop a link's control values whose combination the compression config refuses."""
-    from dashboard.controls import config_from_state
-
     if not restored:
         return
     try:

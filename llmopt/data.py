@@ -16,6 +16,7 @@ import pandas as pd
 
 from llmopt.errors import LlmoptError, columns_fix, limit_fix
 from llmopt.paths import Confinement, check_path, read_file
+from llmopt.sources import is_local
 
 SPLITS = ("train", "test")
 SPLIT_SEED = 0  # fixed, so a source without its own test split always splits the same way
@@ -408,11 +409,11 @@ def _load_hf(
     if not parts[0]:
         raise LlmoptError("hf: needs a dataset name, e.g. hf:imdb or hf:glue:sst2")
     name, config = parts[0], (parts[1] if len(parts) > 1 and parts[1] else None)
-    if confine is not None and (
-        os.path.lexists(os.path.expanduser(name)) or name.startswith((".", "/", "~"))
-    ):  # the datasets library also reads local folders and files: confine them like a CSV
-        check_path(name, kind="dir" if os.path.isdir(name) else "file", what="dataset",
-                   confine=confine)  # fmt: skip
+    if confine is not None and is_local(name):
+        # the datasets library also reads local folders and files: confine them like a CSV
+        check_path(
+            name, kind="dir" if os.path.isdir(name) else "file", what="dataset", confine=confine
+        )
     from llmopt.hub import hub_reachable, quiet_hub_logs
 
     quiet_hub_logs()

@@ -13,7 +13,7 @@ from sklearn import metrics as skm
 from llmopt import metrics as registry
 from llmopt.attention import attention_implementation
 from llmopt.batching import accepts_token_types, encode, iter_batches
-from llmopt.data import TextDataset
+from llmopt.data import TextDataset, display_text
 from llmopt.errors import LlmoptError, train_head_fix
 from llmopt.loaded import LoadedModel, Progress, count_params, size_bytes
 from llmopt.metrics import roc_auc  # noqa: F401 - its home was here; callers import it from here
@@ -42,7 +42,7 @@ class EvalResult:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        """The RESULT object of the CLI's ``--json`` (DESIGN.md); NaN becomes null."""
+        """The RESULT object of the CLI's ``--json`` (docs/design.md); NaN becomes null."""
         return {
             "metrics": {k: _json_float(self.metrics.get(k)) for k in registry.keys()},
             "confusion_matrix": self.confusion.astype(int).tolist(),
@@ -262,8 +262,6 @@ def flipped_table(base: EvalResult, other: EvalResult, texts: list[str]):
         A pandas DataFrame, one row per flipped text.
     """
     import pandas as pd
-
-    from llmopt.data import display_text
 
     fid = compare(base, other)
     if len(texts) != len(base.y_true):

@@ -191,7 +191,7 @@ def infer_parent(store, base_id: int, model_fp: str, rows_fp: str, config: dict 
 
 def step_change(parent_config: dict | None, config: dict | None) -> str:
     """What a run adds to its parent's recipe, e.g. '+ 4-bit weights (group 64)'."""
-    if not parent_config:
+    if not parent_config or not config:
         return describe_config(config)
     before = set(config_steps(parent_config))
     added = [s for s in config_steps(config) if s not in before]

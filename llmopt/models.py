@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import torch
 
+from llmopt import sources
 from llmopt.atomic import TMP_PREFIX
 from llmopt.data import TextDataset, load_dataset
 from llmopt.errors import Fix, LlmoptError, train_head_fix
 from llmopt.head import load_encoder_classifier, load_pooled_dir
 from llmopt.hub import (
     SAFE_KWARGS,
+    custom_code_error,
     hub_reachable,
     load_failure,
     model_kwargs,
@@ -33,6 +34,7 @@ from llmopt.loaded import (  # noqa: F401 - re-exported: the model type and its 
     size_bytes,
 )
 from llmopt.paths import Confinement, check_path
+from llmopt.sources import is_local, model_source
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 
@@ -73,11 +75,12 @@ def load_model(
     if progress is not None and not callable(progress):
         raise LlmoptError("progress must be a callable taking (fraction, message)")
     source = str(source).strip()
-    if source == "bundled" or source.startswith("encoder:"):
-        encoder = "bundled" if source == "bundled" else source[len("encoder:") :].strip()
+    kind, ref = model_source(source)
+    if kind in (sources.BUNDLED, sources.ENCODER):
+        encoder = "bundled" if kind == sources.BUNDLED else ref.strip()
         if not encoder:
             raise LlmoptError("encoder: needs a source, e.g. encoder:bundled or encoder:bert-base")
-        if _is_local(encoder) and encoder != "bundled":
+        if is_local(encoder) and encoder != "bundled":
             check_path(encoder, kind="dir", what="encoder folder", confine=confine)
         if train_data is None:
             train_data = load_dataset("bundled", "train")
@@ -89,7 +92,7 @@ def load_model(
         return load_encoder_classifier(
             encoder, train_data, source=source, train_limit=train_limit, progress=progress
         )
-    if _is_local(source):
+    if kind == sources.LOCAL:
         path = check_path(source, kind="dir", what="model folder", confine=confine)
         return _load_local(path, source)
     if HUB_ID.match(source):
@@ -103,11 +106,6 @@ def load_model(
             "(letters, digits, '-', '_', '.' and one '/')",
         ),
     )
-
-
-def _is_local(source: str) -> bool:
-    """Whether ``source`` names a path on this machine rather than a hub id."""
-    return os.path.lexists(os.path.expanduser(source)) or source.startswith((".", "/", "~"))
 
 
 def check_complete(path: Path, source: str) -> None:
@@ -169,8 +167,6 @@ def _from_pretrained(ref: str, source: str, local_only: bool = False) -> LoadedM
     except Exception as exc:
         raise load_failure(ref, exc, local_only) from None
     if getattr(config, "auto_map", None):
-        from llmopt.hub import custom_code_error
-
         raise custom_code_error(source)
     archs = getattr(config, "architectures", None) or []
     if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
@@ -202,8 +198,10 @@ def _from_pretrained(ref: str, source: str, local_only: bool = False) -> LoadedM
     model.eval()
     id2label = model.config.id2label or {}
     labels = [str(id2label.get(i, f"LABEL_{i}")) for i in range(model.config.num_labels)]
-    max_pos = getattr(model.config, "max_position_embeddings", None) or getattr(
-        model.config, "n_positions", 512
+    max_pos: int = (
+        getattr(model.config, "max_position_embeddings", None)
+        or getattr(model.config, "n_positions", None)
+        or 512
     )
     max_length = int(min(tokenizer.model_max_length or 512, max_pos, 512))
     return LoadedModel(model, tokenizer, Path(ref).name or ref, labels, source, max_length)

@@ -25,7 +25,7 @@ from llmopt.data import TextDataset, safe_cell  # safe_cell: every export's CSV 
 from llmopt.errors import LlmoptError
 from llmopt.evaluation import EvalResult, compare, roc_curves
 from llmopt.experiments import ExperimentStore, RowSet, Run
-from llmopt.latency import LatencyStats
+from llmopt.latency import LatencyStats, paired_if_kernels_differ, same_kernels
 from llmopt.lineage import (  # noqa: F401 - lineage lives there; these names stay importable here
     TRAINING,
     config_steps,
@@ -244,8 +244,6 @@ def record_evaluation(
 def _latency_fields(base, other, base_model, variant, config, report, latency) -> dict:
     """``latency_ms``, ``latency_simulated`` and the ``latency`` record of a variant."""
     if variant is not None:
-        from llmopt.latency import same_kernels
-
         simulated = same_kernels(base_model, variant)
     else:
         simulated = not _kernels_changed(config, report)
@@ -433,8 +431,6 @@ def record_training(
     Returns:
         The ids stored.
     """
-    from llmopt.latency import paired_if_kernels_differ
-
     recipe = dict(run.recipe)
     compression = recipe.pop("compression", None) or {}
     config = {**compression, TRAINING: recipe}

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from llmopt import metrics as registry
-from llmopt.sweep import pareto_front  # the one implementation; re-exported for the Compare page
 
 _weighted_auc = registry._weighted_auc  # the vectorised AUC lives with its metric
 
@@ -54,7 +53,6 @@ __all__ = [
     "mcnemar_exact",
     "metric_replicates",
     "paired_delta_intervals",
-    "pareto_front",
     "pareto_mask",
 ]
 
@@ -246,12 +244,23 @@ def pareto_mask(x: np.ndarray, y: np.ndarray, *, x_higher: bool, y_higher: bool)
     Returns:
         (n,) bool; points with NaN are never on the front.
     """
-    import pandas as pd
-
-    frame = pd.DataFrame(
-        {
-            "x": -np.asarray(x, dtype=float) if x_higher else np.asarray(x, dtype=float),
-            "y": np.asarray(y, dtype=float) if y_higher else -np.asarray(y, dtype=float),
-        }
-    )
-    return pareto_front(frame, x="x", y="y")
+    xs = np.asarray(x, dtype=float)
+    ys = np.asarray(y, dtype=float)
+    xs = -xs if x_higher else xs  # from here on: smaller x and larger y are better
+    ys = ys if y_higher else -ys
+    front = np.zeros(len(xs), dtype=bool)
+    valid = np.flatnonzero(~(np.isnan(xs) | np.isnan(ys)))
+    order = valid[np.lexsort((-ys[valid], xs[valid]))]  # by x ascending, then y descending
+    best = -np.inf  # best y among points with strictly smaller x
+    i = 0
+    while i < len(order):
+        j = i
+        while j < len(order) and xs[order[j]] == xs[order[i]]:
+            j += 1
+        group = order[i:j]
+        top = ys[group].max()
+        if top > best:
+            front[group[ys[group] == top]] = True
+        best = max(best, top)
+        i = j
+    return front

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from llmopt import metrics
+from llmopt import metrics, stats
 from llmopt.compression import CompressionConfig, compress, registry
 from llmopt.compression.calibrate import StatsCache
 from llmopt.compression.engine import check_plan, identity_report
@@ -277,7 +277,6 @@ def run_sweep(
         LlmoptError: an unknown knob/method, no values, or a setting some layer cannot take
             (checked before any work).
     """
-    from llmopt import stats  # stats re-exports pareto_front from here
 
     spec = _knob(knob)
     if not values:
@@ -447,21 +446,6 @@ def pareto_front(df: pd.DataFrame, *, x: str = "size_bytes", y: str = "accuracy"
     Returns:
         A bool array, True on the frontier; rows with NaN in x or y are never on it.
     """
-    xs = df[x].to_numpy(dtype=float)
-    ys = df[y].to_numpy(dtype=float)
-    front = np.zeros(len(xs), dtype=bool)
-    valid = np.flatnonzero(~(np.isnan(xs) | np.isnan(ys)))
-    order = valid[np.lexsort((-ys[valid], xs[valid]))]  # by x ascending, then y descending
-    best = -np.inf  # best y among points with strictly smaller x
-    i = 0
-    while i < len(order):
-        j = i
-        while j < len(order) and xs[order[j]] == xs[order[i]]:
-            j += 1
-        group = order[i:j]
-        top = ys[group].max()
-        if top > best:
-            front[group[ys[group] == top]] = True
-        best = max(best, top)
-        i = j
-    return front
+    return stats.pareto_mask(
+        df[x].to_numpy(dtype=float), df[y].to_numpy(dtype=float), x_higher=False, y_higher=True
+    )

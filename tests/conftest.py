@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from matrixsummary import matrix_line
 from tinymodels import make_texts, make_tiny
 
 
@@ -78,21 +79,41 @@ def bundled_model(_isolated_home):
 _MATRICES: dict[str, list[str]] = {}  # matrix name -> node ids of its cases
 
 
+# The fast loop, ``pytest -m smoke`` (about a minute): these files' tests, less any that load
+# the real model or drive a browser. They cover imports, the CLI's flags and bad inputs, the
+# store, statistics, and model and data loading on tiny models.
+SMOKE_FILES = {
+    "test_imports.py",
+    "test_summary_line.py",
+    "test_sources.py",
+    "test_stats.py",
+    "test_data.py",
+    "test_estimate.py",
+    "test_experiments.py",
+    "test_models.py",
+    "test_cli_bad_inputs.py",
+    "test_compress_config.py",
+    "test_registry.py",
+}
+
+
 def pytest_collection_modifyitems(items):
-    """Group the cases of every ``@pytest.mark.matrix("name")`` test by matrix name."""
+    """Mark the smoke subset; group the cases of every ``@pytest.mark.matrix("name")`` test by
+    matrix name."""
     _MATRICES.clear()
     for item in items:
+        slow = item.get_closest_marker("integration") or item.get_closest_marker("browser")
+        if item.path.name in SMOKE_FILES and not slow:
+            item.add_marker(pytest.mark.smoke)
         marker = item.get_closest_marker("matrix")
         if marker is not None:
             _MATRICES.setdefault(marker.args[0], []).append(item.nodeid)
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Print how many cases each bad-input matrix tried and how many passed."""
+    """Print how many cases each bad-input matrix has and what became of them."""
     if not _MATRICES:
         return
-    passed = {r.nodeid for r in terminalreporter.stats.get("passed", []) if r.when == "call"}
     terminalreporter.section("bad-input matrices")
     for name, ids in sorted(_MATRICES.items()):
-        ok = sum(i in passed for i in ids)
-        terminalreporter.write_line(f"{name}: {len(ids)} cases, {ok} passed")
+        terminalreporter.write_line(matrix_line(name, ids, terminalreporter.stats))

@@ -1,4 +1,4 @@
-"""The JSON keys DESIGN.md fixes for `--json` output (a contract scripts rely on)."""
+"""The JSON keys docs/design.md fixes for `--json` output (a contract scripts rely on)."""
 
 RESULT_KEYS = {
     "metrics",

@@ -122,8 +122,9 @@ def test_pooled_model_saves_and_loads_back(tiny_bert_dir, tmp_path, tiny_dataset
 
 
 def test_head_cannot_be_trained_for_a_label_without_training_rows(tiny_bert_dir):
-    train = llmopt.TextDataset(["good", "bad", "fine"], np.array([0, 1, 0]), ["a", "b", "c"],
-                               name="toy", split="train")  # fmt: skip
+    train = llmopt.TextDataset(
+        ["good", "bad", "fine"], np.array([0, 1, 0]), ["a", "b", "c"], name="toy", split="train"
+    )
     with pytest.raises(LlmoptError, match=r"\['c'\] have no rows"):
         llmopt.load_model(f"encoder:{tiny_bert_dir}", train_data=train)
 
@@ -136,7 +137,9 @@ def test_checkpoint_without_a_trained_head_is_refused(tiny_bert_dir, tmp_path):
     loaded.model.save_pretrained(broken)
     loaded.tokenizer.save_pretrained(broken)
     weights = load_file(str(broken / "model.safetensors"))
-    save_file({k: v for k, v in weights.items() if "classifier" not in k},
-              str(broken / "model.safetensors"))  # fmt: skip
+    save_file(
+        {k: v for k, v in weights.items() if "classifier" not in k},
+        str(broken / "model.safetensors"),
+    )
     with pytest.raises(LlmoptError, match="no trained classification head"):
         llmopt.load_model(str(broken))

@@ -13,13 +13,14 @@ import sys
 
 from llmopt.cli import evaluate, runs, train
 from llmopt.cli.common import Bar, Parser
+from llmopt.cli.compression_flags import LazyParser
 
 GROUPS = (evaluate, train, runs)  # modules whose add_commands() registers subcommands
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="llmopt", description="What-if compression of text classifiers.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=LazyParser)
     for group in GROUPS:
         group.add_commands(sub)
     return parser

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import weakref
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class Parser(argparse.ArgumentParser):
@@ -52,7 +52,7 @@ class Bar:
     _open: ClassVar[weakref.WeakSet] = weakref.WeakSet()
 
     def __init__(self) -> None:
-        self.bar = None
+        self.bar: Any = None  # a tqdm bar while one is drawn
         Bar._open.add(self)
 
     @classmethod

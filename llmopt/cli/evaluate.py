@@ -11,10 +11,8 @@ from pathlib import Path
 from llmopt import atomic, metrics
 from llmopt.cli import record
 from llmopt.cli.common import Bar, load, positive_int, seed, source_args, train_split
-from llmopt.compression.cli import add_compression_args, config_from_args
-from llmopt.data import safe_cell
+from llmopt.cli.compression_flags import add_compression_args, config_from_args
 from llmopt.errors import LlmoptError
-from llmopt.latency import paired_if_kernels_differ
 from llmopt.paths import describe_kind, is_special
 
 
@@ -77,8 +75,9 @@ def _config(args):
 
 
 def run_evaluate(args) -> int:
-    from llmopt.data import load_dataset
-    from llmopt.evaluation import compare, evaluate
+    from llmopt.data import load_dataset  # deliberately lazy: data, evaluation and latency
+    from llmopt.evaluation import compare, evaluate  # import pandas and torch, which the
+    from llmopt.latency import paired_if_kernels_differ  # flag checks above them need not
 
     recipe = record.apply_recipe(args)  # a recipe's model, rows and config; flags win
     config = _config(args)  # validate the knobs before any slow loading
@@ -231,7 +230,7 @@ def check_outputs(args) -> None:
 
 
 def results_json(loaded, dataset, config, base, other, fidelity, report, dataset_source=None):
-    """The ``--json`` object of DESIGN.md (keys are a contract).
+    """The ``--json`` object of docs/design.md (keys are a contract).
 
     ``fidelity["flipped"]`` holds the same row indices as the predictions CSV's ``index``.
     """
@@ -260,6 +259,8 @@ def write_predictions(path: Path, dataset, base, other) -> None:
     Probabilities are written with every digit (``repr``), so metrics recomputed from the file
     equal the printed ones; label values are neutralised with ``safe_cell``. Written atomically.
     """
+    from llmopt.data import safe_cell  # lazy: llmopt.data imports pandas
+
     names = [safe_cell(n) for n in base.label_names]
     header = ["index", "label", "pred_baseline", "pred_compressed"]
     header += [safe_cell(f"prob_baseline_{n}") for n in base.label_names]

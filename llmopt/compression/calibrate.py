@@ -28,7 +28,7 @@ class _Stop(Exception):
 
 
 @dataclass
-class LayerStats:
+class ActivationStats:
     """What one layer's inputs looked like over the calibration tokens."""
 
     tokens: int = 0
@@ -39,11 +39,18 @@ class LayerStats:
     @property
     def norms(self) -> Tensor:
         """(in,) float32 ``||X_j||_2`` of every input channel."""
-        sumsq = self.sumsq if self.sumsq is not None else torch.diag(self.xtx).double()
+        if self.sumsq is not None:
+            sumsq = self.sumsq
+        else:
+            if self.xtx is None:
+                raise RuntimeError("input norms need sumsq or xtx to be gathered")
+            sumsq = torch.diag(self.xtx).double()
         return sumsq.clamp_min(0).sqrt().float()
 
     def hessian(self) -> Tensor:
         """(in, in) float64 ``H = 2 XᵀX / n`` (GPTQ's layer-wise Hessian)."""
+        if self.xtx is None:
+            raise RuntimeError("the Hessian needs xtx to be gathered")
         return 2.0 * self.xtx.double() / max(self.tokens, 1)
 
     def add(self, parts: dict[str, Tensor], tokens: int) -> None:
@@ -86,7 +93,7 @@ class _Hooks:
     """
 
     def __init__(self, model: nn.Module, names: list[str], kinds: tuple[str, ...]):
-        self.stats = {n: LayerStats() for n in names}
+        self.stats = {n: ActivationStats() for n in names}
         self._mask: Tensor | None = None  # (batch, seq) of the batch in flight
         self._memo: dict = {}  # this batch's input tensor -> its partial statistics
         self.kinds = kinds
@@ -116,7 +123,7 @@ class _Hooks:
 
         return collect
 
-    def close(self) -> dict[str, LayerStats]:
+    def close(self) -> dict[str, ActivationStats]:
         self.closed = True
         for h in self.handles:
             h.remove()
@@ -144,7 +151,9 @@ class StatsCache:
 
     batches: dict = field(default_factory=dict)  # texts key -> [(inputs, mask)]
     block_inputs: dict = field(default_factory=dict)  # (model id, texts key) -> captured inputs
-    dense: dict = field(default_factory=dict)  # (model id, texts key, layer, kind) -> LayerStats
+    dense: dict = field(
+        default_factory=dict
+    )  # (model id, texts key, layer, kind) -> ActivationStats
     hits: int = 0  # statistics served from the cache (for tests and benchmarks)
 
 
@@ -218,6 +227,8 @@ class Feeder:
 
     def _run_block_now(self, block: nn.Module, hooks: _Hooks | None) -> list[Tensor]:
         outputs = []
+        if self.inputs is None:
+            raise RuntimeError("a block runs on its captured inputs: capture them first")
         for args, kwargs, mask in self.inputs:
             if hooks is not None:
                 hooks.mask = mask
@@ -230,7 +241,7 @@ class Feeder:
     @torch.no_grad()
     def stats(
         self, group: int, names: list[str], kinds: tuple[str, ...], *, dense: bool = False
-    ) -> dict[str, LayerStats]:
+    ) -> dict[str, ActivationStats]:
         """Statistics of ``names`` (layers of group ``group``) on their current inputs.
 
         Args:
@@ -242,7 +253,7 @@ class Feeder:
                 cache.
 
         Returns:
-            {name: LayerStats}; a layer no forward pass reached is missing.
+            {name: ActivationStats}; a layer no forward pass reached is missing.
         """
         if dense:
             keys = {(n, k): (self.base_id, self.key, n, k) for n in names for k in kinds}
@@ -273,8 +284,8 @@ class Feeder:
         return found
 
     @staticmethod
-    def _merge(parts: list[LayerStats]) -> LayerStats:
-        merged = LayerStats(tokens=parts[0].tokens)
+    def _merge(parts: list[ActivationStats]) -> ActivationStats:
+        merged = ActivationStats(tokens=parts[0].tokens)
         for p in parts:
             merged.sumsq = p.sumsq if p.sumsq is not None else merged.sumsq
             merged.xtx = p.xtx if p.xtx is not None else merged.xtx
@@ -287,6 +298,8 @@ class Feeder:
         if self.blocks is None or group >= len(self.blocks) - 1:
             return
         outputs = self._run_block(self.blocks[group], None)
+        if self.inputs is None:
+            raise RuntimeError("a block runs on its captured inputs: capture them first")
         self.inputs = [
             ((out, *args[1:]), kwargs, mask) if args else ((), _with_hidden(kwargs, out), mask)
             for (args, kwargs, mask), out in zip(self.inputs, outputs, strict=True)

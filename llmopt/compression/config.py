@@ -154,10 +154,17 @@ class CompressionConfig:
                     f"{self.precision} would round"
                 )
             )
-            raise LlmoptError(f"precision {self.precision} cannot be combined here: {what}; "
-                              "use precision fp32 with it, or drop it")  # fmt: skip
-        if (self.prunes and self.sparsity_method == "sparsegpt" and self.bits is not None
-                and self.quant_method == "gptq" and self.act_order):  # fmt: skip
+            raise LlmoptError(
+                f"precision {self.precision} cannot be combined here: {what}; "
+                "use precision fp32 with it, or drop it"
+            )
+        if (
+            self.prunes
+            and self.sparsity_method == "sparsegpt"
+            and self.bits is not None
+            and self.quant_method == "gptq"
+            and self.act_order
+        ):
             raise LlmoptError(
                 "SparseGPT prunes and GPTQ-quantizes in one pass over the columns in their "
                 "order; act_order would reorder them: drop act_order"

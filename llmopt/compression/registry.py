@@ -76,7 +76,7 @@ class Method:
 
     ``apply(ctx, names, stats)`` changes the weight matrices ``names`` of the model copy in
     ``ctx`` (a ``llmopt.compression.engine.Context``); ``stats`` maps each name to its
-    calibration ``LayerStats`` when the method asks for ``stats``, else it is None.
+    calibration ``ActivationStats`` when the method asks for ``stats``, else it is None.
     """
 
     name: str  # the value users type and configs hold, e.g. "gptq"
@@ -140,7 +140,7 @@ def _load() -> None:
 
 
 def methods(kind: str) -> dict[str, Method]:
-    """{name: Method} of one kind, ordered by ``position`` (then by registration)."""
+    """{name: Method} of one kind, ordered by ``position`` (ties: registration order)."""
     _load()
     ordered = sorted(_METHODS[kind].values(), key=lambda m: m.position)  # stable: then by age
     return {m.name: m for m in ordered}

@@ -8,6 +8,7 @@ import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,8 +24,9 @@ from llmopt.hub import (
     refuse_custom_code,
 )
 from llmopt.lm.device import DTYPES, available_bytes, resolve_device, resolve_dtype
-from llmopt.models import HUB_ID, _is_local, check_complete
+from llmopt.models import HUB_ID, check_complete
 from llmopt.paths import Confinement, check_path
+from llmopt.sources import is_local
 
 MEMORY_MARGIN = 1.2  # weights plus activations, allocator slack and the tokenizer
 HEADER_CAP = 100_000_000  # a safetensors header larger than this is not a checkpoint we read
@@ -37,7 +39,7 @@ class LoadedLM:
     """A causal language model ready for inference: eval mode, on one device, one float type."""
 
     model: nn.Module  # returns .logits (batch, seq, vocab); accepts past_key_values
-    tokenizer: object
+    tokenizer: Any  # a transformers tokenizer (untyped library)
     name: str
     source: str
     dtype: str  # fp32 | bf16 | fp16: what the weights are stored and computed in
@@ -87,7 +89,7 @@ def load_causal_lm(
     torch_device = resolve_device(device)
     if dtype != "auto" and dtype not in DTYPES:
         raise LlmoptError(f"dtype {dtype!r} is not one of: auto, {', '.join(DTYPES)}")
-    if _is_local(source):
+    if is_local(source):
         path = check_path(source, kind="dir", what="model folder", confine=confine)
         check_complete(path, source)
         if not (path / "config.json").is_file():
@@ -224,7 +226,7 @@ def _header(path: Path) -> dict:
 
 
 def _size_from_headers(headers: list[dict]) -> CheckpointSize:
-    elements, by_dtype = 0, {}
+    elements, by_dtype = 0, dict[str, int]()
     for header in headers:
         for name, entry in header.items():
             if name == "__metadata__":
@@ -233,7 +235,7 @@ def _size_from_headers(headers: list[dict]) -> CheckpointSize:
             elements += n
             by_dtype[entry["dtype"]] = by_dtype.get(entry["dtype"], 0) + n
     floats = {k: v for k, v in by_dtype.items() if k in SAFETENSORS_DTYPES}
-    stored = SAFETENSORS_DTYPES[max(floats, key=floats.get)] if floats else None
+    stored = SAFETENSORS_DTYPES[max(floats, key=lambda k: floats[k])] if floats else None
     return CheckpointSize(elements, stored)
 
 
@@ -257,7 +259,7 @@ def hub_checkpoint_size(repo_id: str) -> CheckpointSize | None:
     except Exception:  # noqa: BLE001 - an estimate only; loading reports real failures
         return None
     floats = {k: v for k, v in counts.items() if k in SAFETENSORS_DTYPES}
-    stored = SAFETENSORS_DTYPES[max(floats, key=floats.get)] if floats else None
+    stored = SAFETENSORS_DTYPES[max(floats, key=lambda k: floats[k])] if floats else None
     return CheckpointSize(sum(counts.values()), stored)
 
 

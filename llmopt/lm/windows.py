@@ -89,7 +89,7 @@ def rolling_windows(tokens: list[int], prefix: int, max_len: int) -> list[tuple[
     Returns:
         [(window tokens, scored)] where the window's last ``scored`` targets are scored.
     """
-    out = []
+    out: list[tuple[list[int], int]] = []
     if not tokens:
         return out
     first = min(max_len, len(tokens))

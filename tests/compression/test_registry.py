@@ -8,8 +8,8 @@ import torch
 
 import llmopt
 from llmopt.cli import build_parser, main
+from llmopt.cli.compression_flags import config_from_args
 from llmopt.compression import CompressionConfig, compress, registry
-from llmopt.compression.cli import config_from_args
 from llmopt.compression.registry import Method
 from llmopt.compression.targets import get_weight, set_weight
 

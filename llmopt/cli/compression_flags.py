@@ -1,4 +1,9 @@
-"""The compression flags of the command line, derived from the config and the method registry."""
+"""The compression flags of the command line, derived from the config and the method registry.
+
+The method choices come from the registry, whose methods import torch; on a ``LazyParser`` the
+flags are therefore added only when that subcommand is parsed or its help shown, so that
+``llmopt --help`` and the other commands stay fast.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import argparse
 import dataclasses
 import re
 
+from llmopt.cli.common import Parser, positive_int
 from llmopt.compression import registry
 from llmopt.compression.config import CALIBRATIONS, PRECISIONS, CompressionConfig
 from llmopt.errors import LlmoptError
@@ -14,14 +20,52 @@ from llmopt.errors import LlmoptError
 FIELDS = tuple(f.name for f in dataclasses.fields(CompressionConfig))
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
-    return value
+class LazyParser(Parser):
+    """A subcommand's parser whose costly arguments are added on first use: when it parses,
+    formats its help, or anything reads its actions."""
+
+    def defer(self, add) -> None:
+        self.__dict__.setdefault("_deferred", []).append(add)
+
+    def _complete(self) -> None:
+        deferred = self.__dict__.get("_deferred", [])
+        while deferred:
+            deferred.pop(0)(self)  # popped first: adding reads _actions, which lands here
+
+    @property
+    def _actions(self) -> list:  # type: ignore[override]  # argparse's list of actions, completed on first read
+        if not self.__dict__.get("_adding"):
+            self._complete()
+        return self.__dict__["_all_actions"]
+
+    def _add_action(self, action):  # adding another argument is not a read
+        return self._raw(super()._add_action, action)
+
+    def set_defaults(self, **kwargs) -> None:  # deferred arguments take these when added
+        self._raw(super().set_defaults, **kwargs)
+
+    def _raw(self, call, *args, **kwargs):
+        self.__dict__["_adding"] = True
+        try:
+            return call(*args, **kwargs)
+        finally:
+            self.__dict__["_adding"] = False
+
+    @_actions.setter  # type: ignore[no-redef, attr-defined]
+    def _actions(self, value: list) -> None:
+        self.__dict__["_all_actions"] = value
+
+    def parse_known_args(self, *args, **kwargs):  # noqa: D102 - argparse hook
+        self._complete()
+        return super().parse_known_args(*args, **kwargs)
+
+    def format_help(self) -> str:  # noqa: D102 - argparse hook
+        self._complete()
+        return super().format_help()
+
+    def format_usage(self) -> str:  # noqa: D102 - argparse hook
+        self._complete()
+        return super().format_usage()
 
 
 def _choices_help(kind: str) -> str:
@@ -29,7 +73,15 @@ def _choices_help(kind: str) -> str:
 
 
 def add_compression_args(parser: argparse.ArgumentParser) -> None:
-    """Add every compression flag; method choices and their help come from the registry."""
+    """Add every compression flag; method choices and their help come from the registry
+    (on a ``LazyParser``: when the subcommand is first parsed or its help shown)."""
+    if isinstance(parser, LazyParser):
+        parser.defer(_add_compression_args)
+    else:
+        _add_compression_args(parser)
+
+
+def _add_compression_args(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--sparsity", type=float, help="fraction of weights to zero, in [0, 1)")
     add("--sparsity-method", choices=registry.names("prune"), help=_choices_help("prune"))
@@ -75,7 +127,7 @@ def add_compression_args(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--calibration-samples",
-        type=_positive_int,
+        type=positive_int,
         help="training texts for calibrated methods (default "
         f"{CompressionConfig.calibration_samples})",
     )
@@ -128,7 +180,7 @@ def _idle_flags(config: CompressionConfig, given: dict) -> str:
     idle = []
     for kind in ("prune", "quantize", "lowrank"):
         spec = registry.KINDS[kind]
-        if spec.field in given and not spec.active(config):
+        if spec.field is not None and spec.field in given and not spec.active(config):
             idle.append("--" + spec.field.replace("_", "-"))
     if config.bits is None:
         idle += [f"--{k.replace('_', '-')}" for k in ("asymmetric", "act_order") if given.get(k)]
