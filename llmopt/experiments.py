@@ -559,13 +559,19 @@ class ExperimentStore:
             return int(conn.execute("SELECT count(*) FROM runs").fetchone()[0])
 
 
+MAX_RUN_ID = 2**63 - 1
+
+
 def _run_id(value) -> int:
     try:
         number = int(str(value).lstrip("#"))
     except ValueError:
         raise LlmoptError(f"a run id is a whole number, got {value!r}") from None
-    if number < 1:
-        raise LlmoptError(f"a run id is a whole number from 1, got {value!r}")
+    if not 1 <= number <= MAX_RUN_ID:  # SQLite's integers are 64-bit: larger ids overflow
+        raise LlmoptError(
+            f"a run id is a whole number from 1 to {MAX_RUN_ID}, got {str(value)[:40]!r}",
+            fix=Fix(cli="`llmopt runs list` shows the ids", app="choose a run from the table"),
+        )
     return number
 
 
