@@ -3,6 +3,7 @@
 import streamlit as st
 
 from dashboard import state, training
+from dashboard.text import plain
 from llmopt import figures
 
 st.title("Train")
@@ -63,4 +64,7 @@ elif job is not None:
             overwrite = st.checkbox("Overwrite", key="t_overwrite")
             if st.form_submit_button("Save model"):
                 with state.inline_errors():
-                    st.success(f"Saved to {training.save(job, folder, overwrite)}")
+                    training.save(job, folder, overwrite)
+                    st.success(
+                        f"Saved to {plain(folder.strip())}"
+                    )  # as typed: not the server's path
