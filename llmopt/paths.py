@@ -279,7 +279,7 @@ def check_inside(folder: Path, path: Path, *, what: str, confine: Confinement | 
         LlmoptError: a file outside the roots or not a regular file; names it by its name in
             the folder, never by where a symlink points.
     """
-    name = f"{what} {path.name!r} in {str(folder)!r}"
+    name = f"{what} {path.name!r}"  # not where it points, nor the server's folder names
     resolved = _resolve(path)
     if confine is not None and not confine.contains(resolved):
         raise LlmoptError(
@@ -296,3 +296,40 @@ def check_inside(folder: Path, path: Path, *, what: str, confine: Confinement | 
     if not stat.S_ISREG(mode):
         raise LlmoptError(f"{name} is {_kind(mode)}; a model folder holds regular files")
     return resolved
+
+
+def check_folder_files(
+    folder: Path, *, what: str, confine: Confinement | None, max_entries: int = 10_000
+) -> None:
+    """Every file a loader might read in ``folder`` (and its sub-folders), checked as by
+    ``check_inside``: a folder under the roots may not hold a link to ``/etc/passwd`` or a
+    FIFO named ``vocab.txt``. Hidden entries (``.git``, caches) are skipped.
+
+    Raises:
+        LlmoptError: the first entry that is not a regular file or folder, or (with
+            ``confine``) one that resolves outside the roots.
+    """
+    stack, seen = [Path(folder)], 0
+    while stack:
+        current = stack.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError as exc:
+            raise LlmoptError(f"{what} {str(current)!r} cannot be read: {exc.strerror}") from None
+        for entry in entries:
+            seen += 1
+            if seen > max_entries or entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                resolved = _resolve(path)
+                if confine is not None and not confine.contains(resolved):
+                    check_inside(Path(current), path, what=f"{what}'s entry", confine=confine)
+                if not entry.is_symlink():
+                    stack.append(path)
+                continue
+            check_inside(Path(current), path, what=f"{what}'s file", confine=confine)
