@@ -636,3 +636,45 @@ def test_plain_shows_markdown_as_text():
         assert "<strong>" not in html, html
     assert plain("no_such_dataset") == "no_such_dataset"  # readable names stay as they are
     assert plain(None) == ""
+
+
+def test_store_on_a_read_only_mount_can_be_listed(tiny_bert_dir, tiny_dataset, tmp_path,
+                                                  monkeypatch):  # fmt: skip
+    """Before: the lock file (created beside the store on every open) failed on a read-only
+    mount, so not even ``runs list`` worked. Simulated: creating the lock file raises EROFS
+    (tests run as root, which ignores permission bits)."""
+    import errno
+
+    import llmopt.experiments as experiments
+
+    path = tmp_path / "exp.sqlite"
+    _record_one(experiments.ExperimentStore(path), tiny_bert_dir, tiny_dataset)
+
+    def read_only_mount(_path):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(experiments, "file_lock", read_only_mount)
+    store = experiments.ExperimentStore(path)
+    assert store.read_only and "read-only" in store.notice
+    assert len(store.runs()) == 1  # listed
+    with pytest.raises(LlmoptError, match="read-only") as info:
+        store.rename(store.runs()[0].id, "x")
+    assert "aside" not in str(info.value)
+    assert path.is_file()  # never renamed aside
+
+
+def test_store_on_a_full_disk_says_so(tmp_path):
+    """Before: SQLite's 'database or disk is full' was reported as a store that 'cannot be
+    read', with the advice to move it aside although it was healthy."""
+    import sqlite3
+
+    from llmopt.experiments import ExperimentStore
+
+    store = ExperimentStore(tmp_path / "exp.sqlite")
+    for message in ("database or disk is full", "attempt to write a readonly database"):
+        with pytest.raises(LlmoptError) as info, store._connect():
+            raise sqlite3.OperationalError(message)
+        text = info.value.render("cli")
+        assert "aside" not in text and "cannot be read" not in text, text
+        assert ("disk is full" in text) or ("read-only" in text), text
+    assert (tmp_path / "exp.sqlite").is_file()
