@@ -502,6 +502,12 @@ CASES: list[Case] = [
          lambda c: ["--recipe", str(c.file("r.json", '{"config": {}, "model": "bundled", '
                                                      '"rows": {"limit": "ten"}}'))],
          r'"rows.limit" must be a whole number'),
+    Case("calibration-samples-above-bound",
+         lambda c: [*SPARSE, "--sparsity-method", "wanda", "--calibration-samples", "10000"],
+         r"--calibration-samples 10000 must be a whole number from 1 to 4096"),
+    Case("runs-export-predictions-is-a-folder", lambda c: ["export", "1", "--predictions",
+                                                       str(c.dir("out/p.csv"))],
+         r"--predictions.*folder", command="runs"),
     Case("recipe-is-a-fifo", lambda c: ["--recipe", str(c.fifo("r.json"))], r"recipe.*FIFO"),
     Case("recipe-is-dev-zero", lambda c: ["--recipe", "/dev/zero"], r"recipe.*device"),
     Case("recipe-too-big",
