@@ -215,7 +215,7 @@ def check_output(path: str | Path, *, flag: str) -> Path:
     resolved = _resolve(Path(typed).expanduser())
     try:
         mode = os.stat(resolved).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # the folder checks below say which
         mode = None
     except OSError as exc:
         raise LlmoptError(f"{flag} {typed!r} cannot be used: {exc.strerror}") from None
