@@ -164,8 +164,8 @@ def staged_dir(target: str | Path, *, replace: bool = False) -> Iterator[Path]:
                 from llmopt.errors import LlmoptError
 
                 raise LlmoptError(
-                    f"cannot save {str(target)!r}: the disk is full; free some space or "
-                    "choose another folder (nothing was changed)"
+                    f"cannot save {str(target)!r}: the disk is full (No space left on "
+                    "device); free some space or choose another folder (nothing was changed)"
                 ) from None
             raise
         for f in tmp.rglob("*"):
