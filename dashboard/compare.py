@@ -66,11 +66,11 @@ def restore(all_ids: list[int]) -> None:
             continue
         st.session_state[f"cmp_url_{param}"] = text
         if param == "runs":
-            ids = [int(t) for t in text.split(",") if t.strip().isdigit()]
+            ids = urlstate.link_ids(param)  # ASCII digits in SQLite's range; others noted
             _pick([i for i in ids if i in set(all_ids)])
         elif param == "ref":
-            if text.isdigit():
-                st.session_state[key] = int(text)
+            if (ref := urlstate.link_id(param)) is not None:
+                st.session_state[key] = ref
         elif text in comparison.AXES:
             st.session_state[key] = text
 

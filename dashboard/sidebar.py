@@ -21,6 +21,7 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard.cache import shared_cache
+from dashboard.text import plain
 from llmopt import sources
 from llmopt.data import MANY_LABELS, display_text, label_counts, preview_table, read_table
 from llmopt.errors import LlmoptError
@@ -206,7 +207,9 @@ def _csv_columns(raw: bytes, name: str, digest: str) -> tuple[str, str]:
         cells = preview.rows.map(lambda v: display_text(v, PREVIEW_CHARS))
         st.dataframe(cells, hide_index=True)
         shown = f", the {PREVIEW_LABELS} most common" if len(counts) > PREVIEW_LABELS else ""
-        st.caption(f"Rows per value of the Label column '{label_col}' ({len(counts):,}{shown}):")
+        st.caption(
+            f"Rows per value of the Label column '{plain(label_col)}' ({len(counts):,}{shown}):"
+        )
         st.dataframe(counts.head(PREVIEW_LABELS), hide_index=True)
     return text_col, label_col
 

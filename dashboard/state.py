@@ -30,6 +30,7 @@ from dashboard.sidebar import (
     Selection,
     confinement,
 )
+from dashboard.text import plain
 from llmopt.errors import LlmoptError
 from llmopt.evaluation import label_map
 
@@ -80,13 +81,13 @@ def progress(intro: str = "") -> Iterator[Callable[[float, str], None]]:
 def _show_error(exc: Exception) -> None:
     """One line in the dashboard's words; never a traceback (the server log keeps it)."""
     if isinstance(exc, LlmoptError):  # a user mistake: its message says the fix
-        st.error(exc.render("app"))
+        st.error(plain(exc.render("app")))
         return
     LOG.error("dashboard error", exc_info=exc)  # not a user mistake: details for the admin
     first = (str(exc).strip().splitlines() or [""])[0]
     if len(first) > ERROR_CHARS:
         first = first[: ERROR_CHARS - 1] + "…"
-    what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    what = plain(f"{type(exc).__name__}: {first}" if first else type(exc).__name__)
     st.error(f"Something went wrong ({what}). Try other settings; the server's log has details.")
 
 
@@ -259,7 +260,7 @@ def experiment_store():
     opened = shared_cache("experiments", 4).get(str(path), lambda: ExperimentStore(path))
     if opened.notice and not st.session_state.get("store_notice_shown"):
         st.session_state["store_notice_shown"] = True
-        st.warning(f"Note: {opened.notice}.")
+        st.warning(f"Note: {plain(opened.notice)}.")
     return opened
 
 
@@ -314,7 +315,7 @@ def _record(
         )
     except (LlmoptError, OSError) as exc:
         why = exc.render("app") if isinstance(exc, LlmoptError) else str(exc)
-        st.warning(f"This evaluation was not recorded for the Compare page: {why}")
+        st.warning(f"This evaluation was not recorded for the Compare page: {plain(why)}")
         return None
     return done.run_id
 
@@ -323,9 +324,9 @@ def shown_evaluation(sel: Selection, loaded, data) -> Evaluation | None:
     """The evaluation the Compress page shows: this session's latest on these rows, or after
     a reload the run the address names (redrawn from the experiment store)."""
     evaluation = last_evaluation(sel, data)
-    run = urlstate.read_param(RUN)
-    if evaluation is None and run and run.isdigit():
-        evaluation = restore_evaluation(sel, loaded, data, int(run))
+    run = urlstate.link_id(RUN)  # None for a value that is not a run id (with a notice)
+    if evaluation is None and run is not None:
+        evaluation = restore_evaluation(sel, loaded, data, run)
     return evaluation
 
 
@@ -333,7 +334,7 @@ def show_recipe_note() -> None:
     """Say what of a recipe loaded from the Compare page the controls could not take."""
     note = st.session_state.pop("cmp_recipe_note", None)
     if note:
-        st.warning(note)
+        st.warning(plain(note))
 
 
 def restore_evaluation(sel: Selection, loaded, data, run_id) -> Evaluation | None:

@@ -21,6 +21,7 @@ import llmopt
 from dashboard import state
 from dashboard.results import score_metric
 from dashboard.sidebar import Selection, confinement
+from dashboard.text import plain
 from llmopt import figures, tasks
 from llmopt.errors import Fix, LlmoptError
 
@@ -267,7 +268,7 @@ def record(sel: Selection, loaded, data, job: Job) -> None:
         job.run_id, job.stored = done.run_id, store.get(done.run_id)
     except (LlmoptError, OSError) as exc:
         why = exc.render("app") if isinstance(exc, LlmoptError) else str(exc)
-        st.warning(f"This training run was not recorded for the Compare page: {why}")
+        st.warning(f"This training run was not recorded for the Compare page: {plain(why)}")
 
 
 def _compressed_run(sel: Selection, data, job: Job) -> int | None:
@@ -360,7 +361,7 @@ def show(job: Job, data) -> None:
     else:
         right.plotly_chart(figures.roc_figure(results), key="done_roc")
     for note in run.model.notes[-2:]:
-        st.caption(note)
+        st.caption(plain(note))
     if job.run_id is not None:
         st.caption(f"Recorded as run #{job.run_id}: see it in its lineage on the Compare page.")
 
@@ -382,7 +383,8 @@ def save(job: Job, folder: str, overwrite: bool) -> Path:
         target = target.resolve(strict=False)
     if not roots.contains(target):
         raise LlmoptError(
-            f"this server saves only under {roots.describe()}",
-            fix=Fix(cli="", app="choose a folder inside one of those"),
+            f"folder {folder!r} is outside the folders this server may write",
+            # visitors of a shared server are not told the server's folder names
+            fix=Fix(cli="", app="ask whoever runs this server which folder to save in"),
         )
     return llmopt.save_model(job.run.model, target, overwrite=overwrite)

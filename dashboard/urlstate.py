@@ -31,6 +31,7 @@ from dashboard.sidebar import (
     classify_dataset,
     classify_model,
 )
+from dashboard.text import plain
 from llmopt.errors import LlmoptError
 
 MODEL, DATA, ROWS, TEXT, LABEL = "model", "data", "rows", "text", "label"
@@ -60,6 +61,54 @@ def _parse(text: str, first):
         return text
 
 
+MAX_ID = 2**63 - 1  # the experiment store's ids are SQLite's 64-bit integers
+
+
+def strict_id(text: str) -> int | None:
+    """A run id from a link: ASCII digits only (``str.isdigit`` also takes '²', which ``int``
+    then refuses) and within SQLite's range (a larger number overflows); None otherwise."""
+    text = text.strip()
+    if not text or not text.isascii() or not text.isdigit():
+        return None
+    number = int(text)
+    return number if 1 <= number <= MAX_ID else None
+
+
+def link_id(key: str) -> int | None:
+    """The run id the address gives under ``key``, or None (a value that is not one is
+    ignored with a notice)."""
+    text = read_param(key)
+    if not text:
+        return None
+    number = strict_id(text)
+    if number is None:
+        _ignored(key, text, "is not a run id")
+    return number
+
+
+def link_ids(key: str) -> list[int]:
+    """The run ids the address gives under ``key`` (comma-separated); values that are not
+    run ids are ignored with a notice."""
+    text = read_param(key) or ""
+    parts = [t for t in text.split(",") if t.strip()]
+    ids = [strict_id(t) for t in parts]
+    bad = [t for t, i in zip(parts, ids, strict=True) if i is None]
+    if bad:
+        _ignored(key, ", ".join(bad), "are not run ids" if len(bad) > 1 else "is not a run id")
+    return [i for i in ids if i is not None]
+
+
+def _ignored(key: str, text: str, why: str) -> None:
+    shown = _printable(text)
+    st.warning(plain(f"This link's {key} value '{shown}' {why}; it was ignored."))
+
+
+def _printable(text: str, limit: int = 60) -> str:
+    """A link value for a notice: control characters (NUL...) escaped, at most ``limit``."""
+    out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
 def _format(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
@@ -74,6 +123,9 @@ def restore() -> None:
     st.session_state[RESTORED] = True
     params = st.query_params.to_dict()
     notes: list[str] = []
+    for key in [k for k, v in params.items() if not v.isprintable()]:  # NUL, ESC, newlines
+        notes.append(f"{key} '{_printable(params.pop(key))}' holds control characters")
+        st.query_params.pop(key, None)
     if params.get(MODEL):
         kind, ref = classify_model(params[MODEL])
         st.session_state["src_model_kind"] = kind
@@ -98,7 +150,8 @@ def restore() -> None:
                 raise ValueError(rows)
             st.session_state["src_rows"] = rows
         except ValueError:
-            notes.append(f"Evaluation rows '{params[ROWS]}' is not a number from 1 to {MAX_ROWS:,}")
+            shown = _printable(params[ROWS])
+            notes.append(f"Evaluation rows '{shown}' is not a number from 1 to {MAX_ROWS:,}")
     restored = []
     for key, first in CONTROLS.items():
         if key not in params:
@@ -107,7 +160,7 @@ def restore() -> None:
             st.session_state[key] = _parse(params[key], first)
             restored.append(key)
         except ValueError:
-            notes.append(f"'{params[key]}' is not a value of the control {key}")
+            notes.append(f"'{_printable(params[key])}' is not a value of the control {key}")
     st.session_state[RESTORED_CONTROLS] = restored
     _check_config(restored, notes)
     if notes:
@@ -132,7 +185,7 @@ def show_notes() -> None:
     """Say once which of a link's values were not used."""
     notes = st.session_state.pop(NOTES, None)
     if notes:
-        st.warning("This link's settings were partly ignored: " + "; ".join(notes) + ".")
+        st.warning(plain("This link's settings were partly ignored: " + "; ".join(notes) + "."))
 
 
 @contextlib.contextmanager

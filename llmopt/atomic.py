@@ -22,6 +22,39 @@ from pathlib import Path
 TMP_PREFIX = ".llmopt-tmp-"
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` sets it, racing threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+# Every file llmopt writes gets the mode the user's own tools would give a new file (0644 under
+# the usual umask 022): results, predictions, recipes and saved models are meant to be read by
+# other programs and people, and the owner's umask, not llmopt, decides who else may read them.
+# ``mkstemp`` alone would leave 0600 on some outputs and the writer's default on others.
+FILE_MODE = 0o666 & ~_umask()
+
+
+def _set_mode(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, FILE_MODE)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """A full disk, whether as ``OSError(ENOSPC)`` or as a writer's own error wrapping it
+    (safetensors raises ``SafetensorError("... code: 28, kind: StorageFull ...")``)."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1))
+    text = str(exc)
+    return "StorageFull" in text or "No space left" in text or "code: 28," in text
+
+
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):  # not every file system lets a folder be fsync'ed
         fd = os.open(folder, os.O_RDONLY)
@@ -37,6 +70,7 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=_tmp_name(""), suffix=path.name, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            _set_mode(f.fileno())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -63,6 +97,7 @@ def staged_file(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         with open(tmp, "rb+") as f:
+            _set_mode(f.fileno())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
@@ -122,10 +157,21 @@ def staged_dir(target: str | Path, *, replace: bool = False) -> Iterator[Path]:
     tmp = target.parent / _tmp_name(target.name)
     tmp.mkdir()
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as exc:
+            if _disk_full(exc):
+                from llmopt.errors import LlmoptError
+
+                raise LlmoptError(
+                    f"cannot save {str(target)!r}: the disk is full (No space left on "
+                    "device); free some space or choose another folder (nothing was changed)"
+                ) from None
+            raise
         for f in tmp.rglob("*"):
             if f.is_file():
                 with open(f, "rb+") as fh:
+                    _set_mode(fh.fileno())
                     os.fsync(fh.fileno())
         old = None
         if target.exists() or target.is_symlink():

@@ -17,6 +17,7 @@ labels, once per rows fingerprint), so every view can be redrawn without running
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -229,6 +230,16 @@ def _dumps(x) -> str:
     return json.dumps(_plain(x), allow_nan=False, separators=(",", ":"))
 
 
+def _os_problem(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full"
+    if exc.errno == errno.EROFS:
+        return "the file system is read-only"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "its folder or file is read-only for this account"
+    return exc.strerror or str(exc)
+
+
 def _damaged_fix(path: Path) -> Fix:
     return Fix(
         cli=f"move {path} aside (llmopt then starts a new store), or set {STORE_ENV} to "
@@ -253,12 +264,28 @@ class ExperimentStore:
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path is not None else store_path()
         self.notice: str | None = None
+        self.read_only = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise LlmoptError(
                 f"cannot create the folder of the experiment store {self.path}: {exc.strerror}"
             ) from None
+        try:
+            self._open()
+        except (OSError, LlmoptError) as exc:
+            # a healthy store on a read-only mount, an immutable file or a full disk: it can
+            # still be listed and shown, read-only, without the lock file
+            if not self.path.is_file() or (
+                isinstance(exc, LlmoptError) and "cannot be written" not in str(exc)
+            ):
+                raise
+            self.read_only = True
+            why = exc.args[0] if isinstance(exc, LlmoptError) else _os_problem(exc)
+            self.notice = f"opened read-only, new runs are not recorded: {why}"
+
+    def _open(self) -> None:
+        """Check, move aside if damaged, and migrate the store, under its lock file."""
         with file_lock(self.path):
             newer = Fix(
                 cli=f"upgrade llmopt, or set {STORE_ENV} to another file",
@@ -283,7 +310,18 @@ class ExperimentStore:
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """A connection for one operation (connections are cheap; threads never share one)."""
         try:
-            conn = sqlite3.connect(self.path, timeout=BUSY_MS / 1000, isolation_level=None)
+            if self.read_only:  # never creates a -wal, -shm or lock file
+                uri = f"{self.path.resolve().as_uri()}?mode=ro"
+                conn = sqlite3.connect(uri, uri=True, timeout=BUSY_MS / 1000, isolation_level=None)
+                try:
+                    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                except sqlite3.OperationalError:  # WAL without its -shm on a read-only mount
+                    conn.close()
+                    conn = sqlite3.connect(
+                        uri.replace("mode=ro", "immutable=1"), uri=True, isolation_level=None
+                    )
+            else:
+                conn = sqlite3.connect(self.path, timeout=BUSY_MS / 1000, isolation_level=None)
         except sqlite3.Error as exc:
             raise LlmoptError(f"cannot open the experiment store {self.path}: {exc}") from None
         try:
@@ -306,6 +344,24 @@ class ExperimentStore:
             conn.close()
 
     def _damaged(self, exc: Exception) -> LlmoptError:
+        """The error for an SQLite failure: what is wrong when the file is healthy (a full
+        disk, a read-only file or mount), and the move-aside advice only for real damage."""
+        text = str(exc).lower()
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        if name.startswith("SQLITE_FULL") or "disk is full" in text:
+            return LlmoptError(
+                f"the experiment store {self.path} cannot be written: the disk is full "
+                "(the store itself is fine)",
+                fix=Fix(cli="free some disk space and run again", app="ask the server's "
+                        "administrator to free disk space"),
+            )  # fmt: skip
+        if name.startswith("SQLITE_READONLY") or "readonly" in text or "read-only" in text:
+            return LlmoptError(
+                f"the experiment store {self.path} cannot be written: it is read-only (a "
+                "read-only file, folder or mount; the store itself is fine)",
+                fix=Fix(cli=f"make it writable, or set {STORE_ENV} to another file",
+                        app="ask the server's administrator to make the store writable"),
+            )  # fmt: skip
         return LlmoptError(
             f"the experiment store {self.path} cannot be read ({exc})", fix=_damaged_fix(self.path)
         )
@@ -559,13 +615,19 @@ class ExperimentStore:
             return int(conn.execute("SELECT count(*) FROM runs").fetchone()[0])
 
 
+MAX_RUN_ID = 2**63 - 1
+
+
 def _run_id(value) -> int:
     try:
         number = int(str(value).lstrip("#"))
     except ValueError:
         raise LlmoptError(f"a run id is a whole number, got {value!r}") from None
-    if number < 1:
-        raise LlmoptError(f"a run id is a whole number from 1, got {value!r}")
+    if not 1 <= number <= MAX_RUN_ID:  # SQLite's integers are 64-bit: larger ids overflow
+        raise LlmoptError(
+            f"a run id is a whole number from 1 to {MAX_RUN_ID}, got {str(value)[:40]!r}",
+            fix=Fix(cli="`llmopt runs list` shows the ids", app="choose a run from the table"),
+        )
     return number
 
 

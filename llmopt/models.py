@@ -33,7 +33,7 @@ from llmopt.loaded import (  # noqa: F401 - re-exported: the model type and its 
     model_facts,
     size_bytes,
 )
-from llmopt.paths import Confinement, check_path
+from llmopt.paths import Confinement, check_folder_files, check_path
 from llmopt.sources import is_local, model_source
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
@@ -81,7 +81,8 @@ def load_model(
         if not encoder:
             raise LlmoptError("encoder: needs a source, e.g. encoder:bundled or encoder:bert-base")
         if is_local(encoder) and encoder != "bundled":
-            check_path(encoder, kind="dir", what="encoder folder", confine=confine)
+            folder = check_path(encoder, kind="dir", what="encoder folder", confine=confine)
+            check_folder_files(folder, what="encoder folder", confine=confine)  # vocab.txt too
         if train_data is None:
             train_data = load_dataset("bundled", "train")
         if not isinstance(train_data, TextDataset):
@@ -94,6 +95,7 @@ def load_model(
         )
     if kind == sources.LOCAL:
         path = check_path(source, kind="dir", what="model folder", confine=confine)
+        check_folder_files(path, what="model folder", confine=confine)  # vocab.txt too
         return _load_local(path, source)
     if HUB_ID.match(source):
         return _load_hub(source)

@@ -11,6 +11,7 @@ forever and ``/dev/zero`` never ends.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -147,17 +148,24 @@ def check_path(
     return resolved
 
 
-def read_file(path: str | Path, *, what: str = "file", confine: Confinement | None = None) -> bytes:
+def read_file(
+    path: str | Path,
+    *,
+    what: str = "file",
+    confine: Confinement | None = None,
+    max_bytes: int | None = None,
+) -> bytes:
     """The bytes of a regular file, checked as by ``check_path`` and capped in size.
 
     The file is opened without blocking and checked again on the open descriptor, so a path
     swapped for a FIFO or a device between the check and the read cannot hang or flood us.
 
     Raises:
-        LlmoptError: as ``check_path``, or a file larger than the cap.
+        LlmoptError: as ``check_path``, or a file larger than the cap (the server's with
+            ``confine``, else ``max_bytes`` if given).
     """
     resolved = check_path(path, kind="file", what=what, confine=confine)
-    limit = confine.max_bytes if confine is not None else None
+    limit = confine.max_bytes if confine is not None else max_bytes
     try:
         fd = os.open(resolved, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
@@ -167,8 +175,9 @@ def read_file(path: str | Path, *, what: str = "file", confine: Confinement | No
         if not stat.S_ISREG(st.st_mode):
             raise LlmoptError(f"{what} {str(path)!r} is {_kind(st.st_mode)}; give a regular file")
         if limit is not None and st.st_size > limit:
+            whose = "this server's" if confine is not None else "the"
             raise LlmoptError(
-                f"{what} {str(path)!r} is {st.st_size / 1e6:.3g} MB, above this server's limit "
+                f"{what} {str(path)!r} is {st.st_size / 1e6:.3g} MB, above {whose} limit "
                 f"of {limit / 1e6:.3g} MB",
                 fix=Fix(
                     cli=f"use a smaller file or raise {MAX_FILE_ENV}",
@@ -182,5 +191,145 @@ def read_file(path: str | Path, *, what: str = "file", confine: Confinement | No
                 raise LlmoptError(f"{what} {str(path)!r} is a folder; give a file") from None
             raise LlmoptError(f"{what} {str(path)!r} cannot be read: {exc.strerror}") from None
     if limit is not None and len(data) > limit:  # it grew while we read it
-        raise LlmoptError(f"{what} {str(path)!r} is above this server's limit")
+        raise LlmoptError(f"{what} {str(path)!r} is above the limit of {limit / 1e6:.3g} MB")
     return data
+
+
+def check_output(path: str | Path, *, flag: str) -> Path:
+    """The resolved ``path`` if a command may write a file there; checked before any work.
+
+    Refused: anything that exists and is not a regular file (a folder, a FIFO, a device, a
+    socket, or a symlink to one of them: writing would replace the node, or block, or fill a
+    disk), a missing or read-only folder, and a folder that refuses a new file although its
+    permission bits allow one (``/proc``, a read-only mount, a full disk): a probe file is
+    created in the folder and removed again.
+
+    Args:
+        path: as the user typed it (``~`` is expanded).
+        flag: how the command line names it (``--json``, ``--output``).
+
+    Raises:
+        LlmoptError: a path that cannot be written, in one line naming ``flag``.
+    """
+    typed = str(path)
+    resolved = _resolve(Path(typed).expanduser())
+    try:
+        mode = os.stat(resolved).st_mode
+    except (FileNotFoundError, NotADirectoryError):  # the folder checks below say which
+        mode = None
+    except OSError as exc:
+        raise LlmoptError(f"{flag} {typed!r} cannot be used: {exc.strerror}") from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise LlmoptError(f"{flag} {typed!r} is a folder; give a file name")
+    if mode is not None and not stat.S_ISREG(mode):
+        raise LlmoptError(f"{flag} {typed!r} is {_kind(mode)}; give a regular file name")
+    parent = resolved.parent
+    if parent.exists() and not parent.is_dir():
+        raise LlmoptError(f"{flag}: {str(Path(typed).parent)!r} is a file, not a folder")
+    if not parent.is_dir():
+        raise LlmoptError(
+            f"{flag}: folder {str(Path(typed).parent)!r} does not exist; "
+            "create it or choose another"
+        )
+    if mode is not None and not os.access(resolved, os.W_OK):
+        raise LlmoptError(f"{flag} {typed!r} is not writable; choose another path")
+    probe_folder(parent, what=f"{flag} {typed!r}")
+    return resolved
+
+
+def probe_folder(folder: Path, *, what: str) -> None:
+    """Create and remove a small file in ``folder``: the only sure test that a file can be
+    written there (permission bits do not tell a read-only mount, ``/proc`` or a full disk).
+
+    Raises:
+        LlmoptError: the folder refuses the file; says why (read-only, disk full, permission).
+    """
+    probe = folder / f".llmopt-probe-{os.getpid()}-{os.urandom(4).hex()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, b"x")
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
+        raise LlmoptError(f"{what} cannot be written: {write_problem(exc)}") from None
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+
+
+def write_problem(exc: OSError) -> str:
+    """What an ``OSError`` from a write means, in words a user can act on."""
+    if exc.errno == errno.ENOSPC or exc.errno == getattr(errno, "EDQUOT", -1):
+        return "the disk is full (free some space or choose another folder)"
+    if exc.errno == errno.EROFS:
+        return "the file system is read-only (choose another folder)"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied (choose a folder you may write to)"
+    return f"{exc.strerror or exc} (choose another folder)"
+
+
+def check_inside(folder: Path, path: Path, *, what: str, confine: Confinement | None) -> Path:
+    """A file the loader reads inside an already checked ``folder``, checked in its turn: with
+    ``confine``, its real location (symlinks resolved) lies under the roots, and it is a
+    regular file. Without ``confine`` (the command line) only the kind is checked.
+
+    Raises:
+        LlmoptError: a file outside the roots or not a regular file; names it by its name in
+            the folder, never by where a symlink points.
+    """
+    name = f"{what} {path.name!r}"  # not where it points, nor the server's folder names
+    resolved = _resolve(path)
+    if confine is not None and not confine.contains(resolved):
+        raise LlmoptError(
+            f"{name} points outside the folders this server may read",
+            fix=Fix(
+                cli=f"replace the link by the file itself, under one of: {confine.describe()}",
+                app="ask whoever runs this server to replace the link by the file itself",
+            ),
+        )
+    try:
+        mode = os.stat(resolved).st_mode
+    except OSError as exc:
+        raise LlmoptError(f"{name} cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise LlmoptError(f"{name} is {_kind(mode)}; a model folder holds regular files")
+    return resolved
+
+
+def check_folder_files(
+    folder: Path, *, what: str, confine: Confinement | None, max_entries: int = 10_000
+) -> None:
+    """Every file a loader might read in ``folder`` (and its sub-folders), checked as by
+    ``check_inside``: a folder under the roots may not hold a link to ``/etc/passwd`` or a
+    FIFO named ``vocab.txt``. Hidden entries (``.git``, caches) are skipped.
+
+    Raises:
+        LlmoptError: the first entry that is not a regular file or folder, or (with
+            ``confine``) one that resolves outside the roots.
+    """
+    stack, seen = [Path(folder)], 0
+    while stack:
+        current = stack.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError as exc:
+            raise LlmoptError(f"{what} {str(current)!r} cannot be read: {exc.strerror}") from None
+        for entry in entries:
+            seen += 1
+            if seen > max_entries or entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                resolved = _resolve(path)
+                if confine is not None and not confine.contains(resolved):
+                    check_inside(Path(current), path, what=f"{what}'s entry", confine=confine)
+                if not entry.is_symlink():
+                    stack.append(path)
+                continue
+            check_inside(Path(current), path, what=f"{what}'s file", confine=confine)

@@ -328,6 +328,40 @@ class Recipe:
     run_id: int | None = None
 
 
+RECIPE_MAX = 1_000_000  # bytes; an exported run is a few kB
+_RECIPE_TEXT = ("model", "dataset", "split")
+_ROWS_TEXT = ("split", "text_column", "label_column")
+
+
+def _check_recipe_types(path: Path, data: dict) -> None:
+    """Each field of a whole-run recipe has the type a run writes, or a one-line error."""
+
+    def bad(field: str, want: str, value) -> LlmoptError:
+        got = type(value).__name__
+        return LlmoptError(f"recipe file {str(path)!r}: {field} must be {want}, not {got}")
+
+    for key in _RECIPE_TEXT:
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise bad(f'"{key}"', "text", data[key])
+    rows = data.get("rows")
+    if rows is not None and not isinstance(rows, dict):
+        raise bad('"rows"', "an object", rows)
+    for key in _ROWS_TEXT:
+        if rows and rows.get(key) is not None and not isinstance(rows[key], str):
+            raise bad(f'"rows.{key}"', "text", rows[key])
+    numbers = [("n", data.get("n"))] + [
+        (f"rows.{k}", (rows or {}).get(k)) for k in ("limit", "seed")
+    ]
+    for field, value in numbers:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise bad(f'"{field}"', "a whole number", value)
+    for key in ("id",):
+        if data.get(key) is not None and (
+            isinstance(data[key], bool) or not isinstance(data[key], int)
+        ):
+            raise bad(f'"{key}"', "a whole number", data[key])
+
+
 def load_recipe(path: str | Path) -> Recipe:
     """Read a recipe: a config object (``CompressionConfig.to_dict()``), or a whole run (from
     ``llmopt runs export``, or the JSON that ``evaluate --json`` writes).
@@ -336,14 +370,20 @@ def load_recipe(path: str | Path) -> Recipe:
         LlmoptError: an unreadable file, not JSON, or a config with unknown or invalid values.
     """
     from llmopt.compression import CompressionConfig
+    from llmopt.paths import read_file
 
     path = Path(path)
+    # a regular file only (a FIFO would block, /dev/zero never ends), and no larger than a
+    # recipe can reasonably be: a whole exported run is a few kilobytes
+    raw = read_file(path, what="recipe file", max_bytes=RECIPE_MAX)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LlmoptError(f"recipe file {str(path)!r} not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LlmoptError(f"cannot read recipe file {str(path)!r}: {exc}") from None
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise LlmoptError(f"recipe file {str(path)!r} is not UTF-8 text") from None
+    except RecursionError:
+        raise LlmoptError(
+            f"recipe file {str(path)!r} is nested too deeply to be a recipe"
+        ) from None
     except json.JSONDecodeError as exc:
         raise LlmoptError(
             f"recipe file {str(path)!r} is not valid JSON ({exc.msg}, line {exc.lineno})"
@@ -363,6 +403,7 @@ def load_recipe(path: str | Path) -> Recipe:
         config = None if parsed.is_identity else parsed.to_dict()
     if not whole_run:
         return Recipe(config=config)
+    _check_recipe_types(path, data)
     rows = data.get("rows") or {}
     return Recipe(
         config=config,

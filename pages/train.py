@@ -5,6 +5,7 @@ The tasks and their controls come from the task registry (``llmopt.tasks``)."""
 import streamlit as st
 
 from dashboard import state, training
+from dashboard.text import plain
 from llmopt import figures, tasks
 
 st.title("Train")
@@ -47,4 +48,7 @@ elif job is not None:
             overwrite = st.checkbox("Overwrite", key="t_overwrite")
             if st.form_submit_button("Save model"):
                 with state.inline_errors():
-                    st.success(f"Saved to {training.save(job, folder, overwrite)}")
+                    training.save(job, folder, overwrite)
+                    st.success(
+                        f"Saved to {plain(folder.strip())}"
+                    )  # as typed: not the server's path

@@ -462,6 +462,57 @@ CASES: list[Case] = [
          r"same|--save-model.*--json|--json.*--save-model"),
     Case("save-model-overwrite-folder-holding-the-dataset", _save_overwrite_dataset_folder,
          r"dataset"),
+    # --- issue 18: every output path gets the one check; run ids; recipes
+    Case("runs-export-output-char-device", lambda c: ["export", "1", "-o", "/dev/null"],
+         r"--output.*device", command="runs"),
+    Case("runs-export-predictions-fifo", lambda c: ["export", "1", "--predictions",
+                                                    str(_fifo_kept(c, "p.csv"))],
+         r"--predictions.*FIFO", command="runs"),
+    Case("runs-export-output-symlink-to-device",
+         lambda c: ["export", "1", "-o", str(_symlink(c.out / "null.json", "/dev/null"))],
+         r"--output.*device", command="runs"),
+    Case("runs-export-output-in-proc", lambda c: ["export", "1", "-o", "/proc/llmopt-x.json"],
+         r"--output.*cannot be written", command="runs"),
+    Case("json-in-proc", lambda c: ["--json", "/proc/llmopt-x.json"],
+         r"--json.*cannot be written"),
+    Case("predictions-symlink-to-fifo",
+         lambda c: ["--predictions", str(_symlink(c.out / "p.csv", _fifo_kept(c, "q.csv")))],
+         r"--predictions.*FIFO"),
+    Case("save-model-in-proc", lambda c: [*SPARSE, "--save-model", "/proc/llmopt-model"],
+         r"--save-model.*cannot be written|not writable"),
+    Case("runs-show-id-overflow", lambda c: ["show", "99999999999999999999"],
+         r"run id is a whole number from 1", command="runs"),
+    Case("runs-delete-id-overflow", lambda c: ["delete", "99999999999999999999"],
+         r"run id is a whole number from 1", command="runs"),
+    Case("runs-export-id-overflow", lambda c: ["export", "99999999999999999999"],
+         r"run id is a whole number from 1", command="runs"),
+    Case("runs-show-superscript-id", lambda c: ["show", "\u00b2"], r"run id is a whole number",
+         command="runs"),
+    Case("recipe-nested-100000-deep",
+         lambda c: ["--recipe", str(c.file("deep.json", "[" * 100_000 + "]" * 100_000))],
+         r"nested too deeply"),
+    Case("recipe-model-is-a-number",
+         lambda c: ["--recipe", str(c.file("r.json", '{"config": {}, "model": 123}'))],
+         r'"model" must be text'),
+    Case("recipe-rows-is-a-list",
+         lambda c: ["--recipe", str(c.file("r.json", '{"config": {}, "model": "bundled", '
+                                                     '"rows": [1, 2]}'))],
+         r'"rows" must be an object'),
+    Case("recipe-limit-is-text",
+         lambda c: ["--recipe", str(c.file("r.json", '{"config": {}, "model": "bundled", '
+                                                     '"rows": {"limit": "ten"}}'))],
+         r'"rows.limit" must be a whole number'),
+    Case("calibration-samples-above-bound",
+         lambda c: [*SPARSE, "--sparsity-method", "wanda", "--calibration-samples", "10000"],
+         r"--calibration-samples 10000 must be a whole number from 1 to 4096"),
+    Case("runs-export-predictions-is-a-folder", lambda c: ["export", "1", "--predictions",
+                                                       str(c.dir("out/p.csv"))],
+         r"--predictions.*folder", command="runs"),
+    Case("recipe-is-a-fifo", lambda c: ["--recipe", str(c.fifo("r.json"))], r"recipe.*FIFO"),
+    Case("recipe-is-dev-zero", lambda c: ["--recipe", "/dev/zero"], r"recipe.*device"),
+    Case("recipe-too-big",
+         lambda c: ["--recipe", str(c.file("big.json", b" " * 1_000_001 + b"{}"))],
+         r"recipe.*above the limit"),
 ]  # fmt: skip
 
 
@@ -469,6 +520,17 @@ def _symlink(link: Path, target) -> Path:
     link.parent.mkdir(parents=True, exist_ok=True)
     link.symlink_to(target)
     return link
+
+
+def _fifo_kept(c: Ctx, name: str) -> Path:
+    """A FIFO that must still be a FIFO after the run (not replaced by a regular file)."""
+    fifo = c.fifo(name)
+    c.checks.append(lambda: _assert_fifo(fifo))
+    return fifo
+
+
+def _assert_fifo(path: Path) -> None:
+    assert stat.S_ISFIFO(os.lstat(path).st_mode), f"{path.name} was replaced by a regular file"
 
 
 def _nonempty(folder: Path) -> Path:

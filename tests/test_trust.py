@@ -464,3 +464,217 @@ def test_make_tiny_is_used_for_multiclass_checkpoints(tmp_path, tiny_dataset):
     data = llmopt.TextDataset(texts, np.arange(20) % 5, list(names.values()), name="five")
     result = llmopt.evaluate(llmopt.load_model(str(folder)), data)
     assert result.confusion.shape == (5, 5) and len(result.roc) == 5
+
+
+# ---------------------------------------------------------------- issue 18: hostile run
+
+
+def _copy_into(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_files_inside_a_confined_model_folder_are_confined(confine, tiny_bert_dir, tmp_path):
+    """Before: only the folder was checked, so a ``vocab.txt`` linking to /etc/passwd loaded
+    with its lines as the vocabulary, and a FIFO named ``vocab.txt`` would block the loader."""
+    model = _copy_into(tiny_bert_dir, confine.roots[0] / "model")
+    vocab = model / "vocab.txt"
+    if not vocab.exists():
+        pytest.skip("the tiny model has no vocab.txt")
+    secret = tmp_path / "outside.txt"
+    secret.write_text(vocab.read_text())
+    vocab.unlink()
+    vocab.symlink_to(secret)  # the same words, so only the confinement can refuse it
+    for source in (str(model), f"encoder:{model}"):
+        with pytest.raises(LlmoptError, match="'vocab.txt' points outside") as info:
+            llmopt.load_model(source, confine=confine)
+        assert "outside.txt" not in str(info.value)  # names the file, not where it points
+        assert str(confine.roots[0]) not in info.value.render("app")  # nor the server's roots
+    vocab.unlink()
+    os.mkfifo(vocab)
+    with pytest.raises(LlmoptError, match="'vocab.txt' is a named pipe"):
+        llmopt.load_model(str(model), confine=confine)
+
+
+def test_a_link_inside_the_roots_still_loads(confine, tiny_bert_dir):
+    """Links are fine while they stay under the roots (resolved, regular files)."""
+    model = _copy_into(tiny_bert_dir, confine.roots[0] / "model")
+    config = model / "config.json"
+    (confine.roots[0] / "config.json").write_bytes(config.read_bytes())
+    config.unlink()
+    config.symlink_to(confine.roots[0] / "config.json")
+    assert llmopt.load_model(str(model), confine=confine).model is not None
+
+
+def test_runs_list_and_show_print_control_characters_escaped(
+    tiny_bert_dir, tiny_dataset, tmp_path, monkeypatch, capsys
+):
+    """Before: a run name with ESC sequences (typed on the Compare page) reached the terminal
+    raw, so it could recolour, retitle or rewrite the screen of whoever listed the runs."""
+    from llmopt.experiments import ExperimentStore
+
+    monkeypatch.setenv("LLMOPT_EXPERIMENTS", str(tmp_path / "exp.sqlite"))
+    store = ExperimentStore()
+    _record_one(store, tiny_bert_dir, tiny_dataset)
+    run_id = store.runs()[-1].id
+    evil = "ok\x1b]0;owned\x07\x1b[2J\rname\x9b"
+    store.rename(run_id, evil)
+    for argv in (["runs", "list"], ["runs", "show", str(run_id)]):
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        assert "\x1b" not in out and "\x07" not in out and "\r" not in out and "\x9b" not in out
+        assert "ok\\x1b]0;owned\\x07\\x1b[2J\\rname\\x9b" in out
+
+
+def _record_one(store, model_dir, data) -> None:
+    """One small run in ``store`` (the tiny model on the tiny rows)."""
+    from llmopt.recording import record_evaluation
+
+    model = llmopt.load_model(str(model_dir))
+    base = llmopt.evaluate(model, data)
+    record_evaluation(store, base_model=model, dataset=data, base=base, origin="cli",
+                      model_source=str(model_dir), dataset_source="tiny")  # fmt: skip
+
+
+def test_every_output_is_written_with_one_file_mode(tmp_path, monkeypatch):
+    """Before: JSON outputs were 0600 (``mkstemp``) and predictions CSVs 0644; now every file
+    gets the mode a new file of the user's gets (0666 less the umask)."""
+    from llmopt import atomic
+
+    old = os.umask(0o022)
+    try:
+        monkeypatch.setattr(atomic, "FILE_MODE", 0o666 & ~0o022)
+        a = atomic.write_text(tmp_path / "a.json", "{}")
+        with atomic.staged_file(tmp_path / "b.csv") as tmp:
+            tmp.write_text("x\n")
+        with atomic.staged_dir(tmp_path / "saved") as folder:
+            (folder / "weights.bin").write_bytes(b"w")
+    finally:
+        os.umask(old)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in
+             (a, tmp_path / "b.csv", tmp_path / "saved" / "weights.bin")}  # fmt: skip
+    assert set(modes.values()) == {"0o644"}, modes
+
+
+def test_save_model_onto_a_full_disk_is_one_line(tiny_bert_dir, tmp_path, monkeypatch, capsys):
+    """Before: safetensors' own error (``SafetensorError``) ended the command as an internal
+    error, exit 1. Simulated: the writer raises what safetensors raises on ENOSPC."""
+    import transformers
+
+    class SafetensorError(Exception):  # the shape of safetensors' error on a full disk
+        pass
+
+    def full(self, *a, **k):
+        raise SafetensorError(
+            'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No '
+            'space left on device" })'
+        )
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "save_pretrained", full)
+    data = tmp_path / "d.csv"
+    data.write_text("text,label\n" + "".join(f"good {i},pos\nbad {i},neg\n" for i in range(10)))
+    out = tmp_path / "saved"
+    rc = main(["evaluate", "--model", str(tiny_bert_dir), "--dataset", str(data),
+               "--sparsity", "0.5", "--save-model", str(out), "--no-record"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("llmopt:")]
+    assert len(lines) == 1 and "disk is full" in lines[0], err
+    assert "internal error" not in err
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".llmopt-tmp-")]
+
+
+def test_save_model_onto_a_full_disk_as_oserror(tmp_path):
+    """The same through ``staged_dir`` with a plain ``OSError(ENOSPC)``: one clear message."""
+    import errno
+
+    from llmopt import atomic
+
+    with pytest.raises(LlmoptError, match="disk is full"), atomic.staged_dir(tmp_path / "m"):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_calibration_samples_has_an_upper_bound():
+    """Before: 1e30 calibration samples were accepted, then calibration ran for minutes."""
+    from llmopt.compression import CompressionConfig
+    from llmopt.compression.config import MAX_CALIBRATION_SAMPLES
+
+    CompressionConfig(sparsity=0.5, calibration_samples=MAX_CALIBRATION_SAMPLES)
+    for n in (MAX_CALIBRATION_SAMPLES + 1, 10**30):
+        with pytest.raises(LlmoptError, match="calibration_samples"):
+            CompressionConfig(sparsity=0.5, calibration_samples=n)
+
+
+def test_train_page_save_refusal_does_not_name_the_servers_folders(confine, tmp_path):
+    """Before: 'this server saves only under /srv/...' told every visitor the server's
+    folder names (the other confinement errors deliberately do not)."""
+    from dashboard import training
+
+    with pytest.raises(LlmoptError) as info:
+        training.save(None, str(tmp_path / "elsewhere"), False)
+    shown = info.value.render("app")
+    assert "outside the folders this server may write" in shown
+    assert str(confine.roots[0]) not in shown
+
+
+def test_plain_shows_markdown_as_text():
+    """The one escaping helper: no link, image, autolink, HTML or formula survives."""
+    from markdown_it import MarkdownIt
+
+    from dashboard.text import plain
+
+    md = MarkdownIt("commonmark")
+    for text in ("[Click here](https://evil.example/login)", "![r](http://127.0.0.1:1/x)",
+                 "<https://evil.example>", "<img src=x>", "$x$", "`code`", "**bold**",
+                 "[a]: https://evil.example\n\n[a]"):  # fmt: skip
+        html = md.render(plain(text))
+        assert "<a " not in html and "<img" not in html and "<code>" not in html, html
+        assert "<strong>" not in html, html
+    assert plain("no_such_dataset") == "no_such_dataset"  # readable names stay as they are
+    assert plain(None) == ""
+
+
+def test_store_on_a_read_only_mount_can_be_listed(tiny_bert_dir, tiny_dataset, tmp_path,
+                                                  monkeypatch):  # fmt: skip
+    """Before: the lock file (created beside the store on every open) failed on a read-only
+    mount, so not even ``runs list`` worked. Simulated: creating the lock file raises EROFS
+    (tests run as root, which ignores permission bits)."""
+    import errno
+
+    import llmopt.experiments as experiments
+
+    path = tmp_path / "exp.sqlite"
+    _record_one(experiments.ExperimentStore(path), tiny_bert_dir, tiny_dataset)
+
+    def read_only_mount(_path):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(experiments, "file_lock", read_only_mount)
+    store = experiments.ExperimentStore(path)
+    assert store.read_only and "read-only" in store.notice
+    assert len(store.runs()) == 1  # listed
+    with pytest.raises(LlmoptError, match="read-only") as info:
+        store.rename(store.runs()[0].id, "x")
+    assert "aside" not in str(info.value)
+    assert path.is_file()  # never renamed aside
+
+
+def test_store_on_a_full_disk_says_so(tmp_path):
+    """Before: SQLite's 'database or disk is full' was reported as a store that 'cannot be
+    read', with the advice to move it aside although it was healthy."""
+    import sqlite3
+
+    from llmopt.experiments import ExperimentStore
+
+    store = ExperimentStore(tmp_path / "exp.sqlite")
+    for message in ("database or disk is full", "attempt to write a readonly database"):
+        with pytest.raises(LlmoptError) as info, store._connect():
+            raise sqlite3.OperationalError(message)
+        text = info.value.render("cli")
+        assert "aside" not in text and "cannot be read" not in text, text
+        assert ("disk is full" in text) or ("read-only" in text), text
+    assert (tmp_path / "exp.sqlite").is_file()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from pathlib import Path
 
 from llmopt import atomic, metrics
@@ -13,7 +12,8 @@ from llmopt.cli import record
 from llmopt.cli.common import Bar, load, positive_int, seed, source_args, train_split
 from llmopt.cli.compression_flags import add_compression_args, config_from_args
 from llmopt.errors import LlmoptError
-from llmopt.paths import describe_kind, is_special
+from llmopt.latency import paired_if_kernels_differ
+from llmopt.paths import check_output, probe_folder
 
 
 def add_commands(sub) -> None:
@@ -77,7 +77,6 @@ def _config(args):
 def run_evaluate(args) -> int:
     from llmopt.data import load_dataset  # deliberately lazy: data, evaluation and latency
     from llmopt.evaluation import compare, evaluate  # import pandas and torch, which the
-    from llmopt.latency import paired_if_kernels_differ  # flag checks above them need not
 
     recipe = record.apply_recipe(args)  # a recipe's model, rows and config; flags win
     config = _config(args)  # validate the knobs before any slow loading
@@ -195,23 +194,7 @@ def check_outputs(args) -> None:
     for flag, path in outputs.items():
         if path is None:
             continue
-        resolved = path.expanduser().resolve()
-        if resolved.is_dir():
-            raise LlmoptError(f"{flag} {str(path)!r} is a folder; give a file name")
-        if is_special(resolved):
-            raise LlmoptError(
-                f"{flag} {str(path)!r} is {describe_kind(resolved)}; give a regular file name"
-            )
-        if resolved.parent.exists() and not resolved.parent.is_dir():
-            raise LlmoptError(f"{flag}: {str(path.parent)!r} is a file, not a folder")
-        if not resolved.parent.is_dir():
-            raise LlmoptError(
-                f"{flag}: folder {str(path.parent)!r} does not exist; create it or choose another"
-            )
-        if not os.access(resolved.parent, os.W_OK | os.X_OK) or (
-            resolved.exists() and not os.access(resolved, os.W_OK)
-        ):
-            raise LlmoptError(f"{flag} {str(path)!r} is not writable; choose another path")
+        resolved = check_output(path, flag=flag)  # the one check of every output path
         if dataset.exists() and resolved == dataset.resolve():
             raise LlmoptError(f"{flag} {str(path)!r} is the dataset itself; choose another path")
         inside = [p for p in seen if resolved == p or resolved.is_relative_to(p)]
@@ -222,6 +205,8 @@ def check_outputs(args) -> None:
     if args.save_model is not None:
         check_save_target(args.save_model, source=args.model, overwrite=args.overwrite)
         target = args.save_model.expanduser().resolve()
+        folder = next(p for p in target.parents if p.is_dir())
+        probe_folder(folder, what=f"--save-model {str(args.save_model)!r}")
         if dataset.exists() and dataset.resolve().is_relative_to(target):
             raise LlmoptError(
                 f"--save-model {str(args.save_model)!r} holds the dataset {args.dataset!r}; "

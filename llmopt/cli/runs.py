@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import math
 import sys
+import unicodedata
 from pathlib import Path
 
 from llmopt import atomic
 from llmopt.errors import LlmoptError
+from llmopt.paths import check_output
 
 
 def add_commands(sub) -> None:
@@ -51,6 +53,17 @@ def _store():
     return store
 
 
+def printable(text) -> str:
+    """``text`` with control characters (ESC, CR, BEL, C1 codes...) written as escapes
+    (``\\x1b``), so a run name typed on a page cannot move the cursor, recolour or retitle the
+    terminal of whoever lists the runs; other characters, accents included, stay as they are."""
+    text = "" if text is None else str(text)
+    return "".join(
+        c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) == "Cc" else c
+        for c in text
+    )
+
+
 def _num(x, digits: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
@@ -75,10 +88,10 @@ def run_list(args) -> int:
         acc = r.own_metrics.get("accuracy")
         low, high = (r.intervals.get("accuracy") or [None, None])[:2]
         interval = f"{_num(acc)} [{_num(low)}, {_num(high)}]"
-        what = r.name or r.method
+        what = printable(r.name or r.method)
         print(
             f"{r.id:>5}  {r.created:<20} {r.parent or '':>6}  {r.n:>6}  {interval:>21}  "
-            f"{r.size_bytes / 1e6:>8.2f}  {r.model} · {r.dataset} · {what}"
+            f"{r.size_bytes / 1e6:>8.2f}  {printable(r.model)} · {printable(r.dataset)} · {what}"
         )
     return 0
 
@@ -89,14 +102,18 @@ def run_show(args) -> int:
     if args.json:
         print(json.dumps(run.to_json(full=True), indent=2))
         return 0
-    print(f"run {run.id}{f' ({run.name})' if run.name else ''}: {run.method}")
-    print(f"created {run.created} by {run.origin}; parent {run.parent or 'none'}")
-    print(f"model   {run.model} (fingerprint {run.model_fingerprint})")
-    print(f"dataset {run.dataset}: {run.n} {run.split} rows (fingerprint {run.rows_fingerprint})")
+    name = f" ({printable(run.name)})" if run.name else ""
+    print(f"run {run.id}{name}: {printable(run.method)}")
+    print(f"created {run.created} by {printable(run.origin)}; parent {run.parent or 'none'}")
+    print(f"model   {printable(run.model)} (fingerprint {run.model_fingerprint})")
+    print(
+        f"dataset {printable(run.dataset)}: {run.n} {printable(run.split)} rows "
+        f"(fingerprint {run.rows_fingerprint})"
+    )
     if run.config:
         print(f"config  {json.dumps(run.config, sort_keys=True)}")
     if run.tags:
-        print(f"tags    {', '.join(run.tags)}")
+        print(f"tags    {printable(', '.join(run.tags))}")
     print()
     sides = [s for s in ("baseline", "compressed") if run.metrics.get(s)]
     print(f"{'':<18}" + "".join(f"{s:>14}" for s in sides) + "   95% interval (this run)")
@@ -113,7 +130,7 @@ def run_show(args) -> int:
     print(f"size {run.size_bytes / 1e6:.2f} MB, {run.params_nonzero:,} non-zero parameters")
     latency = run.latency or {}
     if latency.get("method") == "simulated":
-        print(f"latency: {latency.get('note')}")
+        print(f"latency: {printable(latency.get('note'))}")
     elif run.latency_ms is not None:
         print(f"latency {run.latency_ms:.2f} ms per text ({latency.get('method', 'single pass')})")
     if run.agreement is not None:
@@ -124,14 +141,12 @@ def run_show(args) -> int:
 def run_export(args) -> int:
     from llmopt.recording import predictions_frame
 
+    outputs = {"--output": args.output, "--predictions": args.predictions}
+    checked = [check_output(p, flag=f) for f, p in outputs.items() if p is not None]
+    if len(checked) == 2 and checked[0] == checked[1]:
+        raise LlmoptError("--output and --predictions name the same file")
     store = _store()
     run = store.get(args.id)
-    outputs = [p for p in (args.output, args.predictions) if p is not None]
-    for path in outputs:  # every output checked before anything is written
-        if path.expanduser().resolve().is_dir() or not path.expanduser().resolve().parent.is_dir():
-            raise LlmoptError(f"cannot write {str(path)!r}: give a file in an existing folder")
-    if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
-        raise LlmoptError("--output and --predictions name the same file")
     text = json.dumps(run.to_json(full=True), indent=2)
     if args.predictions is not None:
         frame = predictions_frame(store, run)
@@ -153,5 +168,5 @@ def run_delete(args) -> int:
     if args.json:
         print(json.dumps({"deleted": run.id}))
     else:
-        print(f"deleted run {run.id} ({run.name or run.method})")
+        print(f"deleted run {run.id} ({printable(run.name or run.method)})")
     return 0

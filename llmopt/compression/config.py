@@ -54,6 +54,13 @@ def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+# Calibration reads this many training texts at most. 4096 texts are ~300k tokens: the input
+# covariance of even a 4096-wide layer is then well conditioned (many samples per dimension),
+# so more only costs time; a larger number (1e30 was accepted) would calibrate for minutes to
+# hours and gain nothing.
+MAX_CALIBRATION_SAMPLES = 4096
+
+
 @dataclass(frozen=True)
 class CompressionConfig:
     """What to do to every targeted Linear layer; applied as low-rank -> prune -> quantize.
@@ -135,8 +142,11 @@ class CompressionConfig:
             )
         self._check_alpha()
         n = self.calibration_samples
-        if not _is_int(n) or n < 1:
-            raise LlmoptError(f"calibration_samples {n!r} must be a whole number >= 1")
+        if not _is_int(n) or not 1 <= n <= MAX_CALIBRATION_SAMPLES:
+            raise LlmoptError(
+                f"calibration_samples {n!r} must be a whole number from 1 to "
+                f"{MAX_CALIBRATION_SAMPLES}"
+            )
         if self.calibration not in CALIBRATIONS:
             raise LlmoptError(
                 f"calibration {self.calibration!r} is unknown; allowed: {', '.join(CALIBRATIONS)}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,6 +72,7 @@ class Case:
     says: str = ""
     secret: str | None = None
     then: Callable[[object], None] | None = None
+    link: dict[str, str] | None = None  # the address's query values the app is opened with
 
 
 GOOD_ROWS = "".join(f"good tasty snack {i},pos\nawful stale bread {i},neg\n" for i in range(15))
@@ -175,6 +177,53 @@ def _crash(env: Env) -> None:
         raise RuntimeError(f'boom\nTraceback (most recent call last):\n  File "x.py"\n{SECRET}')
 
     env.monkeypatch.setattr("llmopt.model_facts", broken)
+
+
+EVIL_LINK = "[Click here to log in](https://evil.example/login)"
+EVIL_IMAGE = "![r](http://127.0.0.1:1/x)"
+# What a browser would follow or fetch if Markdown made a link or an image of the text.
+LEAKED = re.compile(r"<(a|img)\b[^>]*(evil\.example|127\.0\.0\.1)", re.IGNORECASE)
+
+
+def _markdown_csv(env: Env) -> None:
+    """Column names and label values that are Markdown links and images."""
+    head = f"{EVIL_LINK},{EVIL_IMAGE}"
+    rows = "".join(
+        f"tasty snack {i},{EVIL_LINK}\nstale bread {i},{EVIL_IMAGE}\n" for i in range(15)
+    )
+    env.csv("md.csv", head + "\n" + rows)
+
+
+def _csv_link(env: Env) -> dict[str, str]:
+    """A link to a CSV under the roots whose text column is a Markdown image."""
+    return {"data": str(env.root / "reviews.csv"), "text": EVIL_IMAGE, "label": "label"}
+
+
+def _no_markup_from_the_link(at) -> None:
+    """No element's Markdown body makes a link or an image of what a link or a file gave."""
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark")
+    bodies = [e.value for kind in ("error", "warning", "caption", "markdown", "info", "success")
+              for e in getattr(at, kind)]  # fmt: skip
+    for body in bodies:
+        html = md.render(str(body))
+        assert not LEAKED.search(html), f"Markdown made a link or image: {body!r} -> {html!r}"
+        for url in ("https://evil.example", "http://127.0.0.1:1"):
+            assert url not in str(body), f"a bare address a browser would link: {body!r}"
+
+
+def _one_run(env: Env) -> None:
+    """A store holding one run (the Compare page reads a link's runs only when it has some)."""
+    from llmopt.cli import main
+
+    env.monkeypatch.setenv("LLMOPT_EXPERIMENTS", str(env.root / "experiments.sqlite"))
+    argv = ["evaluate", "--model", str(env.model), "--dataset", str(env.root / "reviews.csv")]
+    assert main([*argv, "--limit", "20"]) == 0
+
+
+def _switch(page: str) -> Callable[[object], None]:
+    return lambda at: at.switch_page(page).run()
 
 
 def _rows(value: str) -> Callable[[Env], None]:
@@ -307,7 +356,26 @@ CASES = [
     Case("rows 0 from the environment", _rows("0"), "none", then=_evaluate),
     Case("rows above the box's limit", _rows("5000000"), "none", then=_rows_clamped),
     Case("rows not a number", _rows("many"), "none", then=_evaluate),
-]
+    # --- Markdown and odd characters from a link or a file are shown as text (issue 18)
+    Case("link model is a Markdown link", lambda e: None, "error", "click here",
+         link={"model": EVIL_LINK}),
+    Case("link rows is a Markdown image", lambda e: None, "warning", "evaluation rows",
+         link={"rows": EVIL_IMAGE}),
+    Case("link c_bits is a Markdown image", lambda e: None, "warning", "settings were not used",
+         link={"c_bits": EVIL_IMAGE}),
+    Case("link data is a Markdown image", lambda e: None, "error", "r\\]",
+         link={"data": EVIL_IMAGE}),
+    Case("link text column is a Markdown image", _csv_link, "any"),
+    Case("csv column names and labels are Markdown", _markdown_csv, "any"),
+    Case("link data holds a NUL", lambda e: None, "warning", "control characters",
+         link={"data": "\x00x"}),
+    Case("link compress run overflows", _one_run, "warning", "not a run id",
+         link={"run": "99999999999999999999"}, then=_switch("pages/compress.py")),
+    Case("link compare runs is a superscript digit", _one_run, "warning", "not a run id",
+         link={"runs": "\u00b2"}, then=_switch("pages/compare.py")),
+    Case("link compare ref is a superscript digit", _one_run, "warning", "not a run id",
+         link={"ref": "\u00b2"}, then=_switch("pages/compare.py")),
+]  # fmt: skip
 
 
 @pytest.fixture()
@@ -327,8 +395,12 @@ def env(tiny_env, tmp_path, monkeypatch):
 def test_bad_input(env, case):
     from streamlit.testing.v1 import AppTest
 
-    case.setup(env)
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    link = case.setup(env)  # a setup may return the link's query values
+    link = link if isinstance(link, dict) else {}
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for key, value in {**link, **(case.link or {})}.items():
+        at.query_params[key] = value
+    at.run()
     assert not at.exception, at.exception
     if case.then is not None:
         case.then(at)
@@ -336,9 +408,10 @@ def test_bad_input(env, case):
     errors, warnings = [e.value for e in at.error], [w.value for w in at.warning]
     for message in messages(at):
         assert_readable(message)
+    _no_markup_from_the_link(at)
     if case.expect == "none":
         assert not errors and not warnings, errors + warnings
-    else:
+    elif case.expect != "any":
         found = errors if case.expect == "error" else warnings
         assert found, f"expected an st.{case.expect}; errors {errors}, warnings {warnings}"
         assert any(case.says.lower() in m.lower() for m in found), (case.says, found)
