@@ -24,6 +24,8 @@ import numpy as np
 from sklearn import metrics as skm
 
 CLASSIFY = "classify"  # the task that produces the classification metrics
+ZERO_SHOT = "zero-shot"  # a causal LM classifying by label scoring: the same metrics
+PERPLEXITY = "perplexity"  # a causal LM scored on texts: perplexity, bits per byte, fidelity
 
 
 @dataclass(frozen=True)
@@ -296,6 +298,7 @@ for _metric in (
         lambda t, s, p: float(skm.accuracy_score(t, p)),
         _accuracy_replicates,
         headline=True,
+        tasks=(CLASSIFY, ZERO_SHOT),
     ),
     Metric(
         "precision_macro",
@@ -303,6 +306,7 @@ for _metric in (
         "precision",
         lambda t, s, p: _precision_recall_f1(t, p)[0],
         lambda sample: sample.macro("precision"),
+        tasks=(CLASSIFY, ZERO_SHOT),
     ),
     Metric(
         "recall_macro",
@@ -310,6 +314,7 @@ for _metric in (
         "recall",
         lambda t, s, p: _precision_recall_f1(t, p)[1],
         lambda sample: sample.macro("recall"),
+        tasks=(CLASSIFY, ZERO_SHOT),
     ),
     Metric(
         "f1_macro",
@@ -318,6 +323,7 @@ for _metric in (
         lambda t, s, p: _precision_recall_f1(t, p)[2],
         lambda sample: sample.macro("f1"),
         headline=True,
+        tasks=(CLASSIFY, ZERO_SHOT),
     ),
     Metric(
         "roc_auc",
@@ -326,6 +332,45 @@ for _metric in (
         lambda t, s, p: roc_auc(t, s),
         _auc_replicates,
         headline=True,
+        tasks=(CLASSIFY, ZERO_SHOT),
     ),
 ):
     register(_metric)
+
+
+# --- the causal-LM metrics (task "perplexity") -----------------------------------------------
+
+
+def _from_token_scores(key: str) -> Callable[[np.ndarray, np.ndarray, np.ndarray], float]:
+    """LM metrics come from token log-likelihoods (``llmopt.lm``), not from labelled rows."""
+
+    def compute(y_true, y_score, y_pred) -> float:
+        raise ValueError(
+            f"{key} is computed from token log-likelihoods by llmopt.lm (perplexity, "
+            "compare_lms), not from labels and probabilities"
+        )
+
+    return compute
+
+
+for _key, _title, _short, _unit, _higher, _headline, _digits in (
+    ("perplexity", "Perplexity (tokens)", "ppl", "ppl", False, True, 3),
+    ("bits_per_byte", "Bits per byte", "bits/B", "bits/byte", False, True, 4),
+    ("word_perplexity", "Word perplexity", "word ppl", "ppl", False, False, 3),
+    ("byte_perplexity", "Byte perplexity", "byte ppl", "ppl", False, False, 4),
+    ("top1_agreement", "Next-token top-1 agreement", "top-1 agr.", "", True, False, 4),
+    ("mean_kl", "Mean KL(base ‖ compressed) per token", "KL", "nats", False, False, 5),
+):
+    register(
+        Metric(
+            _key,
+            _title,
+            _short,
+            _from_token_scores(_key),
+            higher_is_better=_higher,
+            unit=_unit,
+            tasks=(PERPLEXITY,),
+            headline=_headline,
+            digits=_digits,
+        )
+    )

@@ -11,6 +11,7 @@ from pathlib import Path
 from llmopt import atomic, metrics
 from llmopt.cli import record
 from llmopt.cli.common import Bar, load, positive_int, seed, source_args, train_split
+from llmopt.cli.lm import add_lm_args, choose_task, run_lm
 from llmopt.compression.cli import add_compression_args, config_from_args
 from llmopt.data import safe_cell
 from llmopt.errors import LlmoptError
@@ -27,6 +28,7 @@ def add_commands(sub) -> None:
     ev.add_argument("--seed", type=seed, help="shuffle the split with this seed before --limit")
     ev.add_argument("--batch-size", type=positive_int, default=32)
     add_compression_args(ev)  # every compression flag; method choices from the registry
+    add_lm_args(ev)  # --task, --protocol, --seq-len, --dtype, --device, --prompt, --verbalizer
     ev.add_argument(
         "--recover",
         choices=["head", "finetune"],
@@ -81,6 +83,9 @@ def run_evaluate(args) -> int:
     from llmopt.evaluation import compare, evaluate
 
     recipe = record.apply_recipe(args)  # a recipe's model, rows and config; flags win
+    task = choose_task(args)  # from the model's config: a causal LM's tasks are in cli/lm.py
+    if task != "classify":
+        return run_lm(args, task)
     config = _config(args)  # validate the knobs before any slow loading
     if args.save_model is not None and config is None:
         raise LlmoptError("--save-model saves a compressed model: add a compression flag")
