@@ -371,7 +371,7 @@ def _zero_shot(args, lm, dataset, zs, config, compressed, report, other_size, ba
         for key, res in (("baseline", base), ("compressed", other)):
             if res is not None:
                 payload[key]["metrics"]["acc_norm"] = res.metrics["acc_norm"]
-        payload.update(task="zero-shot", prompt=zs.prompt, verbalizers=dict(zs.verbalizers))
+        payload.update(prompt=zs.prompt, verbalizers=dict(zs.verbalizers))
         payload["model"] = args.model
         payload["run_id"] = run_id
         atomic.write_text(args.json, json.dumps(payload, indent=2))

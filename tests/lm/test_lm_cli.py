@@ -106,6 +106,7 @@ def test_zero_shot_metrics_equal_sklearn_on_its_predictions(gpt2_dir, texts_csv,
                    "--json", str(out), "--predictions", str(preds))  # fmt: skip
     assert rc == 0
     data = json.loads(out.read_text())
+    assert "task" not in data  # the classifier's shape plus prompt and verbalizers
     assert data["prompt"] == "Review: {text}\nIt was"
     assert data["verbalizers"] == {"pos": "good", "neg": "bad"}
     assert {"metrics", "confusion_matrix", "size_bytes"} <= set(data["baseline"])
@@ -154,6 +155,27 @@ def test_task_that_the_model_kind_does_not_take_exits_2(gpt2_dir, tiny_dirs, tex
     assert len(err.splitlines()) == 1 and "sequence classifier" in err
     assert _evaluate(gpt2_dir, texts_csv, "--prompt", "{text} is") == 2  # a zero-shot flag
     assert "--prompt does not apply to --task perplexity" in capsys.readouterr().err
+    assert main(["generate", "--model", str(tiny_dirs["gpt2"]), "--prompt", "hi"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "generate needs a causal LM" in err
+
+
+def test_model_kind_reads_the_config_only(lm_dirs, tiny_dirs, tmp_path):
+    from llmopt.lm.load import CAUSAL_LM, CLASSIFIER, model_kind
+
+    for family, directory in lm_dirs.items():
+        assert model_kind(str(directory)) == CAUSAL_LM, family
+    for family, directory in tiny_dirs.items():
+        assert model_kind(str(directory)) == CLASSIFIER, family
+    assert model_kind("bundled") == CLASSIFIER
+    assert model_kind(f"encoder:{lm_dirs['gpt2']}") == CLASSIFIER
+    bare = tmp_path / "bare"  # no architectures: the model type decides (BERT is an encoder)
+    bare.mkdir()
+    (bare / "config.json").write_text('{"model_type": "llama"}')
+    assert model_kind(str(bare)) == CAUSAL_LM
+    (bare / "config.json").write_text('{"model_type": "bert"}')
+    assert model_kind(str(bare)) == CLASSIFIER
+    assert model_kind(str(tmp_path / "missing")) == CLASSIFIER  # its loader says what is wrong
 
 
 def test_compression_flag_compresses_or_says_it_cannot(gpt2_dir, texts_csv, tmp_path, capsys):
