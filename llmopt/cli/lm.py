@@ -64,6 +64,7 @@ def choose_task(args) -> str:
     from llmopt.lm.load import CAUSAL_LM, model_kind
     from llmopt.tasks import EVAL_TASKS
 
+    apply_lm_recipe(args)
     kind = model_kind(args.model)
     task = args.task or ("perplexity" if kind == CAUSAL_LM else "classify")
     if kind not in EVAL_TASKS[task].models:
@@ -91,6 +92,29 @@ def choose_task(args) -> str:
     if task != "classify" and args.recover is not None:
         raise LlmoptError("--recover applies to classifiers; drop it for a causal LM")
     return task
+
+
+def apply_lm_recipe(args) -> None:
+    """From a recorded LM run given as ``--recipe`` (``runs export``): its task and how it was
+    scored (protocol, window length, prompt, verbalizers), where no flag gives them."""
+    if getattr(args, "recipe", None) is None:
+        return
+    try:  # load_recipe has read and checked the file already
+        data = json.loads(args.recipe.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    task = data.get("task") if isinstance(data, dict) else None
+    if task not in ("perplexity", "zero-shot") or args.task is not None:
+        return
+    rows = data.get("rows") or {}
+    args.task = task
+    if task == "perplexity":
+        args.protocol = args.protocol or rows.get("protocol")
+        args.seq_len = args.seq_len or rows.get("seq_len")
+    else:
+        args.prompt = args.prompt if args.prompt is not None else rows.get("prompt")
+        verbalizers = rows.get("verbalizers") or {}
+        args.verbalizer = args.verbalizer or [f"{k}={v}" for k, v in verbalizers.items()] or None
 
 
 def zero_shot_config(args):
@@ -361,7 +385,9 @@ def _zero_shot(args, lm, dataset, zs, config, compressed, report, other_size, ba
         args,
         lambda store, where: record_evaluation(
             store, base_model=lm, dataset=dataset, base=base, other=other, config=config,
-            report=report, computed=computed, task="zero-shot", model_fp=fingerprint, **where,
+            report=report, computed=computed, task="zero-shot", model_fp=fingerprint,
+            **{**where, "rows": {**where["rows"], "prompt": zs.prompt,
+                                 "verbalizers": dict(zs.verbalizers)}},
         ),
     )  # fmt: skip
     if args.json is not None:

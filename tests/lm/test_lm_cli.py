@@ -267,3 +267,41 @@ def test_registries_list_the_lm_metrics_and_tasks():
     assert set(tasks.eval_tasks("sequence-classification")) == {"classify"}
     with pytest.raises(ValueError, match="token log-likelihoods"):
         metrics.get("perplexity").compute(None, None, None)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--protocol", "document", "--seq-len", "40"],
+        [
+            "--task",
+            "zero-shot",
+            "--prompt",
+            "{text} =",
+            "--verbalizer",
+            "pos=yes",
+            "--verbalizer",
+            "neg=no",
+        ],
+    ],  # fmt: skip
+    ids=["perplexity", "zero-shot"],
+)
+def test_an_exported_lm_run_re_runs_as_a_recipe(gpt2_dir, texts_csv, tmp_path, capsys, args):
+    """The recipe of an LM run carries its task and how it scored (protocol and window, or
+    prompt and verbalizers): re-running it gives the same numbers."""
+    first, again, recipe = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "r.json"
+    assert _evaluate(gpt2_dir, texts_csv, "--limit", "6", *args, "--json", str(first)) == 0
+    run_id = json.loads(first.read_text())["run_id"]
+    assert main(["runs", "export", str(run_id), "-o", str(recipe)]) == 0
+    exported = json.loads(recipe.read_text())
+    if "--prompt" in args:
+        assert exported["rows"]["prompt"] == "{text} ="
+        assert exported["rows"]["verbalizers"] == {"pos": "yes", "neg": "no"}
+    assert main(["evaluate", "--recipe", str(recipe), "--dtype", "fp32", "--json", str(again)]) == 0
+    a, b = json.loads(first.read_text()), json.loads(again.read_text())
+    for key in ("model", "dataset", "n", "protocol", "seq_len", "prompt", "verbalizers"):
+        assert a.get(key) == b.get(key), key
+    drop = {"tokens_per_second", "latency_ms_per_sample"}
+    assert {k: v for k, v in a["baseline"].items() if k not in drop} == {
+        k: v for k, v in b["baseline"].items() if k not in drop
+    }
