@@ -11,6 +11,8 @@ import json
 
 import numpy as np
 import pytest
+from contract import METRIC_NAMES, RESULT_KEYS
+from contract import TOP_KEYS as TOP_KEYS_CLASSIFY
 from lmtiny import make_docs, make_tiny_lm
 from sklearn import metrics as skm
 
@@ -106,7 +108,9 @@ def test_zero_shot_metrics_equal_sklearn_on_its_predictions(gpt2_dir, texts_csv,
                    "--json", str(out), "--predictions", str(preds))  # fmt: skip
     assert rc == 0
     data = json.loads(out.read_text())
-    assert "task" not in data  # the classifier's shape plus prompt and verbalizers
+    assert set(data) == TOP_KEYS_CLASSIFY | {"prompt", "verbalizers"}
+    assert set(data["baseline"]) == RESULT_KEYS
+    assert set(data["baseline"]["metrics"]) == METRIC_NAMES | {"acc_norm"}
     assert data["prompt"] == "Review: {text}\nIt was"
     assert data["verbalizers"] == {"pos": "good", "neg": "bad"}
     assert {"metrics", "confusion_matrix", "size_bytes"} <= set(data["baseline"])
