@@ -95,7 +95,7 @@ SUMMARY_FIELDS = (
     "model_name", "dataset_name", "split", "rows", "seed", "label_names", "method", "steps",
     "metrics", "intervals", "delta_intervals", "mcnemar", "size_bytes", "params_total",
     "params_nonzero", "latency_ms", "latency_simulated", "agreement", "mean_kl", "flipped",
-    "mean_rel_error", "n_truncated",
+    "mean_rel_error", "n_truncated", "task",
 )  # fmt: skip
 DETAIL_FIELDS = ("confusion_matrix", "latency", "fidelity", "report", "notes", "versions")
 
@@ -162,6 +162,7 @@ class Run:
     report: dict | None = None  # CompressionReport.to_dict()
     notes: list[str] = field(default_factory=list)
     versions: dict = field(default_factory=dict)
+    task: str = "classify"  # the evaluation task (llmopt.tasks): classify, perplexity, zero-shot
 
     @property
     def own_metrics(self) -> dict:

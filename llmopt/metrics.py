@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from sklearn import metrics as skm
 
 CLASSIFY = "classify"  # the task that produces the classification metrics
+ZERO_SHOT = "zero-shot"  # a causal LM classifying by label scoring: the same metrics
+PERPLEXITY = "perplexity"  # a causal LM scored on texts: perplexity, bits per byte, fidelity
 
 
 @dataclass(frozen=True)
@@ -129,8 +130,16 @@ def _cells(codes: np.ndarray, weights: np.ndarray, n_cells: int) -> np.ndarray:
 # --- the built-in classification metrics ------------------------------------------------------
 
 
+def _skm():
+    """scikit-learn's metrics, imported on first use: reading the registry (the CLI's flags and
+    help) must not cost scikit-learn's import."""
+    from sklearn import metrics as skm
+
+    return skm
+
+
 def _precision_recall_f1(y_true, y_pred) -> tuple[float, float, float]:
-    p, r, f, _ = skm.precision_recall_fscore_support(
+    p, r, f, _ = _skm().precision_recall_fscore_support(
         y_true, y_pred, average="macro", zero_division=0
     )
     return float(p), float(r), float(f)
@@ -141,14 +150,14 @@ def roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
     if len(np.unique(y_true)) < 2:
         return float("nan")
     if y_score.shape[1] == 2:
-        return float(skm.roc_auc_score(y_true, y_score[:, 1]))
+        return float(_skm().roc_auc_score(y_true, y_score[:, 1]))
     present = np.unique(y_true)
     if len(present) < y_score.shape[1]:  # one-vs-rest over the classes that occur
         scores = y_score[:, present] / y_score[:, present].sum(1, keepdims=True)
         if len(present) == 2:  # both one-vs-rest AUCs equal the binary one (sklearn refuses)
-            return float(skm.roc_auc_score(y_true == present[1], scores[:, 1]))
-        return float(skm.roc_auc_score(y_true, scores, multi_class="ovr", labels=present))
-    return float(skm.roc_auc_score(y_true, y_score, multi_class="ovr", average="macro"))
+            return float(_skm().roc_auc_score(y_true == present[1], scores[:, 1]))
+        return float(_skm().roc_auc_score(y_true, scores, multi_class="ovr", labels=present))
+    return float(_skm().roc_auc_score(y_true, y_score, multi_class="ovr", average="macro"))
 
 
 def _weighted_auc(positive: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -293,9 +302,10 @@ for _metric in (
         "accuracy",
         "Accuracy",
         "accuracy",
-        lambda t, s, p: float(skm.accuracy_score(t, p)),
+        lambda t, s, p: float(_skm().accuracy_score(t, p)),
         _accuracy_replicates,
         headline=True,
+        tasks=(CLASSIFY, ZERO_SHOT),
     ),
     Metric(
         "precision_macro",
@@ -303,6 +313,7 @@ for _metric in (
         "precision",
         lambda t, s, p: _precision_recall_f1(t, p)[0],
         lambda sample: sample.macro("precision"),
+        tasks=(CLASSIFY, ZERO_SHOT),
     ),
     Metric(
         "recall_macro",
@@ -310,6 +321,7 @@ for _metric in (
         "recall",
         lambda t, s, p: _precision_recall_f1(t, p)[1],
         lambda sample: sample.macro("recall"),
+        tasks=(CLASSIFY, ZERO_SHOT),
     ),
     Metric(
         "f1_macro",
@@ -318,6 +330,7 @@ for _metric in (
         lambda t, s, p: _precision_recall_f1(t, p)[2],
         lambda sample: sample.macro("f1"),
         headline=True,
+        tasks=(CLASSIFY, ZERO_SHOT),
     ),
     Metric(
         "roc_auc",
@@ -326,6 +339,45 @@ for _metric in (
         lambda t, s, p: roc_auc(t, s),
         _auc_replicates,
         headline=True,
+        tasks=(CLASSIFY, ZERO_SHOT),
     ),
 ):
     register(_metric)
+
+
+# --- the causal-LM metrics (task "perplexity") -----------------------------------------------
+
+
+def _from_token_scores(key: str) -> Callable[[np.ndarray, np.ndarray, np.ndarray], float]:
+    """LM metrics come from token log-likelihoods (``llmopt.lm``), not from labelled rows."""
+
+    def compute(y_true, y_score, y_pred) -> float:
+        raise ValueError(
+            f"{key} is computed from token log-likelihoods by llmopt.lm (perplexity, "
+            "compare_lms), not from labels and probabilities"
+        )
+
+    return compute
+
+
+for _key, _title, _short, _unit, _higher, _headline, _digits in (
+    ("perplexity", "Perplexity (tokens)", "ppl", "ppl", False, True, 3),
+    ("bits_per_byte", "Bits per byte", "bits/B", "bits/byte", False, True, 4),
+    ("word_perplexity", "Word perplexity", "word ppl", "ppl", False, False, 3),
+    ("byte_perplexity", "Byte perplexity", "byte ppl", "ppl", False, False, 4),
+    ("top1_agreement", "Next-token top-1 agreement", "top-1 agr.", "", True, False, 4),
+    ("mean_kl", "Mean KL(base ‖ compressed) per token", "KL", "nats", False, False, 5),
+):
+    register(
+        Metric(
+            _key,
+            _title,
+            _short,
+            _from_token_scores(_key),
+            higher_is_better=_higher,
+            unit=_unit,
+            tasks=(PERPLEXITY,),
+            headline=_headline,
+            digits=_digits,
+        )
+    )

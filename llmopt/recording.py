@@ -48,7 +48,7 @@ def model_fingerprint(loaded: LoadedModel) -> str:
     if model in _FINGERPRINTS:
         return _FINGERPRINTS[model]
     h = hashlib.blake2b(digest_size=12)
-    h.update("\x1f".join(loaded.label_names).encode())
+    h.update("\x1f".join(getattr(loaded, "label_names", None) or []).encode())  # LMs: none
     for name, value in model.state_dict().items():
         h.update(name.encode())
         if isinstance(value, torch.Tensor):
@@ -139,6 +139,8 @@ def record_evaluation(
     parent: int | None = None,
     name: str = "",
     computed: dict | None = None,
+    task: str = "classify",
+    model_fp: str | None = None,
 ) -> Recorded:
     """Store an evaluation: the base model's run on these rows (once), and the variant's.
 
@@ -161,11 +163,15 @@ def record_evaluation(
         parent: the run the variant was derived from; default: inferred (``infer_parent``).
         name: a display name for the variant's run.
         computed: ``statistics(base, other)`` if already computed.
+        task: the evaluation task (``llmopt.tasks``): ``classify``, or ``zero-shot`` for a
+            causal LM scoring labels.
+        model_fp: the base model's fingerprint when the weights alone do not say what
+            classifies (zero-shot: the LM with its prompt and verbalizers).
 
     Returns:
         The ids stored.
     """
-    model_fp = model_fingerprint(base_model)
+    model_fp = model_fp or model_fingerprint(base_model)
     rows_fp = dataset.fingerprint
     spec = {"split": dataset.split, "limit": None, "seed": None, **(rows or {})}
     common = {
@@ -182,6 +188,7 @@ def record_evaluation(
         "rows": spec,
         "seed": spec.get("seed"),
         "versions": versions(),
+        "task": task,
     }
     computed = computed or statistics(base, other)
     row_set = RowSet(dataset.texts, dataset.labels, dataset.indices, list(dataset.label_names))
@@ -491,3 +498,160 @@ def record_training(
         rows=rows,
         parent=parent,
     )
+
+
+# ---------------------------------------------------------------------- causal LMs
+
+
+def lm_rows_fingerprint(dataset: TextDataset, task: str, protocol: str, seq_len: int) -> str:
+    """The rows fingerprint of a perplexity run: the texts *and* how they were scored, so runs
+    of another task, protocol or window length (or a classifier's on the same rows) are never
+    paired with it."""
+    h = hashlib.sha256(f"{dataset.fingerprint}\x1f{task}\x1f{protocol}\x1f{seq_len}".encode())
+    return h.hexdigest()[:16]
+
+
+def zero_shot_fingerprint(lm, prompt: str, verbalizers: dict) -> str:
+    """A zero-shot classifier is the LM with its prompt and verbalizers: two prompts on one LM
+    are two classifiers, each with its own base run."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(model_fingerprint(lm).encode())
+    h.update(json.dumps([prompt, verbalizers], sort_keys=True, ensure_ascii=False).encode())
+    return h.hexdigest()
+
+
+def lm_metrics(result, fidelity=None) -> dict:
+    """The registry's perplexity-task metrics of one side (a variant's adds its fidelity)."""
+    out = {"perplexity": result.perplexity, "bits_per_byte": result.bits_per_byte}
+    if result.protocol == "document":
+        out.update(word_perplexity=result.word_perplexity, byte_perplexity=result.byte_perplexity)
+    if fidelity is not None:
+        out.update(top1_agreement=fidelity.top1_agreement, mean_kl=fidelity.mean_kl)
+    return {k: float(v) for k, v in out.items()}
+
+
+def lm_statistics(base, other=None, fidelity=None) -> dict:
+    """Bootstrap intervals of each side's metrics (over windows or documents) and, with a
+    variant, the paired intervals of its differences and of its fidelity."""
+    from llmopt.lm.intervals import paired_interval, perplexity_interval
+
+    keys = [k for k in lm_metrics(base) if k in metrics.keys(metrics.PERPLEXITY)]
+    out = {"baseline_intervals": {k: list(perplexity_interval(base, k)) for k in keys}}
+    if other is not None:
+        out["intervals"] = {k: list(perplexity_interval(other, k)) for k in keys}
+        deltas = {}
+        for k in keys:
+            try:
+                deltas[k] = list(paired_interval(base, other, k))
+            except LlmoptError:  # other windows (another tokenizer): no paired difference
+                continue
+        out["delta_intervals"] = deltas
+        if fidelity is not None:
+            for k in ("top1_agreement", "mean_kl"):
+                out["intervals"][k] = list(fidelity.interval(k))
+    return out
+
+
+def record_lm_evaluation(
+    store: ExperimentStore,
+    *,
+    lm,
+    dataset: TextDataset,
+    base,
+    base_size: dict,
+    other=None,
+    other_size: dict | None = None,
+    fidelity=None,
+    config=None,
+    report=None,
+    origin: str = "api",
+    model_source: str | None = None,
+    dataset_source: str | None = None,
+    rows: dict | None = None,
+    parent: int | None = None,
+    name: str = "",
+    computed: dict | None = None,
+) -> Recorded:
+    """Store a perplexity evaluation of a causal LM: its base run on these texts, scored this
+    way (once), and the compressed variant's with its fidelity.
+
+    Args:
+        lm: the uncompressed ``LoadedLM`` (fingerprinted).
+        dataset: the rows whose texts were scored.
+        base, other: ``PerplexityResult`` of the base and the compressed LM (same protocol).
+        base_size, other_size: ``{"size_bytes", "params_total", "params_nonzero"}``.
+        fidelity: ``compare_lms``'s ``FidelityResult`` of the two.
+        computed: ``lm_statistics(base, other, fidelity)`` if already computed.
+        Other arguments as ``record_evaluation``.
+
+    Returns:
+        The ids stored.
+    """
+    model_fp = model_fingerprint(lm)
+    rows_fp = lm_rows_fingerprint(dataset, metrics.PERPLEXITY, base.protocol, base.seq_len)
+    spec = {"split": dataset.split, "limit": None, "seed": None, **(rows or {})}
+    spec.update(protocol=base.protocol, seq_len=base.seq_len)
+    common = {
+        "model": model_source or lm.source,
+        "model_fingerprint": model_fp,
+        "dataset": dataset_source or dataset.source,
+        "rows_fingerprint": rows_fp,
+        "n": len(dataset),
+        "label_names": [],
+        "origin": origin,
+        "model_name": lm.name,
+        "dataset_name": dataset.name,
+        "split": dataset.split,
+        "rows": spec,
+        "seed": spec.get("seed"),
+        "versions": versions(),
+        "task": metrics.PERPLEXITY,
+    }
+    computed = computed or lm_statistics(base, other, fidelity)
+    row_set = RowSet(dataset.texts, dataset.labels, dataset.indices, list(dataset.label_names))
+
+    def speed(result) -> dict:
+        return {"method": "tokens per second", "tokens": result.n_tokens,
+                "tokens_per_second": result.tokens_per_second, "dtype": lm.dtype,
+                "device": lm.device}  # fmt: skip
+
+    base_id = store.find_base(model_fp, rows_fp)
+    if base_id is None:
+        base_run = Run(
+            **common,
+            kind="base",
+            metrics={"baseline": lm_metrics(base), "compressed": None},
+            intervals=computed["baseline_intervals"],
+            latency=speed(base),
+            notes=list(lm.notes),
+            **base_size,
+        )
+        base_id = store.add(base_run, row_set=row_set)
+    if other is None:
+        return Recorded(base_id, base_id, store.notice)
+    config_dict = config.acting().to_dict() if hasattr(config, "acting") else config
+    if parent is None:
+        parent = infer_parent(store, base_id, model_fp, rows_fp, config_dict)
+    fid = None
+    if fidelity is not None:
+        fid = {**fidelity.to_dict(), "harder": [h.to_dict() for h in fidelity.harder]}
+    run = Run(
+        **common,
+        kind="variant",
+        config=config_dict,
+        parent=parent,
+        name=name,
+        method=describe_config(config_dict),
+        steps=config_steps(config_dict),
+        metrics={"baseline": lm_metrics(base), "compressed": lm_metrics(other, fidelity)},
+        intervals=computed["intervals"],
+        delta_intervals=computed.get("delta_intervals"),
+        agreement=fidelity.top1_agreement if fidelity is not None else None,
+        mean_kl=fidelity.mean_kl if fidelity is not None else None,
+        fidelity=fid,
+        report=report.to_dict() if report is not None else None,
+        mean_rel_error=(report.totals.get("mean_rel_error") if report is not None else None),
+        latency=speed(other),
+        **(other_size or base_size),
+    )
+    return Recorded(base_id, store.add(run, row_set=row_set), store.notice)

@@ -160,6 +160,38 @@ register_eval(
         metrics=("accuracy", "f1_macro", "roc_auc", "latency_ms_per_sample", "size_bytes"),
     )
 )
+register_eval(
+    EvalTask(
+        name="perplexity",
+        title="Perplexity (language modelling)",
+        inputs=("texts",),
+        models=("causal-lm",),
+        metrics=("perplexity", "bits_per_byte", "top1_agreement", "mean_kl", "size_bytes"),
+    )
+)
+register_eval(
+    EvalTask(
+        name="zero-shot",
+        title="Zero-shot classification by label scoring",
+        inputs=("texts", "labels", "prompt", "verbalizers"),
+        models=("causal-lm",),
+        metrics=("accuracy", "f1_macro", "roc_auc", "size_bytes"),
+    )
+)
+register_eval(
+    EvalTask(
+        name="generate",
+        title="Generation side by side",
+        inputs=("prompt",),
+        models=("causal-lm",),
+        metrics=(),
+    )
+)
+
+
+def eval_tasks(kind: str | None = None) -> dict[str, EvalTask]:
+    """{name: EvalTask} that accept models of ``kind`` (None: every task)."""
+    return {n: t for n, t in EVAL_TASKS.items() if kind is None or kind in t.models}
 
 
 # --- training tasks ---------------------------------------------------------------------------

@@ -11,8 +11,8 @@ from llmopt import atomic, metrics
 from llmopt.cli import record
 from llmopt.cli.common import Bar, load, positive_int, seed, source_args, train_split
 from llmopt.cli.compression_flags import add_compression_args, config_from_args
+from llmopt.cli.lm import add_lm_args, choose_task, run_lm
 from llmopt.errors import LlmoptError
-from llmopt.latency import paired_if_kernels_differ
 from llmopt.paths import check_output, probe_folder
 
 
@@ -25,6 +25,7 @@ def add_commands(sub) -> None:
     ev.add_argument("--seed", type=seed, help="shuffle the split with this seed before --limit")
     ev.add_argument("--batch-size", type=positive_int, default=32)
     add_compression_args(ev)  # every compression flag; method choices from the registry
+    add_lm_args(ev)  # --task, --protocol, --seq-len, --dtype, --device, --prompt, --verbalizer
     ev.add_argument(
         "--recover",
         choices=["head", "finetune"],
@@ -77,8 +78,12 @@ def _config(args):
 def run_evaluate(args) -> int:
     from llmopt.data import load_dataset  # deliberately lazy: data, evaluation and latency
     from llmopt.evaluation import compare, evaluate  # import pandas and torch, which the
+    from llmopt.latency import paired_if_kernels_differ  # CLI's --help and errors never need
 
     recipe = record.apply_recipe(args)  # a recipe's model, rows and config; flags win
+    task = choose_task(args)  # from the model's config: a causal LM's tasks are in cli/lm.py
+    if task != "classify":
+        return run_lm(args, task)
     config = _config(args)  # validate the knobs before any slow loading
     if args.save_model is not None and config is None:
         raise LlmoptError("--save-model saves a compressed model: add a compression flag")

@@ -82,15 +82,18 @@ def run_list(args) -> int:
     if not runs:
         print(f"no runs recorded in {store.path}")
         return 0
-    header = f"{'id':>5}  {'created':<20} {'parent':>6}  {'rows':>6}  {'accuracy':>21}  "
+    header = (
+        f"{'id':>5}  {'created':<20} {'parent':>6}  {'rows':>6}  {'accuracy | perplexity':>23}  "
+    )
     print(header + f"{'size MB':>8}  model · dataset · what")
     for r in runs:
-        acc = r.own_metrics.get("accuracy")
-        low, high = (r.intervals.get("accuracy") or [None, None])[:2]
+        key = "perplexity" if r.task == "perplexity" else "accuracy"  # an LM run: perplexity
+        acc = r.own_metrics.get(key)
+        low, high = (r.intervals.get(key) or [None, None])[:2]
         interval = f"{_num(acc)} [{_num(low)}, {_num(high)}]"
         what = printable(r.name or r.method)
         print(
-            f"{r.id:>5}  {r.created:<20} {r.parent or '':>6}  {r.n:>6}  {interval:>21}  "
+            f"{r.id:>5}  {r.created:<20} {r.parent or '':>6}  {r.n:>6}  {interval:>23}  "
             f"{r.size_bytes / 1e6:>8.2f}  {printable(r.model)} · {printable(r.dataset)} · {what}"
         )
     return 0
@@ -110,6 +113,9 @@ def run_show(args) -> int:
         f"dataset {printable(run.dataset)}: {run.n} {printable(run.split)} rows "
         f"(fingerprint {run.rows_fingerprint})"
     )
+    if run.task != "classify":
+        how = {k: run.rows[k] for k in ("protocol", "seq_len") if k in (run.rows or {})}
+        print(f"task    {printable(run.task)}" + "".join(f", {k} {v}" for k, v in how.items()))
     if run.config:
         print(f"config  {json.dumps(run.config, sort_keys=True)}")
     if run.tags:

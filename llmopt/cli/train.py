@@ -10,6 +10,7 @@ from pathlib import Path
 
 from llmopt import atomic
 from llmopt.cli.common import Bar, load, positive_int, seed, source_args, train_split
+from llmopt.cli.compression_flags import LazyParser
 from llmopt.errors import LlmoptError
 
 
@@ -110,8 +111,16 @@ def add_commands(sub) -> None:
                 options = dict(param.cli)
                 if isinstance(options.get("type"), str):
                     options["type"] = TYPES[options["type"]]
-                p.add_argument(param.flag, dest=param.key, **options)
+                add = functools.partial(_add_param, flag=param.flag, key=param.key, **options)
+                if "choices" in options and isinstance(p, LazyParser):
+                    p.defer(add)  # choices from the method registry cost torch: on first use
+                else:
+                    add(p)
         p.set_defaults(run=functools.partial(run_task, task.name))
+
+
+def _add_param(parser, *, flag: str, key: str, **options) -> None:
+    parser.add_argument(flag, dest=key, **options)
 
 
 def _train_config(args, base):

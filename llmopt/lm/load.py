@@ -294,3 +294,62 @@ def check_fits(size: CheckpointSize, dtype: str, device: torch.device, source: s
             app="free memory or choose a smaller model or a 16-bit dtype",
         ),
     )
+
+
+CAUSAL_LM = "causal-lm"  # the model kinds the task registry names
+CLASSIFIER = "sequence-classification"
+
+
+def model_kind(source: str) -> str:
+    """``causal-lm`` or ``sequence-classification``, from the source's config alone (no weights).
+
+    ``bundled`` and ``encoder:SRC`` are classifiers; a folder or hub id is a causal LM when its
+    config's architectures (else its model type) name one that ``AutoModelForCausalLM`` loads.
+    A config that cannot be read counts as a classifier, whose loader then says what is wrong.
+    """
+    source = str(source).strip()
+    if source == "bundled" or source.startswith("encoder:"):
+        return CLASSIFIER
+    try:
+        if is_local(source):
+            config = json.loads((Path(source).expanduser() / "config.json").read_text("utf-8"))
+        elif HUB_ID.match(source):
+            from transformers import AutoConfig
+
+            quiet_hub_logs()
+            local_only = not hub_reachable()
+            config = AutoConfig.from_pretrained(
+                source, local_files_only=local_only, **SAFE_KWARGS
+            ).to_dict()
+        else:
+            return CLASSIFIER
+    except Exception:  # noqa: BLE001 - the loader reports a missing or bad config properly
+        return CLASSIFIER
+    if not isinstance(config, dict):
+        return CLASSIFIER
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    archs = config.get("architectures") or []
+    if archs:
+        causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+        return CAUSAL_LM if any(a in causal for a in archs) else CLASSIFIER
+    kind = config.get("model_type")  # no architectures: a decoder-only type (BERT is an encoder)
+    decoder = (
+        kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    )
+    return CAUSAL_LM if decoder else CLASSIFIER
+
+
+def lm_size(lm) -> dict:
+    """``size_bytes``, ``params_total``, ``params_nonzero`` by the project's accounting
+    (``llmopt.loaded``): a compressed model's own storage when it states one, else its dense
+    tensors; tied embeddings counted once."""
+    from llmopt.loaded import count_params, dense_size_bytes
+
+    total, nonzero = count_params(lm.model)
+    stated = getattr(lm, "size_bytes", None)
+    size = stated if stated is not None else dense_size_bytes(lm.model)
+    return {"size_bytes": int(size), "params_total": int(total), "params_nonzero": int(nonzero)}
