@@ -177,10 +177,10 @@ def compress(
         ctx.seq_len = seq_len
         final_dtype, lm_notes = _prepare_lm(ctx)
     _run(ctx, methods, calibrated, cache)
-    if config.precision != "fp32":
+    if is_lm and (config.precision != "fp32" or final_dtype is not None):
+        _cast_lm(model, DTYPES[config.precision] if config.precision != "fp32" else final_dtype)
+    elif config.precision != "fp32":
         model.to(DTYPES[config.precision])
-    elif final_dtype is not None:
-        model.to(final_dtype)
     report_progress(1.0, "compressing: measuring the result")
     report = _report(ctx)
     if is_lm:
@@ -221,6 +221,21 @@ def _float_dtype(model: nn.Module) -> torch.dtype:
         if p.is_floating_point():
             counts[p.dtype] = counts.get(p.dtype, 0) + p.numel()
     return max(counts, key=counts.get) if counts else torch.float32
+
+
+def _cast_lm(model: nn.Module, dtype: torch.dtype) -> None:
+    """Store a causal LM's weights in ``dtype`` as loading it in ``dtype`` does: buffers that
+    are not saved (rotary ``inv_freq``) keep their float type, so a saved and reloaded model
+    computes the same."""
+    kept = [
+        (module, name, buf)
+        for module in model.modules()
+        for name, buf in module.named_buffers(recurse=False)
+        if name in module._non_persistent_buffers_set
+    ]
+    model.to(dtype)
+    for module, name, buf in kept:
+        setattr(module, name, buf)
 
 
 def _prepare_lm(ctx: Context) -> tuple[torch.dtype | None, list[str]]:
