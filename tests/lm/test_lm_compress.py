@@ -366,3 +366,36 @@ def test_clear_errors_for_what_an_lm_cannot_take(lms):
     with pytest.raises(LlmoptError, match="cannot calibrate"):
         empty = dataclasses.replace(TRAIN, texts=[""], labels=np.zeros(1))
         compress(lm, config("gptq"), calibration=empty, seq_len=SEQ_LEN)
+
+
+def test_a_bf16_lm_is_compressed_in_fp32_and_kept_in_bf16_unless_on_a_grid(lm_dirs, tmp_path):
+    """Pruning a bf16 LM keeps it bf16 (sized at 16 bits a float); quantizing it keeps fp32,
+    where the grid points are exact, and says so."""
+    lm = load_causal_lm(str(lm_dirs["llama"]), dtype="bf16", device="cpu")
+    before = state_bytes(lm.model)
+    pruned, report = compress(lm, config("wanda"), calibration=TRAIN, seq_len=SEQ_LEN)
+    assert state_bytes(lm.model) == before and lm.model.dtype == torch.bfloat16
+    assert pruned.dtype == "bf16"
+    assert pruned.model.model.rotary_emb.inv_freq.dtype == torch.float32
+    for row in report.rows:
+        assert row["sparsity"] == 0.5
+        assert row["bytes_after"] < row["bytes_before"]  # half the weights at 16 bits each
+    reloaded = load_causal_lm(str(save_model(pruned, tmp_path / "p")), dtype="bf16", device="cpu")
+    assert ppl(reloaded) == pytest.approx(ppl(pruned), rel=1e-6)
+    quantized, _ = compress(lm, config("gptq"), calibration=TRAIN, seq_len=SEQ_LEN)
+    assert quantized.dtype == "fp32"
+    assert any("round the quantization grid" in n for n in quantized.notes)
+
+
+def test_a_sweep_cache_measures_the_dense_first_block_once(lms):
+    from llmopt.compression.calibrate import StatsCache
+
+    cache = StatsCache()
+    lm = lms["qwen2"]
+    first, _ = compress(lm, config("gptq"), calibration=TRAIN, seq_len=SEQ_LEN, cache=cache)
+    again, _ = compress(lm, config("gptq"), calibration=TRAIN, seq_len=SEQ_LEN, cache=cache)
+    assert cache.hits >= 1
+    for name, value in first.model.state_dict().items():
+        assert torch.equal(value, again.model.state_dict()[name])
+    compress(lm, config("gptq"), calibration=TRAIN, seq_len=SEQ_LEN + 8, cache=cache)
+    assert len(cache.batches) == 2  # other windows: measured anew, not served from the cache
