@@ -255,6 +255,10 @@ def _prepare_lm(ctx: Context) -> tuple[torch.dtype | None, list[str]]:
             for cfg in {id(c): c for c in (model.config, model.config.get_text_config())}.values():
                 cfg.tie_word_embeddings = False
             notes.append("lm_head compressed on its own copy of the tied embedding matrix")
+            # the base stored that matrix once: the embeddings now keep it besides the head
+            bits = 16 if ctx.config.precision != "fp32" else embed.weight.element_size() * 8
+            ctx.extra_bits[name] = embed.weight.numel() * bits
+            ctx.note(name, "untied from the embeddings, which keep the dense matrix (counted here)")
     stored = _float_dtype(model)
     if stored == torch.float32 or not ctx.targets:
         return None, notes

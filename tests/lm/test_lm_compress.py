@@ -182,6 +182,11 @@ def test_include_head_compresses_lm_head_and_leaves_tied_embeddings(lms, tmp_pat
     embed = lm.model.get_input_embeddings().weight
     assert float((head == 0).double().mean()) == 0.5
     assert torch.equal(embed, base.model.get_input_embeddings().weight)
+    row = next(r for r in report.rows if r["name"] == "lm_head")
+    tied = base.model.get_output_embeddings().weight is base.model.get_input_embeddings().weight
+    dense = embed.numel() * embed.element_size()
+    # a tied base stored one matrix for both: the untied embeddings are counted with the head
+    assert (row["bytes_after"] > dense) == tied and (row["bytes_before"] == dense)
     reloaded = load_causal_lm(str(save_model(lm, tmp_path / "saved")), dtype="fp32", device="cpu")
     assert torch.equal(reloaded.model.get_input_embeddings().weight, embed)
     assert torch.equal(reloaded.model.get_output_embeddings().weight, head)
