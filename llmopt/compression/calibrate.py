@@ -177,13 +177,17 @@ class Feeder:
         base_id: int,
         cache: StatsCache | None = None,
         progress: Progress | None = None,
+        batches: list[tuple[dict, Tensor]] | None = None,
+        key: str | None = None,
     ):
         self.model = model
         self.blocks = blocks  # None: one-pass over the whole model
         self.cache = cache if cache is not None else StatsCache()
-        self.key = texts_key(texts)
+        self.key = key or texts_key(texts)  # ready-made ``batches`` come with their own key
         self.base_id = base_id
         self.progress = progress
+        if batches is not None:
+            self.cache.batches.setdefault(self.key, batches)
         if self.key not in self.cache.batches:
             encoded = encode(tokenizer, texts, max_length, token_types=accepts_token_types(model))
             self.cache.batches[self.key] = [
@@ -304,6 +308,44 @@ class Feeder:
             ((out, *args[1:]), kwargs, mask) if args else ((), _with_hidden(kwargs, out), mask)
             for (args, kwargs, mask), out in zip(self.inputs, outputs, strict=True)
         ]
+
+
+def window_ids(tokenizer, texts: list[str], windows: int, seq_len: int) -> list[list[int]]:
+    """Up to ``windows`` non-overlapping windows of ``seq_len`` tokens from ``texts``.
+
+    As the GPTQ / SparseGPT / Wanda reference code calibrates a causal LM: the texts are joined
+    with a blank line and tokenized with the tokenizer's defaults; only as many texts as the
+    windows need are read. When all the texts together hold fewer than ``seq_len`` tokens,
+    they make one shorter window.
+
+    Raises:
+        ValueError: the texts hold fewer than two tokens.
+    """
+    take = min(len(texts), max(windows, 1))
+    while True:
+        ids = list(tokenizer("\n\n".join(texts[:take]))["input_ids"])
+        if len(ids) >= windows * seq_len or take >= len(texts):
+            break
+        take = min(len(texts), 2 * take)
+    n = min(windows, len(ids) // seq_len)
+    if n == 0:
+        if len(ids) < 2:
+            raise ValueError("the calibration texts hold fewer than two tokens")
+        return [ids[:seq_len]]
+    return [ids[i * seq_len : (i + 1) * seq_len] for i in range(n)]
+
+
+def window_batches(
+    ids: list[list[int]], device: torch.device | str = "cpu"
+) -> list[tuple[dict, Tensor]]:
+    """Batches of a causal LM's calibration windows as ``Feeder`` takes them: every token real,
+    the key/value cache off (a block replayed alone must not grow one)."""
+    out = []
+    for start in range(0, len(ids), CALIBRATION_BATCH):
+        chunk = torch.tensor(ids[start : start + CALIBRATION_BATCH], device=device)
+        mask = torch.ones_like(chunk)
+        out.append(({"input_ids": chunk, "attention_mask": mask, "use_cache": False}, mask.bool()))
+    return out
 
 
 def _is_cache(value) -> bool:

@@ -11,7 +11,13 @@ import torch
 from torch import Tensor, nn
 
 from llmopt.compression import registry
-from llmopt.compression.calibrate import Feeder, StatsCache
+from llmopt.compression.calibrate import (
+    Feeder,
+    StatsCache,
+    texts_key,
+    window_batches,
+    window_ids,
+)
 from llmopt.compression.config import CompressionConfig
 from llmopt.compression.lowrank import LowRankLinear, break_even_rank
 from llmopt.compression.quantize import dynamic_int8_weight, is_dynamic_int8, scale_bits
@@ -28,6 +34,7 @@ from llmopt.compression.targets import (
 )
 from llmopt.data import TextDataset
 from llmopt.errors import Fix, LlmoptError
+from llmopt.lm.load import LoadedLM
 from llmopt.loaded import LoadedModel, Progress, dense_size_bytes, private_copy
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -39,7 +46,7 @@ class Context:
 
     model: nn.Module  # the copy; methods change it in place
     config: CompressionConfig
-    base: LoadedModel
+    base: LoadedModel | LoadedLM
     targets: list[str]  # qualified names of the layers being compressed
     calibration: TextDataset | None
     progress: Callable[[float, str], None]
@@ -49,6 +56,8 @@ class Context:
     notes: dict[str, list[str]] = field(default_factory=dict)  # layer -> remarks for its row
     extra_bits: dict[str, int] = field(default_factory=dict)  # layer -> bits stored besides
     applied: int = 0  # method applications so far (0: the model is still the uncompressed one)
+    seq_len: int | None = None  # a causal LM's calibration window length (None: a classifier)
+    float_bits: int | None = None  # bits of an unquantized float as stored (None: from config)
 
     def matrices(self) -> list[str]:
         """Every stored weight matrix of the targets (a low-rank layer has two)."""
@@ -72,39 +81,63 @@ class Context:
 
 
 def compress(
-    loaded: LoadedModel,
+    loaded: LoadedModel | LoadedLM,
     config: CompressionConfig,
     *,
     calibration: TextDataset | None = None,
     progress: Progress | None = None,
     filter_fn: Filter | None = None,
     cache: StatsCache | None = None,
-) -> tuple[LoadedModel, CompressionReport]:
+    seq_len: int | None = None,
+) -> tuple[LoadedModel | LoadedLM, CompressionReport]:
     """Compress a copy of ``loaded``: low-rank -> prune -> quantize -> kernels -> precision.
 
     The input model is never modified (it may be shared); the copy shares its tokenizer.
+    A classifier (``LoadedModel``) and a causal LM (``LoadedLM``) go through the same steps;
+    the targets are the Linear/Conv1D layers of the transformer (decoder) blocks either way.
 
     Args:
-        loaded: the base model.
+        loaded: the base model: a classifier or a causal LM.
         config: what to do (see ``CompressionConfig``).
-        calibration: texts whose activations calibrated methods measure (the training split;
-            its first ``config.calibration_samples`` texts are used). Needed only by methods
-            that declare statistics (``registry.needs_calibration(config)``).
+        calibration: texts whose activations calibrated methods measure (the training split).
+            A classifier reads its first ``config.calibration_samples`` texts, one per row; a
+            causal LM reads ``config.calibration_samples`` windows of ``seq_len`` tokens of
+            the texts joined with a blank line (as the GPTQ/SparseGPT reference code does).
+            Needed only by methods that declare statistics (``registry.needs_calibration``).
         progress: called with (fraction, message).
         filter_fn: ``(module, qualified_name) -> bool`` choosing the layers; default: the
-            Linear/Conv1D layers inside the transformer blocks (every one with ``include_head``).
+            Linear/Conv1D layers inside the transformer blocks (every one with ``include_head``;
+            a causal LM's ``lm_head`` then gets its own copy of a tied embedding matrix, so the
+            embeddings stay as they were).
         cache: statistics shared between compressions of the same model on the same texts
             (a sweep passes one), so what does not change is measured once.
+        seq_len: a causal LM's calibration window (default: min(its position limit, 1024));
+            ignored for a classifier.
 
     Returns:
-        (the compressed model with ``size_bytes`` = packed-format bytes, the per-layer report).
+        (the compressed model — of the same type as ``loaded`` — with ``size_bytes`` =
+        packed-format bytes, the per-layer report).
 
     Raises:
         LlmoptError: no layer to compress, a rank above a layer's limit, a group size that
-            does not divide a layer's input size, a calibrated method without texts.
+            does not divide a layer's input size, a calibrated method without texts, int8
+            kernels for a causal LM on a GPU.
     """
-    if not isinstance(loaded, LoadedModel):
-        raise LlmoptError(f"compress needs a LoadedModel, got {type(loaded).__name__}")
+    if not isinstance(loaded, (LoadedModel, LoadedLM)):
+        raise LlmoptError(
+            f"compress needs a LoadedModel or a LoadedLM, got {type(loaded).__name__}"
+        )
+    is_lm = isinstance(loaded, LoadedLM)
+    if is_lm:
+        from llmopt.lm.perplexity import check_seq_len
+
+        seq_len = check_seq_len(loaded, seq_len)
+        if config.int8_dynamic and not str(loaded.device).startswith("cpu"):
+            raise LlmoptError(
+                f"int8_dynamic runs torch's int8 kernels, which exist on the CPU only, and "
+                f"{loaded.name!r} is on {loaded.device}",
+                fix=Fix(cli="load the model with --device cpu", app="load the model on the CPU"),
+            )
     if not isinstance(config, CompressionConfig):
         raise LlmoptError(f"config must be a CompressionConfig, got {type(config).__name__}")
     report_progress = progress or (lambda _f, _m: None)
@@ -138,11 +171,35 @@ def compress(
     ctx = Context(
         model, config, loaded, [] if config.is_identity else targets, calibration, report_progress
     )
+    lm_notes: list[str] = []
+    final_dtype = None
+    if is_lm:
+        ctx.seq_len = seq_len
+        final_dtype, lm_notes = _prepare_lm(ctx)
     _run(ctx, methods, calibrated, cache)
-    if config.precision != "fp32":
+    if is_lm and (config.precision != "fp32" or final_dtype is not None):
+        _cast_lm(model, DTYPES[config.precision] if config.precision != "fp32" else final_dtype)
+    elif config.precision != "fp32":
         model.to(DTYPES[config.precision])
     report_progress(1.0, "compressing: measuring the result")
     report = _report(ctx)
+    if is_lm:
+        from llmopt.lm.device import DTYPES as LM_DTYPES
+
+        dtype = next(k for k, v in LM_DTYPES.items() if v == _float_dtype(model))
+        compressed_lm = LoadedLM(
+            model=model,
+            tokenizer=loaded.tokenizer,
+            name=f"{loaded.name} (compressed)",
+            source=loaded.source,
+            dtype=dtype,
+            device=loaded.device,
+            max_length=loaded.max_length,
+            notes=list(loaded.notes) + _notes(config) + lm_notes,
+            size_bytes=int(report.totals["model_bytes_after"]),
+            compression=compression_state(ctx),
+        )
+        return compressed_lm, report
     compressed = LoadedModel(
         model=model,
         tokenizer=loaded.tokenizer,
@@ -157,7 +214,69 @@ def compress(
     return compressed, report
 
 
-def identity_report(loaded: LoadedModel, config: CompressionConfig) -> CompressionReport:
+def _float_dtype(model: nn.Module) -> torch.dtype:
+    """The float type most of ``model``'s parameters are stored in."""
+    counts: dict[torch.dtype, int] = {}
+    for p in model.parameters():
+        if p.is_floating_point():
+            counts[p.dtype] = counts.get(p.dtype, 0) + p.numel()
+    return max(counts, key=counts.get) if counts else torch.float32
+
+
+def _cast_lm(model: nn.Module, dtype: torch.dtype) -> None:
+    """Store a causal LM's weights in ``dtype`` as loading it in ``dtype`` does: buffers that
+    are not saved (rotary ``inv_freq``) keep their float type, so a saved and reloaded model
+    computes the same."""
+    kept = [
+        (module, name, buf)
+        for module in model.modules()
+        for name, buf in module.named_buffers(recurse=False)
+        if name in module._non_persistent_buffers_set
+    ]
+    model.to(dtype)
+    for module, name, buf in kept:
+        setattr(module, name, buf)
+
+
+def _prepare_lm(ctx: Context) -> tuple[torch.dtype | None, list[str]]:
+    """Ready a causal LM's copy: its own head matrix where a targeted ``lm_head`` shares the
+    embedding's, and fp32 weights while the methods work on them.
+
+    Returns:
+        (the float type to store the result in afterwards — None: as it is —, notes).
+    """
+    model, notes = ctx.model, []
+    head = getattr(model, "get_output_embeddings", lambda: None)()
+    embed = getattr(model, "get_input_embeddings", lambda: None)()
+    if head is not None and embed is not None and head.weight is embed.weight:
+        name = next((n for n, m in model.named_modules() if m is head), None)
+        if name in ctx.targets:  # compressing the head must not change the embeddings
+            head.weight = nn.Parameter(head.weight.detach().clone())
+            for cfg in {id(c): c for c in (model.config, model.config.get_text_config())}.values():
+                cfg.tie_word_embeddings = False
+            notes.append("lm_head compressed on its own copy of the tied embedding matrix")
+            # the base stored that matrix once: the embeddings now keep it besides the head
+            bits = 16 if ctx.config.precision != "fp32" else embed.weight.element_size() * 8
+            ctx.extra_bits[name] = embed.weight.numel() * bits
+            ctx.note(name, "untied from the embeddings, which keep the dense matrix (counted here)")
+    stored = _float_dtype(model)
+    if stored == torch.float32 or not ctx.targets:
+        return None, notes
+    model.float()  # the methods' arithmetic (Hessians, grids, SVDs) in fp32
+    bits = 16 if stored in (torch.bfloat16, torch.float16) else FLOAT_BITS
+    ctx.float_bits = bits
+    if ctx.config.bits is not None or ctx.config.int8_dynamic:
+        ctx.float_bits = FLOAT_BITS
+        notes.append(
+            f"weights computed and kept in fp32: {str(stored).removeprefix('torch.')} would "
+            "round the quantization grid"
+        )
+        return None, notes
+    notes.append(f"weights computed in fp32, stored in {str(stored).removeprefix('torch.')}")
+    return stored, notes
+
+
+def identity_report(loaded: LoadedModel | LoadedLM, config: CompressionConfig) -> CompressionReport:
     """The report of a config that changes nothing (no rows), without copying the model.
 
     Raises:
@@ -183,7 +302,24 @@ def _run(ctx: Context, methods: list, calibrated: list, cache: StatsCache | None
         blocks, groups = group_by_block(ctx.model, ctx.targets)
     feeder = None
     if calibrated:
-        texts = list(ctx.calibration.texts[: cfg.calibration_samples])
+        batches = key = None
+        if ctx.seq_len is not None:  # a causal LM: windows of seq_len tokens
+            texts = list(ctx.calibration.texts)
+            key = f"{texts_key(texts)}:{cfg.calibration_samples}x{ctx.seq_len}"
+            if cache is None or key not in cache.batches:
+                try:
+                    ids = window_ids(
+                        ctx.base.tokenizer, texts, cfg.calibration_samples, ctx.seq_len
+                    )
+                except ValueError as exc:
+                    raise LlmoptError(f"cannot calibrate: {exc}") from None
+                device = next(ctx.model.parameters()).device
+                batches = window_batches(ids, device)
+                if len(ids) < cfg.calibration_samples:
+                    for t in ctx.targets:
+                        ctx.note(t, f"calibrated on {len(ids)} windows: the texts hold no more")
+        else:
+            texts = list(ctx.calibration.texts[: cfg.calibration_samples])
         feeder = Feeder(
             ctx.model,
             ctx.base.tokenizer,
@@ -192,6 +328,8 @@ def _run(ctx: Context, methods: list, calibrated: list, cache: StatsCache | None
             blocks=blocks or None,
             base_id=id(ctx.base.model),
             cache=cache,
+            batches=batches,
+            key=key,
         )
     steps = max(1, len(groups) * len(methods))
     for gi, group in enumerate(groups):
@@ -243,7 +381,7 @@ def compression_state(ctx: Context) -> dict:
     }
 
 
-def check_config(loaded: LoadedModel, config: CompressionConfig) -> None:
+def check_config(loaded: LoadedModel | LoadedLM, config: CompressionConfig) -> None:
     """Fail fast, before any evaluation, on a config this model's layers cannot take.
 
     Raises:
@@ -312,7 +450,7 @@ def _report(ctx: Context) -> CompressionReport:
             params["params_after"] += bias.numel()
             params["params_nonzero_after"] += int(torch.count_nonzero(bias))
         if bias is not None:
-            bits_after += bias.numel() * _float_bits(cfg)
+            bits_after += bias.numel() * _float_bits(cfg, ctx)
         bits_after += ctx.extra_bits.get(name, 0)
         before = sum(
             t.numel() * t.element_size() for t in (get_weight(original), bias) if t is not None
@@ -358,7 +496,9 @@ def _report(ctx: Context) -> CompressionReport:
     return CompressionReport(rows, totals, assumptions, cfg.to_dict())
 
 
-def _float_bits(cfg: CompressionConfig) -> int:
+def _float_bits(cfg: CompressionConfig, ctx: Context | None = None) -> int:
+    if ctx is not None and ctx.float_bits is not None and cfg.precision == "fp32":
+        return ctx.float_bits  # a 16-bit causal LM whose floats stay 16-bit
     return FLOAT_BITS if cfg.precision == "fp32" else 16
 
 
@@ -381,7 +521,7 @@ def _matrix_bits(ctx: Context, name: str, formats: list[str]) -> int:
             nm=nm,
         )
     else:
-        storage = packed_storage(get_weight(module), _float_bits(ctx.config), nm=nm)
+        storage = packed_storage(get_weight(module), _float_bits(ctx.config, ctx), nm=nm)
     formats.append(storage.format)
     return storage.bits
 

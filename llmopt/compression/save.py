@@ -18,6 +18,7 @@ from llmopt.compression.lowrank import LowRankLinear
 from llmopt.compression.quantize import is_dynamic_int8
 from llmopt.compression.targets import replace
 from llmopt.errors import Fix, LlmoptError
+from llmopt.lm.load import LoadedLM
 from llmopt.loaded import PARTIAL_MARKER, SAVE_MARKER, LoadedModel, private_copy
 
 
@@ -75,13 +76,16 @@ def check_save_target(
     return target
 
 
-def save_model(loaded: LoadedModel, directory: str | Path, *, overwrite: bool = False) -> Path:
+def save_model(
+    loaded: LoadedModel | LoadedLM, directory: str | Path, *, overwrite: bool = False
+) -> Path:
     """Save a (compressed) model as a normal checkpoint that ``llmopt.load_model`` reads back.
 
-    Hugging Face models are written with ``save_pretrained`` (safetensors) plus the tokenizer;
-    the encoder + head model with ``llmopt.head.save_pooled_dir``. Low-rank layers are
-    saved as their dense product, so a plain checkpoint loads (the file is not smaller).
-    Pruned and quantized weights are saved as their fp32 values (zeros and grid points).
+    Hugging Face models (classifiers and causal LMs, which ``load_causal_lm`` reads back) are
+    written with ``save_pretrained`` (safetensors) plus the tokenizer; the encoder + head
+    model with ``llmopt.head.save_pooled_dir``. Low-rank layers are saved as their dense
+    product, so a plain checkpoint loads (the file is not smaller). Pruned and quantized
+    weights are saved as their values in the model's float type (zeros and grid points).
 
     Args:
         loaded: the model to save.
@@ -95,8 +99,10 @@ def save_model(loaded: LoadedModel, directory: str | Path, *, overwrite: bool = 
         LlmoptError: an int8_dynamic model (its packed int8 kernels have no safetensors form),
             or a target ``check_save_target`` refuses.
     """
-    if not isinstance(loaded, LoadedModel):
-        raise LlmoptError(f"save_model needs a LoadedModel, got {type(loaded).__name__}")
+    if not isinstance(loaded, (LoadedModel, LoadedLM)):
+        raise LlmoptError(
+            f"save_model needs a LoadedModel or a LoadedLM, got {type(loaded).__name__}"
+        )
     if any(is_dynamic_int8(m) for m in loaded.model.modules()):
         raise LlmoptError(
             "an int8_dynamic model cannot be saved as a safetensors checkpoint (torch keeps its "

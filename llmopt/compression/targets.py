@@ -29,7 +29,9 @@ def is_linear(module: nn.Module, name: str = "") -> bool:
 
 def block_list(model: nn.Module) -> str | None:
     """Qualified name of the transformer's list of layers (the ``ModuleList`` holding most
-    Linear layers): ``bert.encoder.layer``, ``distilbert.transformer.layer``, ``transformer.h``.
+    Linear layers): ``bert.encoder.layer``, ``distilbert.transformer.layer``, ``transformer.h``
+    (GPT-2), and a causal LM's decoder blocks ``model.layers`` (Llama, Qwen2, Mistral, …) or
+    ``model.decoder.layers`` (OPT).
     """
     best, best_count = None, 0
     for name, module in model.named_modules():

@@ -46,6 +46,10 @@ class LoadedLM:
     device: str  # cpu | cuda | cuda:N
     max_length: int | None = None  # the model's position limit (None: it states none)
     notes: list[str] = field(default_factory=list)
+    size_bytes: int | None = None  # storage of a compressed model; None = its dense tensors
+    # What compression left (masks, grid scales): ``llmopt.compression.engine.compression_state``;
+    # None for an uncompressed model.
+    compression: dict | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
