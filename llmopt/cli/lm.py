@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
 
 from llmopt import atomic
 from llmopt.cli import record
@@ -147,23 +146,21 @@ def compress_lm(args, lm, config, progress):
         (the compressed ``LoadedLM``, its ``CompressionReport``, its size fields).
 
     Raises:
-        LlmoptError: this version's ``compress`` does not take causal LMs, or what it raises.
+        LlmoptError: what ``compress`` raises (a setting a layer cannot take, …).
     """
     from llmopt.compression import compress, needs_calibration
-    from llmopt.lm.load import LoadedLM, lm_size
+    from llmopt.lm.load import lm_size
 
     calibration = train_split(args) if needs_calibration(config) else None
-    try:
-        out, report = compress(lm, config, calibration=calibration, progress=progress)
-    except LlmoptError as exc:
-        if "needs a LoadedModel" not in str(exc):
-            raise
-        raise LlmoptError(
-            "compression of causal LMs is not available in this version of llmopt; evaluate "
-            "the LM without compression flags"
-        ) from None
-    size = lm_size(out)
-    compressed = out if isinstance(out, LoadedLM) else replace(lm, model=out.model)
+    compressed, report = compress(
+        lm,
+        config,
+        calibration=calibration,
+        progress=progress,
+        seq_len=getattr(args, "seq_len", None),  # calibration windows as long as the scored ones
+    )
+    size = lm_size(compressed)
+    out = compressed
     if getattr(args, "save_model", None) is not None:
         from llmopt.compression import save_model
 

@@ -311,31 +311,13 @@ def test_an_exported_lm_run_re_runs_as_a_recipe(gpt2_dir, texts_csv, tmp_path, c
     }
 
 
-def _prune_half(loaded, config, calibration=None, progress=None):
-    """A stand-in for ``compress`` on a causal LM: zero the smaller half of each block matrix."""
-    import copy
-    from dataclasses import replace
-
-    import torch
-
-    model = copy.deepcopy(loaded.model)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim == 2 and not name.endswith(("wte.weight", "wpe.weight")):
-                p[p.abs() <= p.abs().flatten().kthvalue(p.numel() // 2).values] = 0
-    return replace(loaded, model=model), None
-
-
-def test_a_compressed_lm_is_scored_paired_and_recorded(
-    gpt2_dir, texts_csv, tmp_path, capsys, monkeypatch
-):
-    """The path a compression flag takes once ``compress`` takes causal LMs (stood in for
-    here): fidelity and both perplexities as ``compare_lms`` gives them, and a variant run whose
-    parent is the base run, with paired intervals."""
-    import llmopt.compression
+def test_a_compressed_lm_is_scored_paired_and_recorded(gpt2_dir, texts_csv, tmp_path, capsys):
+    """A compression flag on a causal LM: fidelity and both perplexities as ``compare_lms``
+    gives them for the model ``compress`` returns, and a variant run whose parent is the base
+    run, with paired intervals."""
+    from llmopt import CompressionConfig, compress
     from llmopt.lm import compare_lms
 
-    monkeypatch.setattr(llmopt.compression, "compress", _prune_half)
     out = tmp_path / "c.json"
     assert _evaluate(gpt2_dir, texts_csv, "--sparsity", "0.5", "--seq-len", "32",
                      "--json", str(out)) == 0  # fmt: skip
@@ -344,7 +326,7 @@ def test_a_compressed_lm_is_scored_paired_and_recorded(
     assert set(data["fidelity"]) == {"top1_agreement", "mean_kl"}
     assert data["config"]["sparsity"] == 0.5
     lm = _lm(gpt2_dir)
-    small, _ = _prune_half(lm, None)
+    small, _ = compress(lm, CompressionConfig(sparsity=0.5), seq_len=32)
     base, other, fid = compare_lms(lm, small, _split_texts(texts_csv).texts, seq_len=32)
     assert data["baseline"]["perplexity"] == pytest.approx(base.perplexity, rel=1e-9)
     assert data["compressed"]["perplexity"] == pytest.approx(other.perplexity, rel=1e-9)
