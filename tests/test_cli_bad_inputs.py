@@ -504,7 +504,7 @@ CASES: list[Case] = [
          r'"rows.limit" must be a whole number'),
     Case("calibration-samples-above-bound",
          lambda c: [*SPARSE, "--sparsity-method", "wanda", "--calibration-samples", "10000"],
-         r"--calibration-samples 10000 must be a whole number from 1 to 4096"),
+         r"--calibration-samples 10000 must be a whole number >= 1 and at most 4096"),
     Case("runs-export-predictions-is-a-folder", lambda c: ["export", "1", "--predictions",
                                                        str(c.dir("out/p.csv"))],
          r"--predictions.*folder", command="runs"),

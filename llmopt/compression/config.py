@@ -144,7 +144,7 @@ class CompressionConfig:
         n = self.calibration_samples
         if not _is_int(n) or not 1 <= n <= MAX_CALIBRATION_SAMPLES:
             raise LlmoptError(
-                f"calibration_samples {n!r} must be a whole number from 1 to "
+                f"calibration_samples {n!r} must be a whole number >= 1 and at most "
                 f"{MAX_CALIBRATION_SAMPLES}"
             )
         if self.calibration not in CALIBRATIONS:
