@@ -155,3 +155,21 @@ def test_flags_that_change_nothing_are_refused(tiny_bert_dir, tiny_csv, capsys):
                "--sparsity-method", "wanda"])  # fmt: skip
     assert rc == 2
     assert "change nothing on their own" in capsys.readouterr().err
+
+
+def test_printed_latency_follows_the_one_policy(tiny_bert_dir, tiny_csv, capsys):
+    """A pruned model runs the baseline's kernels: the printed table gives it the baseline's
+    latency (two single passes timed apart once printed 8.30 vs 4.74 ms beside a note calling
+    the difference noise); int8 kernels differ: both columns are the paired medians the note
+    quotes."""
+    common = ["evaluate", "--model", str(tiny_bert_dir), "--dataset", str(tiny_csv)]
+    assert main([*common, "--sparsity", "0.5", "--no-record"]) == 0
+    row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("latency"))
+    base, compressed = row.split()[2:4]
+    assert base == compressed
+    assert main([*common, "--int8-dynamic", "--no-record"]) == 0
+    out = capsys.readouterr().out
+    row = next(ln for ln in out.splitlines() if ln.startswith("latency"))
+    base, compressed = row.split()[2:4]
+    note = next(ln for ln in out.splitlines() if ln.startswith("note: paired latency"))
+    assert f"baseline {base} ms, compressed {compressed} ms" in note

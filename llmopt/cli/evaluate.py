@@ -141,8 +141,8 @@ def run_evaluate(args) -> int:
     from llmopt.recording import statistics
 
     computed = statistics(base, other)
-    print(format_results(loaded.name, dataset, base, other, fidelity, report))
-    simulated = other is not None and latency is None
+    simulated = other is not None and latency is None  # same kernels: the baseline's latency
+    print(format_results(loaded.name, dataset, base, other, fidelity, report, latency, simulated))
     print("\n".join(record.note_lines(computed, latency, simulated)))
     run_id = record.record(
         args, loaded, dataset, config, base, compressed, other, report, latency, computed
@@ -278,8 +278,20 @@ def _fmt(x, digits: int = 4) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-def format_results(name, dataset, base, other=None, fidelity=None, report=None) -> str:
-    """The human-readable summary printed by ``evaluate``."""
+def format_results(
+    name, dataset, base, other=None, fidelity=None, report=None, latency=None, same=False
+) -> str:
+    """The human-readable summary printed by ``evaluate``.
+
+    Latency follows the app's one policy: with ``latency`` (a paired timing, because the
+    kernels differ) both models' paired medians; with ``same`` (the compressed model runs the
+    baseline's kernels) the baseline's latency for both, since a second single pass would only
+    show noise; else each model's own measurement.
+    """
+    base_ms = base.latency_ms_per_sample
+    other_ms = None if other is None else base_ms if same else other.latency_ms_per_sample
+    if latency:
+        base_ms, other_ms = latency["baseline"].median_ms, latency["compressed"].median_ms
     lines = [
         f"model:   {name}",
         f"dataset: {dataset.name} ({dataset.split} split, "
@@ -296,11 +308,7 @@ def format_results(name, dataset, base, other=None, fidelity=None, report=None) 
         ("size (MB)", base.size_bytes / 1e6, other.size_bytes / 1e6 if other else None),
         ("parameters", base.params_total, other.params_total if other else None),
         ("non-zero parameters", base.params_nonzero, other.params_nonzero if other else None),
-        (
-            "latency (ms/sample)",
-            base.latency_ms_per_sample,
-            other.latency_ms_per_sample if other else None,
-        ),
+        ("latency (ms/sample)", base_ms, other_ms),
     ]
     for label, b, o in rows:
         digits = 0 if label.endswith("parameters") else 2 if "(" in label else 4
