@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import controls, state, urlstate
+from dashboard import controls, flow, loaders, urlstate
 from llmopt import comparison, figures, metrics
 from llmopt.experiments import ExperimentStore, Run, short_source
 
@@ -116,7 +116,7 @@ def _sidebar_defaults(frame: pd.DataFrame) -> None:
     sel = st.session_state.get("selection")
     if sel is None or "cmp_data" in st.session_state:
         return
-    dataset = state.dataset_source(sel)
+    dataset = flow.dataset_source(sel)
     ours = frame[frame["dataset"] == dataset]
     if ours.empty:  # recorded elsewhere (the command line) under another spelling of it
         ours = frame[frame["dataset_short"] == short_source(dataset)]
@@ -356,7 +356,7 @@ def picked_views(store: ExperimentStore, runs: list[Run]) -> None:
     reference = st.selectbox("Reference run", ids, format_func=labels.get, key="cmp_ref")
     ref_run = next(r for r in runs if r.id == reference)
     same = [r for r in runs if comparison.rows_key(r) == comparison.rows_key(ref_run)]
-    results = {r.id: state.stored_result(store, r) for r in same}
+    results = {r.id: loaders.stored_result(store, r) for r in same}
     same = [r for r in same if results[r.id] is not None]
     cells, marks = comparison.side_by_side(same, results, reference)
     st.subheader("Side by side")

@@ -1,15 +1,20 @@
 """The Compress page's controls: their widgets, help texts and the config they make.
 
 The method selectors and their help come from the method registry, so a registered method
-shows up here by itself.
+shows up here by itself; so does a knob a method declares (``registry.Knob``): its control
+(``knob_key``), help, first value and place in the config are read from the declaration and
+the config field's default.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import streamlit as st
 
 from llmopt.compression import registry
 from llmopt.compression.config import CALIBRATIONS, PRECISIONS, CompressionConfig
+from llmopt.errors import LlmoptError
 
 PATTERNS = ["unstructured", "2:4", "4:8"]
 BIT_OPTIONS = ["off", 2, 3, 4, 5, 6, 7, 8]
@@ -24,7 +29,8 @@ def _methods_help(kind: str, intro: str) -> str:
 
 def help_texts() -> dict[str, str]:
     """Widget key -> help text (method help read from the registry when asked)."""
-    return {
+    knobs = {knob_key(k.field): f"{m.label} only: {k.help}" for m, k in registry.knobs()}
+    return knobs | {
         "c_method": _methods_help("prune", "Which weights to zero."),
         "c_pattern": "Unstructured: any weights may be zero (best accuracy, needs sparse "
         "formats to save memory). 2:4 / 4:8: keep N of every M neighbouring weights — the "
@@ -90,6 +96,74 @@ CONTROLS = {
 }
 
 
+_KNOB_KEYS: set[str] = set()  # the CONTROLS entries that are declared knobs
+
+
+def knob_key(field: str) -> str:
+    """The widget key of a method's knob (``registry.Knob``) on the Compress page."""
+    return f"c_{field}"
+
+
+def _defaults() -> dict:
+    return {f.name: f.default for f in dataclasses.fields(CompressionConfig)}
+
+
+def _declared() -> list[tuple[registry.Method, registry.Knob]]:
+    """The registered knobs whose field the config has."""
+    default = _defaults()
+    return [(m, k) for m, k in registry.knobs() if k.field in default]
+
+
+def sync_knobs() -> dict:
+    """Bring ``CONTROLS`` up to date with the knobs methods declare (their first value is the
+    config field's default); returns it."""
+    default = _defaults()
+    firsts = {knob_key(k.field): default[k.field] for _, k in _declared()}
+    for key in _KNOB_KEYS - set(firsts):  # a method unregistered since
+        CONTROLS.pop(key, None)
+    _KNOB_KEYS.clear()
+    _KNOB_KEYS.update(firsts)
+    CONTROLS.update(firsts)
+    return CONTROLS
+
+
+def _picked(kind: str) -> str | None:
+    """The method of ``kind`` the controls set so far select (None: that kind is off)."""
+    try:
+        method = registry.selected(config_from_state(), kind)
+    except LlmoptError:
+        return None
+    return None if method is None else method.name
+
+
+def knob_controls(kind: str) -> None:
+    """A control for each knob the methods of ``kind`` declare, enabled while its method runs:
+    a checkbox for a bool field, a whole-number input for an int, else a slider over the
+    declared range (a number input when it is open-ended)."""
+    sync_knobs()
+    default = _defaults()
+    declared = [(m, k) for m, k in _declared() if m.kind == kind]
+    picked = _picked(kind) if declared else None
+    for method, knob in declared:
+        first, key, off = default[knob.field], knob_key(knob.field), method.name != picked
+        if isinstance(first, bool):
+            control(st.checkbox, knob.label, key, disabled=off)
+        elif isinstance(first, int):
+            low = None if knob.low is None else int(knob.low)
+            high = None if knob.high is None else int(knob.high)
+            step = int(knob.step or 1)
+            control(st.number_input, knob.label, key, low, high, first, step=step, disabled=off)
+        elif knob.low is not None and knob.high is not None:
+            low, high = float(knob.low), float(knob.high)
+            step = float(knob.step or (high - low) / 20)
+            control(st.slider, knob.label, key, low, high, float(first), step, disabled=off)
+        else:
+            low = None if knob.low is None else float(knob.low)
+            high = None if knob.high is None else float(knob.high)
+            step = float(knob.step or 0.1)
+            control(st.number_input, knob.label, key, low, high, float(first), step, disabled=off)
+
+
 def method_select(kind: str, label: str = "Method", **kwargs) -> str:
     """A selectbox of the registered methods of ``kind`` (labels from the registry)."""
     found = registry.methods(kind)
@@ -105,7 +179,7 @@ def method_select(kind: str, label: str = "Method", **kwargs) -> str:
 
 def show(hidden: int) -> None:
     """Every compression control, in four columns: pruning, quantization, low rank, kernels."""
-    first = CONTROLS
+    first = sync_knobs()
     prune, quant, lowrank, kernels = st.columns(4, gap="medium")
     with prune:
         st.subheader(registry.KINDS["prune"].title)
@@ -121,6 +195,7 @@ def show(hidden: int) -> None:
                 f"{pattern} keeps {n} of every {m} weights, so the pattern fixes the "
                 f"sparsity at {1 - n / m:.0%}: the slider is not used."
             )
+        knob_controls("prune")
     with quant:
         st.subheader(registry.KINDS["quantize"].title)
         bits = control(st.select_slider, "Bit-width", "c_bits", BIT_OPTIONS, first["c_bits"])
@@ -129,6 +204,7 @@ def show(hidden: int) -> None:
         control(st.selectbox, "Group size", "c_group", GROUP_OPTIONS, disabled=off)
         control(st.checkbox, "Asymmetric (zero point)", "c_asym", disabled=off)
         control(st.checkbox, "Act-order", "c_act_order", disabled=off or method != "gptq")
+        knob_controls("quantize")
     with lowrank:
         st.subheader(registry.KINDS["lowrank"].title)
         method_select("lowrank")
@@ -136,6 +212,7 @@ def show(hidden: int) -> None:
         st.caption(
             f"0 = off. A {hidden}×{hidden} layer saves memory only below rank {hidden // 2}."
         )
+        knob_controls("lowrank")
     with kernels:
         st.subheader(registry.KINDS["kernel"].title)
         int8 = control(st.checkbox, "Real int8 kernels", "c_int8", disabled=not off)
@@ -159,6 +236,7 @@ def show(hidden: int) -> None:
         control(
             st.number_input, "Calibration texts", "c_samples", 8, 1024, first["c_samples"], step=8
         )
+        knob_controls("kernel")
 
 
 def values_from_config(config: dict) -> dict:
@@ -186,7 +264,10 @@ def values_from_config(config: dict) -> dict:
             config.get("calibration_samples") or CompressionConfig.calibration_samples
         ),
     }
-    return {k: v for k, v in values.items() if k in CONTROLS}
+    default = _defaults()
+    for _, knob in _declared():
+        values[knob_key(knob.field)] = config.get(knob.field, default[knob.field])
+    return {k: v for k, v in values.items() if k in sync_knobs()}
 
 
 def config_from_state() -> CompressionConfig:
@@ -195,12 +276,12 @@ def config_from_state() -> CompressionConfig:
     Raises:
         LlmoptError: a combination the engine rejects.
     """
-    s = {key: st.session_state.get(key, first) for key, first in CONTROLS.items()}
+    s = {key: st.session_state.get(key, first) for key, first in sync_knobs().items()}
     bits = None if s["c_bits"] == "off" else int(s["c_bits"])
     group = None if bits is None or s["c_group"] == "per-channel" else int(s["c_group"])
     quant = s["c_quant"] if s["c_quant"] in registry.names("quantize") else "rtn"
     int8 = bool(s["c_int8"]) and bits is None
-    return CompressionConfig(
+    config = CompressionConfig(
         sparsity=float(s["c_sparsity"]) if s["c_pattern"] == "unstructured" else 0.0,
         sparsity_method=s["c_method"],
         sparsity_pattern=s["c_pattern"],
@@ -217,3 +298,10 @@ def config_from_state() -> CompressionConfig:
         calibration_samples=int(s["c_samples"]),
         precision=s["c_precision"] if bits is None and not int8 else "fp32",
     )
+    knobs = {  # a method's knobs are set while it runs (else they keep their defaults)
+        k.field: s[knob_key(k.field)] for m, k in _declared() if registry.acting_knob(config, m)
+    }
+    return dataclasses.replace(config, **knobs) if knobs else config
+
+
+sync_knobs()  # the knobs of the method files, before the address mirror reads CONTROLS

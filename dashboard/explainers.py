@@ -11,7 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 import llmopt
-from dashboard.state import inline_errors
+from dashboard.ui import inline_errors
 from llmopt.compression import registry
 
 PICTURE_TEXTS = 16  # training texts the pictures of calibrated methods measure: a second or two

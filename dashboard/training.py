@@ -18,7 +18,7 @@ from pathlib import Path
 import streamlit as st
 
 import llmopt
-from dashboard import state
+from dashboard import flow, loaders, ui
 from dashboard.results import score_metric
 from dashboard.sidebar import Selection, confinement
 from dashboard.text import plain
@@ -92,7 +92,7 @@ def _work(job: Job, loaded, train, data, compressed) -> None:
 
 def compressed_model(sel: Selection):
     """This session's compressed model (from the Compress page) for the chosen base, or None."""
-    hit = state.session_compressed(sel)
+    hit = flow.session_compressed(sel)
     return None if hit is None else hit["model"]
 
 
@@ -113,7 +113,7 @@ def start(sel: Selection, loaded, data, task: str, params: dict) -> Job:
             fix=Fix(cli="", app="compress the model on the Compress & Evaluate page first"),
         )
     config(task, params)  # bad settings fail here, on the page, not in the thread
-    train = state.dataset(sel, "train")
+    train = loaders.dataset(sel, "train")
     job = Job(task, (sel.model_key, data.fingerprint), dict(params), start_model=compressed)
     memo = st.session_state.get("train_estimate")
     job.estimated = memo[1] if memo is not None else None
@@ -145,12 +145,12 @@ def estimate(sel: Selection, loaded, task: str, params: dict, eval_rows: int) ->
     model = compressed_model(sel) if spec.starts_from == "compressed" else loaded
     fraction = 1.0  # the share of the blocks that trains (a distillation student's)
     if spec.student_fraction is not None:
-        fraction = spec.student_fraction(params, state.facts(sel, loaded)["layers"] or 1)
+        fraction = spec.student_fraction(params, loaders.facts(sel, loaded)["layers"] or 1)
     # the training rows, the evaluated rows and the model trained all change the estimate
     key = (sel.model_key, sel.data_key, task, cfg, fraction, eval_rows, id(model))
     memo = st.session_state.get("train_estimate")
     if memo is None or memo[0] != key:
-        train = state.dataset(sel, "train")
+        train = loaders.dataset(sel, "train")
         memo = (key, estimate_seconds(model or loaded, train, cfg, eval_rows=eval_rows,
                                       student_fraction=fraction))  # fmt: skip
         st.session_state["train_estimate"] = memo
@@ -192,7 +192,7 @@ def schedule_points(sel: Selection, loaded, task: str, params: dict) -> list[dic
     spec = tasks.get(task)
     if spec.preview is None:
         return None
-    return spec.preview(loaded, state.dataset(sel, "train"), params, config(task, params))
+    return spec.preview(loaded, loaders.dataset(sel, "train"), params, config(task, params))
 
 
 def controls(task: str, layers: int, columns) -> dict:
@@ -244,15 +244,15 @@ def record(sel: Selection, loaded, data, job: Job) -> None:
     where = {
         "origin": "app",
         "model_source": sel.model_source,
-        "dataset_source": state.dataset_source(sel),
-        "rows": state.rows_spec(sel, data),
+        "dataset_source": flow.dataset_source(sel),
+        "rows": flow.rows_spec(sel, data),
     }
     try:
-        store = state.experiment_store()
+        store = loaders.experiment_store()
         # fine-tune, gradual pruning and distillation evaluated the base model on these rows
         # already; a recovery's "before" is the compressed model, so it needs the baseline
         from_compressed = tasks.get(job.task).starts_from == "compressed"
-        base = state.baseline(sel, loaded, data) if from_compressed else job.run.before
+        base = loaders.baseline(sel, loaded, data) if from_compressed else job.run.before
         parent = None
         if from_compressed:
             parent = _compressed_run(sel, data, job)
@@ -327,7 +327,7 @@ def speedup(latency: dict) -> tuple[str, str | None, str | None]:
 def show(job: Job, data) -> None:
     """A finished (or failed, or cancelled) job: the result beside its starting point."""
     if job.status == "failed":
-        with state.inline_errors():  # in the dashboard's words; the server log keeps details
+        with ui.inline_errors():  # in the dashboard's words; the server log keeps details
             raise job.error
         return
     run = job.run

@@ -3,8 +3,9 @@
 The compression steps are the method registry's kinds, in its order (``registry.ORDER``:
 low-rank → prune → quantize → kernels), then 16-bit precision; a trained run's task comes last.
 Each step owns config fields: its kind's method field, the knobs its kind bounds
-(``Kind.ranges``), the fields its methods' sweeps set, and the few listed in ``KIND_FIELDS``. A
-kind or a method added to the registry therefore shows up here without an edit.
+(``Kind.ranges``), the fields its methods' sweeps set, its methods' knobs (``Method.knobs``)
+and the few listed in ``KIND_FIELDS``. A kind, a method or a method's knob added to the
+registry therefore shows up here without an edit.
 
 Step names are stored with each run (``Run.steps``) and shown in Compare's filter, so they keep
 the names older versions wrote ("low-rank", "int8 kernels"); ``canonical_step`` maps a kind's
@@ -68,6 +69,7 @@ def _kind_step(kind) -> Step:
     for method in registry.methods(kind.name).values():
         for setting in method.sweep.values():
             fields.extend(setting)
+        fields.extend(knob.field for knob in method.knobs)
     names = tuple(dict.fromkeys(f for f in fields if f))
 
     def active(config: dict) -> bool:

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dashboard import controls, results, state
+from dashboard import controls, flow, loaders, results, ui
 from llmopt import figures
 from llmopt.attention import attention_predictions
 from llmopt.data import display_text
@@ -10,7 +10,7 @@ from llmopt.explain import FORMULAS
 
 st.title("Attention")
 st.markdown(FORMULAS["attention"])
-sel, loaded, data = state.load()
+sel, loaded, data = loaders.load()
 text = st.text_area(
     "Text",
     value=display_text(data.texts[0]),
@@ -19,8 +19,8 @@ text = st.text_area(
     help="Any text; it starts as the first text of the evaluation rows (HTML tags removed). Long "
     "texts are cut to the model's maximum length.",
 )
-with state.guard():
-    base = state.attention(sel, loaded, text, "baseline")
+with ui.guard():
+    base = loaders.attention(sel, loaded, text, "baseline")
 left, right = st.columns(2)
 layer = left.selectbox("Layer", range(base.n_layers), key="a_layer", persist_state="session")
 head = right.selectbox("Head", range(base.n_heads), key="a_head", persist_state="session")
@@ -29,11 +29,11 @@ st.caption(
     "texts label every few tokens; hover over a cell for its tokens."
 )
 
-hit = state.session_compressed(sel)
+hit = flow.session_compressed(sel)
 other = None
 if hit is not None:
-    with state.guard():
-        other = state.attention(sel, hit["model"], text, hit["key"])
+    with ui.guard():
+        other = loaders.attention(sel, hit["model"], text, hit["key"])
 st.markdown("**Prediction for this text**")
 st.dataframe(
     attention_predictions(base, other),
@@ -47,8 +47,8 @@ if hit is None:
         "have not been there: 50 % magnitude pruning) to compare."
     )
     if st.button("Compress with those settings", type="primary"):
-        with state.guard():
-            state.compressed(sel, loaded, controls.config_from_state())
+        with ui.guard():
+            flow.compressed(sel, loaded, controls.config_from_state())
         st.rerun()
     st.plotly_chart(figures.attention_figure(base, layer, head))
 else:
@@ -67,8 +67,8 @@ st.plotly_chart(figures.attention_heads_figure(grid, layer))
 if hit is not None:
     st.subheader("Attention drift")
     texts = data.texts[:8]
-    with state.guard():
-        drift = state.drift(sel, loaded, hit, texts)
+    with ui.guard():
+        drift = loaders.drift(sel, loaded, hit, texts)
     st.caption(
         f"Mean Jensen–Shannon divergence between the two models' attention rows over "
         f"{len(texts)} evaluation texts: the darker the red, the more compression disturbed "

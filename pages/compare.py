@@ -3,7 +3,7 @@ side with honest statistics, their curves, behaviour and layers."""
 
 import streamlit as st
 
-from dashboard import compare, layout, state
+from dashboard import compare, layout, loaders, ui
 from dashboard.legacy import run_through_app
 from llmopt import comparison
 
@@ -11,8 +11,8 @@ st.title("Compare runs")
 layout.readable_columns()  # 900 px with the sidebar open to wide screens
 run_through_app()
 compare.go_to_compress_if_asked()
-with state.guard():
-    store = state.experiment_store()
+with ui.guard():
+    store = loaders.experiment_store()
     runs = store.runs()
 st.caption(
     f"{len(runs)} runs recorded in **{store.path.name}**: every Evaluate of the Compress page, "
@@ -36,5 +36,5 @@ if not picked:
     st.info("Pick runs (tick rows, click points, or use the box above) to compare them.")
     st.stop()
 st.header(f"{len(picked)} picked run{'s' if len(picked) != 1 else ''}")
-with state.guard():
+with ui.guard():
     compare.picked_views(store, store.runs(ids=picked_ids, full=True))

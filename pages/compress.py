@@ -2,16 +2,16 @@
 
 import streamlit as st
 
-from dashboard import controls, explainers, layout, results, state
+from dashboard import controls, explainers, flow, layout, loaders, results, ui
 
 st.title("Compress & Evaluate")
 layout.readable_columns()  # 900 px with the sidebar open to wide screens
-sel, loaded, data = state.load()
-state.show_recipe_note()
-hidden = int(state.facts(sel, loaded)["hidden_size"] or 768)
+sel, loaded, data = loaders.load()
+ui.show_recipe_note()
+hidden = int(loaders.facts(sel, loaded)["hidden_size"] or 768)
 controls.show(hidden)  # every knob; the method selectors list the registered methods
 
-with state.guard():
+with ui.guard():
     config = controls.config_from_state()
     results.show_estimate(loaded, config)
 clicked = st.button(
@@ -20,9 +20,9 @@ clicked = st.button(
     help="Compress a copy of the model with these settings; evaluate both on the same rows.",
 )
 if clicked:
-    with state.inline_errors():  # the previous results and the explainers stay on the page
-        state.evaluate_compressed(sel, loaded, data, config)
-evaluation = state.shown_evaluation(sel, loaded, data)
+    with ui.inline_errors():  # the previous results and the explainers stay on the page
+        flow.evaluate_compressed(sel, loaded, data, config)
+evaluation = flow.shown_evaluation(sel, loaded, data)
 if evaluation is None:
     st.info(
         "Press **Evaluate** to compress a copy of the model and compare it with the original "
@@ -30,4 +30,4 @@ if evaluation is None:
     )
 else:
     results.show_results(evaluation, config)
-explainers.show_explainers(loaded, config, lambda: state.dataset(sel, "train").texts)
+explainers.show_explainers(loaded, config, lambda: loaders.dataset(sel, "train").texts)

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dashboard import layout, state
+from dashboard import layout, loaders, ui
 from llmopt.data import label_balance
 from llmopt.figures import facts_table
 
@@ -21,10 +21,10 @@ st.markdown(
     "The uncompressed model and its evaluation are computed once and shared; your compressed "
     "model and settings belong to your browser session only."
 )
-sel, loaded, data = state.load()
-with state.guard():
-    facts = state.facts(sel, loaded)
-    balance = label_balance(state.dataset(sel, "train"), state.dataset(sel, "test"))
+sel, loaded, data = loaders.load()
+with ui.guard():
+    facts = loaders.facts(sel, loaded)
+    balance = label_balance(loaders.dataset(sel, "train"), loaders.dataset(sel, "test"))
 
 st.subheader("Model")
 cols = st.columns(5)

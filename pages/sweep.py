@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dashboard import state
+from dashboard import flow, loaders, ui
 from llmopt import figures
 from llmopt.sweep import (
     SWEEP_KNOBS,
@@ -18,7 +18,7 @@ st.markdown(
     "Turn one knob through many values, compress and evaluate at each, and see where accuracy "
     "starts to fall and which settings give the best size for their accuracy."
 )
-sel, loaded, data = state.load()
+sel, loaded, data = loaders.load()
 knob = st.selectbox(
     "Knob",
     list(SWEEP_KNOBS),
@@ -28,7 +28,7 @@ knob = st.selectbox(
 )
 spec = SWEEP_KNOBS[knob]
 st.caption(spec["help"])
-with state.guard():
+with ui.guard():
     choices, defaults = knob_values(loaded, knob)
 left, right = st.columns([3, 2])
 values = left.multiselect(
@@ -49,12 +49,12 @@ if estimate.button(
     help="Runs one point of each method now, as the sweep would, and multiplies its time by "
     "that method's number of points.",
 ):
-    with state.guard(), st.spinner("Timing one point of each method…"):
-        base = state.baseline(sel, loaded, data)
+    with ui.guard(), st.spinner("Timing one point of each method…"):
+        base = loaders.baseline(sel, loaded, data)
         needs = sweep_needs_calibration(knob, methods)
         est = estimate_sweep(
             loaded, data, knob, values, methods, base_result=base,
-            calibration=state.dataset(sel, "train") if needs else None,
+            calibration=loaders.dataset(sel, "train") if needs else None,
         )  # fmt: skip
         each = ", ".join(f"{m} {t:.1f} s" for m, t in est.per_method.items())
         st.info(
@@ -62,9 +62,9 @@ if estimate.button(
             f"now per method: {each}). Times vary with the value and the machine's load."
         )
 if run.button("Run sweep", type="primary"):
-    with state.guard():
-        state.run_sweep(sel, loaded, data, knob, values, methods)
-frame = state.last_sweep(sel, data)
+    with ui.guard():
+        flow.run_sweep(sel, loaded, data, knob, values, methods)
+frame = flow.last_sweep(sel, data)
 if frame is None:
     st.info("Choose values and methods, then press **Run sweep**.")
 else:

@@ -4,13 +4,13 @@ The tasks and their controls come from the task registry (``llmopt.tasks``)."""
 
 import streamlit as st
 
-from dashboard import state, training
+from dashboard import loaders, training, ui
 from dashboard.text import plain
 from llmopt import figures, tasks
 
 st.title("Train")
-sel, loaded, data = state.load()
-layers = int(state.facts(sel, loaded)["layers"] or 1)
+sel, loaded, data = loaders.load()
+layers = int(loaders.facts(sel, loaded)["layers"] or 1)
 known = tasks.training()
 task = st.radio("Task", list(known), format_func=lambda t: known[t].title, horizontal=True,
                 key="t_task", persist_state="session")  # fmt: skip
@@ -24,7 +24,7 @@ params.update(training.controls(task, layers, (left, mid, right)))
 job = training.current(sel)
 running = job is not None and job.running
 if not running:
-    with state.guard():
+    with ui.guard():
         est = training.estimate(sel, loaded, task, params, len(data))
         points = training.schedule_points(sel, loaded, task, params)
         if points:
@@ -32,7 +32,7 @@ if not running:
     st.caption(training.estimate_text(est, len(data)))
 go, stop = st.columns([1, 5])
 if go.button("Start training", type="primary", disabled=running, key="t_start"):
-    with state.inline_errors():
+    with ui.inline_errors():
         job = training.start(sel, loaded, data, task, params)
         running = True
 if running and stop.button("Cancel", key="t_cancel", help="Stop after this step; save nothing."):
@@ -47,8 +47,6 @@ elif job is not None:
             folder = st.text_input("Save to folder (on the server)", key="t_folder")
             overwrite = st.checkbox("Overwrite", key="t_overwrite")
             if st.form_submit_button("Save model"):
-                with state.inline_errors():
+                with ui.inline_errors():
                     training.save(job, folder, overwrite)
-                    st.success(
-                        f"Saved to {plain(folder.strip())}"
-                    )  # as typed: not the server's path
+                    st.success(f"Saved to {plain(folder.strip())}")  # as typed, not resolved

@@ -16,8 +16,14 @@ from llmopt.compression import registry
 from llmopt.compression.config import CALIBRATIONS, PRECISIONS, CompressionConfig
 from llmopt.errors import LlmoptError
 
-# every config field has its flag (--sparsity-method for sparsity_method, …)
-FIELDS = tuple(f.name for f in dataclasses.fields(CompressionConfig))
+
+def config_fields() -> tuple[str, ...]:
+    """Every config field: each has its flag (--sparsity-method for sparsity_method, …)."""
+    return tuple(f.name for f in dataclasses.fields(CompressionConfig))
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
 
 
 class LazyParser(Parser):
@@ -142,6 +148,22 @@ def _add_compression_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="compress the classification head too",
     )
+    _add_knob_args(parser)
+
+
+def _add_knob_args(parser: argparse.ArgumentParser) -> None:
+    """A flag for each knob a method declares (``registry.Knob``), typed by its config field."""
+    default = {f.name: f.default for f in dataclasses.fields(CompressionConfig)}
+    for method, knob in registry.knobs():
+        if knob.field not in default or _flag(knob.field) in parser._option_string_actions:
+            continue
+        first = default[knob.field]
+        text = f"{method.name} only: {knob.help}"
+        if isinstance(first, bool):
+            parser.add_argument(_flag(knob.field), action="store_true", default=None, help=text)
+        else:
+            kind = int if isinstance(first, int) else float
+            parser.add_argument(_flag(knob.field), type=kind, help=f"{text} (default {first})")
 
 
 def config_from_args(
@@ -153,7 +175,7 @@ def config_from_args(
     Raises:
         LlmoptError: invalid values or combinations, or flags that change nothing on their own.
     """
-    given = {k: getattr(args, k) for k in FIELDS if getattr(args, k, None) is not None}
+    given = {k: getattr(args, k) for k in config_fields() if getattr(args, k, None) is not None}
     if not given and not recipe:
         return None
     try:
@@ -184,6 +206,9 @@ def _idle_flags(config: CompressionConfig, given: dict) -> str:
             idle.append("--" + spec.field.replace("_", "-"))
     if config.bits is None:
         idle += [f"--{k.replace('_', '-')}" for k in ("asymmetric", "act_order") if given.get(k)]
+    for method, knob in registry.knobs():
+        if knob.field in given and not registry.acting_knob(config, method):
+            idle.append(_flag(knob.field))
     return " ".join(idle)
 
 
@@ -195,6 +220,10 @@ def _why(idle: str) -> str:
         "--asymmetric": "--bits",
         "--act-order": "--bits with --quant-method gptq",
     }
+    for method, knob in registry.knobs():
+        spec = registry.KINDS[method.kind]
+        picks = f"{_flag(spec.field)} {method.name}" if spec.field else f"the {method.label} method"
+        needs[_flag(knob.field)] = picks
     return "; ".join(f"{flag} needs {needs[flag]}" for flag in idle.split())
 
 
@@ -202,7 +231,7 @@ def in_flags(message: str) -> str:
     """A config error in the command line's words: field names as flags (``act_order`` ->
     ``--act-order``, ``bits=4`` -> ``--bits 4``), and no mention of ``None`` (the API's "off",
     which a flag expresses by being left out)."""
-    for field in sorted(FIELDS, key=len, reverse=True):
+    for field in sorted(config_fields(), key=len, reverse=True):
         flag = "--" + field.replace("_", "-")
         message = re.sub(rf"(?<![\w-]){field}=(\S+)", rf"{flag} \1", message)
         message = re.sub(rf"(?<![\w-]){field}(?![\w-])", flag, message)

@@ -141,6 +141,7 @@ class CompressionConfig:
                 "(bits simulates 2..8-bit weights; int8_dynamic runs real int8 kernels)"
             )
         self._check_alpha()
+        self._check_knobs(registry)
         n = self.calibration_samples
         if not _is_int(n) or not 1 <= n <= MAX_CALIBRATION_SAMPLES:
             raise LlmoptError(
@@ -195,6 +196,14 @@ class CompressionConfig:
             )
         object.__setattr__(self, "smooth_alpha", float(a))
 
+    def _check_knobs(self, registry) -> None:
+        """The knobs methods declare (``registry.Knob``): each field's type and range."""
+        default = {f.name: f.default for f in fields(self)}
+        for _, knob in registry.knobs():
+            if knob.field in default:  # a method of a newer config: the field is not here
+                value = knob.check(getattr(self, knob.field), default[knob.field])
+                object.__setattr__(self, knob.field, value)
+
     @property
     def nm(self) -> tuple[int, int] | None:
         """``(n, m)`` of an N:M pattern, ``None`` when unstructured."""
@@ -242,9 +251,10 @@ class CompressionConfig:
     def acting(self) -> CompressionConfig:
         """This config with every setting that does nothing reset to its default: a method,
         group size or option of a kind that is off (e.g. ``quant_method`` without ``bits``),
-        the sparsity an N:M pattern overrides, and the calibration settings when no method
-        measures activations. It compresses exactly as ``self`` does; recipes store it, so
-        runs that did the same thing have the same recipe."""
+        the sparsity an N:M pattern overrides, the calibration settings when no method
+        measures activations, and a method's knobs (``registry.Knob``) when it is not
+        selected. It compresses exactly as ``self`` does; recipes store it, so runs that did
+        the same thing have the same recipe."""
         from llmopt.compression import registry
 
         default = {f.name: f.default for f in fields(self)}
@@ -256,6 +266,9 @@ class CompressionConfig:
             reset["sparsity"] = default["sparsity"]
         if not registry.needs_calibration(self):
             reset.update({name: default[name] for name in CALIBRATION_SETTINGS})
+        for method, knob in registry.knobs():  # a method's own knobs act only while it runs
+            if knob.field in default and not registry.acting_knob(self, method):
+                reset[knob.field] = default[knob.field]
         return replace(self, **reset)
 
     def to_dict(self) -> dict:

@@ -71,6 +71,44 @@ ORDER = tuple(KINDS)  # applied in this order: low-rank -> prune -> quantize -> 
 
 
 @dataclass(frozen=True)
+class Knob:
+    """A setting a method adds: the ``CompressionConfig`` field of that name, which acts only
+    while the method runs. Its type is the field's default's (float, int or bool); the config
+    checks the range, the CLI adds ``--field-name``, the Compress page a control with this label
+    and help, the lineage puts the field in the method's step, and recipes reset it to its
+    default while the method is not selected."""
+
+    field: str  # a CompressionConfig field
+    label: str  # the control's label
+    help: str  # one or two sentences: the control's tooltip and the flag's help
+    low: float | None = None  # allowed range, both ends included (None: unbounded)
+    high: float | None = None
+    step: float | None = None  # the control's step (default: a twentieth of the range)
+
+    def check(self, value, default) -> Any:
+        """``value`` as the field's type, or an ``LlmoptError`` naming the allowed values."""
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise LlmoptError(f"{self.field} must be true or false, got {value!r}")
+            return value
+        whole = isinstance(default, int)
+        ok = not isinstance(value, bool) and isinstance(value, int if whole else (int, float))
+        if ok and not whole:
+            ok = value == value  # not NaN
+        low = -float("inf") if self.low is None else self.low
+        high = float("inf") if self.high is None else self.high
+        if not ok or not low <= value <= high:
+            what = "a whole number" if whole else "a number"
+            span = f"in [{_num(self.low)}, {_num(self.high)}]"
+            raise LlmoptError(f"{self.field} must be {what} {span} ({self.label}), got {value!r}")
+        return value if whole else float(value)
+
+
+def _num(x) -> str:
+    return "…" if x is None else f"{x:g}"
+
+
+@dataclass(frozen=True)
 class Method:
     """One compression method.
 
@@ -95,6 +133,7 @@ class Method:
     reference: str = ""  # the paper
     position: int = 100  # where it is listed among its kind (lower first; new methods last)
     gradual: bool = False  # prune: its mask can be re-ranked while fine-tuning (gradual pruning)
+    knobs: tuple[Knob, ...] = ()  # the config fields only this method reads (see Knob)
 
     @property
     def needs_calibration(self) -> bool:
@@ -202,6 +241,17 @@ def picture(method: Method) -> Callable[[Any], tuple[Any, str]] | None:
         if m.draw is not None and m.picture == method.picture:
             return m.draw
     return next((m.draw for m in same_kind if m.draw is not None), None)
+
+
+def knobs(kind: str | None = None) -> list[tuple[Method, Knob]]:
+    """Every declared knob with the method declaring it (of one kind, or of all kinds)."""
+    found = all_methods() if kind is None else list(methods(kind).values())
+    return [(m, k) for m in found for k in m.knobs]
+
+
+def acting_knob(config, method: Method) -> bool:
+    """Whether ``method`` runs under ``config``, so its knobs act."""
+    return selected(config, method.kind) is method
 
 
 def all_methods() -> list[Method]:

@@ -1,17 +1,14 @@
-"""Dashboard state: process-wide caches of base models and baselines, this session's
-compressed model and results, and the error display every page uses.
+"""The compress -> evaluate -> record flow of the Compress and Sweep pages: this session's
+compressed model, its evaluation (made now, or redrawn from the experiment store) and the
+run recorded for the Compare page.
 
-Base models and their evaluations are shared by every browser session (computed once per key,
-under a lock); a compressed model belongs to one session (``st.session_state``).
+A compressed model belongs to one session (``st.session_state``), so other browser sessions
+never see it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -19,24 +16,13 @@ import streamlit as st
 
 import llmopt
 from dashboard import urlstate
-from dashboard.cache import shared_cache
-from dashboard.legacy import run_through_app
-from dashboard.sidebar import (
-    ENCODER,
-    FIRST_RUN,
-    HF,
-    LABELS_SHOWN,
-    REVIEWS,
-    Selection,
-    confinement,
-)
+from dashboard.loaders import baseline, dataset, experiment_store, stored_result
+from dashboard.sidebar import REVIEWS, Selection
 from dashboard.text import plain
+from dashboard.ui import progress
 from llmopt.errors import LlmoptError
-from llmopt.evaluation import label_map
 
-LOG = logging.getLogger(__name__)
 RUN = "run"  # the address's run id of the Compress page's results
-ERROR_CHARS = 200  # of an unexpected error's message shown on the page
 
 
 @dataclass
@@ -61,131 +47,6 @@ class Evaluation:
 
     def get(self, name: str, default=None):
         return getattr(self, name, default)
-
-
-@contextlib.contextmanager
-def progress(intro: str = "") -> Iterator[Callable[[float, str], None]]:
-    """A ``progress(fraction, message)`` callback drawing one bar, removed when done."""
-    slot = st.empty()
-
-    def report(fraction: float, message: str) -> None:
-        text = f"{message} — {intro}" if intro else message
-        slot.progress(min(max(float(fraction), 0.0), 1.0), text=text)
-
-    try:
-        yield report
-    finally:
-        slot.empty()
-
-
-def _show_error(exc: Exception) -> None:
-    """One line in the dashboard's words; never a traceback (the server log keeps it)."""
-    if isinstance(exc, LlmoptError):  # a user mistake: its message says the fix
-        st.error(plain(exc.render("app")))
-        return
-    LOG.error("dashboard error", exc_info=exc)  # not a user mistake: details for the admin
-    first = (str(exc).strip().splitlines() or [""])[0]
-    if len(first) > ERROR_CHARS:
-        first = first[: ERROR_CHARS - 1] + "…"
-    what = plain(f"{type(exc).__name__}: {first}" if first else type(exc).__name__)
-    st.error(f"Something went wrong ({what}). Try other settings; the server's log has details.")
-
-
-@contextlib.contextmanager
-def inline_errors(*, stop: bool = False) -> Iterator[None]:
-    """Show an error with st.error (a user mistake's message says the fix) and carry on with
-    the rest of the page, or end this run with ``stop``."""
-    try:
-        yield
-    except Exception as exc:
-        _show_error(exc)
-        if stop:
-            st.stop()
-
-
-def guard():
-    """Show an error (a user mistake such as LlmoptError, or any other) and end this run."""
-    return inline_errors(stop=True)
-
-
-def dataset(sel: Selection, split: str = "test", rows: int | None = None) -> llmopt.TextDataset:
-    """One split of the chosen dataset (first ``rows`` rows if given), loaded once per process."""
-
-    def make():
-        if rows is not None:
-            full = dataset(sel, split)
-            return full.subset(min(rows, len(full)))
-        with st.spinner(f"Loading the {split} split…"):
-            return _load_dataset(sel, split)
-
-    return shared_cache("datasets", 16).get((sel.data_key, split, rows), make)
-
-
-def _load_dataset(sel: Selection, split: str) -> llmopt.TextDataset:
-    columns = {"text_column": sel.text_column, "label_column": sel.label_column}
-    if sel.data_kind == REVIEWS:
-        return llmopt.load_dataset("bundled", split)
-    if sel.data_kind == HF:
-        if not sel.data_ref:
-            raise LlmoptError("type a dataset id such as hf:imdb in the sidebar")
-        return llmopt.load_dataset(sel.data_ref, split, confine=confinement(), **columns)
-    if sel.csv_error is not None:  # the sidebar could not read or parse the CSV
-        raise sel.csv_error
-    if sel.csv is not None:
-        return llmopt.load_csv(sel.csv, split, name=Path(sel.data_ref).name, **columns)
-    raise LlmoptError("upload a CSV file (or type its path) in the sidebar")
-
-
-def base_model(sel: Selection) -> llmopt.LoadedModel:
-    """The chosen uncompressed model, loaded once per process and shared: never modify it."""
-    source = sel.model_source
-
-    def make():
-        train = dataset(sel, "train") if sel.model_kind == ENCODER else None
-        with st.spinner(f"Loading model {source}…"), progress(FIRST_RUN) as report:
-            return llmopt.load_model(
-                source, train_data=train, progress=report, confine=confinement()
-            )
-
-    return shared_cache("models", 3).get(sel.model_key, make)
-
-
-def _labels(names: list[str]) -> str:
-    """Label names for a caption: all of a few, the first ones and a count of many."""
-    if len(names) <= LABELS_SHOWN:
-        return ", ".join(names)
-    return f"{', '.join(names[:LABELS_SHOWN])}, … ({len(names)} in all)"
-
-
-def load() -> tuple[Selection, llmopt.LoadedModel, llmopt.TextDataset]:
-    """The sidebar's choice, its base model and its evaluation rows; errors end the run."""
-    run_through_app()
-    sel = st.session_state["selection"]
-    with guard():
-        data = dataset(sel, "test", sel.rows)
-        loaded = base_model(sel)
-    st.caption(
-        f"Model **{loaded.name}** · dataset **{data.name}** · {len(data)} test rows "
-        f"· labels {_labels(loaded.label_names)}"
-    )
-    with inline_errors():  # say now that labels do not match; facts and attention still work
-        label_map(loaded, data)
-    return sel, loaded, data
-
-
-def facts(sel: Selection, loaded: llmopt.LoadedModel) -> dict:
-    """``model_facts`` of the base model, computed once (it counts every parameter)."""
-    return shared_cache("facts", 8).get(sel.model_key, lambda: llmopt.model_facts(loaded))
-
-
-def baseline(sel: Selection, loaded: llmopt.LoadedModel, data) -> llmopt.EvalResult:
-    """The base model's evaluation, once per (model, dataset rows) for all sessions."""
-
-    def make():
-        with progress("the uncompressed model, once per model and rows") as report:
-            return llmopt.evaluate(loaded, data, progress=report)
-
-    return shared_cache("baselines", 16).get((sel.model_key, data.fingerprint, len(data)), make)
 
 
 def compressed(sel: Selection, loaded: llmopt.LoadedModel, config):
@@ -249,19 +110,6 @@ def evaluate_compressed(sel: Selection, loaded: llmopt.LoadedModel, data, config
     st.session_state["evaluation"] = evaluation
     urlstate.page_param(RUN, evaluation.run_id)  # a reload shows this run again
     return evaluation
-
-
-def experiment_store():
-    """The experiment store, opened once per process (a notice of a file moved aside is shown
-    once per session)."""
-    from llmopt.experiments import ExperimentStore, store_path
-
-    path = store_path()
-    opened = shared_cache("experiments", 4).get(str(path), lambda: ExperimentStore(path))
-    if opened.notice and not st.session_state.get("store_notice_shown"):
-        st.session_state["store_notice_shown"] = True
-        st.warning(f"Note: {plain(opened.notice)}.")
-    return opened
 
 
 def rows_spec(sel: Selection, data) -> dict:
@@ -330,13 +178,6 @@ def shown_evaluation(sel: Selection, loaded, data) -> Evaluation | None:
     return evaluation
 
 
-def show_recipe_note() -> None:
-    """Say what of a recipe loaded from the Compare page the controls could not take."""
-    note = st.session_state.pop("cmp_recipe_note", None)
-    if note:
-        st.warning(plain(note))
-
-
 def restore_evaluation(sel: Selection, loaded, data, run_id) -> Evaluation | None:
     """A stored run of this model on these rows, redrawn as this session's evaluation (after a
     reload, from the address's ``run``); None if it is not one."""
@@ -394,34 +235,6 @@ def last_evaluation(sel: Selection, data) -> Evaluation | None:
     return ev if ev is not None and ev.key == (sel.model_key, data.fingerprint) else None
 
 
-def attention(sel: Selection, loaded: llmopt.LoadedModel, text: str, tag: str):
-    """Attention maps of ``text`` (baseline shared, compressed per session), reused on reruns."""
-    from llmopt.attention import attention_maps
-
-    if tag == "baseline":
-        key = (sel.model_key, text)
-        return shared_cache("attention", 32).get(key, lambda: attention_maps(loaded, text))
-    memo = st.session_state.setdefault("attention_memo", {})
-    key = (tag, text)
-    if key not in memo:
-        memo.clear()
-        memo[key] = attention_maps(loaded, text)
-    return memo[key]
-
-
-def drift(sel: Selection, base: llmopt.LoadedModel, hit: dict, texts: list[str]):
-    """Mean JS divergence per (layer, head) between base and this session's compressed model."""
-    from llmopt.attention import attention_drift
-
-    key = (hit["key"], tuple(texts))
-    memo = st.session_state.get("drift_memo")
-    if memo is None or memo[0] != key:
-        with st.spinner(f"Comparing attention on {len(texts)} texts…"):
-            memo = (key, attention_drift(base, hit["model"], texts))
-        st.session_state["drift_memo"] = memo
-    return memo[1]
-
-
 def run_sweep(sel: Selection, loaded, data, knob: str, values: list, methods: list) -> None:
     """Run a sweep with a progress bar; the result is kept for this session only."""
     from llmopt.sweep import run_sweep as sweep
@@ -454,13 +267,3 @@ def last_sweep(sel: Selection, data) -> pd.DataFrame | None:
     """This session's latest sweep if it was run on the current model and rows."""
     hit = st.session_state.get("sweep")
     return hit["frame"] if hit and hit["key"] == (sel.model_key, data.fingerprint) else None
-
-
-def stored_result(runs_db, run):
-    """A stored run's predictions as an ``EvalResult``, read once per process (runs never
-    change their predictions, and deleted ids are never reused)."""
-    from llmopt.recording import run_result
-
-    return shared_cache("stored results", 64).get(
-        (str(runs_db.path), run.id), lambda: run_result(runs_db, run)
-    )
