@@ -5,6 +5,10 @@ and the description of a stored training recipe all read this registry, so a new
 is one ``register`` call: its inputs and outputs, the lineage step it records, its recipe's
 keys, its settings (page controls and CLI flags from one ``Param`` list), how it runs and how a
 recipe of it is described. Training modules are imported only when a task runs.
+
+Likewise a new evaluation task is one ``register_eval`` call: ``evaluate --task``'s choices, the
+default task of a model kind, the flags each task accepts, the command's dispatch and the
+Compress page's task selector (``eval_tasks(kind)``) read its ``EvalTask``.
 """
 
 from __future__ import annotations
