@@ -5,6 +5,10 @@ and the description of a stored training recipe all read this registry, so a new
 is one ``register`` call: its inputs and outputs, the lineage step it records, its recipe's
 keys, its settings (page controls and CLI flags from one ``Param`` list), how it runs and how a
 recipe of it is described. Training modules are imported only when a task runs.
+
+Likewise a new evaluation task is one ``register_eval`` call: ``evaluate --task``'s choices, the
+default task of a model kind, the flags each task accepts, the command's dispatch and the
+Compress page's task selector (``eval_tasks(kind)``) read its ``EvalTask``.
 """
 
 from __future__ import annotations
@@ -18,14 +22,42 @@ from llmopt.errors import LlmoptError
 
 
 @dataclass(frozen=True)
+class EvalOption:
+    """A CLI option an evaluation task adds to ``evaluate``: ``flag`` with argparse keywords."""
+
+    flag: str
+    cli: dict = field(default_factory=dict)  # e.g. {"type": int, "help": "..."}
+
+    @property
+    def dest(self) -> str:
+        return flag_dest(self.flag)
+
+
+@dataclass(frozen=True)
 class EvalTask:
-    """What is evaluated: the inputs it reads, the models it accepts, the metrics (by key)."""
+    """What is evaluated, and everything the CLI and the pages need of it.
+
+    ``evaluate --task NAME`` offers every task with a ``run``; the model kinds in ``default_for``
+    get it without ``--task``; of the flags any task names in ``flags``, a run accepts only its
+    task's (the others are refused in one line); ``options`` are the flags a task adds to
+    ``evaluate`` itself (name them in ``flags`` too).
+    """
 
     name: str
     title: str
     inputs: tuple[str, ...]  # e.g. ("texts", "labels")
     models: tuple[str, ...]  # model kinds it accepts, e.g. ("sequence-classification",)
     metrics: tuple[str, ...]  # metric keys it produces
+    default_for: tuple[str, ...] = ()  # the model kinds whose default task it is
+    flags: tuple[str, ...] = ()  # the task-specific ``evaluate`` flags it accepts
+    options: tuple[EvalOption, ...] = ()  # flags it adds to ``evaluate``
+    run: Callable[[Any, Any], int] | None = None  # (args, --recipe or None) -> exit code
+    replay: Callable[[Any, dict], None] | None = None  # (args, a recorded run's rows): its flags
+
+
+def flag_dest(flag: str) -> str:
+    """The argparse attribute of a flag: ``--seq-len`` -> ``seq_len``."""
+    return flag.lstrip("-").replace("-", "_")
 
 
 @dataclass(frozen=True)
@@ -99,8 +131,14 @@ _TRAIN: dict[str, TrainTask] = {}
 
 
 def register_eval(task: EvalTask) -> EvalTask:
+    """Add an evaluation task (a later one with the same name replaces the earlier one)."""
     EVAL_TASKS[task.name] = task
     return task
+
+
+def unregister_eval(name: str) -> None:
+    """Remove an evaluation task (tests that add one clean up with this)."""
+    EVAL_TASKS.pop(name, None)
 
 
 def register(task: TrainTask) -> TrainTask:
@@ -151,15 +189,39 @@ def describe(recipe: dict) -> str:
 
 # --- evaluation tasks -------------------------------------------------------------------------
 
-register_eval(
-    EvalTask(
-        name="classify",
-        title="Text classification",
-        inputs=("texts", "labels"),
-        models=("sequence-classification",),
-        metrics=("accuracy", "f1_macro", "roc_auc", "latency_ms_per_sample", "size_bytes"),
-    )
-)
+
+def _run_classify(args, recipe) -> int:
+    from llmopt.cli.evaluate import run_classify
+
+    return run_classify(args, recipe)
+
+
+def _run_perplexity(args, recipe) -> int:
+    from llmopt.cli.lm import run_perplexity
+
+    return run_perplexity(args, recipe)
+
+
+def _run_zero_shot(args, recipe) -> int:
+    from llmopt.cli.lm import run_zero_shot
+
+    return run_zero_shot(args, recipe)
+
+
+def _replay_perplexity(args, rows: dict) -> None:
+    from llmopt.cli.lm import replay_perplexity
+
+    replay_perplexity(args, rows)
+
+
+def _replay_zero_shot(args, rows: dict) -> None:
+    from llmopt.cli.lm import replay_zero_shot
+
+    replay_zero_shot(args, rows)
+
+
+_LM_DEVICE = ("--dtype", "--device")  # cli/lm.py adds these (``generate`` shares them)
+
 register_eval(
     EvalTask(
         name="perplexity",
@@ -167,6 +229,10 @@ register_eval(
         inputs=("texts",),
         models=("causal-lm",),
         metrics=("perplexity", "bits_per_byte", "top1_agreement", "mean_kl", "size_bytes"),
+        default_for=("causal-lm",),
+        flags=("--protocol", "--seq-len", *_LM_DEVICE),
+        run=_run_perplexity,
+        replay=_replay_perplexity,
     )
 )
 register_eval(
@@ -176,6 +242,21 @@ register_eval(
         inputs=("texts", "labels", "prompt", "verbalizers"),
         models=("causal-lm",),
         metrics=("accuracy", "f1_macro", "roc_auc", "size_bytes"),
+        flags=("--prompt", "--verbalizer", *_LM_DEVICE),
+        run=_run_zero_shot,
+        replay=_replay_zero_shot,
+    )
+)
+register_eval(
+    EvalTask(
+        name="classify",
+        title="Text classification",
+        inputs=("texts", "labels"),
+        models=("sequence-classification",),
+        metrics=("accuracy", "f1_macro", "roc_auc", "latency_ms_per_sample", "size_bytes"),
+        default_for=("sequence-classification",),
+        flags=("--recover",),
+        run=_run_classify,
     )
 )
 register_eval(
@@ -185,13 +266,23 @@ register_eval(
         inputs=("prompt",),
         models=("causal-lm",),
         metrics=(),
-    )
+    )  # its own command, ``generate`` (cli/generate.py): no ``run`` here
 )
 
 
 def eval_tasks(kind: str | None = None) -> dict[str, EvalTask]:
     """{name: EvalTask} that accept models of ``kind`` (None: every task)."""
     return {n: t for n, t in EVAL_TASKS.items() if kind is None or kind in t.models}
+
+
+def evaluate_tasks() -> dict[str, EvalTask]:
+    """{name: EvalTask} that ``evaluate --task`` runs (those with a ``run``)."""
+    return {n: t for n, t in EVAL_TASKS.items() if t.run is not None}
+
+
+def default_eval_task(kind: str) -> str | None:
+    """The task ``evaluate`` runs for a model of ``kind`` without ``--task`` (None: none)."""
+    return next((n for n, t in evaluate_tasks().items() if kind in t.default_for), None)
 
 
 # --- training tasks ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from llmopt import atomic, metrics
 from llmopt.cli import record
 from llmopt.cli.common import Bar, load, positive_int, seed, source_args, train_split
 from llmopt.cli.compression_flags import add_compression_args, config_from_args
-from llmopt.cli.lm import add_lm_args, choose_task, run_lm
+from llmopt.cli.lm import add_lm_args, choose_task
 from llmopt.errors import LlmoptError
 from llmopt.paths import check_output, probe_folder
 
@@ -76,14 +76,22 @@ def _config(args):
 
 
 def run_evaluate(args) -> int:
+    """``evaluate``: the task (``--task``, else the model kind's default) runs as the task
+    registry (``llmopt.tasks``) says."""
+    from llmopt.tasks import EVAL_TASKS
+
+    recipe = record.apply_recipe(args)  # a recipe's model, rows and config; flags win
+    task = choose_task(args)  # from the model's config and the registry's tasks
+    return EVAL_TASKS[task].run(args, recipe)
+
+
+def run_classify(args, recipe=None) -> int:
+    """``evaluate --task classify``: a sequence classifier, and a compressed (and recovered)
+    copy of it."""
     from llmopt.data import load_dataset  # deliberately lazy: data, evaluation and latency
     from llmopt.evaluation import compare, evaluate  # import pandas and torch, which the
     from llmopt.latency import paired_if_kernels_differ  # CLI's --help and errors never need
 
-    recipe = record.apply_recipe(args)  # a recipe's model, rows and config; flags win
-    task = choose_task(args)  # from the model's config: a causal LM's tasks are in cli/lm.py
-    if task != "classify":
-        return run_lm(args, task)
     config = _config(args)  # validate the knobs before any slow loading
     if args.save_model is not None and config is None:
         raise LlmoptError("--save-model saves a compressed model: add a compression flag")

@@ -11,17 +11,19 @@ from llmopt.cli import record
 from llmopt.cli.common import positive_int, train_split
 from llmopt.errors import LlmoptError
 
-TASKS = ("perplexity", "zero-shot", "classify")
 DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 HARDER_SHOWN = 5  # tokens that got harder, printed with their context
 
 
 def add_lm_args(ev) -> None:
-    """The causal-LM flags of ``evaluate`` (and the shared --dtype/--device of ``generate``)."""
+    """The causal-LM flags of ``evaluate`` (and the shared --dtype/--device of ``generate``),
+    ``--task`` with the registry's evaluation tasks, and the flags those tasks add."""
+    from llmopt.tasks import evaluate_tasks
+
     ev.add_argument(
         "--task",
-        choices=TASKS,
+        choices=list(evaluate_tasks()),
         help="what to evaluate (default: perplexity for a causal LM, classify for a classifier)",
     )
     ev.add_argument(
@@ -43,6 +45,12 @@ def add_lm_args(ev) -> None:
         metavar="LABEL=WORDS",
         help="zero-shot: the words that stand for a label (once per label)",
     )
+    added: set[str] = set()  # (reading ev's actions would add the costly compression flags)
+    for task in evaluate_tasks().values():
+        for option in task.options:
+            if option.flag not in added:  # two tasks may share a flag
+                ev.add_argument(option.flag, **option.cli)
+                added.add(option.flag)
 
 
 def add_device_args(p) -> None:
@@ -61,11 +69,11 @@ def choose_task(args) -> str:
             flag that applies to another task.
     """
     from llmopt.lm.load import CAUSAL_LM, model_kind
-    from llmopt.tasks import EVAL_TASKS
+    from llmopt.tasks import EVAL_TASKS, default_eval_task, flag_dest
 
     apply_lm_recipe(args)
     kind = model_kind(args.model)
-    task = args.task or ("perplexity" if kind == CAUSAL_LM else "classify")
+    task = args.task or default_eval_task(kind) or "classify"
     if kind not in EVAL_TASKS[task].models:
         if kind == CAUSAL_LM:
             raise LlmoptError(
@@ -76,20 +84,15 @@ def choose_task(args) -> str:
             f"{args.model!r} is a sequence classifier, not a causal language model; --task "
             f"{task} needs a causal LM (GPT-2, OPT, Llama, Qwen2, …) — use --task classify"
         )
-    given = {
-        "--protocol": args.protocol, "--seq-len": args.seq_len, "--prompt": args.prompt,
-        "--verbalizer": args.verbalizer, "--dtype": args.dtype, "--device": args.device,
-    }  # fmt: skip
-    allowed = {
-        "classify": (),
-        "perplexity": ("--protocol", "--seq-len", "--dtype", "--device"),
-        "zero-shot": ("--prompt", "--verbalizer", "--dtype", "--device"),
-    }[task]
+    flags = dict.fromkeys(flag for t in EVAL_TASKS.values() for flag in t.flags)
+    given = {flag: getattr(args, flag_dest(flag), None) for flag in flags}
+    allowed = EVAL_TASKS[task].flags
     stray = [flag for flag, value in given.items() if value is not None and flag not in allowed]
+    stray.sort(key=lambda flag: flag == "--recover")  # a task's own flags are named first
+    if stray and stray[0] == "--recover" and kind == CAUSAL_LM:
+        raise LlmoptError("--recover applies to classifiers; drop it for a causal LM")
     if stray:
         raise LlmoptError(f"{stray[0]} does not apply to --task {task}; drop it")
-    if task != "classify" and args.recover is not None:
-        raise LlmoptError("--recover applies to classifiers; drop it for a causal LM")
     return task
 
 
@@ -102,18 +105,27 @@ def apply_lm_recipe(args) -> None:
         data = json.loads(args.recipe.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
+    from llmopt.tasks import evaluate_tasks
+
     task = data.get("task") if isinstance(data, dict) else None
-    if task not in ("perplexity", "zero-shot") or args.task is not None:
+    spec = evaluate_tasks().get(task) if isinstance(task, str) else None
+    if spec is None or spec.replay is None or args.task is not None:
         return
-    rows = data.get("rows") or {}
     args.task = task
-    if task == "perplexity":
-        args.protocol = args.protocol or rows.get("protocol")
-        args.seq_len = args.seq_len or rows.get("seq_len")
-    else:
-        args.prompt = args.prompt if args.prompt is not None else rows.get("prompt")
-        verbalizers = rows.get("verbalizers") or {}
-        args.verbalizer = args.verbalizer or [f"{k}={v}" for k, v in verbalizers.items()] or None
+    spec.replay(args, data.get("rows") or {})
+
+
+def replay_perplexity(args, rows: dict) -> None:
+    """A recorded perplexity run's protocol and window length, where no flag gives them."""
+    args.protocol = args.protocol or rows.get("protocol")
+    args.seq_len = args.seq_len or rows.get("seq_len")
+
+
+def replay_zero_shot(args, rows: dict) -> None:
+    """A recorded zero-shot run's prompt and verbalizers, where no flag gives them."""
+    args.prompt = args.prompt if args.prompt is not None else rows.get("prompt")
+    verbalizers = rows.get("verbalizers") or {}
+    args.verbalizer = args.verbalizer or [f"{k}={v}" for k, v in verbalizers.items()] or None
 
 
 def zero_shot_config(args):
@@ -168,8 +180,25 @@ def compress_lm(args, lm, config, progress):
     return compressed, report, size
 
 
-def run_lm(args, task: str) -> int:
-    """``evaluate`` of a causal LM: ``--task perplexity`` or ``--task zero-shot``."""
+def run_perplexity(args, recipe=None) -> int:
+    """``evaluate --task perplexity`` (the registry's runner)."""
+    return run_lm(args, _no_predictions, _perplexity)
+
+
+def run_zero_shot(args, recipe=None) -> int:
+    """``evaluate --task zero-shot`` (the registry's runner)."""
+    return run_lm(args, zero_shot_config, _zero_shot)
+
+
+def _no_predictions(args) -> None:
+    if args.predictions is not None:
+        raise LlmoptError("--predictions applies to --task zero-shot and classify; drop it")
+
+
+def run_lm(args, check, score) -> int:
+    """``evaluate`` of a causal LM: the checks, loading and compression every LM task shares;
+    ``check(args)`` refuses the task's bad flags before any work, ``score(args, lm, dataset,
+    config, compressed, report, other_size, bar)`` evaluates, prints and records."""
     from llmopt.cli.common import Bar
     from llmopt.cli.evaluate import _config, check_outputs
     from llmopt.data import load_dataset
@@ -179,9 +208,7 @@ def run_lm(args, task: str) -> int:
         raise LlmoptError("--save-model saves a compressed model: add a compression flag")
     if args.overwrite and args.save_model is None:
         raise LlmoptError("--overwrite applies to --save-model; add --save-model DIR or drop it")
-    if task == "perplexity" and args.predictions is not None:
-        raise LlmoptError("--predictions applies to --task zero-shot and classify; drop it")
-    zs = zero_shot_config(args) if task == "zero-shot" else None
+    check(args)
     check_outputs(args)  # every output is checked before any work
     dataset = load_dataset(
         args.dataset, args.split, text_column=args.text_column,
@@ -192,9 +219,7 @@ def run_lm(args, task: str) -> int:
     compressed = report = other_size = None
     if config is not None:
         compressed, report, other_size = compress_lm(args, lm, config, bar)
-    if task == "perplexity":
-        return _perplexity(args, lm, dataset, config, compressed, report, other_size, bar)
-    return _zero_shot(args, lm, dataset, zs, config, compressed, report, other_size, bar)
+    return score(args, lm, dataset, config, compressed, report, other_size, bar)
 
 
 # --------------------------------------------------------------------------- perplexity
@@ -360,12 +385,13 @@ def zero_shot_eval(lm, dataset, config, size: dict, progress=None):
     return result, res
 
 
-def _zero_shot(args, lm, dataset, zs, config, compressed, report, other_size, bar) -> int:
+def _zero_shot(args, lm, dataset, config, compressed, report, other_size, bar) -> int:
     from llmopt.cli.evaluate import format_results, results_json, write_predictions
     from llmopt.evaluation import compare
     from llmopt.lm.load import lm_size
     from llmopt.recording import record_evaluation, statistics, zero_shot_fingerprint
 
+    zs = zero_shot_config(args)  # checked by run_lm before any work
     base, _ = zero_shot_eval(lm, dataset, zs, lm_size(lm), bar)
     other = fidelity = None
     if compressed is not None:
