@@ -24,7 +24,7 @@ from llmopt.training.lm import (
 
 TRAIN = TextDataset(make_docs(80, seed=1), np.zeros(80), ["text"], name="tiny-train", split="train")
 CONFIG = TrainConfig(
-    epochs=6.0, learning_rate=3e-3, batch_size=8, train_layers="all", val_fraction=0.0,
+    epochs=3.0, learning_rate=5e-3, batch_size=8, train_layers="all", val_fraction=0.0,
     max_length=32, warmup_ratio=0.0, patience=None, train_limit=None,
 )  # fmt: skip
 
