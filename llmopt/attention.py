@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -13,6 +14,14 @@ from torch import nn
 from llmopt.batching import accepts_token_types
 from llmopt.errors import LlmoptError
 from llmopt.loaded import LoadedModel, model_lock
+
+if TYPE_CHECKING:
+    from llmopt.lm.load import LoadedLM
+
+DEFAULT_WINDOW = 64  # tokens per side of a causal LM's map: larger ones are unreadable
+# At most this many tokens of a causal LM's text are run for maps: every layer's and head's
+# (seq × seq) weights are kept, so memory grows with its square.
+MAX_LM_TOKENS = 512
 
 
 @dataclass
@@ -23,6 +32,15 @@ class AttentionMaps:
     maps: np.ndarray  # (layers, heads, seq, seq) float32; each row (query) sums to 1
     y_score: np.ndarray | None = None  # (classes,) the model's probabilities for this text
     label_names: list[str] = field(default_factory=list)  # the classes of ``y_score``
+    # True where each token attends only to itself and earlier tokens (a decoder): the figures
+    # leave the masked upper triangle blank instead of drawing zeros.
+    causal: bool = False
+    offset: int = 0  # the position of ``tokens[0]`` in the text (a window of a longer map)
+    n_text_tokens: int = 0  # the tokens of the whole text before truncation (0: not counted)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.tokens)
 
     @property
     def prediction(self) -> tuple[str, float] | None:
@@ -77,28 +95,47 @@ def _display_token(token: str) -> str:
     return token.replace("Ġ", "␣").replace("Ċ", "⏎")
 
 
+def _is_lm(loaded: object) -> bool:
+    from llmopt.lm.load import LoadedLM
+
+    return isinstance(loaded, LoadedLM)
+
+
+def _is_causal(maps: torch.Tensor) -> bool:
+    """Whether no token attends to a later one: exact zeros above the diagonal (a mask)."""
+    return maps.shape[-1] > 1 and bool((torch.triu(maps, diagonal=1) == 0).all())
+
+
 @torch.inference_mode()
-def attention_maps(loaded: LoadedModel, text: str) -> AttentionMaps:
+def attention_maps(loaded: LoadedModel | LoadedLM, text: str) -> AttentionMaps:
     """Run one text through the model and collect the attention of every layer and head.
 
     Args:
-        loaded: the classifier (loaded with eager attention, as ``load_model`` does).
-        text: the text; truncated to ``loaded.max_length`` tokens.
+        loaded: a classifier (loaded with eager attention, as ``load_model`` does) or a causal
+            LM (``LoadedLM``; eager attention is switched on for this pass).
+        text: the text; truncated to ``loaded.max_length`` tokens (a causal LM's also to
+            ``MAX_LM_TOKENS``; ``n_text_tokens`` says how many the whole text has).
 
     Returns:
-        The tokens, a ``(layers, heads, seq, seq)`` float32 array whose rows sum to 1, and
-        the model's class probabilities for the text (the same forward pass).
+        The tokens, a ``(layers, heads, seq, seq)`` float32 array whose rows sum to 1 (over
+        the earlier tokens for a causal model, whose upper triangle is 0 and ``causal`` True),
+        and a classifier's class probabilities for the text (the same forward pass).
 
     Raises:
         LlmoptError: empty text, or a model that returns no attention weights.
     """
     if not str(text).strip():
         raise LlmoptError("the text is empty; type a sentence to see its attention")
-    inputs = loaded.tokenizer(
-        str(text), truncation=True, max_length=loaded.max_length, return_tensors="pt"
-    )
+    lm = _is_lm(loaded)
+    limit = loaded.max_length
+    if lm:
+        limit = MAX_LM_TOKENS if limit is None else min(limit, MAX_LM_TOKENS)
+    n_text = len(loaded.tokenizer(str(text))["input_ids"])
+    inputs = loaded.tokenizer(str(text), truncation=True, max_length=limit, return_tensors="pt")
     if not accepts_token_types(loaded.model):
         inputs.pop("token_type_ids", None)
+    if lm:
+        inputs = {k: v.to(loaded.device) for k, v in inputs.items()}
     with attention_implementation(loaded.model, "eager"):
         out = loaded.model(**inputs, output_attentions=True)
     attentions = getattr(out, "attentions", None)
@@ -108,19 +145,56 @@ def attention_maps(loaded: LoadedModel, text: str) -> AttentionMaps:
             "attention (load_model does this; for your own code pass "
             "attn_implementation='eager' to from_pretrained)"
         )
-    maps = torch.stack([a[0] for a in attentions])  # (layers, heads, seq, seq)
+    maps = torch.stack([a[0].float().cpu() for a in attentions])  # (layers, heads, seq, seq)
     ids = inputs["input_ids"][0].tolist()
     tokens = [_display_token(str(t)) for t in loaded.tokenizer.convert_ids_to_tokens(ids)]
-    logits = getattr(out, "logits", None)
+    logits = None if lm else getattr(out, "logits", None)
     y_score = (
         None if logits is None else torch.softmax(logits[0].double(), dim=-1).numpy()
     )  # (classes,)
     return AttentionMaps(
         tokens=tokens,
-        maps=maps.float().numpy().astype(np.float32),
+        maps=maps.numpy().astype(np.float32),
         y_score=y_score,
-        label_names=list(loaded.label_names),
+        label_names=[] if lm else list(loaded.label_names),
+        causal=lm or _is_causal(maps),
+        n_text_tokens=n_text,
     )
+
+
+def attention_window(maps: AttentionMaps, start: int, size: int = DEFAULT_WINDOW) -> AttentionMaps:
+    """The positions ``start .. start + size - 1`` of ``maps`` as queries and keys.
+
+    A long text's map is read through such a window that the user moves; ``start`` is clamped
+    so that the window lies inside the text (a shorter text gives its whole map). A causal
+    window's rows sum to less than 1 when the tokens attend to positions before the window.
+
+    Returns:
+        ``AttentionMaps`` of ``(layers, heads, size, size)`` with ``offset`` the first position.
+
+    Raises:
+        LlmoptError: a size below 1.
+    """
+    if int(size) < 1:
+        raise LlmoptError(f"an attention window has at least 1 token, got {size}")
+    n = maps.n_tokens
+    size = min(int(size), n)
+    start = min(max(int(start), 0), n - size)
+    end = start + size
+    return replace(
+        maps,
+        tokens=maps.tokens[start:end],
+        maps=maps.maps[:, :, start:end, start:end],
+        offset=maps.offset + start,
+    )
+
+
+def masked(maps: AttentionMaps, z: np.ndarray) -> np.ndarray:
+    """``z`` (query × key of ``maps``) as float with NaN where a causal model may not look."""
+    z = np.array(z, dtype=float)
+    if maps.causal:
+        z[np.triu_indices(z.shape[-1], k=1)] = np.nan
+    return z
 
 
 def attention_predictions(base: AttentionMaps, other: AttentionMaps | None = None):
@@ -172,10 +246,13 @@ def js_divergence(p: np.ndarray, q: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.clip(0.5 * kl(p) + 0.5 * kl(q), 0.0, 1.0)
 
 
-def attention_drift(base: LoadedModel, other: LoadedModel, texts: list[str]) -> np.ndarray:
+def attention_drift(
+    base: LoadedModel | LoadedLM, other: LoadedModel | LoadedLM, texts: list[str]
+) -> np.ndarray:
     """Mean JS divergence (bits) between the two models' attention rows, per layer and head.
 
-    Each query token's attention row of ``other`` is compared with the same row of ``base``;
+    Each query token's attention row of ``other`` is compared with the same row of ``base``
+    (a causal model's rows over the tokens it may attend to, the masked ones being 0 in both);
     the divergences are averaged over the query tokens of a text, then over the texts.
 
     Args:

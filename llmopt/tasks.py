@@ -296,7 +296,14 @@ def _finetune(loaded, train, params, config, hooks: Hooks):
 
 def _recover(compressed, train, params, config, hooks: Hooks):
     from llmopt.training.finetune import recover
+    from llmopt.training.lm import is_lm, recover_lm
 
+    if is_lm(compressed):  # a causal LM recovers by minimising the next-token NLL
+        if params.get("method", "finetune") != "finetune":
+            from llmopt.errors import LlmoptError
+
+            raise LlmoptError("a language model recovers by fine-tuning (method 'finetune')")
+        return recover_lm(compressed, train, config, **hooks.kwargs())
     return recover(compressed, train, params.get("method", "finetune"), config, **hooks.kwargs())
 
 
@@ -312,7 +319,14 @@ def _prune(loaded, train, params, config, hooks: Hooks):
 
 def _distill(loaded, train, params, config, hooks: Hooks):
     from llmopt.training.distill import distill
+    from llmopt.training.lm import distill_lm, is_lm
 
+    if is_lm(loaded):  # a causal LM's student learns the teacher's next-token distributions
+        return distill_lm(
+            loaded, train, n_layers=params["n_layers"], choice=params.get("choice", "every"),
+            temperature=params.get("temperature", 2.0), alpha=params.get("alpha", 0.5),
+            config=config, **hooks.kwargs(),
+        )  # fmt: skip
     return distill(
         loaded, train, n_layers=params["n_layers"], choice=params.get("choice", "every"),
         temperature=params.get("temperature", 2.0), alpha=params.get("alpha", 0.5),

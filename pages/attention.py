@@ -4,7 +4,7 @@ import streamlit as st
 
 from dashboard import controls, flow, loaders, results, ui
 from llmopt import figures
-from llmopt.attention import attention_predictions
+from llmopt.attention import DEFAULT_WINDOW, attention_predictions, attention_window
 from llmopt.data import display_text
 from llmopt.explain import FORMULAS
 
@@ -34,9 +34,22 @@ other = None
 if hit is not None:
     with ui.guard():
         other = loaders.attention(sel, hit["model"], text, hit["key"])
+full = base
+if base.causal and base.n_tokens > DEFAULT_WINDOW:  # long inputs: a window the user moves
+    start = st.slider(
+        "Window start (token position)",
+        0,
+        base.n_tokens - DEFAULT_WINDOW,
+        0,
+        key="a_start",
+        help=f"The maps show {DEFAULT_WINDOW} tokens from this position; the upper triangle "
+        "is blank because each token sees only itself and the tokens before it.",
+    )
+    base = attention_window(base, start, DEFAULT_WINDOW)
+    other = None if other is None else attention_window(other, start, DEFAULT_WINDOW)
 st.markdown("**Prediction for this text**")
 st.dataframe(
-    attention_predictions(base, other),
+    attention_predictions(full, other),
     hide_index=True,
     column_config={"probability": st.column_config.NumberColumn(format="%.3f")},
 )

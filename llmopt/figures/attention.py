@@ -24,15 +24,18 @@ def _tick_label(token: str) -> str:
     return token if len(token) <= TICK_CHARS else token[: TICK_CHARS - 1] + "…"
 
 
-def _token_axis(tokens: list[str], max_ticks: int = MAX_TICKS, *, x: bool = False) -> dict:
-    """Positions on the axis (a category axis would merge repeated tokens), labelled with
-    shortened tokens: every token when they fit, else every k-th (the hover names them all);
-    key-token labels are turned so that neighbours do not overlap."""
+def _token_axis(
+    tokens: list[str], max_ticks: int = MAX_TICKS, *, x: bool = False, offset: int = 0
+) -> dict:
+    """Positions in the text on the axis (a category axis would merge repeated tokens; a
+    window of a long text starts at ``offset``), labelled with shortened tokens: every token
+    when they fit, else every k-th (the hover names them all); key-token labels are turned so
+    that neighbours do not overlap."""
     step = max(1, math.ceil(len(tokens) / max_ticks))
     shown = list(range(0, len(tokens), step))
     axis = {
         "tickmode": "array",
-        "tickvals": shown,
+        "tickvals": [offset + i for i in shown],
         "ticktext": [_tick_label(tokens[i]) for i in shown],
     }
     return {**axis, "tickangle": -60} if x else axis
@@ -46,14 +49,34 @@ def _check_head(maps: AttentionMaps, layer: int, head: int | None = None) -> Non
         raise LlmoptError(f"head {head} does not exist; each layer has heads 0..{heads - 1}")
 
 
-def _attention_heatmap(z: np.ndarray, tokens: list[str], **kwargs) -> go.Heatmap:
+def view(maps: AttentionMaps, start: int = 0, size: int | None = None) -> AttentionMaps:
+    """The part of ``maps`` a figure draws: the window ``start, size`` when a size is given,
+    else the whole map, except that a causal map longer than ``DEFAULT_WINDOW`` tokens is
+    shown through a window of that size from ``start`` (a larger map is unreadable)."""
+    from llmopt.attention import DEFAULT_WINDOW, attention_window
+
+    if size is None:
+        if not (maps.causal and maps.n_tokens > DEFAULT_WINDOW):
+            return maps
+        size = DEFAULT_WINDOW
+    return attention_window(maps, start, size)
+
+
+def _attention_heatmap(
+    z: np.ndarray, tokens: list[str], maps: AttentionMaps, **kwargs
+) -> go.Heatmap:
+    """One map; a causal model's masked cells are NaN, so they are left blank."""
+    from llmopt.attention import masked
+
     n = len(tokens)
     q_tok = np.array([[tokens[i]] * n for i in range(n)])
     k_tok = np.array([tokens] * n)
+    positions = list(range(maps.offset, maps.offset + n))
     return go.Heatmap(
-        z=z,
-        x=list(range(n)),
-        y=list(range(n)),
+        z=masked(maps, z),
+        x=positions,
+        y=positions,
+        hoverongaps=False,
         customdata=np.dstack([q_tok, k_tok]),
         hovertemplate="query %{customdata[0]} (%{y})<br>key %{customdata[1]} (%{x})"
         "<br>weight %{z:.3f}<extra></extra>",
@@ -62,18 +85,27 @@ def _attention_heatmap(z: np.ndarray, tokens: list[str], **kwargs) -> go.Heatmap
 
 
 def attention_figure(
-    maps: AttentionMaps, layer: int, head: int, *, title: str | None = None
+    maps: AttentionMaps,
+    layer: int,
+    head: int,
+    *,
+    title: str | None = None,
+    start: int = 0,
+    size: int | None = None,
 ) -> go.Figure:
-    """One head's attention: x = attended-to (key) tokens, y = query tokens, row 0 on top.
+    """One head's attention: x = attended-to (key) tokens, y = query tokens, row 0 on top;
+    the window ``start, size`` of the text (see ``view``), a causal model's upper triangle blank.
 
     Raises:
         LlmoptError: a layer or head the maps do not have.
     """
     _check_head(maps, layer, head)
+    maps = view(maps, start, size)
     fig = go.Figure(
         _attention_heatmap(
             maps.maps[layer, head],
             maps.tokens,
+            maps,
             colorscale=SEQUENTIAL,
             zmin=0,
             zmax=1,
@@ -82,17 +114,32 @@ def attention_figure(
     )
     fig.update_layout(
         title=title or f"Attention — layer {layer}, head {head}",
-        xaxis={"title": "Key token (attended to)", **_token_axis(maps.tokens, x=True)},
-        yaxis={"title": "Query token", "autorange": "reversed", **_token_axis(maps.tokens)},
+        xaxis={
+            "title": "Key token (attended to)",
+            **_token_axis(maps.tokens, x=True, offset=maps.offset),
+        },
+        yaxis={
+            "title": "Query token",
+            "autorange": "reversed",
+            **_token_axis(maps.tokens, offset=maps.offset),
+        },
         height=520,
     )
     return fig
 
 
 def attention_compare_figure(
-    base: AttentionMaps, other: AttentionMaps, layer: int, head: int
+    base: AttentionMaps,
+    other: AttentionMaps,
+    layer: int,
+    head: int,
+    *,
+    start: int = 0,
+    size: int | None = None,
 ) -> go.Figure:
-    """Baseline, compressed and compressed − baseline attention of one head, side by side.
+    """Baseline, compressed and compressed − baseline attention of one head, side by side,
+    over the window ``start, size`` (see ``view``); a causal model's upper triangle is blank
+    in all three, the difference included.
 
     Raises:
         LlmoptError: maps of different shapes, or a layer or head they do not have.
@@ -100,6 +147,7 @@ def attention_compare_figure(
     if base.maps.shape != other.maps.shape:
         raise LlmoptError("compare attention of a model and a compressed copy on the same text")
     _check_head(base, layer, head)
+    base, other = view(base, start, size), view(other, start, size)
     a, b = base.maps[layer, head], other.maps[layer, head]
     diff = b - a
     top = float(max(a.max(), b.max()))
@@ -111,15 +159,18 @@ def attention_compare_figure(
         horizontal_spacing=0.12,
     )
     fig.add_trace(
-        _attention_heatmap(a, base.tokens, coloraxis="coloraxis"),
+        _attention_heatmap(a, base.tokens, base, coloraxis="coloraxis"),
         row=1,
         col=1,
     )
-    fig.add_trace(_attention_heatmap(b, other.tokens, coloraxis="coloraxis"), row=1, col=2)
-    fig.add_trace(_attention_heatmap(diff, base.tokens, coloraxis="coloraxis2"), row=1, col=3)
+    fig.add_trace(_attention_heatmap(b, other.tokens, other, coloraxis="coloraxis"), row=1, col=2)
+    fig.add_trace(_attention_heatmap(diff, base.tokens, base, coloraxis="coloraxis2"), row=1, col=3)
     for col in (1, 2, 3):  # a third of the width each: a few labels, query tokens at the left
         fig.update_xaxes(
-            title_text="Key token", row=1, col=col, **_token_axis(base.tokens, 5, x=True)
+            title_text="Key token",
+            row=1,
+            col=col,
+            **_token_axis(base.tokens, 5, x=True, offset=base.offset),
         )
         fig.update_yaxes(
             title_text="Query token" if col == 1 else None,
@@ -127,7 +178,7 @@ def attention_compare_figure(
             row=1,
             col=col,
             showticklabels=col == 1,
-            **_token_axis(base.tokens, 16),
+            **_token_axis(base.tokens, 16, offset=base.offset),
         )
     fig.update_layout(
         title=f"Attention before and after compression — layer {layer}, head {head}",
@@ -149,13 +200,17 @@ def attention_compare_figure(
     return fig
 
 
-def attention_heads_figure(maps: AttentionMaps, layer: int) -> go.Figure:
-    """Every head of one layer in a grid (shared colour scale 0..1).
+def attention_heads_figure(
+    maps: AttentionMaps, layer: int, *, start: int = 0, size: int | None = None
+) -> go.Figure:
+    """Every head of one layer in a grid (shared colour scale 0..1), over the window
+    ``start, size`` (see ``view``).
 
     Raises:
         LlmoptError: a layer the maps do not have.
     """
     _check_head(maps, layer)
+    maps = view(maps, start, size)
     heads = maps.maps.shape[1]
     cols = min(4, heads)
     rows = math.ceil(heads / cols)
@@ -170,7 +225,7 @@ def attention_heads_figure(maps: AttentionMaps, layer: int) -> go.Figure:
     for h in range(heads):
         r, c = h // cols + 1, h % cols + 1
         fig.add_trace(
-            _attention_heatmap(maps.maps[layer, h], maps.tokens, coloraxis="coloraxis"),
+            _attention_heatmap(maps.maps[layer, h], maps.tokens, maps, coloraxis="coloraxis"),
             row=r,
             col=c,
         )
@@ -179,7 +234,7 @@ def attention_heads_figure(maps: AttentionMaps, layer: int) -> go.Figure:
             row=r,
             col=c,
             showticklabels=few,
-            **_token_axis(maps.tokens, 6, x=True),
+            **_token_axis(maps.tokens, 6, x=True, offset=maps.offset),
         )
         fig.update_yaxes(
             title_text="Query token" if c == 1 else None,
@@ -187,7 +242,7 @@ def attention_heads_figure(maps: AttentionMaps, layer: int) -> go.Figure:
             row=r,
             col=c,
             showticklabels=few,
-            **_token_axis(maps.tokens, 6),
+            **_token_axis(maps.tokens, 6, offset=maps.offset),
         )
     fig.update_layout(
         title=f"All heads of layer {layer}",

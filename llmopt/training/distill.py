@@ -92,6 +92,7 @@ def student_layers(total: int, n: int, choice: str = "every") -> list[int]:
 
 def make_student(teacher: LoadedModel, layers: list[int]) -> LoadedModel:
     """A copy of ``teacher`` with only the blocks ``layers``, in that order, with their weights.
+    ``teacher`` may also be a causal LM (``LoadedLM``): its decoder blocks are kept the same way.
 
     Embeddings, head and every kept block keep the teacher's weights; the config's layer count
     is updated so the student saves and loads as a normal checkpoint.
@@ -99,7 +100,10 @@ def make_student(teacher: LoadedModel, layers: list[int]) -> LoadedModel:
     Raises:
         LlmoptError: a model without a list of transformer blocks, or bad layer indices.
     """
-    check_model(teacher, "distillation")
+    from llmopt.training.lm import is_lm
+
+    if not is_lm(teacher):
+        check_model(teacher, "distillation")
     blocks, prefix = layer_groups(teacher.model)
     if prefix is None:
         raise LlmoptError(
