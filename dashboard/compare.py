@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import controls, state, urlstate
+from dashboard.text import plain
 from llmopt import comparison, figures, metrics
 from llmopt.experiments import ExperimentStore, Run, short_source
 
@@ -367,7 +368,8 @@ def picked_views(store: ExperimentStore, runs: list[Run]) -> None:
         "Accuracy differences also get the exact McNemar test on the paired predictions."
     )
     differs = comparison.what_differs(runs)
-    st.markdown("**What differs**: " + (", ".join(differs.index) if len(differs) else "nothing"))
+    fields = ", ".join(plain(f) for f in differs.index) if len(differs) else "nothing"
+    st.markdown("**What differs**: " + fields)
     if len(differs):
         st.dataframe(differs, width="stretch")
     if len(same) < 1:

@@ -200,10 +200,10 @@ def _csv_columns(raw: bytes, name: str, digest: str) -> tuple[str, str]:
     counts = label_counts(frame, label_col)
     if len(counts) > MANY_LABELS:
         sb.warning(
-            f"The Label column '{label_col}' has {len(counts):,} distinct values: probably not "
-            "a label column; choose another."
+            f"The Label column '{plain(label_col)}' has {len(counts):,} distinct values: "
+            "probably not a label column; choose another."
         )
-    with sb.expander(f"Preview of {name} ({preview.n_rows:,} rows)"):
+    with sb.expander(f"Preview of {plain(name)} ({preview.n_rows:,} rows)"):
         cells = preview.rows.map(lambda v: display_text(v, PREVIEW_CHARS))
         st.dataframe(cells, hide_index=True)
         shown = f", the {PREVIEW_LABELS} most common" if len(counts) > PREVIEW_LABELS else ""
