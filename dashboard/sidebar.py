@@ -53,7 +53,12 @@ MODEL_KINDS = {  # kind -> (what the text box holds, its first value)
     ENCODER: ("Encoder (bundled, a directory or a hub id)", "bundled"),
 }
 REVIEWS, CSV, HF = "Bundled reviews", "CSV file", "Hugging Face dataset"
-FIRST_RUN = "first run on this machine only (about a minute); afterwards it loads in seconds"
+# No fixed time: it took 1 minute on one machine and 6.6 on a busy one. The bar's own text
+# gives the time left, measured on this machine as the texts are encoded (llmopt.head).
+FIRST_RUN = (
+    "first run on this machine only, and how long it takes depends on the machine; "
+    "afterwards it loads in seconds"
+)
 MAX_ROWS = 1_000_000  # the Evaluation rows box's upper limit
 PREVIEW_ROWS, PREVIEW_CHARS = 5, 60  # the sidebar's CSV preview: rows, characters per cell
 PREVIEW_LABELS = 20  # label counts listed in the preview (the most common ones)
