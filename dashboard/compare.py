@@ -84,7 +84,8 @@ def restore(all_ids: list[int]) -> None:
 
 
 def mirror() -> None:
-    """Keep the picked runs, the reference and the axes in the address (one change at most)."""
+    """Keep the picked runs, the reference, the axes and the scatter's switch in the address
+    (one change at most)."""
     values = {param: st.session_state.get(key) for param, key in URL.items()}
     values["scatter"] = "on" if values["scatter"] else None  # off (the default) or not shown
     urlstate.page_params({k: None if URL_DEFAULTS.get(k) == v else v for k, v in values.items()})
