@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import controls, flow, loaders, urlstate
+from dashboard.text import plain
 from llmopt import comparison, figures, metrics
 from llmopt.experiments import ExperimentStore, Run, short_source
 
@@ -22,11 +23,16 @@ PICKED = "cmp_runs"  # run ids to compare
 TABLE_VERSION = "cmp_table_version"  # bumped when the pick changes elsewhere: fresh ticks
 TABLE_IDS = "cmp_table_ids"  # run ids of the table's rows, in order (for its selection)
 GOTO_COMPRESS = "cmp_goto_compress"
-URL = {"runs": PICKED, "ref": "cmp_ref", "x": "cmp_x", "y": "cmp_y"}  # address -> widget key
+SCATTER_ON = "cmp_scatter_on"  # the "Draw the scatter" switch, shown above SCATTER_DRAWN_RUNS
+URL = {"runs": PICKED, "ref": "cmp_ref", "x": "cmp_x", "y": "cmp_y", "scatter": SCATTER_ON}
 URL_DEFAULTS = {"x": "size_mb", "y": "accuracy"}  # left out of the address
 DEFAULTED = "cmp_defaulted"  # the filters were set to the sidebar's dataset and rows once
 COLOUR_SET = "cmp_colour_set"  # "user" once the reader chose a colouring
 LINEAGE_OPEN_RUNS = 200  # the lineage map starts open up to this many runs shown
+# Up to this many runs shown the scatter is drawn at once; above, only when asked (a switch kept
+# in the address): a first view without any chart spares the browser plotly's 4.7 MB script,
+# most of a cold load's time with a thousand runs.
+SCATTER_DRAWN_RUNS = 200
 _LEADING = {"id": "id", "name": "name", "method": "recipe"}
 _ACCURACY = {"accuracy": "accuracy", "accuracy_low": "acc. low", "accuracy_high": "acc. high"}
 _TRAILING = {
@@ -71,13 +77,17 @@ def restore(all_ids: list[int]) -> None:
         elif param == "ref":
             if (ref := urlstate.link_id(param)) is not None:
                 st.session_state[key] = ref
+        elif param == "scatter":
+            st.session_state[key] = text == "on"
         elif text in comparison.AXES:
             st.session_state[key] = text
 
 
 def mirror() -> None:
-    """Keep the picked runs, the reference and the axes in the address (one change at most)."""
+    """Keep the picked runs, the reference, the axes and the scatter's switch in the address
+    (one change at most)."""
     values = {param: st.session_state.get(key) for param, key in URL.items()}
+    values["scatter"] = "on" if values["scatter"] else None  # off (the default) or not shown
     urlstate.page_params({k: None if URL_DEFAULTS.get(k) == v else v for k, v in values.items()})
     for param in URL:
         st.session_state[f"cmp_url_{param}"] = urlstate.read_param(param)
@@ -273,6 +283,13 @@ def scatter(shown: pd.DataFrame, picked: list[int]) -> None:
         key="cmp_colour",
         on_change=lambda: st.session_state.__setitem__(COLOUR_SET, "user"),
     )
+    if len(shown) > SCATTER_DRAWN_RUNS and not st.toggle(
+        f"Draw the scatter of all {len(shown):,} runs",
+        key=SCATTER_ON,
+        help=f"Off at first for more than {SCATTER_DRAWN_RUNS} runs, so that the page opens "
+        "quickly; narrow the runs with the filters above, or switch it on.",
+    ):
+        return
     front = comparable_front(shown, x, y)
     fig = figures.runs_scatter_figure(shown, x, y, front=front, selected=picked, colour=colour)
     st.plotly_chart(
@@ -367,7 +384,8 @@ def picked_views(store: ExperimentStore, runs: list[Run]) -> None:
         "Accuracy differences also get the exact McNemar test on the paired predictions."
     )
     differs = comparison.what_differs(runs)
-    st.markdown("**What differs**: " + (", ".join(differs.index) if len(differs) else "nothing"))
+    fields = ", ".join(plain(f) for f in differs.index) if len(differs) else "nothing"
+    st.markdown("**What differs**: " + fields)
     if len(differs):
         st.dataframe(differs, width="stretch")
     if len(same) < 1:

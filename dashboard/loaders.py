@@ -74,8 +74,8 @@ def base_model(sel: Selection) -> llmopt.LoadedModel:
 def _labels(names: list[str]) -> str:
     """Label names for a caption: all of a few, the first ones and a count of many."""
     if len(names) <= LABELS_SHOWN:
-        return ", ".join(names)
-    return f"{', '.join(names[:LABELS_SHOWN])}, … ({len(names)} in all)"
+        return ", ".join(plain(n) for n in names)
+    return f"{', '.join(plain(n) for n in names[:LABELS_SHOWN])}, … ({len(names)} in all)"
 
 
 def load() -> tuple[Selection, llmopt.LoadedModel, llmopt.TextDataset]:
@@ -86,7 +86,7 @@ def load() -> tuple[Selection, llmopt.LoadedModel, llmopt.TextDataset]:
         data = dataset(sel, "test", sel.rows)
         loaded = base_model(sel)
     st.caption(
-        f"Model **{loaded.name}** · dataset **{data.name}** · {len(data)} test rows "
+        f"Model **{plain(loaded.name)}** · dataset **{plain(data.name)}** · {len(data)} test rows "
         f"· labels {_labels(loaded.label_names)}"
     )
     with inline_errors():  # say now that labels do not match; facts and attention still work

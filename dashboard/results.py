@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 import llmopt
+from dashboard.text import plain
 from llmopt.data import display_text
 
 FLIPPED_CHARS = 160  # of a text in the flipped-examples table (select a row for all of it)
@@ -331,8 +332,8 @@ def show_flipped(table: pd.DataFrame) -> None:
     if chosen:
         row = table.iloc[chosen[0]]
         st.markdown(
-            f"**True label {row['label']}** · baseline says {row['baseline says']} · "
-            f"compressed says {row['compressed says']}"
+            f"**True label {plain(row['label'])}** · baseline says {plain(row['baseline says'])} · "
+            f"compressed says {plain(row['compressed says'])}"
         )
         st.text(full[chosen[0]])
     else:

@@ -53,7 +53,12 @@ MODEL_KINDS = {  # kind -> (what the text box holds, its first value)
     ENCODER: ("Encoder (bundled, a directory or a hub id)", "bundled"),
 }
 REVIEWS, CSV, HF = "Bundled reviews", "CSV file", "Hugging Face dataset"
-FIRST_RUN = "first run on this machine only (about a minute); afterwards it loads in seconds"
+# No fixed time: it took 1 minute on one machine and 6.6 on a busy one. The bar's own text
+# gives the time left, measured on this machine as the texts are encoded (llmopt.head).
+FIRST_RUN = (
+    "first run on this machine only, and how long it takes depends on the machine; "
+    "afterwards it loads in seconds"
+)
 MAX_ROWS = 1_000_000  # the Evaluation rows box's upper limit
 PREVIEW_ROWS, PREVIEW_CHARS = 5, 60  # the sidebar's CSV preview: rows, characters per cell
 PREVIEW_LABELS = 20  # label counts listed in the preview (the most common ones)
@@ -200,10 +205,10 @@ def _csv_columns(raw: bytes, name: str, digest: str) -> tuple[str, str]:
     counts = label_counts(frame, label_col)
     if len(counts) > MANY_LABELS:
         sb.warning(
-            f"The Label column '{label_col}' has {len(counts):,} distinct values: probably not "
-            "a label column; choose another."
+            f"The Label column '{plain(label_col)}' has {len(counts):,} distinct values: "
+            "probably not a label column; choose another."
         )
-    with sb.expander(f"Preview of {name} ({preview.n_rows:,} rows)"):
+    with sb.expander(f"Preview of {plain(name)} ({preview.n_rows:,} rows)"):
         cells = preview.rows.map(lambda v: display_text(v, PREVIEW_CHARS))
         st.dataframe(cells, hide_index=True)
         shown = f", the {PREVIEW_LABELS} most common" if len(counts) > PREVIEW_LABELS else ""

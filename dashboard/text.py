@@ -17,13 +17,19 @@ import re
 # backslash itself. Underscores inside a word are left alone: Markdown does not emphasise them,
 # and names like no_such_dataset stay readable in the page's source too.
 _SPECIAL = re.compile(r"([\\`*\[\]<>!$~|]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
-# Bare addresses that GitHub-flavoured Markdown turns into links by themselves.
+# Bare addresses that GitHub-flavoured Markdown turns into links by themselves. The browser's
+# Markdown (remark-gfm) finds them in the text *after* backslash escapes are resolved, so an
+# escape alone does not stop it: an invisible WORD JOINER (U+2060) goes where its patterns need
+# an ASCII character (after "://", between "www" and ".", before "@"), and the address stays
+# readable but is never linked.
 _AUTOLINK = re.compile(r"(?i)(://|\bwww\.|@)")
+JOINER = "\u2060"
 
 
 def plain(text) -> str:
     """``text`` escaped so that Streamlit's Markdown shows it literally (no link, image, HTML,
-    code, emphasis or formula); ``None`` becomes ""."""
+    code, emphasis or formula); ``None`` becomes "". Bare addresses get an invisible word
+    joiner so that they are not linked."""
     if text is None:
         return ""
     escaped = _SPECIAL.sub(r"\\\1", str(text))
@@ -33,7 +39,7 @@ def plain(text) -> str:
 def _break_autolink(match: re.Match) -> str:
     found = match.group(1)
     if found == "://":
-        return r":\/\/"
+        return r":\/\/" + JOINER
     if found == "@":
-        return r"\@"
-    return found[:-1] + r"\."
+        return JOINER + r"\@"
+    return found[:-1] + JOINER + r"\."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -127,14 +128,34 @@ def pooled_features(
     """Mean-pooled encoder features of ``texts`` in their order: (n, hidden)."""
     encoded = encode(tokenizer, texts, max_length)
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
-    done = 0
+    done, batches, start = 0, 0, time.monotonic()
     for rows, inputs in iter_batches(encoded, batch_size):
         pooled, _ = model.pooled(**inputs)
         out[rows] = pooled.float().numpy()
         done += len(rows)
+        batches += 1
         if progress:
-            progress(done / len(texts), f"encoding training texts: {done}/{len(texts)}")
+            eta = time_left(done, len(texts), time.monotonic() - start, batches)
+            progress(done / len(texts), f"encoding training texts: {done}/{len(texts)}{eta}")
     return out
+
+
+ETA_AFTER_BATCHES = 3  # batches timed on this machine before the time left is estimated
+
+
+def time_left(done: int, total: int, elapsed: float, batches: int) -> str:
+    """' · about 4 min 10 s left (…)', the rest of the texts at the pace measured so far on
+    this machine, or "" before ``ETA_AFTER_BATCHES`` batches are timed and once all are done.
+    No fixed guess: the same work takes a minute on one machine and several on a busy one."""
+    if batches < ETA_AFTER_BATCHES or done <= 0 or done >= total:
+        return ""
+    from llmopt.sweep import duration
+
+    left = elapsed / done * (total - done)
+    return (
+        f" · about {duration(left)} left at the pace measured here so far "
+        f"({done} texts in {duration(elapsed)}), then a short fit"
+    )
 
 
 def fit_head(
@@ -209,6 +230,8 @@ def load_encoder_classifier(
         if progress:
             progress(0.0, f"training a classification head on {len(train_data)} texts (once)")
         feats = pooled_features(model, tokenizer, train_data.texts, max_length, progress)
+        if progress:
+            progress(1.0, f"fitting the classification head on {len(train_data)} encoded texts")
         weight, bias = fit_head(feats, train_data.labels, len(names))
         train_acc = float(((feats @ weight.T + bias).argmax(1) == train_data.labels).mean())
         meta = {

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from dashboard import layout, loaders, ui
+from dashboard.text import plain
 from llmopt.data import label_balance
 from llmopt.figures import facts_table
 
@@ -38,16 +39,16 @@ table = facts_table(facts)
 left.dataframe(table, hide_index=True, width="stretch", height=35 * len(table) + 38)
 right.markdown("**Notes**")
 for note in loaded.notes or ["none"]:
-    right.caption(note)
+    right.caption(plain(note))
 
 st.subheader("Dataset")
 st.markdown(
-    f"**{data.name}** — {int(balance['train'].sum())} training rows, "
+    f"**{plain(data.name)}** — {int(balance['train'].sum())} training rows, "
     f"{int(balance['test'].sum())} test rows; the dashboard evaluates the first **{len(data)}** "
     "test rows (change *Evaluation rows* in the sidebar)."
 )
 if note := data.dropped_note():
-    st.caption(note)
+    st.caption(plain(note))
 # Long class names get the table's full width (a narrow column cut them to "categ…").
 longest = int(balance["label"].astype(str).str.len().max()) if len(balance) else 0
 wide = longest > LONG_LABEL

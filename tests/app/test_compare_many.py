@@ -1,0 +1,61 @@
+"""Compare with many runs opens without any chart: the scatter waits for its switch.
+
+Issue 18 item 24: with a thousand stored runs a cold load took ~4 s in Chromium, most of it the
+browser loading plotly's script for the first chart. Above ``SCATTER_DRAWN_RUNS`` runs the first
+view now sends no chart (the lineage box starts closed too), and the switch that draws the
+scatter is kept in the address. On the old page the scatter was drawn at once, so the first
+assertion fails there.
+"""
+
+from __future__ import annotations
+
+import pytest
+from app_data import figure, figures
+from app_settings import APP, TIMEOUT
+
+
+@pytest.fixture()
+def many_runs(tiny_env, tmp_path, monkeypatch):
+    from stored_runs import fill_store
+
+    from dashboard.compare import SCATTER_DRAWN_RUNS
+
+    path = tmp_path / "experiments.sqlite"
+    monkeypatch.setenv("LLMOPT_EXPERIMENTS", str(path))
+    sets = SCATTER_DRAWN_RUNS // 10 + 1  # ten runs on each: just over the threshold in all
+    ids = fill_store(path, {f"d{d}.csv": (["n", "p"], 10) for d in range(sets)}, 10)
+    return sorted(i for run_ids in ids.values() for i in run_ids)
+
+
+def _points(fig: dict) -> list[int]:
+    marks = [t for t in fig["data"] if t.get("mode") == "markers" and t["name"] != "selected"]
+    return sorted(int(c[0]) for t in marks for c in t["customdata"])
+
+
+def test_many_runs_first_view_sends_no_chart_until_the_switch(many_runs):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception and not at.error, at.exception or [e.value for e in at.error]
+    assert figures(at) == []  # no plotly chart: the browser need not load plotly yet
+    switch = at.toggle(key="cmp_scatter_on")
+    assert switch.value is False and f"{len(many_runs):,} runs" in switch.label
+    switch.set_value(True).run()
+    assert not at.exception, at.exception
+    assert _points(figure(at, "Accuracy against Size (MB)")) == many_runs
+    assert at.query_params.get("scatter") in ("on", ["on"])  # kept in the address
+    at.toggle(key="cmp_scatter_on").set_value(False).run()
+    assert figures(at) == [] and "scatter" not in at.query_params
+
+
+def test_a_link_with_the_scatter_on_draws_it_at_once(many_runs):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["scatter"] = "on"
+    at.run()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception and not at.error, at.exception or [e.value for e in at.error]
+    assert at.toggle(key="cmp_scatter_on").value is True
+    assert _points(figure(at, "Accuracy against Size (MB)")) == many_runs
