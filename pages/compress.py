@@ -2,10 +2,14 @@
 
 import streamlit as st
 
-from dashboard import controls, explainers, layout, results, state
+from dashboard import controls, explainers, layout, lm, results, state
 
 st.title("Compress & Evaluate")
 layout.readable_columns()  # 900 px with the sidebar open to wide screens
+state.run_through_app()
+if lm.is_causal_lm(st.session_state["selection"]):
+    lm.show_compress_page(st.session_state["selection"])  # perplexity, fidelity, generation
+    st.stop()
 sel, loaded, data = state.load()
 state.show_recipe_note()
 hidden = int(state.facts(sel, loaded)["hidden_size"] or 768)
