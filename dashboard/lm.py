@@ -262,3 +262,16 @@ def show_compress_page(sel: Selection) -> None:
     else:
         st.info(f"Press **Evaluate** to score {task} on {len(data)} test texts.")
     show_generation(sel, lm)
+
+
+def stop_on_classifier_page(sel: Selection) -> None:
+    """On a page that takes only sequence classifiers, a causal LM ends the run with a line
+    that says where it can be evaluated (rather than the classifier loader's refusal)."""
+    if is_causal_lm(sel):
+        st.info(
+            f"{plain(sel.model_source)} is a causal language model: this page takes sequence "
+            "classifiers. Evaluate it (perplexity, fidelity, generation) on the Compress & "
+            "Evaluate page and compare its runs on the Compare page; sweeps of causal LMs "
+            "come later."
+        )
+        st.stop()

@@ -101,6 +101,14 @@ def test_compressed_run_shows_fidelity_generation_and_compare(lm_app, tiny_env, 
 
     run = ExperimentStore(store_path()).get(run_id)
     assert run.task == "perplexity"
+    assert "Perplexity (tokens)" in at.selectbox("cmp_y").options  # a registry metric is an axis
+    frames = [d.value for d in at.dataframe if "name" in d.value.columns]
+    from llmopt import metrics
+
+    column = metrics.get("perplexity").short
+    shown = [v for f in frames if column in f.columns for v in f[column]]
+    assert any(math.isclose(v, other.perplexity, rel_tol=1e-3) for v in shown), frames
+    assert not at.error, [e.value for e in at.error]
 
 
 def test_every_page_runs_with_a_causal_lm(lm_app):
@@ -108,3 +116,6 @@ def test_every_page_runs_with_a_causal_lm(lm_app):
     for page in PAGES + ["pages/compare.py", "pages/train.py"]:
         at.switch_page(page).run()
         assert not at.exception, (page, at.exception)
+        assert not at.error, (page, [e.value for e in at.error])
+    at.switch_page("pages/sweep.py").run()
+    assert any("sweeps of causal LMs come later" in i.value for i in at.info)
