@@ -52,7 +52,7 @@ TABLE_COLUMNS = metrics.LiveDict(  # runs_frame column -> title in the table
     lambda: {
         **_LEADING,
         **_ACCURACY,  # accuracy with its interval, then every other headline metric
-        **{k: metrics.get(k).short for k in metrics.headline() if k != "accuracy"},
+        **{k: metrics.get(k).short for k in metrics.headline(None) if k != "accuracy"},
         **_TRAILING,
     }
 )
@@ -203,7 +203,7 @@ def runs_table(shown: pd.DataFrame, frame: pd.DataFrame) -> list[int]:
                 metrics.get(k).short: st.column_config.NumberColumn(
                     format=f"%.{metrics.get(k).digits}f"
                 )
-                for k in metrics.headline()
+                for k in metrics.headline(None)
                 if k != "accuracy"
             },
             "size MB": st.column_config.NumberColumn(format="%.2f"),
@@ -375,9 +375,10 @@ def picked_views(store: ExperimentStore, runs: list[Run]) -> None:
     same = [r for r in runs if comparison.rows_key(r) == comparison.rows_key(ref_run)]
     results = {r.id: loaders.stored_result(store, r) for r in same}
     same = [r for r in same if results[r.id] is not None]
-    cells, marks = comparison.side_by_side(same, results, reference)
-    st.subheader("Side by side")
-    st.dataframe(_styled(cells, marks), width="stretch")
+    if same:  # runs without per-row predictions (an LM's perplexity): their scores are above
+        cells, marks = comparison.side_by_side(same, results, reference)
+        st.subheader("Side by side")
+        st.dataframe(_styled(cells, marks), width="stretch")
     st.caption(
         "Each score with its 95% bootstrap interval; Δ = difference from the reference on the "
         "same rows, green or red only when its 95% paired interval excludes 0 (grey = noise). "

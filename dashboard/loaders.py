@@ -82,6 +82,9 @@ def load() -> tuple[Selection, llmopt.LoadedModel, llmopt.TextDataset]:
     """The sidebar's choice, its base model and its evaluation rows; errors end the run."""
     run_through_app()
     sel = st.session_state["selection"]
+    from dashboard import lm  # deliberately late: lm imports this module
+
+    lm.stop_on_classifier_page(sel)  # a causal LM: this page's classifier views do not apply
     with guard():
         data = dataset(sel, "test", sel.rows)
         loaded = base_model(sel)

@@ -242,7 +242,9 @@ def sidebar() -> Selection:
         kinds,
         key="src_model_kind",
         help="The bundled default works offline: MiniLM sentence encoder + a review classifier "
-        "head. A local directory or hub id must hold a sequence-classification checkpoint; "
+        "head. A local directory or hub id holds a sequence-classification checkpoint or a "
+        "causal language model (GPT-2, OPT, Llama, Qwen2, …: scored by perplexity on the "
+        "Compress & Evaluate page); "
         "'Encoder + trained head' trains a logistic-regression head on your dataset's "
         "training split.",
     )

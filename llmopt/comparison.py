@@ -33,7 +33,7 @@ _MEASURED_AXES = {
     "mean_rel_error": "Mean relative weight error",
 }
 AXES = metrics.LiveDict(
-    lambda: {**{k: metrics.get(k).title for k in metrics.ranked()}, **_MEASURED_AXES}
+    lambda: {**{k: metrics.get(k).title for k in metrics.ranked(None)}, **_MEASURED_AXES}
 )
 SCORES = metrics.LiveList(lambda: list(metrics.ranked()))  # the metrics a run row holds
 BASE_METHOD = "base model"  # the method of an uncompressed model's run
@@ -65,7 +65,7 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
                 "steps": config_steps(r.config) or [BASE_METHOD],
                 "parent": r.parent,
                 "origin": r.origin,
-                **{k: _num(own.get(k)) for k in SCORES},
+                **{k: _num(own.get(k)) for k in metrics.ranked(None)},  # LM runs' too
                 "accuracy_low": _num(low),
                 "accuracy_high": _num(high),
                 "size_mb": r.size_bytes / 1e6,

@@ -2,10 +2,15 @@
 
 import streamlit as st
 
-from dashboard import controls, explainers, flow, layout, loaders, results, ui
+from dashboard import controls, explainers, flow, layout, lm, loaders, results, ui
+from dashboard.legacy import run_through_app
 
 st.title("Compress & Evaluate")
 layout.readable_columns()  # 900 px with the sidebar open to wide screens
+run_through_app()
+if lm.is_causal_lm(st.session_state["selection"]):
+    lm.show_compress_page(st.session_state["selection"])  # perplexity, fidelity, generation
+    st.stop()
 sel, loaded, data = loaders.load()
 ui.show_recipe_note()
 hidden = int(loaders.facts(sel, loaded)["hidden_size"] or 768)
