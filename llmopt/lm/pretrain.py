@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -82,7 +83,7 @@ BUNDLED_CONFIG = PretrainConfig()  # lm:bundled's recipe, and pretrain's default
 @dataclass
 class PretrainResult:
     model: torch.nn.Module  # GPT2LMHeadModel, fp32, eval mode
-    tokenizer: object  # PreTrainedTokenizerFast
+    tokenizer: Any  # PreTrainedTokenizerFast (untyped library)
     history: list[dict] = field(default_factory=list)  # {"step", "loss", "seconds"}
     stats: dict = field(default_factory=dict)  # steps, seconds, tokens, tokens_per_second, …
 
@@ -104,9 +105,10 @@ def build_model(config: PretrainConfig, vocab_size: int, eos_id: int):
         eos_token_id=eos_id,
         pad_token_id=eos_id,
         tie_word_embeddings=True,
-        loss_type="ForCausalLM",
     )
-    return GPT2LMHeadModel(gpt)
+    model = GPT2LMHeadModel(gpt)
+    model.loss_type = "ForCausalLM"  # what transformers falls back to, without its warning
+    return model
 
 
 PAPER_SEPARATOR = "\n\n"  # how the paper protocol joins texts (llmopt.lm.perplexity)
@@ -207,7 +209,7 @@ def pretrain(
     start = time.perf_counter()
     step, elapsed = 0, 0.0
     while True:
-        done = step / config.steps if budget is None else elapsed / budget
+        done = elapsed / budget if budget is not None else step / (config.steps or 1)
         if done >= 1.0 or (should_stop is not None and should_stop()):
             break
         lr = config.lr * min(1.0, (step + 1) / config.warmup_steps)
