@@ -11,11 +11,12 @@ import argparse
 import os
 import sys
 
-from llmopt.cli import evaluate, generate, runs, train
+from llmopt.cli import evaluate, generate, pretrain, runs, train
 from llmopt.cli.common import Bar, Parser
 from llmopt.cli.compression_flags import LazyParser
 
-GROUPS = (evaluate, generate, train, runs)  # modules whose add_commands() registers subcommands
+# modules whose add_commands() registers subcommands
+GROUPS = (evaluate, generate, pretrain, train, runs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -146,9 +146,12 @@ def zero_shot_config(args):
 
 
 def load_lm(args):
+    from llmopt.cli.pretrain import StageBar
     from llmopt.lm.load import load_causal_lm
 
-    return load_causal_lm(args.model, dtype=args.dtype or "auto", device=args.device or "auto")
+    return load_causal_lm(
+        args.model, dtype=args.dtype or "auto", device=args.device or "auto", progress=StageBar()
+    )
 
 
 def compress_lm(args, lm, config, progress):

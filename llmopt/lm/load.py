@@ -24,10 +24,12 @@ from llmopt.hub import (
     refuse_custom_code,
 )
 from llmopt.lm.device import DTYPES, available_bytes, resolve_device, resolve_dtype
+from llmopt.loaded import Progress
 from llmopt.models import HUB_ID, check_complete
 from llmopt.paths import Confinement, check_path
 from llmopt.sources import is_local
 
+BUNDLED_LM = "lm:bundled"  # the LM pre-trained here at first use (llmopt.lm.pretrain)
 MEMORY_MARGIN = 1.2  # weights plus activations, allocator slack and the tokenizer
 HEADER_CAP = 100_000_000  # a safetensors header larger than this is not a checkpoint we read
 SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 4, "I16": 2}
@@ -67,17 +69,21 @@ def load_causal_lm(
     device: str = "auto",
     confine: Confinement | None = None,
     attn_implementation: str | None = None,
+    progress: Progress | None = None,
 ) -> LoadedLM:
     """Load a causal LM that ``AutoModelForCausalLM`` loads without remote code.
 
     Args:
-        source: a local checkpoint folder or a Hugging Face hub id.
+        source: a local checkpoint folder, a Hugging Face hub id, or ``lm:bundled`` (a small
+            GPT-2-style LM pre-trained here on the bundled reviews at first use, then cached:
+            ``llmopt.lm.pretrain``).
         dtype: ``auto`` (the checkpoint's float type on CUDA, bf16 on a CPU with native bf16,
             else fp32), ``fp32``, ``bf16`` or ``fp16``.
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         confine: the folders a server may read (``None``: anywhere, as on the command line).
         attn_implementation: passed to transformers (``eager`` for attention maps); default:
             the library's choice (SDPA), which is faster.
+        progress: ``(fraction, message)`` callback while ``lm:bundled`` is pre-trained.
 
     Returns:
         The model in eval mode on the device, and its tokenizer (with a pad token).
@@ -93,6 +99,12 @@ def load_causal_lm(
     torch_device = resolve_device(device)
     if dtype != "auto" and dtype not in DTYPES:
         raise LlmoptError(f"dtype {dtype!r} is not one of: auto, {', '.join(DTYPES)}")
+    if source == BUNDLED_LM:
+        from llmopt.lm.pretrain import bundled_lm
+
+        return bundled_lm(
+            dtype=dtype, device=device, attn_implementation=attn_implementation, progress=progress
+        )
     if is_local(source):
         path = check_path(source, kind="dir", what="model folder", confine=confine)
         check_complete(path, source)
@@ -312,6 +324,8 @@ def model_kind(source: str) -> str:
     A config that cannot be read counts as a classifier, whose loader then says what is wrong.
     """
     source = str(source).strip()
+    if source == BUNDLED_LM:
+        return CAUSAL_LM
     if source == "bundled" or source.startswith("encoder:"):
         return CLASSIFIER
     try:
