@@ -295,6 +295,8 @@ def run(args) -> dict:
     unknown = sections - set(SECTIONS)
     if unknown:
         raise SystemExit(f"unknown sections: {', '.join(sorted(unknown))}; from {SECTIONS}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(describe())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     train = review_texts("train")
@@ -354,6 +356,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--calib-windows", type=int, default=32)
     p.add_argument("--calib-seq-len", type=int, default=256)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--sections", default=",".join(SECTIONS))
     return p
 
