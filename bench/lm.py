@@ -330,8 +330,8 @@ def run(args) -> dict:
             )
         results["peak_gflops"] = max(peak, after)
     if "bf16" in sections:
-        small = train_small(tokenizer, train[:2000], seconds=args.train_seconds)
-        small_texts = eval_texts(tokenizer, 64 * small.max_length)
+        small = train_small(tokenizer, train[: args.tokenizer_texts], seconds=args.train_seconds)
+        small_texts = eval_texts(tokenizer, 8 * args.windows * small.max_length)
         results["bf16"] = section_bf16(lm, texts, args.seq_len, small, small_texts)
     if "generate" in sections:
         results["generate"] = section_generate(lm, args.new_tokens)
