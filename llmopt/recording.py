@@ -121,6 +121,25 @@ class Recorded:
     notice: str | None = None  # the store's notice (a file moved aside), to show the user
 
 
+def _variant_fields(store, base_id, model_fp, rows_fp, config, parent, name, report) -> dict:
+    """The fields every variant run has, classifier or LM: the recipe that acted (settings
+    that did nothing are left at their defaults), its parent (inferred when not given), what
+    it does, and the compression report."""
+    config_dict = config.acting().to_dict() if hasattr(config, "acting") else config
+    if parent is None:
+        parent = infer_parent(store, base_id, model_fp, rows_fp, config_dict)
+    return {
+        "kind": "variant",
+        "config": config_dict,
+        "parent": parent,
+        "name": name,
+        "method": describe_config(config_dict),
+        "steps": config_steps(config_dict),
+        "report": report.to_dict() if report is not None else None,
+        "mean_rel_error": report.totals.get("mean_rel_error") if report is not None else None,
+    }
+
+
 def record_evaluation(
     store: ExperimentStore,
     *,
@@ -211,18 +230,12 @@ def record_evaluation(
         base_id = store.add(base_run, y_true=base.y_true, y_score=base.y_score, row_set=row_set)
     if other is None:
         return Recorded(base_id, base_id, store.notice)
-    config_dict = config.acting().to_dict() if hasattr(config, "acting") else config  # what acted
-    if parent is None:
-        parent = infer_parent(store, base_id, model_fp, rows_fp, config_dict)
+    fields = _variant_fields(store, base_id, model_fp, rows_fp, config, parent, name, report)
+    config_dict = fields["config"]
     fidelity = compare(base, other)
     run = Run(
         **common,
-        kind="variant",
-        config=config_dict,
-        parent=parent,
-        name=name,
-        method=describe_config(config_dict),
-        steps=config_steps(config_dict),
+        **fields,
         metrics={"baseline": _metrics(base), "compressed": _metrics(other)},
         intervals=computed["intervals"],
         delta_intervals=computed["delta_intervals"],
@@ -234,8 +247,6 @@ def record_evaluation(
         mean_kl=fidelity["mean_kl"],
         flipped=len(fidelity["flipped"]),
         fidelity=fidelity,
-        report=report.to_dict() if report is not None else None,
-        mean_rel_error=(report.totals.get("mean_rel_error") if report is not None else None),
         confusion_matrix=other.confusion.tolist(),
         notes=list(other.notes),
         n_truncated=int(other.n_truncated),
@@ -629,28 +640,18 @@ def record_lm_evaluation(
         base_id = store.add(base_run, row_set=row_set)
     if other is None:
         return Recorded(base_id, base_id, store.notice)
-    config_dict = config.acting().to_dict() if hasattr(config, "acting") else config
-    if parent is None:
-        parent = infer_parent(store, base_id, model_fp, rows_fp, config_dict)
     fid = None
     if fidelity is not None:
         fid = {**fidelity.to_dict(), "harder": [h.to_dict() for h in fidelity.harder]}
     run = Run(
         **common,
-        kind="variant",
-        config=config_dict,
-        parent=parent,
-        name=name,
-        method=describe_config(config_dict),
-        steps=config_steps(config_dict),
+        **_variant_fields(store, base_id, model_fp, rows_fp, config, parent, name, report),
         metrics={"baseline": lm_metrics(base), "compressed": lm_metrics(other, fidelity)},
         intervals=computed["intervals"],
         delta_intervals=computed.get("delta_intervals"),
         agreement=fidelity.top1_agreement if fidelity is not None else None,
         mean_kl=fidelity.mean_kl if fidelity is not None else None,
         fidelity=fid,
-        report=report.to_dict() if report is not None else None,
-        mean_rel_error=(report.totals.get("mean_rel_error") if report is not None else None),
         latency=speed(other),
         **(other_size or base_size),
     )
