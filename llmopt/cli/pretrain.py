@@ -35,6 +35,17 @@ def _minutes(text: str) -> float:
     return value
 
 
+def _steps(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        msg = f"expected a whole number of steps, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not 1 <= value <= 10_000_000:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 10000000 steps, got {text}")
+    return value
+
+
 def add_commands(sub) -> None:
     """Register ``pretrain``."""
     p = sub.add_parser(
@@ -42,8 +53,9 @@ def add_commands(sub) -> None:
         help="pre-train a small GPT-style causal LM from scratch on a text column (offline)",
         description=(
             "Trains a byte-level BPE tokenizer and a 4-block GPT-2-style model on the texts for "
-            "a fixed time budget, and saves it as a checkpoint --model can load. Without "
-            "--dataset and --save-model it builds the cached lm:bundled model."
+            "a fixed number of steps (600, the lm:bundled recipe) or a time budget (--minutes), "
+            "and saves it as a checkpoint --model can load. Without --dataset and --save-model "
+            "it builds the cached lm:bundled model."
         ),
     )
     p.add_argument(
@@ -53,8 +65,9 @@ def add_commands(sub) -> None:
     )
     p.add_argument("--text-column", default="text", help="the CSV's text column (no labels needed)")
     p.add_argument(
-        "--minutes", type=_minutes, default=None, help="training time budget (default 4)"
+        "--minutes", type=_minutes, default=None, help="train for this long instead of 600 steps"
     )
+    p.add_argument("--steps", type=_steps, default=None, help="train this many steps (default 600)")
     p.add_argument("--save-model", type=Path, help="save the model to this folder")
     p.add_argument(
         "--overwrite", action="store_true", help="let --save-model replace a non-empty folder"
@@ -94,11 +107,13 @@ def read_texts(dataset: str, text_column: str) -> list[str]:
 def run_pretrain(args) -> int:
     from llmopt.compression.save import check_save_target
 
+    if args.minutes is not None and args.steps is not None:
+        raise LlmoptError("give a time budget (--minutes) or a step count (--steps), not both")
     if args.overwrite and args.save_model is None:
         raise LlmoptError("--overwrite applies to --save-model; add --save-model DIR or drop it")
     if args.save_model is not None:
         check_save_target(args.save_model, overwrite=args.overwrite)
-    elif args.dataset != "bundled" or args.minutes is not None:
+    elif args.dataset != "bundled" or args.minutes is not None or args.steps is not None:
         raise LlmoptError(
             "add --save-model DIR: only the default run (bundled reviews, default budget) is "
             "cached as lm:bundled"
@@ -114,7 +129,7 @@ def run_pretrain(args) -> int:
         return 0
     from llmopt import atomic
 
-    config = recipe.with_budget(recipe.BUNDLED_CONFIG, args.minutes)
+    config = recipe.with_budget(recipe.BUNDLED_CONFIG, args.minutes, args.steps)
     result = recipe.pretrain(texts, config, progress=bar)
     bar.close()
     target = args.save_model.expanduser()

@@ -180,6 +180,9 @@ def test_pretrain_cli_writes_a_model_better_than_untrained(tmp_path, monkeypatch
         (["--text-column", "nope"], "no column 'nope'"),
         (["--minutes", "0"], "positive number of minutes"),
         (["--minutes", "-2"], "positive number of minutes"),
+        (["--steps", "0"], "between 1 and 10000000 steps"),
+        (["--steps", "1.5"], "whole number of steps"),
+        (["--steps", "5", "--minutes", "1"], "not both"),
     ],
 )
 def test_pretrain_cli_bad_inputs_exit_2(tmp_path, capsys, args, pattern):
@@ -217,3 +220,26 @@ def test_pretrain_cli_needs_texts(tmp_path, capsys):
     argv += ["--save-model", str(tmp_path / "m")]
     rc, stdout, err = run_cli(argv, capsys)
     assert_clean_failure(rc, stdout, err, "no non-empty texts")
+
+
+def test_bundled_recipe_is_a_fixed_step_count_so_load_does_not_change_the_model():
+    """lm:bundled must be the same model on a quiet and on a loaded machine: a time budget
+    would train fewer steps under load (it did: 252 steps instead of about 600)."""
+    assert recipe.BUNDLED_CONFIG.steps == recipe.BUNDLED_STEPS == 600
+    assert recipe.planned(recipe.BUNDLED_CONFIG) == "600 steps"
+    assert recipe.with_budget(recipe.BUNDLED_CONFIG, 2.0).steps is None
+    assert recipe.with_budget(recipe.BUNDLED_CONFIG, None, 7).steps == 7
+
+
+def test_pretrain_cli_steps_trains_exactly_that_many_steps(tmp_path, monkeypatch, capsys):
+    import json
+
+    monkeypatch.setattr(recipe, "BUNDLED_CONFIG", TINY)
+    out = tmp_path / "model"
+    rc, stdout, err = run_cli(
+        ["pretrain", "--dataset", str(_csv(tmp_path, corpus())), "--text-column", "body",
+         "--steps", "7", "--save-model", str(out)], capsys,
+    )  # fmt: skip
+    assert rc == 0, err
+    assert "7 steps" in stdout
+    assert json.loads((out / recipe.META).read_text())["stats"]["steps"] == 7
