@@ -363,17 +363,17 @@ def evaluate_zero_shot(sel: Selection, lm, data, config, zs) -> flow.Evaluation:
 
 
 def show_zero_shot(evaluation: flow.Evaluation, current) -> None:
-    """The classifier's results view (cards with intervals, ROC, confusion matrices, flipped
-    rows), then what the harness's length-normalised accuracy says."""
-    results.show_results(evaluation, current)
+    """What the harness's length-normalised accuracy says, then the classifier's results view
+    (cards with intervals, ROC, confusion matrices, flipped rows)."""
     base, other = evaluation.base, evaluation.other
     line = (
-        "acc_norm (the label of highest log-likelihood per character of its verbalizer): "
-        f"baseline {_fmt(base.metrics.get('acc_norm', math.nan))}"
+        "Zero-shot label scoring · acc_norm (the label of highest log-likelihood per character "
+        f"of its verbalizer): baseline {_fmt(base.metrics.get('acc_norm', math.nan))}"
     )
     if not evaluation.config.is_identity:
         line += f", compressed {_fmt(other.metrics.get('acc_norm', math.nan))}"
     st.caption(line)
+    results.show_results(evaluation, current)
 
 
 def show_compress_page(sel: Selection) -> None:

@@ -17,7 +17,7 @@ from llmopt.sweep import (
 st.title("Sweep")
 st.markdown(
     "Turn one knob through many values, compress and evaluate at each, and see where accuracy "
-    "starts to fall and which settings give the best size for their accuracy."
+    "(a causal LM's perplexity) starts to suffer and which settings give the best size for it."
 )
 run_through_app()
 if lm.is_causal_lm(st.session_state["selection"]):  # perplexity against the knob

@@ -111,14 +111,23 @@ def sweep_figure(df: pd.DataFrame, metric: str | None = None) -> go.Figure:
     baseline = df.attrs.get("baseline")
     if baseline and metric in baseline:
         scores += [baseline[metric], *(baseline.get(f"{metric}_interval") or [])]
-        fig.add_hline(
-            y=baseline[metric],
-            line={"color": PALETTE["baseline"], "dash": "dot", "width": 1},
-            annotation_text=f"baseline {short} {baseline[metric]:.3f}",
-            annotation_position="bottom left" if metric == "accuracy" else "top left",
-            row=1,
-            col=1,
-        )
+        line = {"color": PALETTE["baseline"], "dash": "dot", "width": 1}
+        text = f"baseline {short} {baseline[metric]:.3f}"
+        if log:  # an hline's annotation is placed in axis units, which are log10 here
+            fig.add_hline(y=baseline[metric], line=line, row=1, col=1)
+            fig.add_annotation(
+                text=text, x=0, xref="x domain", y=float(np.log10(baseline[metric])), yref="y",
+                xanchor="left", yanchor="bottom", showarrow=False,
+            )  # fmt: skip
+        else:
+            fig.add_hline(
+                y=baseline[metric],
+                line=line,
+                annotation_text=text,
+                annotation_position="bottom left",
+                row=1,
+                col=1,
+            )
     fig.update_xaxes(autorange="reversed" if spec.get("reverse") else True)
     fig.update_xaxes(title_text=spec["label"], row=2, col=1)
     if log:

@@ -92,3 +92,22 @@ def test_bad_points_fail_before_any_work(lms, monkeypatch):
         run_lm_sweep(lm, TEST, "sparsity", [0.5], ["gptq"], seq_len=SEQ_LEN)
     with pytest.raises(LlmoptError, match="at least one"):
         run_lm_sweep(lm, TEST, "bits", [], ["per-channel"], seq_len=SEQ_LEN)
+
+
+def test_the_figure_draws_the_chosen_metric_with_its_interval_as_error_bars(lms):
+    """The classifier's figure drew accuracy only (a KeyError on an LM frame)."""
+    from llmopt.figures.sweep import sweep_figure
+
+    frame = run_lm_sweep(lms["gpt2"], TEST, "sparsity", [0.0, 0.5], ["magnitude"], seq_len=SEQ_LEN)
+    base = frame.attrs["baseline"]
+    for metric, log in (("perplexity", True), ("bits_per_byte", False)):
+        fig = sweep_figure(frame, None if metric == "perplexity" else metric)
+        line = fig.data[0]  # the method's quality; fig.data[1] is its size
+        assert list(line.y) == list(frame[metric])
+        assert np.allclose(line.error_y.array, frame[f"{metric}_high"] - frame[metric])
+        assert np.allclose(line.error_y.arrayminus, frame[metric] - frame[f"{metric}_low"])
+        assert list(fig.data[1].y) == list(frame["size_mb"])
+        assert (fig.layout.yaxis.type == "log") is log
+        note = [a for a in fig.layout.annotations if a.text.startswith("baseline")]
+        where = math.log10(base[metric]) if log else base[metric]  # a log axis places log10(y)
+        assert len(note) == 1 and math.isclose(note[0].y, where)
