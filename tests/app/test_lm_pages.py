@@ -247,3 +247,15 @@ def test_sweep_plots_perplexity_against_the_knob_and_records_each_point(
     at.radio("ls_metric").set_value("bits_per_byte").run()
     assert not at.exception, at.exception
     assert "bits per byte" in at.get("plotly_chart")[0].proto.spec.lower()
+
+
+def test_the_bundled_reviews_get_the_clis_default_verbalizers():
+    from dashboard.lm import default_verbalizer
+    from llmopt.cli.lm import zero_shot_config
+
+    class Args:  # `evaluate --task zero-shot` with neither --prompt nor --verbalizer
+        prompt = verbalizer = None
+
+    cli = zero_shot_config(Args())
+    assert {label: default_verbalizer(label) for label in cli.verbalizers} == cli.verbalizers
+    assert default_verbalizer("pos") == "pos"  # another dataset's label: its own name
