@@ -241,7 +241,7 @@ def generation_table(gen) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def zero_shot_tasks(data) -> bool:
+def zero_shot_applies(data) -> bool:
     """Whether zero-shot label scoring applies to these rows: they have two labels or more."""
     return len(getattr(data, "label_names", None) or []) >= 2
 
@@ -390,7 +390,7 @@ def show_compress_page(sel: Selection) -> None:
     from llmopt.tasks import eval_tasks
 
     tasks = [t for t in eval_tasks("causal-lm") if t in TASK_LABELS]
-    if not zero_shot_tasks(data):
+    if not zero_shot_applies(data):
         tasks = [t for t in tasks if t != "zero-shot"]
     task = st.selectbox(
         "Task", tasks, format_func=lambda t: TASK_LABELS[t], key="lm_task",
