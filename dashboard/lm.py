@@ -1,6 +1,7 @@
 """The Compress & Evaluate page for a causal language model: perplexity of the base model and
-of a compressed copy on the same windows, their fidelity, the tokens that got harder, and
-generation side by side. Widgets here; every number comes from ``llmopt.lm``."""
+of a compressed copy on the same windows, their fidelity, the tokens that got harder, zero-shot
+label scoring shown as a classifier's results, and generation side by side. Widgets here;
+every number comes from ``llmopt.lm``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import math
 import pandas as pd
 import streamlit as st
 
-from dashboard import controls, flow, loaders, ui
+from dashboard import controls, flow, loaders, results, ui
 from dashboard.cache import shared_cache
 from dashboard.sidebar import Selection, confinement
 from dashboard.text import plain
@@ -17,6 +18,8 @@ from llmopt.errors import LlmoptError
 
 LM_RESULT = "lm_evaluation"  # this session's latest LM evaluation
 LM_GENERATION = "lm_generation"  # this session's latest side-by-side generation
+LM_ZERO_SHOT = "lm_zero_shot"  # this session's latest zero-shot evaluation (a flow.Evaluation)
+TASK_LABELS = {"perplexity": "perplexity", "zero-shot": "zero-shot (label scoring)"}
 
 
 def is_causal_lm(sel: Selection) -> bool:
@@ -59,17 +62,29 @@ def _compressed(sel: Selection, lm, config, seq_len: int):
     return model, rep
 
 
+def base_perplexity(sel: Selection, lm, data, protocol: str, seq_len: int):
+    """The base LM's ``PerplexityResult`` on these texts, windows and protocol (computed once
+    per process and shared by every session)."""
+    from llmopt.lm import perplexity
+
+    def make():
+        with ui.progress("perplexity of the model") as bar:
+            return perplexity(lm, data.texts, protocol=protocol, seq_len=seq_len, progress=bar)
+
+    key = (sel.model_source, data.fingerprint, protocol, seq_len)
+    return shared_cache("lm_perplexity", 8).get(key, make)
+
+
 def evaluate_lm(sel: Selection, lm, data, config, protocol: str, seq_len: int) -> dict:
     """Perplexity of the base LM (and of its compressed copy with fidelity, when ``config``),
     their intervals, recorded in the experiment store."""
-    from llmopt.lm import compare_lms, perplexity
+    from llmopt.lm import compare_lms
     from llmopt.lm.load import lm_size
     from llmopt.recording import lm_statistics, record_lm_evaluation
 
     other = fidelity = report = other_size = None
     if config is None:
-        with ui.progress("perplexity of the model") as bar:
-            base = perplexity(lm, data.texts, protocol=protocol, seq_len=seq_len, progress=bar)
+        base = base_perplexity(sel, lm, data, protocol, seq_len)
     else:
         model, report = _compressed(sel, lm, config, seq_len)
         other_size = lm_size(model)
@@ -226,6 +241,141 @@ def generation_table(gen) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def zero_shot_applies(data) -> bool:
+    """Whether zero-shot label scoring applies to these rows: they have two labels or more."""
+    return len(getattr(data, "label_names", None) or []) >= 2
+
+
+def default_verbalizer(label: str) -> str:
+    """The bundled reviews' verbalizer of a label (as the CLI's defaults), else its name."""
+    from llmopt.lm.zeroshot import DEFAULT_VERBALIZERS
+
+    return DEFAULT_VERBALIZERS.get(label, label)
+
+
+def zero_shot_controls(data):
+    """The prompt template and one verbalizer per label, checked.
+
+    Returns:
+        A ``ZeroShotConfig``, or None after an ``st.error`` that says what to fix (no
+        ``{text}``, an empty verbalizer, two labels with the same words).
+    """
+    from llmopt.lm.zeroshot import DEFAULT_PROMPT, ZeroShotConfig
+
+    prompt = st.text_area(
+        "Prompt template",
+        DEFAULT_PROMPT,
+        key="lm_zs_prompt",
+        help="{text} is replaced by each row's text; each label is scored by the "
+        "log-likelihood of its verbalizer right after this prompt (with a space between).",
+    )
+    names = [str(n) for n in data.label_names]
+    st.caption(
+        "Verbalizers: the words that stand for each label. Probabilities are the softmax of "
+        "their log-likelihoods over the labels."
+    )
+    cols = st.columns(min(len(names), 4))
+    verbalizers: dict[str, str] = {}
+    for i, name in enumerate(names):
+        words = cols[i % len(cols)].text_input(
+            f"Label {plain(name)}", default_verbalizer(name), key=f"lm_zs_verb_{name}"
+        )
+        verbalizers[name] = words.strip()
+    empty = [n for n, w in verbalizers.items() if not w]
+    if empty:
+        st.error(
+            f"The verbalizer of label {plain(repr(empty[0]))} is empty: fill in the words that "
+            "stand for it."
+        )
+        return None
+    seen: dict[str, str] = {}
+    for name, words in verbalizers.items():
+        if words in seen:
+            st.error(
+                f"Labels {plain(repr(seen[words]))} and {plain(repr(name))} have the same "
+                f"verbalizer {plain(repr(words))}: give each label its own words (the same words "
+                "score the same)."
+            )
+            return None
+        seen[words] = name
+    try:
+        return ZeroShotConfig(prompt=prompt, verbalizers=verbalizers)
+    except LlmoptError as exc:
+        st.error(plain(exc.render("app")))
+        return None
+
+
+def _zero_shot_key(sel: Selection, data, zs) -> tuple:
+    return (sel.model_source, data.fingerprint, zs.prompt, tuple(zs.verbalizers.items()))
+
+
+def evaluate_zero_shot(sel: Selection, lm, data, config, zs) -> flow.Evaluation:
+    """Zero-shot label scoring of the base LM (and its compressed copy) on the same rows, as
+    ``evaluate --task zero-shot`` does: classifier-shaped results, their intervals and tests,
+    recorded with the zero-shot fingerprint (the LM with its prompt and verbalizers), so the
+    Compare page pairs the run with a classifier evaluated on the same rows.
+
+    Returns:
+        The evaluation, also kept in ``st.session_state[LM_ZERO_SHOT]``.
+    """
+    import llmopt
+    from llmopt.cli.lm import zero_shot_eval
+    from llmopt.compression.engine import identity_report
+    from llmopt.lm.load import lm_size
+    from llmopt.recording import record_evaluation, statistics, zero_shot_fingerprint
+
+    def score_base():
+        with ui.progress("zero-shot label scoring of the model") as bar:
+            return zero_shot_eval(lm, data, zs, lm_size(lm), bar)[0]
+
+    key = _zero_shot_key(sel, data, zs)
+    base = shared_cache("lm_zero_shot", 8).get(key, score_base)
+    compressed = not config.is_identity
+    if compressed:
+        model, report = _compressed(sel, lm, config, None)
+        with ui.progress("zero-shot label scoring of the compressed copy") as bar:
+            other, _ = zero_shot_eval(model, data, zs, lm_size(model), bar)
+    else:  # nothing to compress: the base model alone, recorded as the CLI records it
+        other, report = base, identity_report(lm, config)
+    recorded = statistics(base, other if compressed else None)
+    run_id = None
+    try:
+        done = record_evaluation(
+            loaders.experiment_store(), base_model=lm, dataset=data, base=base,
+            other=other if compressed else None, config=config if compressed else None,
+            report=report if compressed else None, computed=recorded, task="zero-shot",
+            model_fp=zero_shot_fingerprint(lm, zs.prompt, zs.verbalizers), origin="app",
+            model_source=sel.model_source, dataset_source=flow.dataset_source(sel),
+            rows={**flow.rows_spec(sel, data), "prompt": zs.prompt,
+                  "verbalizers": dict(zs.verbalizers)},
+        )  # fmt: skip
+        run_id = done.run_id
+    except (LlmoptError, OSError) as exc:
+        why = exc.render("app") if isinstance(exc, LlmoptError) else str(exc)
+        st.warning(f"This evaluation was not recorded for the Compare page: {plain(why)}")
+    evaluation = flow.Evaluation(
+        key=key, config=config, base=base, other=other, fidelity=llmopt.compare(base, other),
+        report=report, notes=list(lm.notes), texts=list(data.texts),
+        stats=statistics(base, other), latency=None, simulated=True, run_id=run_id,
+    )  # fmt: skip
+    st.session_state[LM_ZERO_SHOT] = evaluation
+    return evaluation
+
+
+def show_zero_shot(evaluation: flow.Evaluation, current) -> None:
+    """What the harness's length-normalised accuracy says, then the classifier's results view
+    (cards with intervals, ROC, confusion matrices, flipped rows)."""
+    base, other = evaluation.base, evaluation.other
+    line = (
+        "Zero-shot label scoring · acc_norm (the label of highest log-likelihood per character "
+        f"of its verbalizer): baseline {_fmt(base.metrics.get('acc_norm', math.nan))}"
+    )
+    if not evaluation.config.is_identity:
+        line += f", compressed {_fmt(other.metrics.get('acc_norm', math.nan))}"
+    st.caption(line)
+    results.show_results(evaluation, current)
+
+
 def show_compress_page(sel: Selection) -> None:
     """The Compress & Evaluate page when the sidebar's model is a causal LM."""
     from llmopt.lm.perplexity import PROTOCOLS, default_seq_len
@@ -239,29 +389,59 @@ def show_compress_page(sel: Selection) -> None:
     )
     from llmopt.tasks import eval_tasks
 
-    tasks = [t for t in eval_tasks("causal-lm") if t == "perplexity"]  # zero-shot: CLI for now
-    task = st.selectbox("Task", tasks, key="lm_task")
-    left, right = st.columns(2)
-    protocol = left.radio("Protocol", list(PROTOCOLS), key="lm_protocol", horizontal=True)
-    seq_len = right.number_input(
-        "Window (tokens)", 2, 1_000_000, default_seq_len(lm), key="lm_seq_len"
-    )
+    tasks = [t for t in eval_tasks("causal-lm") if t in TASK_LABELS]
+    if not zero_shot_applies(data):
+        tasks = [t for t in tasks if t != "zero-shot"]
+    task = st.selectbox(
+        "Task", tasks, format_func=lambda t: TASK_LABELS[t], key="lm_task",
+        help="perplexity: how well the model predicts the texts; zero-shot: the model as a "
+        "classifier of the rows' labels, each label scored by its verbalizer after a prompt.",
+    )  # fmt: skip
+    if task == "zero-shot":
+        zs = zero_shot_controls(data)
+    else:
+        left, right = st.columns(2)
+        protocol = left.radio("Protocol", list(PROTOCOLS), key="lm_protocol", horizontal=True)
+        seq_len = right.number_input(
+            "Window (tokens)", 2, 1_000_000, default_seq_len(lm), key="lm_seq_len"
+        )
     controls.show(int(getattr(lm.model.config, "hidden_size", 0) or 768))
     with ui.guard():
         config = controls.config_from_state()
+    if task == "zero-shot":
+        _zero_shot_section(sel, lm, data, config, zs)
+    else:
+        _perplexity_section(sel, lm, data, config, protocol, int(seq_len))
+    show_generation(sel, lm)
+
+
+def _zero_shot_section(sel: Selection, lm, data, config, zs) -> None:
+    if st.button("Evaluate", type="primary", key="lm_evaluate", disabled=zs is None):
+        with ui.inline_errors():
+            evaluate_zero_shot(sel, lm, data, config, zs)
+    shown = st.session_state.get(LM_ZERO_SHOT)
+    if zs is not None and shown is not None and shown.key == _zero_shot_key(sel, data, zs):
+        show_zero_shot(shown, config)
+    elif zs is not None:
+        st.info(
+            f"Press **Evaluate** to score each label's verbalizer on {len(data)} test rows, "
+            "with the model and with its compressed copy."
+        )
+
+
+def _perplexity_section(sel: Selection, lm, data, config, protocol: str, seq_len: int) -> None:
     if config.is_identity:
         config = None  # nothing to compress: the base model alone
     if st.button("Evaluate", type="primary", key="lm_evaluate"):
         with ui.inline_errors():
-            evaluate_lm(sel, lm, data, config, protocol, int(seq_len))
+            evaluate_lm(sel, lm, data, config, protocol, seq_len)
     result = st.session_state.get(LM_RESULT)
     if result is not None and result["key"] == (
-        sel.model_source, data.fingerprint, protocol, int(seq_len)
+        sel.model_source, data.fingerprint, protocol, seq_len
     ):  # fmt: skip
         show_result(result)
     else:
-        st.info(f"Press **Evaluate** to score {task} on {len(data)} test texts.")
-    show_generation(sel, lm)
+        st.info(f"Press **Evaluate** to score perplexity on {len(data)} test texts.")
 
 
 def stop_on_classifier_page(sel: Selection) -> None:
@@ -271,7 +451,7 @@ def stop_on_classifier_page(sel: Selection) -> None:
         st.info(
             f"{plain(sel.model_source)} is a causal language model: this page takes sequence "
             "classifiers. Evaluate it (perplexity, fidelity, generation) on the Compress & "
-            "Evaluate page and compare its runs on the Compare page; sweeps of causal LMs "
-            "come later."
+            "Evaluate page, sweep a compression knob on the Sweep page, and compare its runs on "
+            "the Compare page."
         )
         st.stop()

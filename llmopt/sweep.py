@@ -8,6 +8,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,9 @@ from llmopt.errors import LlmoptError
 from llmopt.evaluation import EvalResult, compare, evaluate
 from llmopt.latency import paired_if_kernels_differ
 from llmopt.loaded import LoadedModel, Progress
+
+if TYPE_CHECKING:
+    from llmopt.lm.load import LoadedLM
 
 # The knobs a user can sweep, one per kind of compression. "field" is the CompressionConfig
 # field the value goes into, "off" the value that leaves it uncompressed (the baseline), and
@@ -188,7 +192,7 @@ def _cast(knob: str, value):
     return float(value) if knob in ("sparsity", "smooth_alpha") else int(value)
 
 
-def max_rank(loaded: LoadedModel) -> int:
+def max_rank(loaded: LoadedModel | LoadedLM) -> int:
     """The largest rank every compressible layer allows: the smallest min(out, in)."""
     model = loaded.model
     names = select_targets(model)
@@ -197,7 +201,7 @@ def max_rank(loaded: LoadedModel) -> int:
     return min(min(layer_weight(model.get_submodule(n)).shape) for n in names)
 
 
-def knob_values(loaded: LoadedModel, knob: str) -> tuple[list, list]:
+def knob_values(loaded: LoadedModel | LoadedLM, knob: str) -> tuple[list, list]:
     """(choices, defaults) for a knob's values; ranks are limited to what every layer allows.
 
     Raises:
@@ -220,7 +224,9 @@ def knob_values(loaded: LoadedModel, knob: str) -> tuple[list, list]:
 
 
 def _check_points(
-    loaded: LoadedModel, configs: list[CompressionConfig], calibration: TextDataset | None
+    loaded: LoadedModel | LoadedLM,
+    configs: list[CompressionConfig],
+    calibration: TextDataset | None,
 ) -> None:
     """Reject settings some layer cannot take, before any compression starts."""
     model = loaded.model
@@ -279,15 +285,7 @@ def run_sweep(
     """
 
     spec = _knob(knob)
-    if not values:
-        raise LlmoptError(f"choose at least one {knob} value to sweep")
-    if not methods:
-        raise LlmoptError(f"choose at least one method: {', '.join(spec['methods'])}")
-    if len(dataset) == 0:
-        raise LlmoptError("the dataset has no rows to evaluate")
-    base_config = base_config or CompressionConfig()
-    points = [(m, v, sweep_config(base_config, knob, m, v)) for m in methods for v in values]
-    _check_points(loaded, [c for _, _, c in points], calibration)
+    points = _points(loaded, dataset, knob, values, methods, base_config, calibration)
 
     unique = {_key(c): c for _, _, c in points}
     steps = len(unique) + (base_result is None)
@@ -358,6 +356,195 @@ def run_sweep(
         "size_mb": base_result.size_bytes / MB,
         "latency_ms_per_sample": base_result.latency_ms_per_sample,
     }
+    return frame
+
+
+def _points(
+    loaded: LoadedModel | LoadedLM,
+    dataset: TextDataset,
+    knob: str,
+    values: list,
+    methods: list[str],
+    base_config: CompressionConfig | None,
+    calibration: TextDataset | None,
+) -> list[tuple[str, object, CompressionConfig]]:
+    """(method, value, config) of every point, checked before any work (one code path for
+    classifier and LM sweeps: configs come from ``sweep_config``)."""
+    _knob(knob)
+    if not values:
+        raise LlmoptError(f"choose at least one {knob} value to sweep")
+    if not methods:
+        raise LlmoptError(f"choose at least one method: {', '.join(knob_methods(knob))}")
+    if len(dataset) == 0:
+        raise LlmoptError("the dataset has no rows to evaluate")
+    base_config = base_config or CompressionConfig()
+    points = [(m, v, sweep_config(base_config, knob, m, v)) for m in methods for v in values]
+    _check_points(loaded, [c for _, _, c in points], calibration)
+    return points
+
+
+# The columns of a causal LM's sweep: the knob, then perplexity and bits per byte with their
+# 95% bootstrap intervals (over windows or documents), fidelity and size.
+LM_COLUMNS = [
+    "knob",
+    "method",
+    "value",
+    "perplexity",
+    "perplexity_low",
+    "perplexity_high",
+    "bits_per_byte",
+    "bits_per_byte_low",
+    "bits_per_byte_high",
+    "top1_agreement",
+    "mean_kl",
+    "size_bytes",
+    "size_mb",
+    "params_nonzero",
+    "tokens_per_second",
+    "seconds",
+]
+LM_SWEEP_METRICS = ("perplexity", "bits_per_byte")  # what an LM sweep can draw against the knob
+
+
+def _lm_scores(result) -> dict:
+    """Perplexity and bits per byte of one ``PerplexityResult`` with their 95% intervals."""
+    from llmopt.lm.intervals import perplexity_interval
+
+    out: dict[str, float] = {}
+    for name in LM_SWEEP_METRICS:
+        low, high = perplexity_interval(result, name)
+        out.update({name: result.metric(name), f"{name}_low": low, f"{name}_high": high})
+    return out
+
+
+def run_lm_sweep(
+    lm: LoadedLM,
+    dataset: TextDataset,
+    knob: str,
+    values: list,
+    methods: list[str],
+    *,
+    protocol: str = "paper",
+    seq_len: int | None = None,
+    base_result=None,
+    calibration: TextDataset | None = None,
+    base_config: CompressionConfig | None = None,
+    progress: Progress | None = None,
+    on_point: Callable[..., None] | None = None,
+) -> pd.DataFrame:
+    """Compress a causal LM at every (method, value) of one knob and score its perplexity.
+
+    Each point is what ``compare_lms(lm, compress(lm, config, …), texts, protocol=…,
+    seq_len=…)`` gives (the Compress page's and ``evaluate --task perplexity``'s numbers):
+    the compressed model's perplexity and bits per byte on the same windows as the baseline,
+    with 95% bootstrap intervals, and its next-token fidelity to the baseline.
+
+    Args:
+        lm: the uncompressed ``LoadedLM`` (never modified).
+        dataset: the texts every point, and the baseline, is scored on.
+        knob, values, methods: as ``run_sweep``.
+        protocol: ``paper`` or ``document`` (see ``llmopt.lm.perplexity``).
+        seq_len: window length (default: min(model limit, 1024)); also the calibration windows.
+        base_result: the baseline's ``PerplexityResult`` on these texts, protocol and windows
+            if already known.
+        calibration: training texts for methods that measure activations.
+        base_config: other settings kept fixed at every point.
+        progress: called with (fraction of all points, message).
+        on_point: called once per distinct compressed point with (config, its
+            PerplexityResult, its CompressionReport, its FidelityResult, its size dict), e.g.
+            to record it; the 'off' point is the baseline and is not called.
+
+    Returns:
+        One row per (method, value) with columns ``LM_COLUMNS``; ``df.attrs`` holds ``knob``,
+        ``task`` ("perplexity"), ``protocol``, ``seq_len`` and ``baseline`` (perplexity, bits
+        per byte, their intervals, size).
+
+    Raises:
+        LlmoptError: an unknown knob/method, no values, a setting some layer cannot take, or a
+            calibrated method without texts (checked before any work); what ``perplexity``
+            raises.
+    """
+    from llmopt.lm.fidelity import compare_lms
+    from llmopt.lm.load import lm_size
+    from llmopt.lm.perplexity import check_seq_len, perplexity
+
+    spec = _knob(knob)
+    points = _points(lm, dataset, knob, values, methods, base_config, calibration)
+    seq_len = check_seq_len(lm, seq_len)
+    unique = {_key(c): c for _, _, c in points}
+    steps = len(unique) + (base_result is None)
+    done = 0
+
+    def report(step_fraction: float, message: str) -> None:
+        if progress:
+            progress(min((done + step_fraction) / steps, 1.0), message)
+
+    if base_result is None:
+        base_result = perplexity(
+            lm, dataset.texts, protocol=protocol, seq_len=seq_len,
+            progress=lambda f, _: report(f, "baseline"),
+        )  # fmt: skip
+        done += 1
+    base_size = lm_size(lm)
+    measured: dict[str, dict] = {}
+    cache = StatsCache()
+    for key, config in unique.items():
+        what = _describe(knob, config)
+        start = time.perf_counter()
+        if config.is_identity:  # the baseline itself
+            result, size, agreement, kl = base_result, base_size, 1.0, 0.0
+        else:
+            model, comp_report = compress(
+                lm,
+                config,
+                calibration=calibration,
+                progress=lambda f, _m, w=what: report(0.5 * f, f"compressing: {w}"),
+                cache=cache,
+                seq_len=seq_len,
+            )
+            _, result, fidelity = compare_lms(
+                lm, model, dataset.texts, protocol=protocol, seq_len=seq_len,
+                progress=lambda f, _m, w=what: report(0.5 + 0.5 * f, w),
+            )  # fmt: skip
+            size = lm_size(model)
+            agreement, kl = fidelity.top1_agreement, fidelity.mean_kl
+            if on_point is not None:
+                on_point(config, result, comp_report, fidelity, size)
+            del model
+        measured[key] = {
+            **_lm_scores(result),
+            "top1_agreement": agreement,
+            "mean_kl": kl,
+            "size_bytes": int(size["size_bytes"]),
+            "size_mb": size["size_bytes"] / MB,
+            "params_nonzero": int(size["params_nonzero"]),
+            "tokens_per_second": result.tokens_per_second,
+            "seconds": time.perf_counter() - start,
+        }
+        done += 1
+        report(0.0, f"done: {what}")
+    rows = [
+        {"knob": knob, "method": m, "value": getattr(c, spec["field"]), **measured[_key(c)]}
+        for m, _, c in points
+    ]
+    frame = pd.DataFrame(rows, columns=LM_COLUMNS)
+    base_scores = _lm_scores(base_result)
+    frame.attrs.update(
+        knob=knob,
+        task="perplexity",
+        protocol=base_result.protocol,
+        seq_len=base_result.seq_len,
+        baseline={
+            **{k: base_scores[k] for k in LM_SWEEP_METRICS},
+            **{
+                f"{k}_interval": [base_scores[f"{k}_low"], base_scores[f"{k}_high"]]
+                for k in LM_SWEEP_METRICS
+            },
+            "top1_agreement": 1.0,
+            "size_bytes": int(base_size["size_bytes"]),
+            "size_mb": base_size["size_bytes"] / MB,
+        },
+    )
     return frame
 
 

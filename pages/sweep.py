@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from dashboard import flow, loaders, ui
+from dashboard import flow, lm, lm_sweep, loaders, ui
+from dashboard.legacy import run_through_app
 from llmopt import figures
 from llmopt.sweep import (
     SWEEP_KNOBS,
@@ -16,8 +17,12 @@ from llmopt.sweep import (
 st.title("Sweep")
 st.markdown(
     "Turn one knob through many values, compress and evaluate at each, and see where accuracy "
-    "starts to fall and which settings give the best size for their accuracy."
+    "(a causal LM's perplexity) starts to suffer and which settings give the best size for it."
 )
+run_through_app()
+if lm.is_causal_lm(st.session_state["selection"]):  # perplexity against the knob
+    lm_sweep.show_sweep_page(st.session_state["selection"])
+    st.stop()
 sel, loaded, data = loaders.load()
 knob = st.selectbox(
     "Knob",

@@ -19,18 +19,26 @@ def _knob_spec(df: pd.DataFrame) -> tuple[str, dict]:
     return knob, SWEEP_KNOBS.get(knob, {"label": knob, "reverse": False})
 
 
-def _interval(part: pd.DataFrame) -> dict | None:
-    """Error bars from a sweep's accuracy interval columns (None where a frame has none)."""
-    if "accuracy_low" not in part or part["accuracy_low"].isna().all():
+def _interval(part: pd.DataFrame, metric: str = "accuracy") -> dict | None:
+    """Error bars from a sweep's interval columns ``<metric>_low`` / ``<metric>_high`` (None
+    where a frame has none)."""
+    low, high = f"{metric}_low", f"{metric}_high"
+    if low not in part or part[low].isna().all():
         return None
     return {
         "type": "data",
         "symmetric": False,
-        "array": (part["accuracy_high"] - part["accuracy"]).to_numpy(dtype=float),
-        "arrayminus": (part["accuracy"] - part["accuracy_low"]).to_numpy(dtype=float),
+        "array": (part[high] - part[metric]).to_numpy(dtype=float),
+        "arrayminus": (part[metric] - part[low]).to_numpy(dtype=float),
         "thickness": 1,
         "width": 3,
     }
+
+
+def sweep_metric(df: pd.DataFrame) -> str:
+    """The quality a sweep frame draws by default: perplexity for a causal LM's sweep
+    (``df.attrs["task"] == "perplexity"``), accuracy for a classifier's."""
+    return "perplexity" if df.attrs.get("task") == "perplexity" else "accuracy"
 
 
 def _padded(values: list[float], *, pad: float = 0.08, floor: float | None = None) -> list:
@@ -44,14 +52,22 @@ def _padded(values: list[float], *, pad: float = 0.08, floor: float | None = Non
     return [max(low, floor) if floor is not None else low, high]
 
 
-def sweep_figure(df: pd.DataFrame) -> go.Figure:
-    """Accuracy (with its 95% bootstrap interval) against the knob value, one line per method,
-    the baseline's accuracy as a dotted line; below it, on its own axis, the size in MB.
+def sweep_figure(df: pd.DataFrame, metric: str | None = None) -> go.Figure:
+    """A quality (with its 95% bootstrap interval) against the knob value, one line per method,
+    the baseline's as a dotted line; below it, on its own axis, the size in MB.
 
     Args:
-        df: the frame from ``llmopt.sweep.run_sweep``.
+        df: the frame from ``llmopt.sweep.run_sweep`` (accuracy) or ``run_lm_sweep``
+            (perplexity or bits per byte).
+        metric: the column drawn (default: ``sweep_metric(df)``); its interval columns are
+            ``<metric>_low`` and ``<metric>_high``. Perplexity is drawn on a log axis (it
+            grows by orders of magnitude when a model breaks).
     """
     knob, spec = _knob_spec(df)
+    metric = metric or sweep_metric(df)
+    title = METRIC_TITLES.get(metric, metric)
+    short = "accuracy" if metric == "accuracy" else title.lower()
+    log = metric == "perplexity"
     fig = make_subplots(
         rows=2, cols=1, shared_xaxes=True, row_heights=[0.68, 0.32], vertical_spacing=0.07
     )
@@ -59,20 +75,20 @@ def sweep_figure(df: pd.DataFrame) -> go.Figure:
     for i, (method, part) in enumerate(df.groupby("method", sort=False)):
         part = part.dropna(subset=["value"]).sort_values("value")
         colour = METHOD_COLOURS[i % len(METHOD_COLOURS)]
-        bars = _interval(part)
-        scores += list(part["accuracy"])
+        bars = _interval(part, metric)
+        scores += list(part[metric])
         if bars is not None:
-            scores += list(part["accuracy_low"]) + list(part["accuracy_high"])
+            scores += list(part[f"{metric}_low"]) + list(part[f"{metric}_high"])
         fig.add_trace(
             go.Scatter(
                 x=part["value"],
-                y=part["accuracy"],
+                y=part[metric],
                 error_y=bars,
                 mode="lines+markers",
-                name=f"{method} · {METRIC_TITLES.get('accuracy', 'accuracy')}",
+                name=f"{method} · {METRIC_TITLES.get(metric, metric)}",
                 legendgroup=method,
                 line={"color": colour},
-                hovertemplate=f"{method}<br>{knob} %{{x}}<br>accuracy %{{y:.3f}}<extra></extra>",
+                hovertemplate=f"{method}<br>{knob} %{{x}}<br>{short} %{{y:.3f}}<extra></extra>",
             ),
             row=1,
             col=1,
@@ -93,30 +109,42 @@ def sweep_figure(df: pd.DataFrame) -> go.Figure:
             col=1,
         )
     baseline = df.attrs.get("baseline")
-    if baseline:
-        scores += [baseline["accuracy"], *(baseline.get("accuracy_interval") or [])]
-        fig.add_hline(
-            y=baseline["accuracy"],
-            line={"color": PALETTE["baseline"], "dash": "dot", "width": 1},
-            annotation_text=f"baseline accuracy {baseline['accuracy']:.3f}",
-            annotation_position="bottom left",
+    if baseline and metric in baseline:
+        scores += [baseline[metric], *(baseline.get(f"{metric}_interval") or [])]
+        line = {"color": PALETTE["baseline"], "dash": "dot", "width": 1}
+        text = f"baseline {short} {baseline[metric]:.3f}"
+        if log:  # an hline's annotation is placed in axis units, which are log10 here
+            fig.add_hline(y=baseline[metric], line=line, row=1, col=1)
+            fig.add_annotation(
+                text=text, x=0, xref="x domain", y=float(np.log10(baseline[metric])), yref="y",
+                xanchor="left", yanchor="bottom", showarrow=False,
+            )  # fmt: skip
+        else:
+            fig.add_hline(
+                y=baseline[metric],
+                line=line,
+                annotation_text=text,
+                annotation_position="bottom left",
+                row=1,
+                col=1,
+            )
+    fig.update_xaxes(autorange="reversed" if spec.get("reverse") else True)
+    fig.update_xaxes(title_text=spec["label"], row=2, col=1)
+    if log:
+        fig.update_yaxes(title_text=f"{title} (95% interval, log scale)", type="log", row=1, col=1)
+    else:
+        fig.update_yaxes(
+            title_text=f"{'Accuracy' if metric == 'accuracy' else title} (95% interval)",
+            range=_padded(scores, floor=0.0),
             row=1,
             col=1,
         )
-    fig.update_xaxes(autorange="reversed" if spec.get("reverse") else True)
-    fig.update_xaxes(title_text=spec["label"], row=2, col=1)
-    fig.update_yaxes(
-        title_text="Accuracy (95% interval)",
-        range=_padded(scores, floor=0.0),
-        row=1,
-        col=1,
-    )
     sizes = list(df["size_mb"]) + ([baseline["size_mb"]] if baseline else [])
     fig.update_yaxes(
         title_text="Size (MB)", range=_padded(sizes, pad=0.15, floor=0.0), nticks=4, row=2, col=1
     )
     fig.update_layout(
-        title=f"Sweep over {knob}: accuracy and size (more compression to the right)",
+        title=f"Sweep over {knob}: {short} and size (more compression to the right)",
         height=520,
         legend={"groupclick": "togglegroup"},
     )

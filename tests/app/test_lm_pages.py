@@ -1,8 +1,11 @@
 """The dashboard with a causal LM selected: the Compress page scores perplexity as
-``llmopt.lm`` does, shows fidelity and generation, records the run for Compare; every page runs."""
+``llmopt.lm`` does, shows fidelity and generation, records the run for Compare; zero-shot label
+scoring shows the classifier's results and is recorded as the CLI records it; the Sweep page
+plots perplexity against a knob; every page runs."""
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -118,4 +121,141 @@ def test_every_page_runs_with_a_causal_lm(lm_app):
         assert not at.exception, (page, at.exception)
         assert not at.error, (page, [e.value for e in at.error])
     at.switch_page("pages/sweep.py").run()
-    assert any("sweeps of causal LMs come later" in i.value for i in at.info)
+    assert not any("come later" in i.value for i in at.info)  # an LM is swept like a classifier
+    assert at.button("ls_run").label == "Run sweep"
+
+
+def _zero_shot_page(at):
+    at.switch_page("pages/compress.py").run()
+    assert not at.exception, at.exception
+    at.selectbox("lm_task").set_value("zero-shot").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_zero_shot_shows_classifier_results_and_records_as_the_cli(
+    lm_app, tiny_env, tiny_lm_dir, tmp_path
+):
+    """Fails on the old page: it offered no zero-shot task (the selectbox held perplexity only)."""
+    import llmopt
+    from llmopt.cli import main
+    from llmopt.cli.lm import zero_shot_eval
+    from llmopt.compression import CompressionConfig, compress
+    from llmopt.experiments import ExperimentStore, store_path
+    from llmopt.lm import ZeroShotConfig, load_causal_lm
+    from llmopt.lm.load import lm_size
+    from llmopt.lm.zeroshot import DEFAULT_PROMPT
+    from llmopt.recording import zero_shot_fingerprint
+
+    at = _zero_shot_page(lm_app.run())
+    assert at.text_area("lm_zs_prompt").value == DEFAULT_PROMPT
+    # the tiny CSV's labels are not the bundled reviews': each label's name is its verbalizer
+    assert at.text_input("lm_zs_verb_neg").value == "neg"
+    at.text_input("lm_zs_verb_pos").set_value("good")
+    at.text_input("lm_zs_verb_neg").set_value("bad")
+    at.slider("c_sparsity").set_value(0.5)
+    at.run()
+    at.button("lm_evaluate").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    ev = at.session_state["lm_zero_shot"]
+
+    lm = load_causal_lm(str(tiny_lm_dir))
+    data = llmopt.load_dataset(str(tiny_env["csv"]), "test", limit=TINY_ROWS)
+    words = {"pos": "good", "neg": "bad"}
+    zs = ZeroShotConfig(DEFAULT_PROMPT, {n: words[n] for n in data.label_names})
+    base, _ = zero_shot_eval(lm, data, zs, lm_size(lm))
+    model, _ = compress(lm, CompressionConfig(sparsity=0.5))
+    other, _ = zero_shot_eval(model, data, zs, lm_size(model))
+    assert ev.base.y_score == pytest.approx(base.y_score, abs=1e-5)
+    assert ev.other.y_score == pytest.approx(other.y_score, abs=1e-5)
+    # the classifier's views: cards, ROC, confusion matrices (plotly charts), the acc_norm line
+    shown = _metrics(at)
+    assert shown["Accuracy"] == f"{other.metrics['accuracy']:.3f}"
+    assert "Agreement" in shown
+    assert len(at.get("plotly_chart")) >= 4
+    assert any("acc_norm" in c.value for c in at.caption)
+    # recorded as `evaluate --task zero-shot` records it: the same base run (fingerprints)
+    runs = ExperimentStore(store_path())
+    run = runs.get(ev.run_id)
+    assert run.task == "zero-shot" and run.kind == "variant"
+    assert run.model_fingerprint == zero_shot_fingerprint(lm, zs.prompt, zs.verbalizers)
+    assert run.rows_fingerprint == data.fingerprint
+    rc = main([
+        "evaluate", "--model", str(tiny_lm_dir), "--dataset", str(tiny_env["csv"]),
+        "--limit", str(TINY_ROWS), "--task", "zero-shot", "--verbalizer", "pos=good",
+        "--verbalizer", "neg=bad", "--json", str(tmp_path / "zs.json"),
+    ])  # fmt: skip
+    assert rc == 0
+
+    # the CLI's uncompressed run is the base run the app recorded: same model and rows
+    cli_run = json.loads((tmp_path / "zs.json").read_text())["run_id"]
+    assert cli_run == runs.find_base(run.model_fingerprint, run.rows_fingerprint) is not None
+    assert runs.get(cli_run).task == "zero-shot"
+
+
+@pytest.mark.parametrize(
+    ("widget", "value", "says"),
+    [
+        ("lm_zs_prompt", "Overall, this product is", "{text}"),
+        ("lm_zs_verb_pos", "   ", "is empty"),
+        ("lm_zs_verb_pos", "neg", "the same verbalizer"),
+    ],
+)
+def test_a_bad_template_is_one_error_line(lm_app, widget, value, says):
+    at = _zero_shot_page(lm_app.run())
+    box = at.text_area(widget) if widget == "lm_zs_prompt" else at.text_input(widget)
+    box.set_value(value)
+    at.run()
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error] and says in at.error[0].value, [e.value for e in at.error]
+    assert at.button("lm_evaluate").disabled
+
+
+def test_sweep_plots_perplexity_against_the_knob_and_records_each_point(
+    lm_app, tiny_env, tiny_lm_dir
+):
+    """Fails on the old page: a causal LM stopped the Sweep page with 'come later'."""
+    from llmopt.compression import CompressionConfig
+    from llmopt.experiments import ExperimentStore, store_path
+
+    at = lm_app.run()
+    at.switch_page("pages/sweep.py").run()
+    assert not at.exception, at.exception
+    at.multiselect("ls_values_sparsity").set_value([0.0, 0.5])
+    at.multiselect("ls_methods_sparsity").set_value(["magnitude"])
+    at.number_input("ls_seq_len").set_value(SEQ_LEN)
+    at.run()
+    at.button("ls_run").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    hit = at.session_state["lm_sweep"]
+    frame = hit["frame"]
+    base, other, fidelity = _direct(tiny_env, tiny_lm_dir, CompressionConfig(sparsity=0.5))
+    row = frame[frame["value"] == 0.5].iloc[0]
+    assert math.isclose(row["perplexity"], other.perplexity, rel_tol=1e-6)
+    assert math.isclose(row["top1_agreement"], fidelity.top1_agreement, rel_tol=1e-6)
+    off = frame[frame["value"] == 0.0].iloc[0]
+    assert math.isclose(off["perplexity"], base.perplexity, rel_tol=1e-6)
+    charts = at.get("plotly_chart")
+    assert charts and "perplexity" in charts[0].proto.spec.lower()
+    # the compressed point is an LM run of the store (the 'off' point is the base run)
+    assert len(hit["recorded"]) == 1
+    run = ExperimentStore(store_path()).get(hit["recorded"][0])
+    assert run.task == "perplexity" and run.origin == "sweep"
+    # bits per byte as the other axis
+    at.radio("ls_metric").set_value("bits_per_byte").run()
+    assert not at.exception, at.exception
+    assert "bits per byte" in at.get("plotly_chart")[0].proto.spec.lower()
+
+
+def test_the_bundled_reviews_get_the_clis_default_verbalizers():
+    from dashboard.lm import default_verbalizer
+    from llmopt.cli.lm import zero_shot_config
+
+    class Args:  # `evaluate --task zero-shot` with neither --prompt nor --verbalizer
+        prompt = verbalizer = None
+
+    cli = zero_shot_config(Args())
+    assert {label: default_verbalizer(label) for label in cli.verbalizers} == cli.verbalizers
+    assert default_verbalizer("pos") == "pos"  # another dataset's label: its own name
