@@ -319,9 +319,9 @@ def evaluate_zero_shot(sel: Selection, lm, data, config, zs) -> flow.Evaluation:
         The evaluation, also kept in ``st.session_state[LM_ZERO_SHOT]``.
     """
     import llmopt
-    from llmopt.cli.lm import zero_shot_eval
     from llmopt.compression.engine import identity_report
     from llmopt.lm.load import lm_size
+    from llmopt.lm.zeroshot import zero_shot_eval
     from llmopt.recording import record_evaluation, statistics, zero_shot_fingerprint
 
     def score_base():

@@ -358,40 +358,11 @@ def format_perplexity(lm, dataset, base, other, fidelity, base_size, other_size,
 # --------------------------------------------------------------------------- zero-shot
 
 
-def zero_shot_eval(lm, dataset, config, size: dict, progress=None):
-    """Zero-shot label scoring of ``dataset`` as an ``EvalResult`` (the classifier's shape, so
-    the JSON, predictions CSV, statistics and store are the classifier's), and the raw result.
-    """
-    import numpy as np
-
-    from llmopt.evaluation import EvalResult, roc_curves
-    from llmopt.lm import zero_shot
-
-    names = list(dataset.label_names)
-    res = zero_shot(lm, dataset.texts, names, y_true=dataset.labels, config=config,
-                    progress=progress)  # fmt: skip
-    k = len(names)
-    y_true = np.asarray(dataset.labels)  # the rows' labels, as zero_shot was given them
-    confusion = np.bincount(y_true * k + res.y_pred, minlength=k * k).reshape(k, k)
-    result = EvalResult(
-        y_true=y_true,
-        y_score=res.y_score,
-        y_pred=res.y_pred,
-        label_names=names,
-        metrics=dict(res.metrics),
-        confusion=confusion,
-        roc=roc_curves(y_true, res.y_score, names),
-        latency_ms_per_sample=1000 * res.seconds / max(len(dataset), 1),
-        name=lm.name,
-        **size,
-    )
-    return result, res
-
-
 def _zero_shot(args, lm, dataset, config, compressed, report, other_size, bar) -> int:
     from llmopt.cli.evaluate import format_results, results_json, write_predictions
     from llmopt.evaluation import compare
     from llmopt.lm.load import lm_size
+    from llmopt.lm.zeroshot import zero_shot_eval
     from llmopt.recording import record_evaluation, statistics, zero_shot_fingerprint
 
     zs = zero_shot_config(args)  # checked by run_lm before any work

@@ -52,6 +52,15 @@ class ZeroShotConfig:
                     f"the verbalizer of label {label!r} is empty",
                     fix=Fix(cli=f"pass --verbalizer {label}=WORDS", app="fill in its words"),
                 )
+        seen: dict[str, str] = {}
+        for label, words in self.verbalizers.items():
+            other = seen.setdefault(words.strip(), label)
+            if other != label:
+                raise LlmoptError(
+                    f"labels {other!r} and {label!r} have the same verbalizer {words.strip()!r}, "
+                    "so their scores would always tie",
+                    fix=Fix(cli="give each label its own --verbalizer words", app="change one"),
+                )
 
     def context(self, text: str) -> str:
         """The prompt with the text put in (plain replacement: braces in texts are text)."""
@@ -187,3 +196,30 @@ def zero_shot(
         result.metrics["acc"] = float((result.y_pred == result.y_true).mean())
         result.metrics["acc_norm"] = float((result.y_pred_norm == result.y_true).mean())
     return result
+
+
+def zero_shot_eval(lm, dataset, config, size: dict, progress=None):
+    """Zero-shot label scoring of ``dataset`` as an ``EvalResult`` (the classifier's shape, so
+    the JSON, predictions CSV, statistics and store are the classifier's), and the raw result.
+    """
+    from llmopt.evaluation import EvalResult, roc_curves
+
+    names = list(dataset.label_names)
+    res = zero_shot(lm, dataset.texts, names, y_true=dataset.labels, config=config,
+                    progress=progress)  # fmt: skip
+    k = len(names)
+    y_true = np.asarray(dataset.labels)  # the rows' labels, as zero_shot was given them
+    confusion = np.bincount(y_true * k + res.y_pred, minlength=k * k).reshape(k, k)
+    result = EvalResult(
+        y_true=y_true,
+        y_score=res.y_score,
+        y_pred=res.y_pred,
+        label_names=names,
+        metrics=dict(res.metrics),
+        confusion=confusion,
+        roc=roc_curves(y_true, res.y_score, names),
+        latency_ms_per_sample=1000 * res.seconds / max(len(dataset), 1),
+        name=lm.name,
+        **size,
+    )
+    return result, res

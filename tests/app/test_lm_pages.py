@@ -139,12 +139,11 @@ def test_zero_shot_shows_classifier_results_and_records_as_the_cli(
     """Fails on the old page: it offered no zero-shot task (the selectbox held perplexity only)."""
     import llmopt
     from llmopt.cli import main
-    from llmopt.cli.lm import zero_shot_eval
     from llmopt.compression import CompressionConfig, compress
     from llmopt.experiments import ExperimentStore, store_path
     from llmopt.lm import ZeroShotConfig, load_causal_lm
     from llmopt.lm.load import lm_size
-    from llmopt.lm.zeroshot import DEFAULT_PROMPT
+    from llmopt.lm.zeroshot import DEFAULT_PROMPT, zero_shot_eval
     from llmopt.recording import zero_shot_fingerprint
 
     at = _zero_shot_page(lm_app.run())

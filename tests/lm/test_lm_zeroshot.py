@@ -99,5 +99,7 @@ def test_bad_configs(lms):
         ZeroShotConfig(verbalizers={"a": "x"})
     with pytest.raises(LlmoptError, match="verbalizer of label 'b' is empty"):
         ZeroShotConfig(verbalizers={"a": "x", "b": " "})
+    with pytest.raises(LlmoptError, match="'a' and 'b' have the same verbalizer 'x'"):
+        ZeroShotConfig(verbalizers={"a": "x", "b": " x "})  # always tied: argmax picks 'a'
     with pytest.raises(LlmoptError, match="no verbalizer for label"):
         zero_shot(lms["gpt2"], TEXTS, ["pos", "neg"])
