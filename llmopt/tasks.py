@@ -286,11 +286,18 @@ def default_eval_task(kind: str) -> str | None:
 
 
 # --- training tasks ---------------------------------------------------------------------------
+# Pre-training (``llmopt pretrain``, the Train page's *Pre-train* section) is not a ``TrainTask``:
+# it starts from no model (a tokenizer and a model are built from the texts), is budgeted in
+# minutes rather than epochs of a ``TrainConfig``, and its result is a new base model rather
+# than a variant in some model's lineage. ``llmopt.lm.pretrain`` is its one description.
 
 
 def _finetune(loaded, train, params, config, hooks: Hooks):
     from llmopt.training.finetune import finetune
+    from llmopt.training.lm import finetune_lm, is_lm
 
+    if is_lm(loaded):  # a causal LM fine-tunes on the next-token NLL of the texts
+        return finetune_lm(loaded, train, config, **hooks.kwargs())
     return finetune(loaded, train, config, **hooks.kwargs())
 
 
