@@ -124,6 +124,7 @@ class TrainTask:
     trains_layers: bool = True  # --train-layers applies
     epochs: str = "2"  # its default epochs, as the CLI help says it
     position: int = 100
+    models: tuple[str, ...] = ("sequence-classification",)  # model kinds it trains
 
 
 EVAL_TASKS: dict[str, EvalTask] = {}
@@ -152,9 +153,11 @@ def unregister(name: str) -> None:
     _TRAIN.pop(name, None)
 
 
-def training() -> dict[str, TrainTask]:
-    """{name: TrainTask}, in the order the page lists them."""
-    return {t.name: t for t in sorted(_TRAIN.values(), key=lambda t: t.position)}
+def training(kind: str | None = None) -> dict[str, TrainTask]:
+    """{name: TrainTask} that train models of ``kind`` (None: every task), in the order the
+    page lists them."""
+    ordered = sorted(_TRAIN.values(), key=lambda t: t.position)
+    return {t.name: t for t in ordered if kind is None or kind in t.models}
 
 
 def get(name: str) -> TrainTask:
@@ -474,6 +477,7 @@ register(
         ),  # fmt: skip
         command="finetune",
         position=0,
+        models=("sequence-classification", "causal-lm"),  # an LM: NLL (distil: token KL)
     )
 )
 register(
@@ -503,6 +507,7 @@ register(
         ),  # fmt: skip
         starts_from="compressed",
         position=1,
+        models=("sequence-classification", "causal-lm"),  # an LM: NLL (distil: token KL)
     )
 )
 register(
@@ -664,5 +669,6 @@ register(
         student_fraction=lambda params, layers: min(1.0, params["n_layers"] / max(layers, 1)),
         trains_layers=False,
         position=3,
+        models=("sequence-classification", "causal-lm"),  # an LM: NLL (distil: token KL)
     )
 )
