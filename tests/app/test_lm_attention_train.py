@@ -102,12 +102,17 @@ def test_attention_window_moves_over_a_long_text(tiny_env, long_lm_dir, monkeypa
     _ok(at)
     at.text_area("a_text").set_value(" ".join(make_docs(6, seed=3, min_words=30))).run()
     _ok(at, "long text")
-    slider = at.slider("a_start")
-    assert slider.max > 0
-    at.slider("a_start").set_value(slider.max).run()
+    last = int(at.slider("a_start").max)
+    assert last > 0
+
+    def window(at) -> list:  # the positions of the first heatmap's columns
+        heat = [f for f in figures(at) if f["data"] and f["data"][0].get("type") == "heatmap"]
+        return list(heat[0]["data"][0]["x"])
+
+    assert window(at) == list(range(64))  # DEFAULT_WINDOW tokens from the start
+    at.slider("a_start").set_value(last).run()
     _ok(at, "moved window")
-    x_labels = [f["layout"]["xaxis"].get("ticktext") or f["data"][0].get("x") for f in figures(at)]
-    assert x_labels  # the maps redraw at the new position
+    assert window(at) == list(range(last, last + 64))
 
 
 def _wait(at, limit=WAIT_S):
@@ -222,7 +227,8 @@ def test_pretrain_on_the_train_page_saves_a_loadable_lm(tiny_env, tiny_lm_dir, m
     at.switch_page("pages/compress.py").run()
     at.button("lm_evaluate").click().run()
     _ok(at, "saved model evaluated")
-    assert math.isclose(_metric(at, "Perplexity · baseline"), scored.perplexity, rel_tol=1e-3)
+    # (loaded there with dtype auto: bf16 on a CPU with native bf16)
+    assert math.isclose(_metric(at, "Perplexity · baseline"), scored.perplexity, rel_tol=2e-2)
 
 
 def test_cancel_stops_pretraining_and_saves_nothing(tiny_env, tiny_lm_dir, monkeypatch):
