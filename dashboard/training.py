@@ -56,6 +56,7 @@ class Job:
     protocol: str = "paper"  # how a causal LM's perplexity is scored before and after
     seq_len: int | None = None  # ... and in windows of how many tokens (None: the default)
     pretrained: object = None  # pre-training's PretrainResult
+    eval_error: str | None = None  # why a pre-trained model could not be scored (still saved)
     lm: bool = False  # a causal LM trains (its curves are losses in nats per token)
 
     @property
@@ -107,10 +108,9 @@ def _work(job: Job, loaded, train, data, compressed) -> None:
         job.error, job.status = exc, "failed"
 
 
-def compressed_model(sel: Selection, loaded=None):
+def compressed_model(sel: Selection, loaded):
     """This session's compressed model (from the Compress page) for the chosen base, or None."""
-    hit = loaders.session_compressed(sel, loaded) if loaded is not None else None
-    hit = hit if loaded is not None else flow.session_compressed(sel)
+    hit = loaders.session_compressed(sel, loaded)
     return None if hit is None else hit["model"]
 
 
@@ -449,7 +449,7 @@ def show(job: Job, data) -> None:
             f"Cancelled after {run.history[-1]['step'] if run.history else 0} steps: the result "
             "below is the best model validated before the stop. Nothing was saved."
         )
-    if job.lm_eval is not None or (job.status == "cancelled" and run.before is None):
+    if job.lm:
         show_lm(job)  # a causal LM: perplexity, not accuracy
         return
     st.subheader("Result")
@@ -658,8 +658,11 @@ def _pretrain_work(job: Job, texts: list[str], cfg, data) -> None:
         lm = LoadedLM(model=result.model, tokenizer=result.tokenizer, name="pre-trained here",
                       source="", dtype="fp32", device="cpu", max_length=cfg.seq_len)  # fmt: skip
         job.progress(0.0, "evaluating: perplexity of the test texts")
-        scored = perplexity(lm, data.texts, progress=job.progress)
-        job.lm_eval = (scored, lm_statistics(scored))
+        try:
+            scored = perplexity(lm, data.texts, progress=job.progress)
+            job.lm_eval = (scored, lm_statistics(scored))
+        except LlmoptError as exc:  # e.g. test texts shorter than one window: keep the model
+            job.eval_error = exc.render("app")
         job.status = "done"
     except Exception as exc:  # shown on the page in the dashboard's words
         job.error, job.status = exc, "failed"
@@ -676,13 +679,16 @@ def show_pretrain(job: Job) -> None:
     if job.status == "cancelled":
         st.warning(f"Cancelled after {len(job.history)} steps. Nothing was saved.")
     else:
-        scored, stats = job.lm_eval
         st.subheader("Result")
-        perplexity_cards(scored, None, stats, ("test texts", ""))
         s = job.pretrained.stats
-        st.caption(
-            f"{s['params'] / 1e6:.1f} M parameters · {s['steps']} steps in {s['seconds']:.0f} s "
-            f"· {_fmt(s['tokens_per_second'])} tokens/s · {scored.protocol} protocol, windows of "
-            f"{scored.seq_len} tokens, {scored.n_tokens} test tokens"
-        )
+        text = (f"{s['params'] / 1e6:.1f} M parameters · {s['steps']} steps in "
+                f"{s['seconds']:.0f} s · {_fmt(s['tokens_per_second'])} tokens/s")  # fmt: skip
+        if job.lm_eval is None:
+            st.warning(f"The test texts could not be scored: {plain(job.eval_error or '')}")
+        else:
+            scored, stats = job.lm_eval
+            perplexity_cards(scored, None, stats, ("test texts", ""))
+            text += (f" · {scored.protocol} protocol, windows of {scored.seq_len} tokens, "
+                     f"{scored.n_tokens} test tokens")  # fmt: skip
+        st.caption(text)
     st.plotly_chart(lm_loss_figure(job.history), key="done_curves")
