@@ -235,7 +235,15 @@ def _is_causal_lm(source: str) -> bool:
 def _run_lm(task, args, params: dict, config) -> int:
     """A training task on a causal LM: it trains on the next-token NLL (distillation: the
     token-level KL to the teacher), and before and after are perplexity and bits per byte of
-    the starting and the trained model on the same windows of the test texts, with intervals."""
+    the starting and the trained model on the same windows of the test texts, with intervals.
+
+    ``--json`` writes ``{"model", "dataset", "split", "n", "task", "recipe", "parent",
+    "seconds", "stopped_early", "protocol", "seq_len", BEFORE: LM, AFTER: LM, "fidelity":
+    {"top1_agreement", "mean_kl"}, "delta_intervals": {metric: [lo, hi]}, "intervals",
+    "history", "run_id"}`` with ``BEFORE``/``AFTER`` the task's labels (``before``/``after``;
+    distillation: ``teacher``/``student``) and ``LM`` as ``evaluate --task perplexity`` writes
+    it (``perplexity``, ``bits_per_byte``, ``tokens``, ``documents``, ``tokens_per_second``,
+    ``interval``)."""
     from llmopt import tasks
     from llmopt.cli import record
     from llmopt.cli.evaluate import check_outputs
