@@ -78,12 +78,26 @@ def _labels(names: list[str]) -> str:
     return f"{', '.join(plain(n) for n in names[:LABELS_SHOWN])}, … ({len(names)} in all)"
 
 
-def load() -> tuple[Selection, llmopt.LoadedModel, llmopt.TextDataset]:
-    """The sidebar's choice, its base model and its evaluation rows; errors end the run."""
+def load(causal_lm: bool = False) -> tuple[Selection, llmopt.LoadedModel, llmopt.TextDataset]:
+    """The sidebar's choice, its base model and its evaluation rows; errors end the run.
+
+    Args:
+        causal_lm: the page also takes a causal LM (then the model is a ``LoadedLM``: test
+            with ``is_lm``); otherwise a causal LM ends the run with a notice.
+    """
     run_through_app()
     sel = st.session_state["selection"]
     from dashboard import lm  # deliberately late: lm imports this module
 
+    if causal_lm and lm.is_causal_lm(sel):
+        with guard():
+            data = dataset(sel, "test", sel.rows)
+            loaded = lm.base_lm(sel)
+        st.caption(
+            f"Causal LM **{plain(sel.model_source)}** · dataset **{plain(data.name)}** · "
+            f"{len(data)} test texts"
+        )
+        return sel, loaded, data
     lm.stop_on_classifier_page(sel)  # a causal LM: this page's classifier views do not apply
     with guard():
         data = dataset(sel, "test", sel.rows)
@@ -95,6 +109,24 @@ def load() -> tuple[Selection, llmopt.LoadedModel, llmopt.TextDataset]:
     with inline_errors():  # say now that labels do not match; facts and attention still work
         label_map(loaded, data)
     return sel, loaded, data
+
+
+def is_lm(loaded) -> bool:
+    """Whether ``loaded`` (from ``load(causal_lm=True)``) is a causal LM."""
+    from llmopt.training.lm import is_lm as causal
+
+    return causal(loaded)
+
+
+def session_compressed(sel: Selection, loaded) -> dict | None:
+    """This session's compressed model of the chosen base model (made on the Compress page),
+    a classifier's or a causal LM's; None when there is none."""
+    from dashboard import flow
+
+    if not is_lm(loaded):
+        return flow.session_compressed(sel)
+    hit = st.session_state.get("compressed")
+    return hit if hit is not None and hit["key"][:2] == (sel.model_source, "causal-lm") else None
 
 
 def facts(sel: Selection, loaded: llmopt.LoadedModel) -> dict:

@@ -1,5 +1,7 @@
 """The Train page's side: one training job per session in a background thread, its live
-progress (a fragment that refreshes every second), Cancel, results and saving.
+progress (a fragment that refreshes every second), Cancel, results and saving; for a causal
+LM, perplexity before and after; and the *Pre-train* section (a new small LM from a text
+column, which is not a registry task: it starts from no model).
 
 The job runs an ``llmopt.training`` function in a thread owned by this session; the thread
 only writes plain values into the ``Job`` (no Streamlit call), and the page reads them.
@@ -19,7 +21,7 @@ import streamlit as st
 
 import llmopt
 from dashboard import flow, loaders, ui
-from dashboard.results import score_metric
+from dashboard.results import score_metric, timed_apart
 from dashboard.sidebar import Selection, confinement
 from dashboard.text import plain
 from llmopt import figures, tasks
@@ -50,6 +52,12 @@ class Job:
     recorded: bool = False
     tested: dict | None = None  # statistics of the result against its starting point
     estimated: dict | None = None  # the time estimate shown when it started
+    lm_eval: object = None  # a causal LM's LMTrainingEvaluation (pre-training: its perplexity)
+    protocol: str = "paper"  # how a causal LM's perplexity is scored before and after
+    seq_len: int | None = None  # ... and in windows of how many tokens (None: the default)
+    pretrained: object = None  # pre-training's PretrainResult
+    eval_error: str | None = None  # why a pre-trained model could not be scored (still saved)
+    lm: bool = False  # a causal LM trains (its curves are losses in nats per token)
 
     @property
     def running(self) -> bool:
@@ -77,23 +85,54 @@ def config(task: str, params: dict):
 
 
 def _work(job: Job, loaded, train, data, compressed) -> None:
-    """The thread's body: run the task, keep its result or its error."""
+    """The thread's body: run the task, keep its result or its error; a causal LM's result is
+    then scored (perplexity of the starting and the trained model on the same windows)."""
+    from llmopt.training.lm import evaluate_lm_training, is_lm
+
     task = tasks.get(job.task)
-    hooks = tasks.Hooks(eval_data=data, progress=job.progress, cancel=job.cancel,
-                        on_history=job.record)  # fmt: skip
+    lm = is_lm(loaded)
+    hooks = tasks.Hooks(eval_data=None if lm else data, progress=job.progress,
+                        cancel=job.cancel, on_history=job.record)  # fmt: skip
     start_model = compressed if task.starts_from == "compressed" else loaded
     try:
         run = task.run(start_model, train, job.params, config(job.task, job.params), hooks)
         job.run = run
+        if lm and not run.cancelled:
+            job.progress(0.0, "evaluating: perplexity before and after, on the same windows")
+            job.lm_eval = evaluate_lm_training(
+                start_model, run.model, data.texts, base=loaded, protocol=job.protocol,
+                seq_len=job.seq_len, progress=job.progress,
+            )  # fmt: skip
         job.status = "cancelled" if run.cancelled else "done"
     except Exception as exc:  # shown on the page in the dashboard's words
         job.error, job.status = exc, "failed"
 
 
-def compressed_model(sel: Selection):
+def compressed_model(sel: Selection, loaded):
     """This session's compressed model (from the Compress page) for the chosen base, or None."""
-    hit = flow.session_compressed(sel)
+    hit = loaders.session_compressed(sel, loaded)
     return None if hit is None else hit["model"]
+
+
+def layers(sel: Selection, loaded) -> int:
+    """The base model's number of transformer blocks (at least 1)."""
+    if loaders.is_lm(loaded):
+        from llmopt.training.loop import layer_groups
+
+        return len(layer_groups(loaded.model)[0]) or 1
+    return int(loaders.facts(sel, loaded)["layers"] or 1)
+
+
+def lm_scoring(sel: Selection, data) -> tuple[str, int | None]:
+    """(protocol, window) to score a causal LM before and after training: those of this
+    session's latest evaluation of it on these rows (a recovery's parent is that run), else
+    the paper protocol in the default window."""
+    from dashboard.lm import LM_RESULT
+
+    result = st.session_state.get(LM_RESULT)
+    if result is not None and result["key"][:2] == (sel.model_source, data.fingerprint):
+        return result["key"][2], result["key"][3]
+    return "paper", None
 
 
 def start(sel: Selection, loaded, data, task: str, params: dict) -> Job:
@@ -102,11 +141,9 @@ def start(sel: Selection, loaded, data, task: str, params: dict) -> Job:
     Raises:
         LlmoptError: a job is already running, or recovery without a compressed model.
     """
-    old = current(sel)
-    if old is not None and old.running:
-        raise LlmoptError("a training run is in progress; wait for it or press Cancel")
+    _check_idle()
     from_compressed = tasks.get(task).starts_from == "compressed"
-    compressed = compressed_model(sel) if from_compressed else None
+    compressed = compressed_model(sel, loaded) if from_compressed else None
     if from_compressed and compressed is None:
         raise LlmoptError(
             "there is no compressed model to recover yet",
@@ -115,6 +152,9 @@ def start(sel: Selection, loaded, data, task: str, params: dict) -> Job:
     config(task, params)  # bad settings fail here, on the page, not in the thread
     train = loaders.dataset(sel, "train")
     job = Job(task, (sel.model_key, data.fingerprint), dict(params), start_model=compressed)
+    if loaders.is_lm(loaded):
+        job.lm = True
+        job.protocol, job.seq_len = lm_scoring(sel, data)
     memo = st.session_state.get("train_estimate")
     job.estimated = memo[1] if memo is not None else None
     job.thread = threading.Thread(
@@ -126,10 +166,21 @@ def start(sel: Selection, loaded, data, task: str, params: dict) -> Job:
     return job
 
 
-def current(sel: Selection) -> Job | None:
-    """This session's latest training job, if it was made on the chosen model and dataset."""
+def _check_idle() -> None:
+    old = st.session_state.get("train_job")
+    if old is not None and old.running:
+        raise LlmoptError("a training run is in progress; wait for it or press Cancel")
+
+
+def current(sel: Selection, task: str | None = None) -> Job | None:
+    """This session's latest training job, if it was made on the chosen model and dataset
+    (and, with ``task``, if it is a pre-training exactly when ``task`` is)."""
     job = st.session_state.get("train_job")
-    return job if job is not None and job.key[0] == sel.model_key else None
+    if job is None or job.key[0] != sel.model_key:
+        return None
+    if task is not None and (job.task == PRETRAIN) != (task == PRETRAIN):
+        return None
+    return job
 
 
 PACE_LIMITS = (0.25, 20.0)  # a last run's actual/estimated time outside this is not a pace
@@ -142,7 +193,7 @@ def estimate(sel: Selection, loaded, task: str, params: dict, eval_rows: int) ->
 
     spec = tasks.get(task)
     cfg = config(task, params)
-    model = compressed_model(sel) if spec.starts_from == "compressed" else loaded
+    model = compressed_model(sel, loaded) if spec.starts_from == "compressed" else loaded
     fraction = 1.0  # the share of the blocks that trains (a distillation student's)
     if spec.student_fraction is not None:
         fraction = spec.student_fraction(params, loaders.facts(sel, loaded)["layers"] or 1)
@@ -195,10 +246,17 @@ def schedule_points(sel: Selection, loaded, task: str, params: dict) -> list[dic
     return spec.preview(loaded, loaders.dataset(sel, "train"), params, config(task, params))
 
 
-def controls(task: str, layers: int, columns) -> dict:
+# Settings a causal LM takes one way only: recovery fine-tunes (no classifier head to re-fit).
+LM_FIXED = {("recover", "method"): "finetune"}
+
+
+def controls(task: str, layers: int, columns, *, lm: bool = False) -> dict:
     """The task's own settings as page controls (from its ``Param`` list), in ``columns``."""
     params = {}
     for p in tasks.get(task).params:
+        if lm and (task, p.key) in LM_FIXED:
+            params[p.key] = LM_FIXED[(task, p.key)]
+            continue
         if not p.page:
             continue
         col = columns[p.column]
@@ -228,7 +286,11 @@ def live(job: Job) -> None:
         st.rerun(scope="app")
     st.progress(job.fraction, text=job.message)
     st.caption(f"Running for {duration(time.monotonic() - job.started)}.")
-    if job.history:
+    if job.history and job.lm:
+        from llmopt.figures.training import lm_loss_figure
+
+        st.plotly_chart(lm_loss_figure(job.history), key="live_curves")
+    elif job.history:
         st.plotly_chart(figures.training_curves_figure(job.history), key="live_curves")
 
 
@@ -247,6 +309,9 @@ def record(sel: Selection, loaded, data, job: Job) -> None:
         "dataset_source": flow.dataset_source(sel),
         "rows": flow.rows_spec(sel, data),
     }
+    if loaders.is_lm(loaded):
+        _record_lm(sel, loaded, data, job, where)
+        return
     try:
         store = loaders.experiment_store()
         # fine-tune, gradual pruning and distillation evaluated the base model on these rows
@@ -269,6 +334,54 @@ def record(sel: Selection, loaded, data, job: Job) -> None:
     except (LlmoptError, OSError) as exc:
         why = exc.render("app") if isinstance(exc, LlmoptError) else str(exc)
         st.warning(f"This training run was not recorded for the Compare page: {plain(why)}")
+
+
+def _record_lm(sel: Selection, loaded, data, job: Job, where: dict) -> None:
+    """Record a causal LM's training run as a perplexity variant of the base LM; a recovery's
+    parent is the compressed run it started from (recorded first when this session never
+    evaluated it on these rows and windows)."""
+    from llmopt.lm.load import lm_size
+    from llmopt.recording import record_lm_evaluation
+    from llmopt.training.lm import record_lm_training
+
+    ev = job.lm_eval
+    try:
+        store = loaders.experiment_store()
+        parent = None
+        if tasks.get(job.task).starts_from == "compressed":
+            parent = _compressed_lm_run(sel, data, job)
+            if parent is None:
+                compression = job.start_model.compression or {}
+                parent = record_lm_evaluation(
+                    store, lm=loaded, dataset=data, base=ev.base, base_size=lm_size(loaded),
+                    other=ev.before, other_size=lm_size(job.start_model),
+                    config=compression.get("config"), **where,
+                ).run_id  # fmt: skip
+        done = record_lm_training(store, job.run, ev, base_lm=loaded, dataset=data,
+                                  parent=parent, **where)  # fmt: skip
+        job.run_id = done.run_id
+    except (LlmoptError, OSError) as exc:
+        why = exc.render("app") if isinstance(exc, LlmoptError) else str(exc)
+        st.warning(f"This training run was not recorded for the Compare page: {plain(why)}")
+
+
+def _compressed_lm_run(sel: Selection, data, job: Job) -> int | None:
+    """The stored run of the compressed LM a recovery started from, when this session
+    evaluated it on these rows, scored as the recovery's before and after are."""
+    from dashboard.lm import LM_RESULT
+
+    result = st.session_state.get(LM_RESULT)
+    compression = job.start_model.compression or {}
+    before = job.lm_eval.before
+    if (
+        result
+        and result.get("run_id")
+        and result["config"] is not None
+        and result["key"] == (sel.model_source, data.fingerprint, before.protocol, before.seq_len)
+        and result["config"].to_dict() == compression.get("config")
+    ):
+        return result["run_id"]
+    return None
 
 
 def _compressed_run(sel: Selection, data, job: Job) -> int | None:
@@ -316,7 +429,7 @@ def speedup(latency: dict) -> tuple[str, str | None, str | None]:
         return "not measured", None, None
     base = (latency.get("baseline") or {}).get("samples_ms") or []
     other = (latency.get("compressed") or {}).get("samples_ms") or []
-    apart = bool(base and other) and (max(other) < min(base) or min(other) > max(base))
+    apart = timed_apart(base, other)  # the Compress page's verdict, from one place
     how = (f"Base and trained model timed together, interleaved, {len(other)} passes each: "
            f"base {min(base, default=0):.3g}–{max(base, default=0):.3g} ms, trained "
            f"{min(other, default=0):.3g}–{max(other, default=0):.3g} ms per text. A change "
@@ -336,6 +449,9 @@ def show(job: Job, data) -> None:
             f"Cancelled after {run.history[-1]['step'] if run.history else 0} steps: the result "
             "below is the best model validated before the stop. Nothing was saved."
         )
+    if job.lm:
+        show_lm(job)  # a causal LM: perplexity, not accuracy
+        return
     st.subheader("Result")
     labels = tasks.get(job.task).labels
     results = {labels[0]: run.before, labels[1]: run.after}
@@ -366,11 +482,68 @@ def show(job: Job, data) -> None:
         st.caption(f"Recorded as run #{job.run_id}: see it in its lineage on the Compare page.")
 
 
-def save(job: Job, folder: str, overwrite: bool) -> Path:
-    """Save a finished job's model as a checkpoint in a folder under the server's roots.
+def _fmt(value: float | None) -> str:
+    import math
+
+    return "—" if value is None or not math.isfinite(value) else f"{value:,.3f}"
+
+
+def _interval(pair) -> str:
+    return f"95% interval {_fmt(pair[0])} – {_fmt(pair[1])}" if pair else ""
+
+
+def perplexity_cards(before, after, stats: dict, labels: tuple[str, str]) -> None:
+    """Perplexity and bits per byte of two LMs (or of one, ``after`` None) with their 95%
+    intervals and, for two, the paired difference's verdict."""
+    for name, title in (("perplexity", "Perplexity"), ("bits_per_byte", "Bits per byte")):
+        left, right = st.columns(2)
+        left.metric(f"{title} · {labels[0]}", _fmt(before.metric(name)))
+        left.caption(_interval(stats["baseline_intervals"].get(name)))
+        if after is None:
+            continue
+        paired = stats.get("delta_intervals", {}).get(name)
+        noise = paired is None or paired[0] <= 0 <= paired[1]
+        delta = after.metric(name) - before.metric(name)
+        right.metric(f"{title} · {labels[1]}", _fmt(after.metric(name)),
+                     f"{delta:+.3f}" + (" · noise" if noise else ""),
+                     delta_color="off" if noise else "inverse")  # fmt: skip
+        right.caption(_interval(stats["intervals"].get(name)))
+        if paired:
+            verdict = "noise (the interval holds 0)" if noise else "a real change"
+            right.caption(f"Paired difference: 95% interval {paired[0]:+.3f} – "
+                          f"{paired[1]:+.3f}: {verdict}")  # fmt: skip
+
+
+def show_lm(job: Job) -> None:
+    """A causal LM's training result: perplexity before and after with intervals, agreement
+    with the starting model, the loss curve."""
+    from llmopt.figures.training import lm_loss_figure
+
+    run, ev = job.run, job.lm_eval
+    labels = tasks.get(job.task).labels
+    if ev is not None:
+        st.subheader("Result")
+        perplexity_cards(ev.before, ev.after, ev.stats, labels)
+        st.caption(
+            f"{ev.before.protocol} protocol · windows of {ev.before.seq_len} tokens · "
+            f"{ev.before.n_tokens} test tokens scored by both models"
+        )
+        a, b, c = st.columns(3)
+        a.metric(f"Top-1 agreement with {labels[0]}", f"{ev.fidelity.top1_agreement:.1%}")
+        b.metric(f"Mean KL ({labels[0]} ‖ {labels[1]}), nats/token", _fmt(ev.fidelity.mean_kl))
+        c.metric("Training time", duration(run.seconds))
+    st.plotly_chart(lm_loss_figure(run.history), key="done_curves")
+    for note in run.model.notes[-2:]:
+        st.caption(plain(note))
+    if job.run_id is not None:
+        st.caption(f"Recorded as run #{job.run_id}: see it in its lineage on the Compare page.")
+
+
+def confined_folder(folder: str) -> Path:
+    """The folder a visitor typed, resolved, if it lies under the server's roots.
 
     Raises:
-        LlmoptError: no folder, a folder outside the roots, or what ``save_model`` refuses.
+        LlmoptError: no folder, or a folder outside the roots.
     """
     folder = folder.strip()
     if not folder:
@@ -387,4 +560,135 @@ def save(job: Job, folder: str, overwrite: bool) -> Path:
             # visitors of a shared server are not told the server's folder names
             fix=Fix(cli="", app="ask whoever runs this server which folder to save in"),
         )
+    return target
+
+
+def save(job: Job, folder: str, overwrite: bool) -> Path:
+    """Save a finished job's model as a checkpoint in a folder under the server's roots
+    (a pre-training's as ``llmopt pretrain --save-model`` saves it).
+
+    Raises:
+        LlmoptError: no folder, a folder outside the roots, or what ``save_model`` refuses.
+    """
+    target = confined_folder(folder)
+    if job.task == PRETRAIN:
+        from llmopt.cli.pretrain import save_result
+        from llmopt.compression.save import check_save_target
+
+        check_save_target(target, overwrite=overwrite)
+        return save_result(job.pretrained, target, *job.params["source"])
     return llmopt.save_model(job.run.model, target, overwrite=overwrite)
+
+
+# --- pre-training ------------------------------------------------------------------------------
+# Not a registry ``TrainTask`` (see llmopt.tasks): it starts from no model, is budgeted in
+# minutes, and makes a new base model. Its recipe is ``llmopt.lm.pretrain``'s, as ``llmopt
+# pretrain`` runs it; the page picks the texts (the sidebar's dataset and text column), the
+# budget and the training window.
+
+PRETRAIN = "pretrain"
+PRETRAIN_TITLE = "Pre-train a small LM"
+LM_CAPTION = (
+    "A causal LM trains on the next-token loss of its texts (distillation: the token-level KL "
+    "to the teacher); the progress bar shows an ETA once it runs."
+)
+
+
+def pretrain_caption(sel: Selection, data) -> str:
+    """What pre-training reads and builds."""
+    return (
+        f"Texts: the training split of **{plain(data.name)}**, column "
+        f"**{plain(sel.text_column or 'text')}** (choose both in the sidebar). The model: "
+        "a 4-block GPT-2-style LM with a byte-level BPE tokenizer trained on those texts; "
+        "saved, it loads as a model on every page."
+    )
+
+
+def pretrain_config(minutes: float, window: int):
+    """``llmopt pretrain``'s recipe with the page's budget and training window.
+
+    Raises:
+        LlmoptError: a budget or window that cannot train.
+    """
+    from dataclasses import replace
+
+    from llmopt.lm import pretrain as recipe
+
+    config = replace(recipe.with_budget(recipe.BUNDLED_CONFIG, float(minutes)), seq_len=int(window))
+    config.check()
+    return config
+
+
+def start_pretrain(sel: Selection, data, minutes: float, window: int) -> Job:
+    """Pre-train in a background thread on the training split's texts of the sidebar's dataset.
+
+    Raises:
+        LlmoptError: a job already running, or bad settings.
+    """
+    _check_idle()
+    cfg = pretrain_config(minutes, window)
+    texts = loaders.dataset(sel, "train").texts
+    source = (flow.dataset_source(sel), sel.text_column or "text")
+    params = {"minutes": float(minutes), "window": int(window), "source": source}
+    job = Job(PRETRAIN, (sel.model_key, data.fingerprint), params, lm=True)
+    job.thread = threading.Thread(target=_pretrain_work, args=(job, texts, cfg, data),
+                                  daemon=True, name="llmopt-pretrain")  # fmt: skip
+    st.session_state["train_job"] = job
+    job.thread.start()
+    return job
+
+
+def _pretrain_work(job: Job, texts: list[str], cfg, data) -> None:
+    """The thread's body: pre-train (live loss, Cancel), then score the test texts."""
+    from llmopt.lm import perplexity
+    from llmopt.lm import pretrain as recipe
+    from llmopt.lm.load import LoadedLM
+    from llmopt.recording import lm_statistics
+
+    def step(number: int, loss: float) -> None:
+        job.record({"step": number, "loss": loss})
+
+    try:
+        result = recipe.pretrain(texts, cfg, progress=job.progress, on_step=step,
+                                 should_stop=job.cancel.is_set)  # fmt: skip
+        job.pretrained = result
+        if job.cancel.is_set():
+            job.status = "cancelled"
+            return
+        lm = LoadedLM(model=result.model, tokenizer=result.tokenizer, name="pre-trained here",
+                      source="", dtype="fp32", device="cpu", max_length=cfg.seq_len)  # fmt: skip
+        job.progress(0.0, "evaluating: perplexity of the test texts")
+        try:
+            scored = perplexity(lm, data.texts, progress=job.progress)
+            job.lm_eval = (scored, lm_statistics(scored))
+        except LlmoptError as exc:  # e.g. test texts shorter than one window: keep the model
+            job.eval_error = exc.render("app")
+        job.status = "done"
+    except Exception as exc:  # shown on the page in the dashboard's words
+        job.error, job.status = exc, "failed"
+
+
+def show_pretrain(job: Job) -> None:
+    """A finished pre-training: the held-out perplexity with its interval, the loss curve."""
+    from llmopt.figures.training import lm_loss_figure
+
+    if job.status == "failed":
+        with ui.inline_errors():
+            raise job.error
+        return
+    if job.status == "cancelled":
+        st.warning(f"Cancelled after {len(job.history)} steps. Nothing was saved.")
+    else:
+        st.subheader("Result")
+        s = job.pretrained.stats
+        text = (f"{s['params'] / 1e6:.1f} M parameters · {s['steps']} steps in "
+                f"{s['seconds']:.0f} s · {_fmt(s['tokens_per_second'])} tokens/s")  # fmt: skip
+        if job.lm_eval is None:
+            st.warning(f"The test texts could not be scored: {plain(job.eval_error or '')}")
+        else:
+            scored, stats = job.lm_eval
+            perplexity_cards(scored, None, stats, ("test texts", ""))
+            text += (f" · {scored.protocol} protocol, windows of {scored.seq_len} tokens, "
+                     f"{scored.n_tokens} test tokens")  # fmt: skip
+        st.caption(text)
+    st.plotly_chart(lm_loss_figure(job.history), key="done_curves")

@@ -37,6 +37,9 @@ class AttentionMaps:
     causal: bool = False
     offset: int = 0  # the position of ``tokens[0]`` in the text (a window of a longer map)
     n_text_tokens: int = 0  # the tokens of the whole text before truncation (0: not counted)
+    # A causal LM's most likely next tokens after the (truncated) text and their probabilities,
+    # from the same forward pass: its counterpart of a classifier's prediction.
+    next_tokens: list[tuple[str, float]] = field(default_factory=list)
 
     @property
     def n_tokens(self) -> int:
@@ -152,6 +155,7 @@ def attention_maps(loaded: LoadedModel | LoadedLM, text: str) -> AttentionMaps:
     y_score = (
         None if logits is None else torch.softmax(logits[0].double(), dim=-1).numpy()
     )  # (classes,)
+    next_tokens = _next_tokens(loaded.tokenizer, out.logits[0, -1]) if lm else []
     return AttentionMaps(
         tokens=tokens,
         maps=maps.numpy().astype(np.float32),
@@ -159,7 +163,21 @@ def attention_maps(loaded: LoadedModel | LoadedLM, text: str) -> AttentionMaps:
         label_names=[] if lm else list(loaded.label_names),
         causal=lm or _is_causal(maps),
         n_text_tokens=n_text,
+        next_tokens=next_tokens,
     )
+
+
+NEXT_TOKENS = 3  # how many of a causal LM's likeliest next tokens the maps keep
+
+
+def _next_tokens(tokenizer, logits: torch.Tensor, k: int = NEXT_TOKENS) -> list[tuple[str, float]]:
+    """The ``k`` likeliest next tokens (as decoded text) and their probabilities."""
+    probs = torch.softmax(logits.double().cpu(), dim=-1)  # (vocab,)
+    top = torch.topk(probs, min(k, probs.numel()))
+    return [
+        (str(tokenizer.decode([int(i)])), float(p))
+        for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+    ]
 
 
 def attention_window(maps: AttentionMaps, start: int, size: int = DEFAULT_WINDOW) -> AttentionMaps:
@@ -199,7 +217,8 @@ def masked(maps: AttentionMaps, z: np.ndarray) -> np.ndarray:
 
 def attention_predictions(base: AttentionMaps, other: AttentionMaps | None = None):
     """What each model predicts for the text of its maps: one row per model with its
-    predicted label and that label's probability (the compressed model's row if given).
+    predicted label and that label's probability (the compressed model's row if given); for a
+    causal LM, its likeliest next tokens after the text, one row each.
 
     Returns:
         A ``pandas.DataFrame`` with columns model, prediction, probability.
@@ -208,6 +227,8 @@ def attention_predictions(base: AttentionMaps, other: AttentionMaps | None = Non
 
     rows = []
     for name, maps in (("uncompressed", base), ("compressed", other)):
+        for token, probability in [] if maps is None else maps.next_tokens:
+            rows.append({"model": name, "prediction": token, "probability": probability})
         if maps is not None and maps.prediction is not None:
             label, probability = maps.prediction
             rows.append({"model": name, "prediction": label, "probability": probability})

@@ -124,6 +124,7 @@ class TrainTask:
     trains_layers: bool = True  # --train-layers applies
     epochs: str = "2"  # its default epochs, as the CLI help says it
     position: int = 100
+    models: tuple[str, ...] = ("sequence-classification",)  # model kinds it trains
 
 
 EVAL_TASKS: dict[str, EvalTask] = {}
@@ -152,9 +153,11 @@ def unregister(name: str) -> None:
     _TRAIN.pop(name, None)
 
 
-def training() -> dict[str, TrainTask]:
-    """{name: TrainTask}, in the order the page lists them."""
-    return {t.name: t for t in sorted(_TRAIN.values(), key=lambda t: t.position)}
+def training(kind: str | None = None) -> dict[str, TrainTask]:
+    """{name: TrainTask} that train models of ``kind`` (None: every task), in the order the
+    page lists them."""
+    ordered = sorted(_TRAIN.values(), key=lambda t: t.position)
+    return {t.name: t for t in ordered if kind is None or kind in t.models}
 
 
 def get(name: str) -> TrainTask:
@@ -286,11 +289,18 @@ def default_eval_task(kind: str) -> str | None:
 
 
 # --- training tasks ---------------------------------------------------------------------------
+# Pre-training (``llmopt pretrain``, the Train page's *Pre-train* section) is not a ``TrainTask``:
+# it starts from no model (a tokenizer and a model are built from the texts), is budgeted in
+# minutes rather than epochs of a ``TrainConfig``, and its result is a new base model rather
+# than a variant in some model's lineage. ``llmopt.lm.pretrain`` is its one description.
 
 
 def _finetune(loaded, train, params, config, hooks: Hooks):
     from llmopt.training.finetune import finetune
+    from llmopt.training.lm import finetune_lm, is_lm
 
+    if is_lm(loaded):  # a causal LM fine-tunes on the next-token NLL of the texts
+        return finetune_lm(loaded, train, config, **hooks.kwargs())
     return finetune(loaded, train, config, **hooks.kwargs())
 
 
@@ -467,6 +477,7 @@ register(
         ),  # fmt: skip
         command="finetune",
         position=0,
+        models=("sequence-classification", "causal-lm"),  # an LM: NLL (distil: token KL)
     )
 )
 register(
@@ -496,6 +507,7 @@ register(
         ),  # fmt: skip
         starts_from="compressed",
         position=1,
+        models=("sequence-classification", "causal-lm"),  # an LM: NLL (distil: token KL)
     )
 )
 register(
@@ -657,5 +669,6 @@ register(
         student_fraction=lambda params, layers: min(1.0, params["n_layers"] / max(layers, 1)),
         trains_layers=False,
         position=3,
+        models=("sequence-classification", "causal-lm"),  # an LM: NLL (distil: token KL)
     )
 )

@@ -10,7 +10,8 @@ from llmopt.explain import FORMULAS
 
 st.title("Attention")
 st.markdown(FORMULAS["attention"])
-sel, loaded, data = loaders.load()
+sel, loaded, data = loaders.load(causal_lm=True)
+lm = loaders.is_lm(loaded)  # a causal LM: no labels; its next-token prediction instead
 text = st.text_area(
     "Text",
     value=display_text(data.texts[0]),
@@ -29,7 +30,7 @@ st.caption(
     "texts label every few tokens; hover over a cell for its tokens."
 )
 
-hit = flow.session_compressed(sel)
+hit = loaders.session_compressed(sel, loaded)
 other = None
 if hit is not None:
     with ui.guard():
@@ -47,7 +48,7 @@ if base.causal and base.n_tokens > DEFAULT_WINDOW:  # long inputs: a window the 
     )
     base = attention_window(base, start, DEFAULT_WINDOW)
     other = None if other is None else attention_window(other, start, DEFAULT_WINDOW)
-st.markdown("**Prediction for this text**")
+st.markdown("**Likeliest next tokens after this text**" if lm else "**Prediction for this text**")
 st.dataframe(
     attention_predictions(full, other),
     hide_index=True,
@@ -58,8 +59,9 @@ if hit is None:
         "Nothing is compressed in this session yet, so only the uncompressed model is shown. "
         "Compress with the settings of the *Compress & Evaluate* page (their first values if you "
         "have not been there: 50 % magnitude pruning) to compare."
+        + (" For a causal LM, press *Evaluate* there with a compression set." if lm else "")
     )
-    if st.button("Compress with those settings", type="primary"):
+    if not lm and st.button("Compress with those settings", type="primary"):
         with ui.guard():
             flow.compressed(sel, loaded, controls.config_from_state())
         st.rerun()

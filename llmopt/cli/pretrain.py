@@ -127,15 +127,10 @@ def run_pretrain(args) -> int:
         bar.close()
         print(f"lm:bundled is ready (cached in {folder})")
         return 0
-    from llmopt import atomic
-
     config = recipe.with_budget(recipe.BUNDLED_CONFIG, args.minutes, args.steps)
     result = recipe.pretrain(texts, config, progress=bar)
     bar.close()
-    target = args.save_model.expanduser()
-    meta = {"dataset": args.dataset, "text_column": args.text_column, "stats": result.stats}
-    with atomic.staged_dir(target.resolve(), replace=True) as tmp:
-        recipe.save_pretrained(result, tmp, meta)
+    save_result(result, args.save_model.expanduser(), args.dataset, args.text_column)
     s = result.stats
     print(
         f"pre-trained {s['params'] / 1e6:.1f} M parameters: {s['steps']} steps in "
@@ -143,3 +138,16 @@ def run_pretrain(args) -> int:
         f"{s['final_loss']:.3f}; saved to {args.save_model}"
     )
     return 0
+
+
+def save_result(result, target: Path, dataset: str, text_column: str) -> Path:
+    """Save a pre-training result where ``target`` was checked to be writable (the command and
+    the Train page's *Pre-train* section): a staged folder renamed into place, so a failed save
+    leaves no half-written checkpoint. ``load_causal_lm`` reads the folder back."""
+    from llmopt import atomic
+    from llmopt.lm import pretrain as recipe
+
+    meta = {"dataset": dataset, "text_column": text_column, "stats": result.stats}
+    with atomic.staged_dir(target.resolve(), replace=True) as tmp:
+        recipe.save_pretrained(result, tmp, meta)
+    return target

@@ -207,6 +207,8 @@ def run_task(name: str, args) -> int:
     if task.check is not None:
         task.check(params)
     config = _train_config(args, task.defaults())
+    if _is_causal_lm(args.model):
+        return _run_lm(task, args, params, config)
     test, loaded, bar = _prepare(args)
     hooks = tasks.Hooks(eval_data=test, progress=bar)
     run = task.run(loaded, train_split(args), params, config, hooks)
@@ -219,3 +221,86 @@ def run_task(name: str, args) -> int:
     for line in lines:
         print(line, file=sys.stdout)
     return _finish(args, run, test, {**_header(args, test, run), **extra}, bar, loaded)
+
+
+# --------------------------------------------------------------------------- causal LMs
+
+
+def _is_causal_lm(source: str) -> bool:
+    from llmopt.lm.load import CAUSAL_LM, model_kind
+
+    return model_kind(source) == CAUSAL_LM
+
+
+def _run_lm(task, args, params: dict, config) -> int:
+    """A training task on a causal LM: it trains on the next-token NLL (distillation: the
+    token-level KL to the teacher), and before and after are perplexity and bits per byte of
+    the starting and the trained model on the same windows of the test texts, with intervals.
+
+    ``--json`` writes ``{"model", "dataset", "split", "n", "task", "recipe", "parent",
+    "seconds", "stopped_early", "protocol", "seq_len", BEFORE: LM, AFTER: LM, "fidelity":
+    {"top1_agreement", "mean_kl"}, "delta_intervals": {metric: [lo, hi]}, "intervals",
+    "history", "run_id"}`` with ``BEFORE``/``AFTER`` the task's labels (``before``/``after``;
+    distillation: ``teacher``/``student``) and ``LM`` as ``evaluate --task perplexity`` writes
+    it (``perplexity``, ``bits_per_byte``, ``tokens``, ``documents``, ``tokens_per_second``,
+    ``interval``)."""
+    from llmopt import tasks
+    from llmopt.cli import record
+    from llmopt.cli.evaluate import check_outputs
+    from llmopt.data import load_dataset
+    from llmopt.lm.load import load_causal_lm
+    from llmopt.training.lm import evaluate_lm_training, record_lm_training
+
+    if args.overwrite and args.save_model is None:
+        raise LlmoptError("--overwrite applies to --save-model; add --save-model DIR or drop it")
+    args.predictions = None
+    check_outputs(args)
+    test = load_dataset(
+        args.dataset, "test", text_column=args.text_column, label_column=args.label_column,
+        limit=args.limit, seed=args.seed,
+    )  # fmt: skip
+    bar = TrainBar()
+    lm = load_causal_lm(args.model, dtype="fp32", device="auto", progress=bar)  # trains in fp32
+    if getattr(args, "train_layers", None) is not None:
+        from llmopt.training.loop import check_layers
+
+        check_layers(lm.model, args.train_layers)
+    run = task.run(lm, train_split(args), params, config, tasks.Hooks(progress=bar))
+    if run.cancelled:
+        bar.close()
+        raise LlmoptError("training was cancelled; nothing was saved")
+    evaluation = evaluate_lm_training(lm, run.model, test.texts, progress=bar)
+    bar.close()
+    labels = task.labels
+    print(f"{run.model.name} on {test.name}: {len(test)} test texts")
+    for line in evaluation.lines(labels):
+        print(line)
+    if task.name == "distill":
+        print(f"student keeps teacher layers {run.recipe['layers']}")
+    best = min((h for h in run.history if h.get("val_loss") is not None),
+               key=lambda h: h["val_loss"], default=None)  # fmt: skip
+    stop = " (stopped early: validation stopped improving)" if run.stopped_early else ""
+    print(f"trained on {run.train_rows} windows, validated on {run.val_rows}, "
+          f"{len(run.history)} steps, {run.seconds:.1f} s{stop}")  # fmt: skip
+    if best is not None:
+        print(f"best validation loss {best['val_loss']:.4f} at step {best['step']}")
+    run_id = record._store(
+        args,
+        lambda store, where: record_lm_training(
+            store, run, evaluation, base_lm=lm, dataset=test, **where
+        ),
+    )
+    payload = {
+        "model": args.model, "dataset": args.dataset, "split": "test", "n": len(test),
+        "task": run.task, "recipe": run.recipe, "parent": run.parent, "seconds": run.seconds,
+        "stopped_early": run.stopped_early, **evaluation.to_dict(labels),
+        "history": run.history, "run_id": run_id,
+    }  # fmt: skip
+    if args.json is not None:
+        atomic.write_text(args.json, json.dumps(payload, indent=2))
+    if args.save_model is not None:
+        from llmopt.compression import save_model
+
+        save_model(run.model, args.save_model, overwrite=args.overwrite)
+        print(f"trained model saved to {args.save_model}")
+    return 0

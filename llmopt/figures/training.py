@@ -1,4 +1,5 @@
-"""Training figures: loss and validation-accuracy curves, and a pruning schedule."""
+"""Training figures: loss and validation-accuracy curves, a language model's loss curves, and a
+pruning schedule."""
 
 from __future__ import annotations
 
@@ -66,6 +67,41 @@ def training_curves_figure(history: list[dict], *, title: str | None = None) -> 
         tickmode="linear", tick0=0, dtick=0.25)  # fmt: skip
     fig.update_layout(
         title=title or "Training: loss and validation accuracy",
+        height=380,
+        legend={"orientation": "h", "y": -0.25},
+    )
+    return fig
+
+
+def lm_loss_figure(history: list[dict], *, title: str | None = None) -> go.Figure:
+    """A language model's training loss and, where measured, its validation loss (both the
+    mean next-token NLL or KL, nats per token) against the step.
+
+    Args:
+        history: entries ``{"step", "loss"[, "val_loss"]}`` as LM training and pre-training
+            record them; missing values are skipped.
+        title: the figure's title.
+    """
+    fig = go.Figure()
+    for key, name, colour in (("loss", "training loss", LOSS_COLOUR),
+                              ("val_loss", "validation loss", ACCURACY_COLOUR)):  # fmt: skip
+        points = [(h["step"], h[key]) for h in history if h.get(key) is not None]
+        if not points:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=[s for s, _ in points],
+                y=[v for _, v in points],
+                mode="lines+markers" if key == "val_loss" or len(points) < 50 else "lines",
+                name=name,
+                line={"color": colour},
+                hovertemplate=f"step %{{x}}<br>{name} %{{y:.4f}}<extra></extra>",
+            )
+        )
+    fig.update_xaxes(title_text="Training step", rangemode="tozero")
+    fig.update_yaxes(title_text="Loss (nats per token)", rangemode="tozero")
+    fig.update_layout(
+        title=title or "Training: next-token loss",
         height=380,
         legend={"orientation": "h", "y": -0.25},
     )

@@ -284,7 +284,8 @@ def recover_lm(
     after = None if evals is None else window_nll(run_model, evals, config.batch_size)
     return TrainingRun.finished(
         "recover-finetune", run_model, compressed,  # type: ignore[arg-type]
-        {"method": "finetune", "objective": "nll", **config.to_dict()},
+        {"method": "finetune", "objective": "nll", "train": config.to_dict(),
+         "compression": (compressed.compression or {}).get("config")},
         started=started, train=train, val=val,
         loop=_LoopState(history, cancelled, stopped), before=before, after=after,
     )  # fmt: skip
@@ -370,9 +371,161 @@ def distill_lm(
     after = None if evals is None else mean_loss(student.model, evals, measure, config.batch_size)
     recipe = {"n_layers": len(layers), "layers": layers, "choice": choice,
               "temperature": float(temperature), "alpha": float(alpha),
-              "objective": "token-kl", **config.to_dict()}  # fmt: skip
+              "objective": "token-kl", "train": config.to_dict()}  # fmt: skip
     return TrainingRun.finished(
         "distill", student, teacher, recipe,  # type: ignore[arg-type]
         started=started, train=train, val=val,
         loop=_LoopState(history, cancelled, stopped), before=before, after=after,
+    )  # fmt: skip
+
+
+def finetune_lm(
+    loaded: LoadedLM,
+    train_data: TextDataset,
+    config: TrainConfig | None = None,
+    **hooks,
+) -> TrainingRun:
+    """Fine-tune an (uncompressed) causal LM on its next-token NLL: ``recover_lm`` without a
+    compression to keep, recorded as a fine-tune (task ``finetune``)."""
+    run = recover_lm(loaded, train_data, config, **hooks)
+    run.task = "finetune"
+    run.recipe = {**run.recipe, "task": "finetune"}
+    return run
+
+
+# --- before and after, as perplexity ---------------------------------------------------------
+
+
+@dataclasses.dataclass
+class LMTrainingEvaluation:
+    """A trained LM against the model it started from, on the same held-out windows.
+
+    ``before``/``after`` are ``PerplexityResult`` of the starting model (the compressed model
+    of a recovery, the teacher of a distillation) and of the trained one; ``fidelity`` is the
+    trained model's next-token agreement with the starting one; ``stats`` their bootstrap
+    intervals and paired differences (``recording.lm_statistics``). ``base``/``base_fidelity``
+    are the uncompressed model's result and its fidelity to the trained one when the start is
+    not the base (a recovery): what the experiment store records.
+    """
+
+    before: object
+    after: object
+    fidelity: object
+    stats: dict
+    base: object = None
+    base_fidelity: object = None
+
+    def to_dict(self, labels: tuple[str, str] = ("before", "after")) -> dict:
+        """``{labels[0]: LM, labels[1]: LM, "fidelity", "delta_intervals"}`` with each ``LM``
+        as ``evaluate --task perplexity --json`` writes it (interval of its perplexity)."""
+        first, second = labels
+        return {
+            "protocol": self.before.protocol,  # type: ignore[attr-defined]
+            "seq_len": self.before.seq_len,  # type: ignore[attr-defined]
+            first: self.before.to_dict(  # type: ignore[attr-defined]
+                tuple(self.stats["baseline_intervals"]["perplexity"])
+            ),
+            second: self.after.to_dict(  # type: ignore[attr-defined]
+                tuple(self.stats["intervals"]["perplexity"])
+            ),
+            "fidelity": self.fidelity.to_dict(),  # type: ignore[attr-defined]
+            "delta_intervals": self.stats.get("delta_intervals", {}),
+            "intervals": {first: self.stats["baseline_intervals"], second: self.stats["intervals"]},
+        }
+
+    def lines(self, labels: tuple[str, str] = ("before", "after")) -> list[str]:
+        """The human-readable summary: perplexity and bits per byte with their intervals."""
+        out = []
+        for name, unit in (("perplexity", "perplexity"), ("bits_per_byte", "bits per byte")):
+            b, a = self.before.metric(name), self.after.metric(name)  # type: ignore[attr-defined]
+            lo_b, hi_b = self.stats["baseline_intervals"][name]
+            lo_a, hi_a = self.stats["intervals"][name]
+            out.append(
+                f"{unit}: {labels[0]} {b:.4f} [{lo_b:.4f}, {hi_b:.4f}] -> {labels[1]} {a:.4f} "
+                f"[{lo_a:.4f}, {hi_a:.4f}] (95% bootstrap intervals)"
+            )
+            delta = self.stats.get("delta_intervals", {}).get(name)
+            if delta:
+                noise = delta[0] <= 0 <= delta[1]
+                out.append(
+                    f"  paired difference {a - b:+.4f}, 95% interval [{delta[0]:+.4f}, "
+                    f"{delta[1]:+.4f}]: {'noise (holds 0)' if noise else 'a real change'}"
+                )
+        f = self.fidelity
+        out.append(
+            f"next-token agreement with the {labels[0]} model "
+            f"{f.top1_agreement:.4f}, mean KL {f.mean_kl:.4f} nats/token"  # type: ignore[attr-defined]
+        )
+        unit = "windows" if self.before.protocol == "paper" else "documents"  # type: ignore[attr-defined]
+        out.append(
+            f"{self.before.protocol} protocol, windows of {self.before.seq_len} tokens, "  # type: ignore[attr-defined]
+            f"{self.before.n_tokens} tokens scored; intervals resample the {unit}"  # type: ignore[attr-defined]
+        )
+        return out
+
+
+def evaluate_lm_training(
+    start: LoadedLM,
+    trained: LoadedLM,
+    texts: list[str],
+    *,
+    base: LoadedLM | None = None,
+    protocol: str = "paper",
+    seq_len: int | None = None,
+    progress: Progress | None = None,
+) -> LMTrainingEvaluation:
+    """Perplexity (with intervals) of the starting and the trained LM on the same windows of
+    ``texts``, their paired differences and next-token fidelity; with ``base`` (a recovery's
+    uncompressed model, not the start) also the base against the trained model.
+
+    Raises:
+        LlmoptError: what ``compare_lms`` raises (no texts, another tokenizer, …).
+    """
+    from llmopt.lm.fidelity import compare_lms
+    from llmopt.recording import lm_statistics
+
+    before, after, fidelity = compare_lms(
+        start, trained, texts, protocol=protocol, seq_len=seq_len, progress=progress
+    )
+    stats = lm_statistics(before, after, fidelity)
+    out = LMTrainingEvaluation(before, after, fidelity, stats)
+    if base is not None and base is not start:
+        out.base, _, out.base_fidelity = compare_lms(
+            base, trained, texts, protocol=protocol, seq_len=seq_len, progress=progress
+        )
+    return out
+
+
+def record_lm_training(
+    store,
+    run: TrainingRun,
+    evaluation: LMTrainingEvaluation,
+    *,
+    base_lm: LoadedLM,
+    dataset: TextDataset,
+    parent: int | None = None,
+    **where,
+):
+    """Store an LM training run as a perplexity variant of ``base_lm`` on ``dataset``'s texts:
+    its recipe (the compression kept and the training), its parent (a recovery's: the
+    compressed run it started from; default: the base run), perplexity with intervals and its
+    fidelity to the base. ``where``: ``origin``, ``model_source``, ``dataset_source``, ``rows``.
+
+    Returns:
+        ``recording.Recorded``.
+    """
+    from llmopt.lm.load import lm_size
+    from llmopt.recording import TRAINING, lm_statistics, record_lm_evaluation
+
+    base = evaluation.base if evaluation.base is not None else evaluation.before
+    fidelity = evaluation.base_fidelity if evaluation.base is not None else evaluation.fidelity
+    recipe = dict(run.recipe)
+    compression = recipe.pop("compression", None) or {}
+    rows = dict(where.pop("rows", None) or {})
+    rows.update(protocol=base.protocol, seq_len=base.seq_len)  # type: ignore[attr-defined]
+    return record_lm_evaluation(
+        store, lm=base_lm, dataset=dataset, base=base, base_size=lm_size(base_lm),
+        other=evaluation.after, other_size=lm_size(run.model), fidelity=fidelity,
+        config={**compression, TRAINING: recipe}, parent=parent, rows=rows,
+        computed=lm_statistics(base, evaluation.after, fidelity), **where,
     )  # fmt: skip

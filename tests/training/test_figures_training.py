@@ -39,3 +39,18 @@ def test_schedule_figure_is_the_staircase_and_the_measured_points():
     fig = figures.schedule_figure(measured)
     assert [t.name for t in fig.data] == ["scheduled sparsity", "measured sparsity"]
     assert fig.layout.yaxis.title.text == "Sparsity of the pruned layers"
+
+
+def test_lm_loss_figure_shows_training_and_validation_loss_in_nats():
+    """A language model's history has a validation loss, not an accuracy: the classifier's
+    figure would plot an empty accuracy axis for it."""
+    from llmopt.figures.training import lm_loss_figure
+
+    history = [{"step": 1, "loss": 5.0}, {"step": 2, "loss": 4.0, "val_loss": 4.5},
+               {"step": 3, "loss": 3.5}]  # fmt: skip
+    fig = lm_loss_figure(history)
+    by_name = {t.name: t for t in fig.data}
+    assert list(by_name["training loss"].y) == [5.0, 4.0, 3.5]
+    assert list(by_name["validation loss"].x) == [2] and list(by_name["validation loss"].y) == [4.5]
+    assert fig.layout.yaxis.title.text == "Loss (nats per token)"
+    assert [t.name for t in lm_loss_figure(history[:1]).data] == ["training loss"]  # pre-training
