@@ -206,7 +206,11 @@ def get(kind: str, name: str) -> Method:
 
 
 def selected(config, kind: str) -> Method | None:
-    """The method of ``kind`` that ``config`` runs, or None when that kind is off."""
+    """The method of ``kind`` that ``config`` runs, or None when that kind is off (in every
+    layer: a config with per-layer rules runs it where any of its ``variants`` does)."""
+    if getattr(config, "layers", None) or getattr(config, "skip", None):
+        found = (selected(v, kind) for v in config.variants())
+        return next((m for m in found if m is not None), None)
     spec = KINDS[kind]
     if not spec.active(config):
         return None
