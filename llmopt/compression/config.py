@@ -374,12 +374,11 @@ class CompressionConfig:
         patterns = [("layer", p) for p in self.rules] + [("skip", p) for p in self.skip]
         for kind, pattern in patterns:
             if not any(matches(pattern, n) for n in names):
-                shown = ", ".join(repr(n) for n in names[:3]) or "(none)"
-                more = f" … ({len(names)} in all)" if len(names) > 3 else ""
+                shown = ", ".join(repr(n) for n in names[:3]) + (" …" if len(names) > 3 else "")
                 raise LayerRuleError(
-                    f"{kind} pattern {pattern!r} matches no layer compression targets in "
-                    f"{where}; layers are named like {shown}{more} (fnmatch: * matches any "
-                    "text, dots included)"
+                    f"{kind} pattern {pattern!r} matches no layer that compression targets in "
+                    f"{where} ({len(names)} layers, named like {shown or '(none)'}); in a "
+                    "pattern * matches any text, dots included"
                 )
 
     @property

@@ -236,3 +236,39 @@ def test_bias_and_untouched_modules_unchanged(gpt2, compressed):
     for name in EXPECTED:
         a, b = get_bias(gpt2.model.get_submodule(name)), get_bias(model.model.get_submodule(name))
         assert torch.equal(a, b)
+
+
+def test_training_constraints_use_each_matrix_bits(compressed):
+    """Recovery training keeps each matrix on its own grid: with one width for all (the state's
+    ``bits``, 4 here), the 8-bit matrices would not be on their grid."""
+    from llmopt.training.constraints import satisfies
+
+    model, _ = compressed
+    ok = satisfies(model.model, model.compression)
+    assert ok and all(ok.values())
+    one_width = {**model.compression, "matrix_bits": {}}
+    assert not all(satisfies(model.model, one_width).values())
+
+
+def test_what_differs_and_lineage_show_each_rule():
+    """Compare's table lists a rule per pattern; lineage sees a step a rule alone runs."""
+    from llmopt.comparison import what_differs
+    from llmopt.experiments import Run
+    from llmopt.lineage import config_steps, is_ancestor, step_change
+
+    common = {"model": "m", "model_fingerprint": "m", "dataset": "d", "rows_fingerprint": "r"}
+    uniform = CompressionConfig(sparsity=0.5).to_dict()
+    ruled = CompressionConfig(
+        sparsity=0.5, layers={"*.attn.*": {"bits": 8}}, skip=("*.c_fc",)
+    ).to_dict()
+    runs = [
+        Run(**common, n=10, id=1, kind="variant", config=uniform),
+        Run(**common, n=10, id=2, kind="variant", config=ruled),
+    ]
+    table = what_differs(runs)
+    assert sorted(table.index) == ["layer '*.attn.*'", "skip"]
+    assert table.loc["layer '*.attn.*'"].tolist() == ["—", "bits=8"]
+    assert table.loc["skip"].tolist() == ["—", "*.c_fc"]
+    assert config_steps(ruled) == ["prune", "quantize"]  # only a rule quantizes
+    assert not is_ancestor(uniform, ruled)  # the rules differ: not a prefix of its steps
+    assert "'*.attn.*': 8-bit" in step_change(None, ruled)
