@@ -101,6 +101,25 @@ def _add_compression_args(parser: argparse.ArgumentParser) -> None:
         choices=["layer", "global"],
         help="rank weights per output row (layer) or across all layers (global; magnitude)",
     )
+    allocations = registry.allocations()
+    add(
+        "--sparsity-allocation",
+        choices=["uniform", *allocations],
+        help="how the sparsity is spread over the blocks: uniform (default); "
+        + "; ".join(f"{a.name}: {a.summary}" for a in allocations.values()),
+    )
+    add(
+        "--owl-lambda",
+        type=float,
+        help="with --sparsity-allocation owl: the block sparsities span at most twice this "
+        f"(default {CompressionConfig.owl_lambda})",
+    )
+    add(
+        "--owl-m",
+        type=float,
+        help="with --sparsity-allocation owl: a score above this many times its block's mean "
+        f"is an outlier (default {CompressionConfig.owl_m:g})",
+    )
     add("--bits", type=int, help="weight bit-width 2..8 (simulated quantization)")
     add("--group-size", type=int, help="input weights per scale (default: per row)")
     add("--quant-method", choices=registry.names("quantize"), help=_choices_help("quantize"))
@@ -233,6 +252,10 @@ def _idle_flags(config: CompressionConfig, given: dict) -> str:
             idle.append("--" + spec.field.replace("_", "-"))
     if not config.uses("quantize"):
         idle += [f"--{k.replace('_', '-')}" for k in ("asymmetric", "act_order") if given.get(k)]
+    if "sparsity_allocation" in given and not config.uses("prune"):
+        idle.append("--sparsity-allocation")
+    if config.sparsity_allocation == "uniform":
+        idle += [_flag(k) for k in ("owl_lambda", "owl_m") if k in given]
     for method, knob in registry.knobs():
         if knob.field in given and not registry.acting_knob(config, method):
             idle.append(_flag(knob.field))
@@ -246,6 +269,9 @@ def _why(idle: str) -> str:
         "--lowrank-method": "--rank",
         "--asymmetric": "--bits",
         "--act-order": "--bits with --quant-method gptq",
+        "--sparsity-allocation": "--sparsity above 0",
+        "--owl-lambda": "--sparsity-allocation owl",
+        "--owl-m": "--sparsity-allocation owl",
     }
     for method, knob in registry.knobs():
         spec = registry.KINDS[method.kind]

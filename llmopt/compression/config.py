@@ -19,7 +19,14 @@ MAX_M = 256  # group size of an N:M pattern; hardware uses 4 or 8, research up t
 # The settings of each kind of compression (registry.KINDS): they act only when the kind is on.
 KIND_SETTINGS = {
     "lowrank": ("lowrank_method",),
-    "prune": ("sparsity_method", "sparsity_pattern", "sparsity_scope"),
+    "prune": (
+        "sparsity_method",
+        "sparsity_pattern",
+        "sparsity_scope",
+        "sparsity_allocation",
+        "owl_lambda",
+        "owl_m",
+    ),
     "quantize": ("quant_method", "group_size", "act_order", "asymmetric"),
     "kernel": ("smooth_alpha",),
 }
@@ -121,6 +128,12 @@ class CompressionConfig:
     calibration_samples: int = 128  # ~10k review tokens: a well-conditioned 1536-wide Hessian
     precision: str = "fp32"  # bf16/fp16 halve memory and run 16-bit kernels: opt-in
     include_head: bool = False  # the head is tiny and every logit passes through it: keep it
+    # How the pruning budget is spread over the blocks: "uniform" (every layer at sparsity), or
+    # a registered allocation ("owl": blocks with more activation outliers pruned less, the
+    # same average); owl_lambda bounds the spread, owl_m says what an outlier is (OWL paper).
+    sparsity_allocation: str = "uniform"
+    owl_lambda: float = 0.08  # the paper's value for LLaMA at 70%
+    owl_m: float = 5.0  # an outlier's score is above owl_m times its block's mean
     # Per-layer rules: {pattern: {"sparsity"|"bits"|"group_size"|"rank"|"skip": value}}, kept
     # as ((pattern, ((key, value), …)), …); see ``layer_config`` for which rule a layer takes.
     layers: LayerRules | Mapping[str, Mapping[str, Any]] = ()
@@ -181,6 +194,7 @@ class CompressionConfig:
                 "(bits simulates 2..8-bit weights; int8_dynamic runs real int8 kernels)"
             )
         self._check_alpha()
+        self._check_allocation(registry)
         self._check_knobs(registry)
         n = self.calibration_samples
         if not _is_int(n) or not 1 <= n <= MAX_CALIBRATION_SAMPLES:
@@ -235,6 +249,39 @@ class CompressionConfig:
                 "smooth_alpha smooths activations for the int8 kernels: it needs int8_dynamic"
             )
         object.__setattr__(self, "smooth_alpha", float(a))
+
+    def _check_allocation(self, registry) -> None:
+        allowed = ["uniform", *registry.allocations()]
+        if self.sparsity_allocation not in allowed:
+            raise LlmoptError(
+                f"sparsity_allocation {self.sparsity_allocation!r} is unknown; allowed: "
+                f"{', '.join(allowed)}"
+            )
+        lam, m = self.owl_lambda, self.owl_m
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0 <= lam <= 0.5:
+            raise LlmoptError(
+                f"owl_lambda {lam!r} must be a number in [0, 0.5] (the block sparsities span "
+                "at most twice it; the paper uses 0.08)"
+            )
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 1 <= m <= 1000:
+            raise LlmoptError(
+                f"owl_m {m!r} must be a number in [1, 1000] (an outlier's score is above owl_m "
+                "times its block's mean; the paper uses 5)"
+            )
+        object.__setattr__(self, "owl_lambda", float(lam))
+        object.__setattr__(self, "owl_m", float(m))
+        if self.sparsity_allocation == "uniform":
+            return
+        if self.nm is not None or self.sparsity_scope != "layer":
+            raise LlmoptError(
+                f"sparsity_allocation {self.sparsity_allocation!r} sets each block's sparsity: "
+                "it needs sparsity_pattern 'unstructured' and sparsity_scope 'layer'"
+            )
+        if any("sparsity" in rule for rule in self.rules.values()):
+            raise LlmoptError(
+                f"sparsity_allocation {self.sparsity_allocation!r} sets each block's sparsity: "
+                "per-layer rules may set bits, group size, rank or skip, not sparsity"
+            )
 
     def _check_knobs(self, registry) -> None:
         """The knobs methods declare (``registry.Knob``): each field's type and range."""
@@ -413,6 +460,11 @@ class CompressionConfig:
         if self.prunes:
             pattern = "" if self.nm is None else f" {self.sparsity_pattern}"
             parts.append(f"{self.effective_sparsity:.0%}{pattern} {self.sparsity_method} pruning")
+            if self.sparsity_allocation != "uniform":
+                parts[-1] += (
+                    f" ({self.sparsity_allocation.upper()} per block, λ={self.owl_lambda:g}, "
+                    f"M={self.owl_m:g})"
+                )
         if self.bits is not None:
             group = "per-channel" if self.group_size is None else f"group {self.group_size}"
             extra = "".join([", asymmetric" * self.asymmetric, ", act-order" * self.act_order])
@@ -471,6 +523,8 @@ class CompressionConfig:
             reset["sparsity"] = default["sparsity"]
         if not registry.needs_calibration(self):
             reset.update({name: default[name] for name in CALIBRATION_SETTINGS})
+        if self.sparsity_allocation == "uniform":  # the allocation's own settings act with it
+            reset.update({name: default[name] for name in ("owl_lambda", "owl_m")})
         for method, knob in registry.knobs():  # a method's own knobs act only while it runs
             if knob.field in default and not registry.acting_knob(self, method):
                 reset[knob.field] = default[knob.field]

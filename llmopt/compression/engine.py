@@ -159,8 +159,10 @@ def compress(
     check_plan(base, targets, config, layer_configs)
     methods = [] if config.is_identity else registry.active(config)
     calibrated = [m for m in methods if m.needs_calibration]
-    if calibrated and not calibration:
-        names = " and ".join(sorted({m.label for m in calibrated}))
+    allocated = _allocation(config) if methods else None
+    if (calibrated or allocated) and not calibration:
+        labels = {m.label for m in calibrated} | ({allocated.label} if allocated else set())
+        names = " and ".join(sorted(labels))
         plain = ", ".join(
             m.label
             for k in registry.ORDER
@@ -185,6 +187,8 @@ def compress(
     if is_lm:
         ctx.seq_len = seq_len
         final_dtype, lm_notes = _prepare_lm(ctx)
+    if allocated is not None and ctx.targets:
+        _allocate(ctx, allocated, cache)
     _run(ctx, methods, calibrated, cache)
     if is_lm and (config.precision != "fp32" or final_dtype is not None):
         _cast_lm(model, DTYPES[config.precision] if config.precision != "fp32" else final_dtype)
@@ -221,6 +225,46 @@ def compress(
         compression=compression_state(ctx),
     )
     return compressed, report
+
+
+def _allocation(config: CompressionConfig) -> registry.Allocation | None:
+    """The non-uniform sparsity allocation ``config`` prunes with, or None."""
+    if config.sparsity_allocation == "uniform" or not config.uses("prune"):
+        return None
+    return registry.allocations()[config.sparsity_allocation]
+
+
+@torch.no_grad()
+def _allocate(ctx: Context, allocation: registry.Allocation, cache: StatsCache | None) -> None:
+    """Give each transformer block its own sparsity (``allocation``, from the Wanda scores
+    ``|W|·‖X‖`` of the uncompressed model on the calibration texts, measured in one pass):
+    every target of a block is then pruned at its block's sparsity. Layers outside the blocks
+    (a head) are one more unit."""
+    from llmopt.compression.prune import wanda_scores
+
+    pruned = [t for t in ctx.targets if ctx.config_of(t).prunes]
+    _, groups = group_by_block(ctx.model, pruned)
+    units = [g for g in groups if g]
+    if len(units) < 2:
+        for t in pruned:
+            ctx.note(t, f"{allocation.label}: one block, so its sparsity is the target")
+        return
+    ctx.progress(0.0, f"calibrating: {allocation.label} outlier ratios")
+    stats = _feeder(ctx, [], cache).stats(0, pruned, ("norms",), dense=True)
+    scores = []
+    for unit in units:
+        unit_scores = []
+        for t in unit:
+            weight = get_weight(ctx.model.get_submodule(t))
+            unit_scores.append(wanda_scores(weight, stats[t].norms) if t in stats else weight.abs())
+        scores.append(unit_scores)
+    sparsities, figures = allocation.allocate(scores, ctx.config)
+    for unit, sparsity, figure in zip(units, sparsities, figures, strict=True):
+        for t in unit:
+            ctx.layer_configs[t] = dataclasses.replace(ctx.config_of(t), sparsity=sparsity)
+            ctx.note(
+                t, f"{allocation.label}: block outlier ratio {figure:.2%}, sparsity {sparsity:.3f}"
+            )
 
 
 def _float_dtype(model: nn.Module) -> torch.dtype:
@@ -309,37 +353,7 @@ def _run(ctx: Context, methods: list, calibrated: list, cache: StatsCache | None
                 ctx.note(t, "global sparsity ranks all layers at once: calibrated in one pass")
     else:
         blocks, groups = group_by_block(ctx.model, ctx.targets)
-    feeder = None
-    if calibrated:
-        batches = key = None
-        if ctx.seq_len is not None:  # a causal LM: windows of seq_len tokens
-            texts = list(ctx.calibration.texts)
-            key = f"{texts_key(texts)}:{cfg.calibration_samples}x{ctx.seq_len}"
-            if cache is None or key not in cache.batches:
-                try:
-                    ids = window_ids(
-                        ctx.base.tokenizer, texts, cfg.calibration_samples, ctx.seq_len
-                    )
-                except ValueError as exc:
-                    raise LlmoptError(f"cannot calibrate: {exc}") from None
-                device = next(ctx.model.parameters()).device
-                batches = window_batches(ids, device)
-                if len(ids) < cfg.calibration_samples:
-                    for t in ctx.targets:
-                        ctx.note(t, f"calibrated on {len(ids)} windows: the texts hold no more")
-        else:
-            texts = list(ctx.calibration.texts[: cfg.calibration_samples])
-        feeder = Feeder(
-            ctx.model,
-            ctx.base.tokenizer,
-            texts,
-            max_length=ctx.base.max_length,
-            blocks=blocks or None,
-            base_id=id(ctx.base.model),
-            cache=cache,
-            batches=batches,
-            key=key,
-        )
+    feeder = _feeder(ctx, blocks, cache) if calibrated else None
     steps = max(1, len(groups) * len(methods))
     for gi, group in enumerate(groups):
         for mi, method in enumerate(methods):
@@ -374,6 +388,39 @@ def _run(ctx: Context, methods: list, calibrated: list, cache: StatsCache | None
             ctx.applied += 1
         if feeder is not None:
             feeder.advance(gi)
+
+
+def _feeder(ctx: Context, blocks: list, cache: StatsCache | None) -> Feeder:
+    """The calibration feeder of ``ctx``'s texts: one block at a time (``blocks``), or the
+    whole model in one pass (no blocks)."""
+    cfg = ctx.config
+    batches = key = None
+    if ctx.seq_len is not None:  # a causal LM: windows of seq_len tokens
+        texts = list(ctx.calibration.texts)
+        key = f"{texts_key(texts)}:{cfg.calibration_samples}x{ctx.seq_len}"
+        if cache is None or key not in cache.batches:
+            try:
+                ids = window_ids(ctx.base.tokenizer, texts, cfg.calibration_samples, ctx.seq_len)
+            except ValueError as exc:
+                raise LlmoptError(f"cannot calibrate: {exc}") from None
+            device = next(ctx.model.parameters()).device
+            batches = window_batches(ids, device)
+            if len(ids) < cfg.calibration_samples:
+                for t in ctx.targets:
+                    ctx.note(t, f"calibrated on {len(ids)} windows: the texts hold no more")
+    else:
+        texts = list(ctx.calibration.texts[: cfg.calibration_samples])
+    return Feeder(
+        ctx.model,
+        ctx.base.tokenizer,
+        texts,
+        max_length=ctx.base.max_length,
+        blocks=blocks or None,
+        base_id=id(ctx.base.model),
+        cache=cache,
+        batches=batches,
+        key=key,
+    )
 
 
 @torch.no_grad()
