@@ -48,6 +48,14 @@ def help_texts() -> dict[str, str]:
         "pattern GPU sparse tensor cores accelerate; its sparsity is fixed at 1 − N/M.",
         "c_sparsity": "Fraction of weights set to zero in every transformer linear layer "
         "(embeddings and the classifier head stay). 0 = no pruning.",
+        "c_allocation": "How the sparsity is spread over the transformer blocks. Uniform: "
+        "every layer at the slider's sparsity. "
+        + " ".join(f"{a.label}: {a.summary}." for a in registry.allocations().values())
+        + " The average is the slider's sparsity either way; reads training texts.",
+        "c_owl_lambda": "OWL: the block sparsities span at most twice this around the target "
+        "(the paper uses 0.08).",
+        "c_owl_m": "OWL: a weight whose |w|·‖x‖ is above M times its block's mean is an "
+        "outlier (the paper uses 5).",
         "c_bits": "Bits per weight (off = float32). Each weight is rounded to a grid of "
         "2^b − 1 levels (symmetric: ±(2^(b−1) − 1) steps around 0) or 2^b levels (asymmetric, "
         "with a zero point), scaled per row or group; simulated exactly, sized as a packed "
@@ -91,6 +99,9 @@ CONTROLS = {
     "c_method": "magnitude",
     "c_pattern": "unstructured",
     "c_sparsity": 0.5,
+    "c_allocation": "uniform",
+    "c_owl_lambda": CompressionConfig.owl_lambda,
+    "c_owl_m": CompressionConfig.owl_m,
     "c_bits": "off",
     "c_quant": "rtn",
     "c_group": "per-channel",
@@ -206,6 +217,17 @@ def show(hidden: int) -> None:
                 f"{pattern} keeps {n} of every {m} weights, so the pattern fixes the "
                 f"sparsity at {1 - n / m:.0%}: the slider is not used."
             )
+        allocation = control(
+            st.selectbox,
+            "Allocation",
+            "c_allocation",
+            ["uniform", *registry.allocations()],
+            format_func=lambda n: registry.allocations()[n].label if n != "uniform" else n,
+            disabled=nm,
+        )
+        owl = allocation == "owl" and not nm
+        control(st.number_input, "OWL λ", "c_owl_lambda", 0.0, 0.5, step=0.01, disabled=not owl)
+        control(st.number_input, "OWL M", "c_owl_m", 1.0, 1000.0, step=1.0, disabled=not owl)
         knob_controls("prune")
     with quant:
         st.subheader(registry.KINDS["quantize"].title)
@@ -382,6 +404,9 @@ def values_from_config(config: dict) -> dict:
         "c_method": config.get("sparsity_method", "magnitude"),
         "c_pattern": config.get("sparsity_pattern", "unstructured"),
         "c_sparsity": float(config.get("sparsity") or 0.0),
+        "c_allocation": config.get("sparsity_allocation", "uniform"),
+        "c_owl_lambda": float(config.get("owl_lambda", CompressionConfig.owl_lambda)),
+        "c_owl_m": float(config.get("owl_m", CompressionConfig.owl_m)),
         "c_bits": "off" if bits is None else int(bits),
         "c_group": "per-channel" if group is None else int(group),
         "c_int8": bool(config.get("int8_dynamic")),
@@ -417,10 +442,17 @@ def config_from_state() -> CompressionConfig:
     group = None if bits is None or s["c_group"] == "per-channel" else int(s["c_group"])
     quant = s["c_quant"] if s["c_quant"] in registry.names("quantize") else "rtn"
     int8 = bool(s["c_int8"]) and bits is None
+    unstructured = s["c_pattern"] == "unstructured"
+    allocation = s["c_allocation"] if unstructured and float(s["c_sparsity"]) > 0 else "uniform"
     config = CompressionConfig(
         sparsity=float(s["c_sparsity"]) if s["c_pattern"] == "unstructured" else 0.0,
         sparsity_method=s["c_method"],
         sparsity_pattern=s["c_pattern"],
+        sparsity_allocation=allocation,
+        owl_lambda=float(s["c_owl_lambda"])
+        if allocation == "owl"
+        else CompressionConfig.owl_lambda,
+        owl_m=float(s["c_owl_m"]) if allocation == "owl" else CompressionConfig.owl_m,
         bits=bits,
         group_size=group,
         quant_method=quant,

@@ -29,15 +29,7 @@ TRAINING = "training"  # the config key of a trained run: its task's recipe
 STEP_NAMES = {"lowrank": "low-rank", "kernel": "int8 kernels"}
 # Config fields of a kind beyond its method field, its ranges' knobs and its methods' sweeps.
 KIND_FIELDS = {
-    "prune": (
-        "sparsity_pattern",
-        "sparsity_scope",
-        "sparsity_allocation",
-        "owl_lambda",
-        "owl_m",
-        "calibration",
-        "calibration_samples",
-    ),
+    "prune": ("sparsity_pattern", "sparsity_scope", "calibration", "calibration_samples"),
     "quantize": ("group_size", "act_order", "asymmetric"),
     "kernel": ("int8_dynamic",),
 }

@@ -102,3 +102,26 @@ def test_a_bad_rule_is_one_error_naming_its_pattern(app):
     at.run()
     errors = [e.value.replace("\\", "") for e in at.error]
     assert len(errors) == 1 and "layer pattern '*.layer.0.*': bits 9" in errors[0], errors
+
+
+def test_owl_allocation_maps_both_ways_and_evaluates(app):
+    owl = CompressionConfig(
+        sparsity=0.5, sparsity_method="wanda", sparsity_allocation="owl", owl_lambda=0.05,
+        owl_m=3.0, layers={"*.query": {"bits": 8}},
+    )  # fmt: skip
+    for key, value in compare.control_values(owl.to_dict()).items():
+        st.session_state[key] = value
+    assert controls.config_from_state() == owl
+    at = app.run()
+    at.switch_page("pages/compress.py").run()
+    at.slider("c_sparsity").set_value(0.5).run()
+    at.selectbox("c_allocation").set_value("owl").run()
+    assert not at.number_input("c_owl_lambda").disabled
+    at.number_input("c_owl_lambda").set_value(0.05).run()
+    next(b for b in at.button if b.label == "Evaluate").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    evaluation = at.session_state["evaluation"]
+    assert (evaluation.config.sparsity_allocation, evaluation.config.owl_lambda) == ("owl", 0.05)
+    notes = [r["note"] for r in evaluation.report.rows]
+    assert notes and all("OWL: block outlier ratio" in n for n in notes)
