@@ -73,7 +73,9 @@ def estimate_size(loaded: LoadedModel, config: CompressionConfig) -> dict:
     (``llmopt.compression.storage.matrix_storage``) and each pruning method's own count of
     kept weights; nothing is compressed. It assumes no compressed weight is zero except those
     pruning removes; rounding to few bits zeroes more weights, so the measured size can only be
-    smaller (most visibly at 2-3 bits).
+    smaller (most visibly at 2-3 bits). A non-uniform sparsity allocation (OWL) depends on
+    activations, so it is estimated at the uniform sparsity it averages: the blocks' kept
+    weights then differ from the measured ones by the rounding of each block's rows only.
 
     Args:
         loaded: the uncompressed model.
