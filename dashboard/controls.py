@@ -9,6 +9,7 @@ the config field's default.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import streamlit as st
 
@@ -20,6 +21,16 @@ PATTERNS = ["unstructured", "2:4", "4:8"]
 BIT_OPTIONS = ["off", 2, 3, 4, 5, 6, 7, 8]
 GROUP_OPTIONS = ["per-channel", 32, 64, 128]
 FIELD_KEYS = {"prune": "c_method", "quantize": "c_quant", "lowrank": "c_lowrank"}
+# The per-layer table: its rows (a list of dicts with LAYER_COLUMNS) live in the session under
+# LAYER_ROWS, so they survive page switches and a recipe can set them; the editor's key changes
+# when they are set from outside (a loaded recipe), so it shows the new rows.
+LAYER_ROWS = "c_layers"
+LAYER_COLUMNS = ("pattern", "sparsity", "bits", "group_size", "rank", "skip")
+_LAYER_SEEN = "c_layers_seen"  # the rows object the editor last showed or produced
+_LAYER_VERSION = "c_layers_version"
+# A number column's value that means "off" (as the Rank slider's 0): float weights, one scale
+# per output channel, no factorisation. An empty cell keeps the uniform setting.
+LAYER_OFF = {"bits": 0, "group_size": 0, "rank": 0}
 
 
 def _methods_help(kind: str, intro: str) -> str:
@@ -37,6 +48,14 @@ def help_texts() -> dict[str, str]:
         "pattern GPU sparse tensor cores accelerate; its sparsity is fixed at 1 − N/M.",
         "c_sparsity": "Fraction of weights set to zero in every transformer linear layer "
         "(embeddings and the classifier head stay). 0 = no pruning.",
+        "c_allocation": "How the sparsity is spread over the transformer blocks. Uniform: "
+        "every layer at the slider's sparsity. "
+        + " ".join(f"{a.label}: {a.summary}." for a in registry.allocations().values())
+        + " The average is the slider's sparsity either way; reads training texts.",
+        "c_owl_lambda": "OWL: the block sparsities span at most twice this around the target "
+        "(the paper uses 0.08).",
+        "c_owl_m": "OWL: a weight whose |w|·‖x‖ is above M times its block's mean is an "
+        "outlier (the paper uses 5).",
         "c_bits": "Bits per weight (off = float32). Each weight is rounded to a grid of "
         "2^b − 1 levels (symmetric: ±(2^(b−1) − 1) steps around 0) or 2^b levels (asymmetric, "
         "with a zero point), scaled per row or group; simulated exactly, sized as a packed "
@@ -80,6 +99,9 @@ CONTROLS = {
     "c_method": "magnitude",
     "c_pattern": "unstructured",
     "c_sparsity": 0.5,
+    "c_allocation": "uniform",
+    "c_owl_lambda": CompressionConfig.owl_lambda,
+    "c_owl_m": CompressionConfig.owl_m,
     "c_bits": "off",
     "c_quant": "rtn",
     "c_group": "per-channel",
@@ -195,6 +217,17 @@ def show(hidden: int) -> None:
                 f"{pattern} keeps {n} of every {m} weights, so the pattern fixes the "
                 f"sparsity at {1 - n / m:.0%}: the slider is not used."
             )
+        allocation = control(
+            st.selectbox,
+            "Allocation",
+            "c_allocation",
+            ["uniform", *registry.allocations()],
+            format_func=lambda n: registry.allocations()[n].label if n != "uniform" else n,
+            disabled=nm,
+        )
+        owl = allocation == "owl" and not nm
+        control(st.number_input, "OWL λ", "c_owl_lambda", 0.0, 0.5, step=0.01, disabled=not owl)
+        control(st.number_input, "OWL M", "c_owl_m", 1.0, 1000.0, step=1.0, disabled=not owl)
         knob_controls("prune")
     with quant:
         st.subheader(registry.KINDS["quantize"].title)
@@ -237,6 +270,129 @@ def show(hidden: int) -> None:
             st.number_input, "Calibration texts", "c_samples", 8, 1024, first["c_samples"], step=8
         )
         knob_controls("kernel")
+    layer_table()
+
+
+def layer_rows_from_config(config: dict) -> list[dict]:
+    """The per-layer table's rows that make a config's ``layers`` and ``skip`` (the inverse of
+    ``layer_rules``): a rule per row, then a row per skip pattern."""
+    rows = []
+    rules = config.get("layers") or {}
+    for pattern, rule in rules.items() if isinstance(rules, dict) else ():
+        row: dict = dict.fromkeys(LAYER_COLUMNS)
+        row.update(pattern=pattern, skip=bool(rule.get("skip", False)))
+        for key in ("sparsity", "bits", "group_size", "rank"):
+            if key in rule:
+                value = rule[key]
+                row[key] = LAYER_OFF[key] if value is None else value
+        rows.append(row)
+    for pattern in config.get("skip") or ():
+        rows.append({**dict.fromkeys(LAYER_COLUMNS), "pattern": pattern, "skip": True})
+    return rows
+
+
+def layer_rules(rows: list[dict]) -> dict:
+    """The per-layer table's rows as config fields ``{"layers": …, "skip": …}``: a row without
+    a pattern is ignored, an empty cell keeps the uniform setting, 0 in Bits, Group size or
+    Rank turns that off for the layers, and a ticked Skip leaves them alone: alone in its row,
+    the pattern goes to ``skip`` (always wins); with settings, it is a rule saying
+    ``skip: true`` (a more specific rule may still compress some of its layers).
+
+    Raises:
+        LlmoptError: a pattern given twice, or a row that sets nothing.
+    """
+    layers: dict[str, dict] = {}
+    skip: list[str] = []
+    for row in rows:
+        pattern = str(row.get("pattern") or "").strip()
+        if not pattern:
+            continue
+        if pattern in layers or pattern in skip:
+            raise LlmoptError(f"the per-layer table lists pattern {pattern!r} twice")
+        rule: dict = {}
+        for key in ("sparsity", "bits", "group_size", "rank"):
+            value = _cell(row.get(key))
+            if value is None:
+                continue
+            if key == "sparsity":
+                rule[key] = float(value)
+            else:
+                number = int(value) if float(value).is_integer() else value
+                rule[key] = None if number == LAYER_OFF[key] else number
+        if _cell(row.get("skip")):
+            if not rule:
+                skip.append(pattern)
+                continue
+            rule["skip"] = True
+        if not rule:
+            raise LlmoptError(
+                f"per-layer pattern {pattern!r} sets nothing: fill in a setting, tick Skip, or "
+                "clear the pattern"
+            )
+        layers[pattern] = rule
+    return {"layers": layers, "skip": tuple(skip)}
+
+
+def _cell(value):
+    """A table cell's value, None when empty (None or NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
+
+
+def layer_table() -> None:
+    """The per-layer table (in an expander): a rule per row over the uniform controls."""
+    rows = st.session_state.get(LAYER_ROWS) or []
+    if st.session_state.get(_LAYER_SEEN) is not rows:  # set from outside: show the new rows
+        st.session_state[_LAYER_VERSION] = st.session_state.get(_LAYER_VERSION, 0) + 1
+    label = (
+        f"Per-layer settings ({len(rows)} rule{'s' * (len(rows) != 1)})"
+        if rows
+        else ("Per-layer settings")
+    )
+    with st.expander(label, expanded=bool(rows)):
+        st.caption(
+            "One rule per row, over the settings above. Pattern: layer names with * and ? "
+            "(e.g. `*.attention.*`, `*.layer.0.*`); a layer takes the most specific matching "
+            "rule (most characters that are not wildcards; ties: the upper row). An empty cell "
+            "keeps the setting above; 0 in Bits, Group size or Rank turns it off there."
+        )
+        import pandas as pd
+
+        frame = pd.DataFrame(rows, columns=list(LAYER_COLUMNS))
+        frame = frame.astype({"pattern": "string", "skip": "boolean"})
+        for key in ("sparsity", "bits", "group_size", "rank"):
+            frame[key] = pd.to_numeric(frame[key], errors="coerce").astype("float64")
+        column = st.column_config
+        edited = st.data_editor(
+            frame,
+            key=f"c_layers_editor_{st.session_state.get(_LAYER_VERSION, 0)}",
+            num_rows="dynamic",
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "pattern": column.TextColumn("Pattern", help="fnmatch pattern over layer names"),
+                "sparsity": column.NumberColumn(
+                    "Sparsity", min_value=0.0, max_value=0.99, step=0.05, format="%.2f"
+                ),
+                "bits": column.NumberColumn(
+                    "Bits", min_value=0, max_value=8, step=1, help="2..8; 0 = float weights"
+                ),
+                "group_size": column.NumberColumn(
+                    "Group size", min_value=0, step=1, help="weights per scale; 0 = per channel"
+                ),
+                "rank": column.NumberColumn("Rank", min_value=0, step=1, help="0 = full rank"),
+                "skip": column.CheckboxColumn("Skip", help="leave these layers as they are"),
+            },
+        )
+        new = [
+            {k: (None if pd.isna(v) else v) for k, v in r.items()}
+            for r in edited.to_dict("records")
+        ]
+        if new != rows:
+            rows = new
+            st.session_state[LAYER_ROWS] = rows
+        st.session_state[_LAYER_SEEN] = rows
 
 
 def values_from_config(config: dict) -> dict:
@@ -248,6 +404,9 @@ def values_from_config(config: dict) -> dict:
         "c_method": config.get("sparsity_method", "magnitude"),
         "c_pattern": config.get("sparsity_pattern", "unstructured"),
         "c_sparsity": float(config.get("sparsity") or 0.0),
+        "c_allocation": config.get("sparsity_allocation", "uniform"),
+        "c_owl_lambda": float(config.get("owl_lambda", CompressionConfig.owl_lambda)),
+        "c_owl_m": float(config.get("owl_m", CompressionConfig.owl_m)),
         "c_bits": "off" if bits is None else int(bits),
         "c_group": "per-channel" if group is None else int(group),
         "c_int8": bool(config.get("int8_dynamic")),
@@ -267,7 +426,9 @@ def values_from_config(config: dict) -> dict:
     default = _defaults()
     for _, knob in _declared():
         values[knob_key(knob.field)] = config.get(knob.field, default[knob.field])
-    return {k: v for k, v in values.items() if k in sync_knobs()}
+    values = {k: v for k, v in values.items() if k in sync_knobs()}
+    values[LAYER_ROWS] = layer_rows_from_config(config)
+    return values
 
 
 def config_from_state() -> CompressionConfig:
@@ -281,10 +442,17 @@ def config_from_state() -> CompressionConfig:
     group = None if bits is None or s["c_group"] == "per-channel" else int(s["c_group"])
     quant = s["c_quant"] if s["c_quant"] in registry.names("quantize") else "rtn"
     int8 = bool(s["c_int8"]) and bits is None
+    unstructured = s["c_pattern"] == "unstructured"
+    allocation = s["c_allocation"] if unstructured and float(s["c_sparsity"]) > 0 else "uniform"
     config = CompressionConfig(
         sparsity=float(s["c_sparsity"]) if s["c_pattern"] == "unstructured" else 0.0,
         sparsity_method=s["c_method"],
         sparsity_pattern=s["c_pattern"],
+        sparsity_allocation=allocation,
+        owl_lambda=float(s["c_owl_lambda"])
+        if allocation == "owl"
+        else CompressionConfig.owl_lambda,
+        owl_m=float(s["c_owl_m"]) if allocation == "owl" else CompressionConfig.owl_m,
         bits=bits,
         group_size=group,
         quant_method=quant,
@@ -297,6 +465,7 @@ def config_from_state() -> CompressionConfig:
         calibration=s["c_calibration"],
         calibration_samples=int(s["c_samples"]),
         precision=s["c_precision"] if bits is None and not int8 else "fp32",
+        **layer_rules(st.session_state.get(LAYER_ROWS) or []),
     )
     knobs = {  # a method's knobs are set while it runs (else they keep their defaults)
         k.field: s[knob_key(k.field)] for m, k in _declared() if registry.acting_knob(config, m)

@@ -73,13 +73,21 @@ def _kind_step(kind) -> Step:
     names = tuple(dict.fromkeys(f for f in fields if f))
 
     def active(config: dict) -> bool:
-        try:
-            return bool(kind.active(_as_config(config)))
+        try:  # with per-layer rules: when any layer's settings run it
+            return any(kind.active(v) for v in _variants(_as_config(config)))
         except (LlmoptError, TypeError, ValueError, AttributeError):
             # recorded by another llmopt version: active when a knob is off its default
             return _changed(config, [f for f in names if f != kind.field])
 
     return Step(canonical_step(kind.name), names, active)
+
+
+def _variants(built) -> list:
+    """The uniform configs a built config applies (``CompressionConfig.variants``): itself
+    when it has no per-layer rules."""
+    if built.__dict__.get("layers") or built.__dict__.get("skip"):
+        return built.variants()
+    return [built]
 
 
 def _sixteen_bit(config: dict) -> bool:
@@ -115,7 +123,7 @@ def _built(text: str):
         built = CompressionConfig.from_dict({k: v for k, v in config.items() if k in known})
     except LlmoptError:
         built = object.__new__(CompressionConfig)
-        for key, value in _defaults().items():
+        for key, value in {"layers": (), "skip": (), **_defaults()}.items():
             object.__setattr__(built, key, value)
     for key, value in config.items():
         if key not in known or built.__dict__.get(key) != value:
