@@ -233,7 +233,7 @@ register_eval(
         models=("causal-lm",),
         metrics=("perplexity", "bits_per_byte", "top1_agreement", "mean_kl", "size_bytes"),
         default_for=("causal-lm",),
-        flags=("--protocol", "--seq-len", *_LM_DEVICE),
+        flags=("--protocol", "--seq-len", "--recover", *_LM_DEVICE),
         run=_run_perplexity,
         replay=_replay_perplexity,
     )

@@ -30,7 +30,8 @@ def add_commands(sub) -> None:
         "--recover",
         choices=["head", "finetune"],
         help="win back accuracy after compressing: re-fit the head, or a short fine-tune that "
-        "keeps masks, grids and factors (adds 'recovered' to the results; --save-model saves it)",
+        "keeps masks, grids and factors (a causal LM: finetune, on the next-token NLL, in fp32; "
+        "adds 'recovered' to the results; --save-model saves it)",
     )
     ev.add_argument("--json", type=Path, help="write the results as JSON to this path")
     ev.add_argument("--predictions", type=Path, help="write per-example predictions as CSV")

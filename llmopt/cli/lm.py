@@ -73,6 +73,11 @@ def choose_task(args) -> str:
 
     apply_lm_recipe(args)
     kind = model_kind(args.model)
+    if kind == CAUSAL_LM and getattr(args, "recover", None) == "head":
+        raise LlmoptError(
+            "--recover head re-fits a classifier's head, which a causal LM does not have; "
+            "use --recover finetune (minimises the next-token NLL)"
+        )
     task = args.task or default_eval_task(kind) or "classify"
     if kind not in EVAL_TASKS[task].models:
         if kind == CAUSAL_LM:
@@ -90,7 +95,9 @@ def choose_task(args) -> str:
     stray = [flag for flag, value in given.items() if value is not None and flag not in allowed]
     stray.sort(key=lambda flag: flag == "--recover")  # a task's own flags are named first
     if stray and stray[0] == "--recover" and kind == CAUSAL_LM:
-        raise LlmoptError("--recover applies to classifiers; drop it for a causal LM")
+        raise LlmoptError(
+            f"--recover applies to --task perplexity (and classifiers), not --task {task}; drop it"
+        )
     if stray:
         raise LlmoptError(f"{stray[0]} does not apply to --task {task}; drop it")
     return task
@@ -146,11 +153,14 @@ def zero_shot_config(args):
 
 
 def load_lm(args):
+    """The causal LM of ``--model`` in ``--dtype`` on ``--device``; with ``--recover`` (which
+    trains it) in fp32 unless ``--dtype`` says otherwise."""
     from llmopt.cli.pretrain import StageBar
     from llmopt.lm.load import load_causal_lm
 
+    dtype = args.dtype or ("fp32" if getattr(args, "recover", None) else "auto")
     return load_causal_lm(
-        args.model, dtype=args.dtype or "auto", device=args.device or "auto", progress=StageBar()
+        args.model, dtype=dtype, device=args.device or "auto", progress=StageBar()
     )
 
 
@@ -175,11 +185,11 @@ def compress_lm(args, lm, config, progress):
         seq_len=getattr(args, "seq_len", None),  # calibration windows as long as the scored ones
     )
     size = lm_size(compressed)
-    out = compressed
-    if getattr(args, "save_model", None) is not None:
+    # with --recover, --save-model saves the recovered model instead (``_recover``)
+    if getattr(args, "save_model", None) is not None and getattr(args, "recover", None) is None:
         from llmopt.compression import save_model
 
-        save_model(out, args.save_model, overwrite=args.overwrite)
+        save_model(compressed, args.save_model, overwrite=args.overwrite)
     return compressed, report, size
 
 
@@ -211,6 +221,8 @@ def run_lm(args, check, score) -> int:
         raise LlmoptError("--save-model saves a compressed model: add a compression flag")
     if args.overwrite and args.save_model is None:
         raise LlmoptError("--overwrite applies to --save-model; add --save-model DIR or drop it")
+    if getattr(args, "recover", None) is not None:
+        _check_recover(args, config)
     check(args)
     check_outputs(args)  # every output is checked before any work
     dataset = load_dataset(
@@ -223,6 +235,18 @@ def run_lm(args, check, score) -> int:
     if config is not None:
         compressed, report, other_size = compress_lm(args, lm, config, bar)
     return score(args, lm, dataset, config, compressed, report, other_size, bar)
+
+
+def _check_recover(args, config) -> None:
+    """``--recover finetune`` on a causal LM trains the compressed model: it needs a
+    compression that can be trained, in a float type training can use."""
+    if config is None or config.int8_dynamic:
+        raise LlmoptError(
+            "--recover trains a compressed model: add --sparsity, --bits or --rank "
+            "(int8 kernels cannot be trained)"
+        )
+    if args.dtype in ("bf16", "fp16"):
+        raise LlmoptError(f"--recover trains in fp32; drop --dtype {args.dtype} (or --recover)")
 
 
 # --------------------------------------------------------------------------- perplexity
@@ -241,10 +265,15 @@ def _perplexity(args, lm, dataset, config, compressed, report, other_size, bar) 
         base, other, fidelity = compare_lms(
             lm, compressed, dataset.texts, protocol=protocol, seq_len=args.seq_len, progress=bar
         )
+    run = evaluation = None
+    if compressed is not None and args.recover is not None:
+        run, evaluation = _recover(args, lm, compressed, dataset, protocol, bar)
     bar.close()
     base_size = lm_size(lm)
     computed = lm_statistics(base, other, fidelity)
     print(format_perplexity(lm, dataset, base, other, fidelity, base_size, other_size, computed))
+    if evaluation is not None:
+        print("\n".join(format_recovered(evaluation, lm_size(run.model))))
     run_id = record._store(
         args,
         lambda store, where: record_lm_evaluation(
@@ -253,21 +282,98 @@ def _perplexity(args, lm, dataset, config, compressed, report, other_size, bar) 
             computed=computed, **where,
         ),
     )  # fmt: skip
+    recovered_id = None
+    if run is not None and run_id is not None:  # the compressed run is the recovery's parent
+        from llmopt.training.lm import record_lm_training
+
+        recovered_id = record._store(
+            args,
+            lambda store, where: record_lm_training(
+                store, run, evaluation, base_lm=lm, dataset=dataset, parent=run_id, **where
+            ),
+        )
     if args.json is not None:
         payload = perplexity_json(
             args, dataset, config, base, other, fidelity, base_size, other_size, computed
         )
         payload["run_id"] = run_id
+        if evaluation is not None:
+            payload.update(
+                recovered=_side(evaluation.after, lm_size(run.model),
+                                evaluation.stats["intervals"]),
+                recovered_fidelity=evaluation.base_fidelity.to_dict(),
+                recover=args.recover, recovered_run_id=recovered_id,
+            )  # fmt: skip
         atomic.write_text(args.json, json.dumps(payload, indent=2))
+    if run is not None and args.save_model is not None:
+        print(f"recovered model saved to {args.save_model}")
     return 0
 
 
+def _recover(args, lm, compressed, dataset, protocol, bar):
+    """``--recover finetune``: recovery fine-tuning of the compressed LM on the next-token NLL
+    of the training split's texts (masks, grids and factors kept; ``recover_lm``'s default
+    settings), then scored on the same windows as the compressed model, against it and the
+    base; ``--save-model`` saves the recovered model.
+
+    Returns:
+        (the ``TrainingRun``, its ``LMTrainingEvaluation``).
+
+    Raises:
+        LlmoptError: too few training texts, or training cancelled.
+    """
+    from llmopt.training.lm import evaluate_lm_training, recover_lm
+
+    run = recover_lm(compressed, train_split(args), progress=bar)
+    evaluation = evaluate_lm_training(
+        compressed, run.model, dataset.texts, base=lm, protocol=protocol, seq_len=args.seq_len,
+        progress=bar,
+    )  # fmt: skip
+    if args.save_model is not None:
+        from llmopt.compression import save_model
+
+        save_model(run.model, args.save_model, overwrite=args.overwrite)
+    return run, evaluation
+
+
+def format_recovered(evaluation, size: dict) -> list[str]:
+    """The recovered model's lines: perplexity and bits per byte with their intervals, the
+    paired difference to the compressed model, and its fidelity to the baseline."""
+    stats = evaluation.stats
+    lines = ["", f"recovered (finetune, next-token NLL; {size['params_nonzero']:,} non-zero "
+             f"parameters of {size['params_total']:,}):"]  # fmt: skip
+    for key, label in (("perplexity", "perplexity"), ("bits_per_byte", "bits per byte")):
+        before, after = evaluation.before.metric(key), evaluation.after.metric(key)
+        lo, hi = stats["intervals"][key]
+        line = (
+            f"  {label}: recovered {_num(after)} [{_num(lo)}, {_num(hi)}] "
+            f"(compressed {_num(before)})"
+        )
+        delta = stats.get("delta_intervals", {}).get(key)
+        if delta is not None:
+            noise = "noise" if delta[0] <= 0 <= delta[1] else "not noise"
+            line += (
+                f"; paired difference vs compressed {after - before:+.4f} "
+                f"[{delta[0]:+.4f}, {delta[1]:+.4f}] ({noise})"
+            )
+        lines.append(line)
+    f = evaluation.base_fidelity
+    lines.append(
+        f"  fidelity to the baseline: next-token top-1 agreement {f.top1_agreement:.4f}, mean "
+        f"KL(base||recovered) {f.mean_kl:.5f} nats per token"
+    )
+    return lines
+
+
+def _side(result, size, intervals) -> dict:
+    """One ``LM`` object of the perplexity JSON: the result, its interval and its size."""
+    return {**result.to_dict(tuple(intervals["perplexity"])), **size}
+
+
 def perplexity_json(args, dataset, config, base, other, fidelity, base_size, other_size, computed):
-    """The ``evaluate --task perplexity --json`` object (keys are a contract)."""
-
-    def side(result, size, intervals) -> dict:
-        return {**result.to_dict(tuple(intervals["perplexity"])), **size}
-
+    """The ``evaluate --task perplexity --json`` object (keys are a contract); ``--recover``
+    adds ``recovered`` (an ``LM``), ``recovered_fidelity``, ``recover`` and
+    ``recovered_run_id``."""
     return {
         "task": "perplexity",
         "protocol": base.protocol,
@@ -276,8 +382,8 @@ def perplexity_json(args, dataset, config, base, other, fidelity, base_size, oth
         "dataset": args.dataset,
         "n": len(dataset),
         "config": config.to_dict() if config is not None else None,
-        "baseline": side(base, base_size, computed["baseline_intervals"]),
-        "compressed": None if other is None else side(other, other_size, computed["intervals"]),
+        "baseline": _side(base, base_size, computed["baseline_intervals"]),
+        "compressed": None if other is None else _side(other, other_size, computed["intervals"]),
         "fidelity": None if fidelity is None else fidelity.to_dict(),
     }
 
