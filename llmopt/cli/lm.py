@@ -265,15 +265,15 @@ def _perplexity(args, lm, dataset, config, compressed, report, other_size, bar) 
         base, other, fidelity = compare_lms(
             lm, compressed, dataset.texts, protocol=protocol, seq_len=args.seq_len, progress=bar
         )
-    run = evaluation = None
+    recovered = None  # (the TrainingRun, its LMTrainingEvaluation, its size)
     if compressed is not None and args.recover is not None:
-        run, evaluation = _recover(args, lm, compressed, dataset, protocol, bar)
+        recovered = _recover(args, lm, compressed, dataset, protocol, bar)
     bar.close()
     base_size = lm_size(lm)
     computed = lm_statistics(base, other, fidelity)
     print(format_perplexity(lm, dataset, base, other, fidelity, base_size, other_size, computed))
-    if evaluation is not None:
-        print("\n".join(format_recovered(evaluation, lm_size(run.model))))
+    if recovered is not None:
+        print("\n".join(format_recovered(recovered[1], recovered[2])))
     run_id = record._store(
         args,
         lambda store, where: record_lm_evaluation(
@@ -283,31 +283,37 @@ def _perplexity(args, lm, dataset, config, compressed, report, other_size, bar) 
         ),
     )  # fmt: skip
     recovered_id = None
-    if run is not None and run_id is not None:  # the compressed run is the recovery's parent
-        from llmopt.training.lm import record_lm_training
-
-        recovered_id = record._store(
-            args,
-            lambda store, where: record_lm_training(
-                store, run, evaluation, base_lm=lm, dataset=dataset, parent=run_id, **where
-            ),
-        )
+    if recovered is not None and run_id is not None:  # the compressed run is its parent
+        recovered_id = _record_recovered(args, lm, dataset, recovered, run_id)
     if args.json is not None:
         payload = perplexity_json(
             args, dataset, config, base, other, fidelity, base_size, other_size, computed
         )
         payload["run_id"] = run_id
-        if evaluation is not None:
+        if recovered is not None:
+            _, evaluation, size = recovered
             payload.update(
-                recovered=_side(evaluation.after, lm_size(run.model),
-                                evaluation.stats["intervals"]),
+                recovered=_side(evaluation.after, size, evaluation.stats["intervals"]),
                 recovered_fidelity=evaluation.base_fidelity.to_dict(),
                 recover=args.recover, recovered_run_id=recovered_id,
             )  # fmt: skip
         atomic.write_text(args.json, json.dumps(payload, indent=2))
-    if run is not None and args.save_model is not None:
+    if recovered is not None and args.save_model is not None:
         print(f"recovered model saved to {args.save_model}")
     return 0
+
+
+def _record_recovered(args, lm, dataset, recovered, parent: int) -> int | None:
+    """Store the recovery as a perplexity variant whose parent is the compressed run."""
+    from llmopt.training.lm import record_lm_training
+
+    run, evaluation, _ = recovered
+    return record._store(
+        args,
+        lambda store, where: record_lm_training(
+            store, run, evaluation, base_lm=lm, dataset=dataset, parent=parent, **where
+        ),
+    )
 
 
 def _recover(args, lm, compressed, dataset, protocol, bar):
@@ -317,11 +323,12 @@ def _recover(args, lm, compressed, dataset, protocol, bar):
     base; ``--save-model`` saves the recovered model.
 
     Returns:
-        (the ``TrainingRun``, its ``LMTrainingEvaluation``).
+        (the ``TrainingRun``, its ``LMTrainingEvaluation``, the recovered model's size fields).
 
     Raises:
         LlmoptError: too few training texts, or training cancelled.
     """
+    from llmopt.lm.load import lm_size
     from llmopt.training.lm import evaluate_lm_training, recover_lm
 
     run = recover_lm(compressed, train_split(args), progress=bar)
@@ -333,7 +340,7 @@ def _recover(args, lm, compressed, dataset, protocol, bar):
         from llmopt.compression import save_model
 
         save_model(run.model, args.save_model, overwrite=args.overwrite)
-    return run, evaluation
+    return run, evaluation, lm_size(run.model)
 
 
 def format_recovered(evaluation, size: dict) -> list[str]:
