@@ -233,32 +233,46 @@ def _drive(spec, job_id, jobs, store, pool, configs, key_of, loaded, dataset, tr
                 base = evaluate(loaded, dataset, batch_size=spec["batch_size"])
             base_key = key_of(CompressionConfig())
             if base_key in unique and base_key not in recorded:  # the 'off' point: the base run
-                done = record_evaluation(store, base_model=loaded, dataset=dataset, base=base,
-                                         model_fp=model_fp, **where)  # fmt: skip
-                jobs.point_done(job_id, base_key, done.base_id, "evaluated")
-                evaluated += 1
+                with recording_lock(store):
+                    already = recorded_tasks(store, model_fp, rows_fp).get(base_key)
+                    if already is None:
+                        done = record_evaluation(store, base_model=loaded, dataset=dataset,
+                                                 base=base, model_fp=model_fp, **where)  # fmt: skip
+                        jobs.point_done(job_id, base_key, done.base_id, "evaluated")
+                        evaluated += 1
+                    else:
+                        jobs.point_done(job_id, base_key, already, "skipped")
+                        skipped += 1
                 todo = [(k, c) for k, c in todo if k != base_key]
             shared = {"loaded": loaded, "dataset": dataset, "calibration": train,
                       "batch_size": spec["batch_size"], "threads": spec["threads"]}  # fmt: skip
             resources = {"num_cpus": spec["threads"], "num_gpus": _gpus(loaded)}
             tasks = pool.run(task_fn, shared, todo, resources) if todo else iter(())
             configs_by_key = dict(todo)
+            # Outcomes are recorded in the job's order (one finished early waits for those
+            # before it), so run ids and parents are the same whatever the executor.
+            order, finished = [k for k, _ in todo], {}
             try:
                 for key, out in tasks:
                     if key is not None:
-                        already = recorded_tasks(store, model_fp, rows_fp).get(key)
-                        if already is not None:  # another job recorded it meanwhile
-                            jobs.point_done(job_id, key, already, "skipped")
-                            skipped += 1
-                        else:
-                            config = configs_by_key[key]
-                            done = record_evaluation(
-                                store, base_model=loaded, dataset=dataset, base=base,
-                                other=out["result"], config=config, report=out["report"],
-                                latency=out["latency"], model_fp=model_fp, **where,
-                            )  # fmt: skip
-                            jobs.point_done(job_id, key, done.run_id, "evaluated")
-                            evaluated += 1
+                        finished[key] = out
+                    while order and order[0] in finished:
+                        key = order.pop(0)
+                        with recording_lock(store):  # one job records a task, never two
+                            already = recorded_tasks(store, model_fp, rows_fp).get(key)
+                            if already is not None:  # another job recorded it meanwhile
+                                jobs.point_done(job_id, key, already, "skipped")
+                                skipped += 1
+                            else:
+                                out = finished.pop(key)
+                                done = record_evaluation(
+                                    store, base_model=loaded, dataset=dataset, base=base,
+                                    other=out["result"], config=configs_by_key[key],
+                                    report=out["report"], latency=out["latency"],
+                                    model_fp=model_fp, **where,
+                                )  # fmt: skip
+                                jobs.point_done(job_id, key, done.run_id, "evaluated")
+                                evaluated += 1
                         say((skipped + evaluated) / total, f"{skipped + evaluated} of {total}")
                     if jobs.cancel_requested(job_id):
                         status = "cancelled"
@@ -284,6 +298,14 @@ def _drive(spec, job_id, jobs, store, pool, configs, key_of, loaded, dataset, tr
     if status == "cancelled":
         raise JobCancelled(payload)
     return payload
+
+
+def recording_lock(store):
+    """A lock beside the store held while a driver checks that a task is not recorded and
+    records it, so two jobs on this machine never record the same task (or base run) twice."""
+    from llmopt.sqlitefile import file_lock
+
+    return file_lock(store.path.with_name(store.path.name + ".jobs"))
 
 
 def _gpus(loaded) -> float:
