@@ -158,7 +158,7 @@ class JobStore:
         self, kind: str, spec: dict, spec_hash: str, executor: str, points: list[dict]
     ) -> Job:
         """A job for ``spec``: an unfinished one of the same spec whose driver is gone is taken
-        over (resumed: its points keep what they recorded), else a new one is queued.
+        over (resumed: its recorded points are found again and skipped), else a new one is queued.
 
         Args:
             points: [{"method", "value", "task_key"}] in the job's order.
@@ -175,9 +175,12 @@ class JobStore:
                 found = resumable[0]
                 conn.execute(
                     "UPDATE jobs SET status = 'queued', executor = ?, cancel = 0, error = '', "
-                    "driver = ?, updated = ? WHERE id = ?",
-                    (executor, driver_id(), stamp, found),
+                    "driver = ?, updated = ?, done = 0, total = ? WHERE id = ?",
+                    (executor, driver_id(), stamp, len(points), found),
                 )
+                # its points again, with today's task keys (the model's files may have
+                # changed since); what is recorded is found again by those keys
+                conn.execute("DELETE FROM job_points WHERE job_id = ?", (found,))
             else:
                 cur = conn.execute(
                     "INSERT INTO jobs (kind, spec, spec_hash, executor, status, total, created, "
@@ -186,14 +189,14 @@ class JobStore:
                      driver_id()),
                 )  # fmt: skip
                 found = int(cur.lastrowid or 0)
-                conn.executemany(
-                    "INSERT INTO job_points (job_id, position, method, value, task_key) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    [
-                        (found, i, p["method"], json.dumps(p["value"]), p["task_key"])
-                        for i, p in enumerate(points)
-                    ],
-                )
+            conn.executemany(
+                "INSERT INTO job_points (job_id, position, method, value, task_key) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (found, i, p["method"], json.dumps(p["value"]), p["task_key"])
+                    for i, p in enumerate(points)
+                ],
+            )
         return self.get(found)
 
     def set_status(self, job: int, status: str, *, error: str = "") -> None:
