@@ -167,8 +167,20 @@ def check_reachable(address: str) -> None:
         ) from None  # fmt: skip
 
 
-def _ray_call(fn: Callable, shared: dict, item: Any) -> Any:
-    return fn(shared, item)
+_RAY_SHARED: dict[str, Any] = {}  # a Ray worker's shared inputs, by object id (one job's)
+
+
+def _ray_call(fn: Callable, boxed: list, item: Any) -> Any:
+    """Run a task on a Ray worker; the shared inputs are fetched and unpickled once per worker
+    (boxed in a list, Ray passes the reference instead of a fresh copy for every task)."""
+    import ray
+
+    ref = boxed[0]
+    key = ref.hex()
+    if key not in _RAY_SHARED:
+        _RAY_SHARED.clear()  # another job's model: let it go
+        _RAY_SHARED[key] = ray.get(ref)
+    return fn(_RAY_SHARED[key], item)
 
 
 class RayExecutor:
@@ -208,7 +220,9 @@ class RayExecutor:
                     f"cannot connect to the Ray cluster at {address}: {first}"
                 ) from None
         else:
-            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **quiet)
+            ray.init(
+                address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **quiet
+            )  # a new one, never a cluster found running on this machine
         self.started = True
 
     def run(self, fn: Callable, shared: dict, items: list[Item], resources: dict) -> Iterator:
@@ -220,7 +234,7 @@ class RayExecutor:
             max_retries=self.retries,
             retry_exceptions=False,  # a task's own error (a bad setting) is not retried
         )
-        refs = {remote.remote(fn, shared_ref, item): key for key, item in items}
+        refs = {remote.remote(fn, [shared_ref], item): key for key, item in items}
         pending = list(refs)
         try:
             while pending:

@@ -15,7 +15,7 @@ def ray_address():
         pytest.skip(f"Ray is not installed ({exc}); pip install -e .[ray]")
     import logging
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
              log_to_driver=False)  # fmt: skip
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
