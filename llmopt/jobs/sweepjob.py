@@ -190,6 +190,9 @@ def run_sweep_job(
             task_fn or evaluate_point, say, record_evaluation, evaluate, torch_threads,
             model_fp, rows_fp,
         )  # fmt: skip
+    except JobCancelled as stop:
+        stop.payload["seconds"] = time.perf_counter() - start
+        raise
     finally:
         pool.close()
     outcome["seconds"] = time.perf_counter() - start
