@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dashboard import flow, lm, lm_sweep, loaders, ui
+from dashboard import flow, jobs, lm, lm_sweep, loaders, ui
 from dashboard.legacy import run_through_app
 from llmopt import figures
 from llmopt.sweep import (
@@ -69,6 +69,8 @@ if estimate.button(
 if run.button("Run sweep", type="primary"):
     with ui.guard():
         flow.run_sweep(sel, loaded, data, knob, values, methods)
+jobs.submit_button(sel, data, knob, values, methods)  # a detached job, followed below
+jobs.panel()
 frame = flow.last_sweep(sel, data)
 if frame is None:
     st.info("Choose values and methods, then press **Run sweep**.")
