@@ -491,28 +491,37 @@ def picked_views(store: ExperimentStore, runs: list[Run]) -> None:
         cells, marks = comparison.side_by_side(same, results, reference)
         st.subheader("Side by side")
         st.dataframe(_styled(cells, marks), width="stretch")
-    st.caption(
-        "Each score with its 95% bootstrap interval; Δ = difference from the reference on the "
-        "same rows, green or red only when its 95% paired interval excludes 0 (grey = noise). "
-        "Accuracy differences also get the exact McNemar test on the paired predictions."
-    )
+        st.caption(
+            "Each score with its 95% bootstrap interval; Δ = difference from the reference on "
+            "the same rows, green or red only when its 95% paired interval excludes 0 (grey = "
+            "noise). Accuracy differences also get the exact McNemar test on the paired "
+            "predictions."
+        )
+    else:
+        st.caption(
+            f"The reference run, {plain(ref_run.label)}, kept no per-row predictions (a "
+            "language model's perplexity): its scores are in the table above. Pick a run "
+            "with predictions as the reference to see runs side by side, their curves and "
+            "behaviour."
+        )
     differs = comparison.what_differs(runs)
     fields = ", ".join(plain(f) for f in differs.index) if len(differs) else "nothing"
     st.markdown("**What differs**: " + fields)
     if len(differs):
         st.dataframe(differs, width="stretch")
-    if len(same) < 1:
-        return
-    tabs = st.tabs(["ROC and confusion", "Behaviour", "Layers", "Export"])
-    picked_results = {r.label: results[r.id] for r in same}
-    with tabs[0]:
-        st.plotly_chart(figures.roc_figure(picked_results), key="cmp_roc")
-        st.plotly_chart(figures.confusion_row_figure(picked_results), key="cmp_confusion")
-    with tabs[1]:
-        behaviour(store, same, results)
-    with tabs[2]:
+    # Curves and behaviour need per-row predictions; layers and export apply to every run.
+    names = (["ROC and confusion", "Behaviour"] if same else []) + ["Layers", "Export"]
+    tabs = dict(zip(names, st.tabs(names), strict=True))
+    if same:
+        picked_results = {r.label: results[r.id] for r in same}
+        with tabs["ROC and confusion"]:
+            st.plotly_chart(figures.roc_figure(picked_results), key="cmp_roc")
+            st.plotly_chart(figures.confusion_row_figure(picked_results), key="cmp_confusion")
+        with tabs["Behaviour"]:
+            behaviour(store, same, results)
+    with tabs["Layers"]:
         layers(store, runs)
-    with tabs[3]:
+    with tabs["Export"]:
         export(store, runs)
 
 
