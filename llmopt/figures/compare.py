@@ -134,9 +134,10 @@ def runs_scatter_figure(
 
 
 def _node_label(step) -> str:
-    """A lineage node's short description (what it added), e.g. '50% wanda pruning'."""
+    """A lineage node's short description (what it added), e.g. '50% wanda pruning', cut at
+    its end (a description reads from its start) by the one shortening helper."""
     text = "" if step is None or (isinstance(step, float) and np.isnan(step)) else str(step)
-    return text if len(text) <= LINEAGE_LABEL_CHARS else text[: LINEAGE_LABEL_CHARS - 1] + "…"
+    return short_label(text, LINEAGE_LABEL_CHARS, keep_end=False)
 
 
 def lineage_figure(
