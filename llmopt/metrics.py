@@ -309,6 +309,26 @@ class LiveDict(Mapping):
         return repr(self._build())
 
 
+def _macro_metric(index: int, part: str, title: str, short: str) -> Metric:
+    """Macro precision, recall or F1 (``index`` 0, 1, 2 of ``_precision_recall_f1``)."""
+
+    def compute(y_true: np.ndarray, y_score: np.ndarray, y_pred: np.ndarray) -> float:
+        return _precision_recall_f1(y_true, y_pred)[index]
+
+    def replicates(sample: Sample) -> np.ndarray:
+        return sample.macro(part)
+
+    return Metric(
+        f"{part}_macro",
+        f"{title} (macro)",
+        short,
+        compute,
+        replicates,
+        headline=part == "f1",
+        tasks=(CLASSIFY, ZERO_SHOT),
+    )
+
+
 for _metric in (
     Metric(
         "accuracy",
@@ -320,15 +340,7 @@ for _metric in (
         tasks=(CLASSIFY, ZERO_SHOT),
     ),
     *(  # macro precision, recall and F1: one scikit-learn call for the three
-        Metric(
-            f"{part}_macro",
-            f"{title} (macro)",
-            short,
-            lambda t, s, p, i=i: _precision_recall_f1(t, p)[i],
-            lambda sample, part=part: sample.macro(part),
-            headline=part == "f1",
-            tasks=(CLASSIFY, ZERO_SHOT),
-        )
+        _macro_metric(i, part, title, short)
         for i, (part, title, short) in enumerate(
             [
                 ("precision", "Precision", "precision"),
