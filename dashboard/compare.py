@@ -286,7 +286,7 @@ def runs_table(shown: pd.DataFrame, frame: pd.DataFrame) -> list[int]:
 def _searched_and_sorted(shown: pd.DataFrame) -> pd.DataFrame:
     """The search box and the sort controls above the table; the runs they leave, in order."""
     titles = dict(TABLE_COLUMNS)
-    search_col, sort_col, order_col = st.columns([4, 3, 2])
+    search_col, sort_col, order_col = st.columns([4, 3, 2], vertical_alignment="bottom")
     text = search_col.text_input(
         "Search runs",
         key=SEARCH,
