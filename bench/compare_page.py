@@ -1,6 +1,7 @@
 """How long the Compare page takes to render with many stored runs (AppTest, no browser).
 
 Usage: python bench/compare_page.py [--runs 1000] [--rows 300] [--repeats 3] [--browser]
+       [--first-view-only]
 
 Fills a temporary experiment store with ``--runs`` runs shaped like the bundled model's (3 base
 models, the rest variants of them: 2-class probabilities on ``--rows`` rows, a 36-layer report;
@@ -11,7 +12,8 @@ With more than ``dashboard.compare.SCATTER_DRAWN_RUNS`` runs the first view draw
 the scatter's switch is on. With ``--browser``, also the same two pages served by
 ``streamlit run`` and opened in Chromium, and the first view with the switch on
 (``?scatter=on``), timed from the request until the script is idle and every chart the page
-sent is drawn (each visit is a fresh browser context: nothing cached).
+sent is drawn (each visit is a fresh browser context: nothing cached), with the bytes the
+server sent over the page's websocket (the same on a loaded machine: a steadier measure).
 """
 
 from __future__ import annotations
@@ -109,9 +111,10 @@ def render(query: dict) -> float:
     return seconds
 
 
-def browser_render(query: str, repeats: int) -> tuple[list[float], int]:
+def browser_render(query: str, repeats: int) -> tuple[list[float], int, list[int]]:
     """Seconds until a fresh Chromium page of the served Compare page is idle and every chart
-    it sent is drawn; and how many charts that was."""
+    it sent is drawn; how many charts that was; and the bytes the server sent over the page's
+    websocket in each visit (the script's messages: tables, options, figures)."""
     import signal
     import socket
     import subprocess
@@ -154,7 +157,7 @@ def browser_render(query: str, repeats: int) -> tuple[list[float], int]:
         idle = '[data-testid="stApp"][data-test-script-state="notRunning"]'
         drawn = """() => [...document.querySelectorAll('[data-testid="stPlotlyChart"]')]
             .every(c => c.querySelector('.js-plotly-plot .main-svg'))"""
-        seconds, charts = [], []
+        seconds, charts, sent = [], [], []
         with sync_playwright() as p:
             chromium = p.chromium.launch(
                 executable_path="/usr/bin/chromium",
@@ -163,6 +166,13 @@ def browser_render(query: str, repeats: int) -> tuple[list[float], int]:
             )
             for i in range(repeats + 1):  # the first visit warms the server up
                 page = chromium.new_page(viewport={"width": 1440, "height": 1000})
+                frames: list[int] = []
+                page.on(
+                    "websocket",
+                    lambda ws, frames=frames: ws.on(
+                        "framereceived", lambda payload: frames.append(len(payload))
+                    ),
+                )
                 start = time.perf_counter()
                 page.goto(f"http://127.0.0.1:{port}/compare{query}")
                 page.get_by_test_id("stDataFrame").first.wait_for(timeout=300_000)
@@ -171,9 +181,10 @@ def browser_render(query: str, repeats: int) -> tuple[list[float], int]:
                 if i:
                     charts.append(page.locator('[data-testid="stPlotlyChart"]').count())
                     seconds.append(time.perf_counter() - start)
+                    sent.append(sum(frames))
                 page.close()
             chromium.close()
-        return seconds, max(charts)
+        return seconds, max(charts), sent
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait()
@@ -185,6 +196,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--browser", action="store_true", help="also time it in Chromium")
+    parser.add_argument(
+        "--first-view-only", action="store_true", help="in Chromium, time the first view only"
+    )
     args = parser.parse_args()
     print(machine.describe())
     path = Path(tempfile.mkdtemp(prefix="llmopt-bench-")) / "experiments.sqlite"
@@ -220,22 +234,19 @@ def main() -> None:
         f"zeros) | {statistics.median(three):.2f} | {args.runs} |"
     )
     if args.browser:
-        plain, charts = browser_render("", args.repeats)
-        print(
-            f"| Chromium: first view ({charts} charts) | {statistics.median(plain):.2f} | ", end=""
-        )
-        print(f"{args.runs} |")
-        drawn, charts = browser_render("?scatter=on", args.repeats)
-        print(
-            f"| Chromium: first view, scatter on ({charts} charts) | "
-            f"{statistics.median(drawn):.2f} | {args.runs} |"
-        )
-        three, charts = browser_render("?runs=" + ",".join(map(str, picked)), args.repeats)
-        print(
-            f"| Chromium: … three picked ({charts} charts) | {statistics.median(three):.2f} | ",
-            end="",
-        )
-        print(f"{args.runs} |")
+        print("| Chromium, fresh browser | median seconds | runs | KB sent to the browser |")
+        print("|---|---|---|---|")
+        picked_query = "?runs=" + ",".join(map(str, picked))
+        for title, query in [
+            ("first view", ""),
+            ("first view, scatter on", "?scatter=on"),
+            ("… three picked", picked_query),
+        ][: 1 if args.first_view_only else 3]:
+            seconds, charts, sent = browser_render(query, args.repeats)
+            print(
+                f"| {title} ({charts} charts) | {statistics.median(seconds):.2f} | {args.runs} "
+                f"| {statistics.median(sent) / 1e3:.0f} |"
+            )
     print(machine.describe())
 
 

@@ -8,20 +8,27 @@ edits it directly; the address keeps it (``runs=…``).
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from dashboard import controls, flow, loaders, urlstate
+from dashboard.cache import shared_cache
 from dashboard.text import plain
 from llmopt import comparison, figures, metrics
 from llmopt.experiments import ExperimentStore, Run, short_source
 
 PICKED = "cmp_runs"  # run ids to compare
 TABLE_VERSION = "cmp_table_version"  # bumped when the pick changes elsewhere: fresh ticks
-TABLE_IDS = "cmp_table_ids"  # run ids of the table's rows, in order (for its selection)
+PAGE = "cmp_page"  # the runs table's page (1-based)
+SORT, SORT_DESC, SEARCH = "cmp_sort", "cmp_sort_desc", "cmp_search"  # the table's order, search
+TABLE_PAGE_ROWS = 100  # rows of the runs table sent to the browser at a time
 GOTO_COMPRESS = "cmp_goto_compress"
 SCATTER_ON = "cmp_scatter_on"  # the "Draw the scatter" switch, shown above SCATTER_DRAWN_RUNS
 URL = {"runs": PICKED, "ref": "cmp_ref", "x": "cmp_x", "y": "cmp_y", "scatter": SCATTER_ON}
@@ -52,7 +59,7 @@ TABLE_COLUMNS = metrics.LiveDict(  # runs_frame column -> title in the table
     lambda: {
         **_LEADING,
         **_ACCURACY,  # accuracy with its interval, then every other headline metric
-        **{k: metrics.get(k).short for k in metrics.headline(None) if k != "accuracy"},
+        **{k: metrics.get(k).short for k in _other_headline()},
         **_TRAILING,
     }
 )
@@ -61,6 +68,41 @@ VERDICT_STYLE = {
     "worse": "background-color: rgba(214, 39, 40, 0.18)",
     "noise": "color: #888888",
 }
+
+
+def _other_headline() -> list[str]:
+    """The headline metrics but accuracy (which the table shows with its interval)."""
+    return [k for k in metrics.headline(None) if k != "accuracy"]
+
+
+def stored_runs(store: ExperimentStore) -> tuple[list[Run], pd.DataFrame]:
+    """The store's runs and their table, read once for all sessions until the store's files
+    change (a thousand runs take most of a second to read and tabulate).
+
+    The runs are shared: callers must not change them.
+    """
+    key = (str(store.path), _stamp(store.path))
+
+    def read() -> tuple[list[Run], pd.DataFrame]:
+        runs = store.runs()
+        return runs, comparison.runs_frame(runs)
+
+    return shared_cache("compare_runs", 2).get(key, read)
+
+
+def _stamp(path: Path) -> tuple:
+    """What changes whenever the store is written: the file's and its write-ahead log's
+    identity, size and modification time (taken before reading, so a write during the read
+    only makes the next visit read again)."""
+    stamp = []
+    for file in (path, path.with_name(path.name + "-wal")):
+        try:
+            info = os.stat(file)
+        except OSError:
+            stamp.append(None)
+            continue
+        stamp.append((info.st_ino, info.st_size, info.st_mtime_ns))
+    return tuple(stamp)
 
 
 def restore(all_ids: list[int]) -> None:
@@ -93,17 +135,19 @@ def mirror() -> None:
         st.session_state[f"cmp_url_{param}"] = urlstate.read_param(param)
 
 
-def _pick(ids: list[int], *, from_table: bool = False) -> None:
+def _pick(ids: list[int], from_table: bool = False) -> None:
     st.session_state[PICKED] = list(dict.fromkeys(int(i) for i in ids))
     if not from_table:
         st.session_state[TABLE_VERSION] = st.session_state.get(TABLE_VERSION, 0) + 1
 
 
-def _table_picked() -> None:
-    key = f"cmp_table_{st.session_state.get(TABLE_VERSION, 0)}"
+def _table_picked(key: str, page_ids: list[int]) -> None:
+    """Ticks on the table's page replace the picked runs of that page; picks on other pages
+    (or from the scatter) stay."""
     rows = st.session_state[key].selection.rows
-    ids = st.session_state.get(TABLE_IDS, [])
-    _pick([ids[i] for i in rows if i < len(ids)], from_table=True)
+    ticked = [page_ids[i] for i in rows if i < len(page_ids)]
+    on_page = set(page_ids)
+    _pick([i for i in st.session_state.get(PICKED, []) if i not in on_page] + ticked, True)
 
 
 def _points_picked(key: str) -> None:
@@ -179,18 +223,24 @@ def filters(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def runs_table(shown: pd.DataFrame, frame: pd.DataFrame) -> list[int]:
-    """The runs table (tick rows to pick them) and the box of picked runs.
+    """The runs table, a page of ``TABLE_PAGE_ROWS`` rows at a time (tick rows to pick them),
+    searched and sorted here rather than in the browser; and the box of picked runs, which
+    offers every run when they fit on a page, else the picked runs and the page's rows.
 
     Returns:
         The picked run ids (of all runs, filtered or not).
     """
-    st.session_state[TABLE_IDS] = [int(i) for i in shown["id"]]
-    view = shown[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS)
+    order = _searched_and_sorted(shown)
+    page = _page_of(order)
+    page_ids = [int(i) for i in page["id"]]
+    # A fresh table whenever its rows change (another page, sort or search): ticks are rows.
+    key = f"cmp_table_{st.session_state.get(TABLE_VERSION, 0)}_{_rows_key(page_ids)}"
+    view = page[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS)
     st.dataframe(
         view,
         hide_index=True,
-        key=f"cmp_table_{st.session_state.get(TABLE_VERSION, 0)}",
-        on_select=_table_picked,
+        key=key,
+        on_select=functools.partial(_table_picked, key, page_ids),
         selection_mode="multi-row",
         height=min(38 + 35 * len(view), 420),
         column_config={
@@ -203,8 +253,7 @@ def runs_table(shown: pd.DataFrame, frame: pd.DataFrame) -> list[int]:
                 metrics.get(k).short: st.column_config.NumberColumn(
                     format=f"%.{metrics.get(k).digits}f"
                 )
-                for k in metrics.headline(None)
-                if k != "accuracy"
+                for k in _other_headline()
             },
             "size MB": st.column_config.NumberColumn(format="%.2f"),
             "latency ms": st.column_config.NumberColumn(format="%.2f"),
@@ -216,15 +265,78 @@ def runs_table(shown: pd.DataFrame, frame: pd.DataFrame) -> list[int]:
         },
     )
     labels = dict(zip(frame["id"], frame["label"], strict=True))
-    st.session_state[PICKED] = [i for i in st.session_state.get(PICKED, []) if i in labels]
+    picked = [i for i in st.session_state.get(PICKED, []) if i in labels]
+    st.session_state[PICKED] = picked
+    few = len(labels) <= TABLE_PAGE_ROWS  # else a box of thousands of options: slow to send
     return st.multiselect(
         "Runs to compare",
-        list(labels),
+        list(labels) if few else list(dict.fromkeys(picked + page_ids)),
         format_func=lambda i: labels[i],
         key=PICKED,
         on_change=_box_edited,
-        help="Tick rows of the table, click or lasso points of the scatter, or edit this list.",
+        help="Tick rows of the table, click or lasso points of the scatter, or edit this list"
+        + (
+            "."
+            if few
+            else " (it offers the runs of the table's page: search or turn the page for others)."
+        ),
     )
+
+
+def _searched_and_sorted(shown: pd.DataFrame) -> pd.DataFrame:
+    """The search box and the sort controls above the table; the runs they leave, in order."""
+    titles = dict(TABLE_COLUMNS)
+    search_col, sort_col, order_col = st.columns([4, 3, 2], vertical_alignment="bottom")
+    text = search_col.text_input(
+        "Search runs",
+        key=SEARCH,
+        placeholder="#id, name, recipe, tag, model or dataset",
+        help="Narrows the table and the runs the box below offers (the scatter keeps them all).",
+    )
+    if st.session_state.get(SORT) not in titles:
+        st.session_state[SORT] = "id"
+    by = sort_col.selectbox("Sort by", list(titles), format_func=titles.get, key=SORT)
+    descending = order_col.toggle("Descending", key=SORT_DESC)
+    found = shown
+    if text.strip():
+        haystack = (
+            "#"
+            + shown["id"].astype(str)
+            + " "
+            + shown[["label", "method", "recipe", "tags", "model", "dataset"]]
+            .astype(str)
+            .agg(" ".join, axis=1)
+        )
+        found = shown[haystack.str.contains(text.strip(), case=False, regex=False)]
+        st.caption(f"{len(found)} of {len(shown)} runs match the search.")
+    return found.sort_values(by, ascending=not descending, na_position="last", kind="stable")
+
+
+def _page_of(order: pd.DataFrame) -> pd.DataFrame:
+    """The page control (when the runs fill more than one page); the rows of the page shown."""
+    pages = max(1, -(-len(order) // TABLE_PAGE_ROWS))
+    if pages == 1:
+        return order
+    if not 1 <= st.session_state.get(PAGE, 1) <= pages:
+        st.session_state[PAGE] = min(max(1, st.session_state.get(PAGE, 1)), pages)
+    left, right = st.columns([2, 7], vertical_alignment="bottom")
+    page = left.number_input(
+        f"Page (of {pages})",
+        min_value=1,
+        max_value=pages,
+        step=1,
+        key=PAGE,
+        help=f"The table shows {TABLE_PAGE_ROWS} runs at a time; sort or search to bring runs "
+        "to the first page.",
+    )
+    start = (int(page) - 1) * TABLE_PAGE_ROWS
+    rows = order.iloc[start : start + TABLE_PAGE_ROWS]
+    right.caption(f"Runs {start + 1:,}–{start + len(rows):,} of {len(order):,}")
+    return rows
+
+
+def _rows_key(ids: list[int]) -> str:
+    return f"{zlib.crc32(np.asarray(ids, dtype=np.int64).tobytes()):08x}"
 
 
 def manage(store: ExperimentStore, picked: list[Run]) -> None:
@@ -379,28 +491,37 @@ def picked_views(store: ExperimentStore, runs: list[Run]) -> None:
         cells, marks = comparison.side_by_side(same, results, reference)
         st.subheader("Side by side")
         st.dataframe(_styled(cells, marks), width="stretch")
-    st.caption(
-        "Each score with its 95% bootstrap interval; Δ = difference from the reference on the "
-        "same rows, green or red only when its 95% paired interval excludes 0 (grey = noise). "
-        "Accuracy differences also get the exact McNemar test on the paired predictions."
-    )
+        st.caption(
+            "Each score with its 95% bootstrap interval; Δ = difference from the reference on "
+            "the same rows, green or red only when its 95% paired interval excludes 0 (grey = "
+            "noise). Accuracy differences also get the exact McNemar test on the paired "
+            "predictions."
+        )
+    else:
+        st.caption(
+            f"The reference run, {plain(ref_run.label)}, kept no per-row predictions (a "
+            "language model's perplexity): its scores are in the table above. Pick a run "
+            "with predictions as the reference to see runs side by side, their curves and "
+            "behaviour."
+        )
     differs = comparison.what_differs(runs)
     fields = ", ".join(plain(f) for f in differs.index) if len(differs) else "nothing"
     st.markdown("**What differs**: " + fields)
     if len(differs):
         st.dataframe(differs, width="stretch")
-    if len(same) < 1:
-        return
-    tabs = st.tabs(["ROC and confusion", "Behaviour", "Layers", "Export"])
-    picked_results = {r.label: results[r.id] for r in same}
-    with tabs[0]:
-        st.plotly_chart(figures.roc_figure(picked_results), key="cmp_roc")
-        st.plotly_chart(figures.confusion_row_figure(picked_results), key="cmp_confusion")
-    with tabs[1]:
-        behaviour(store, same, results)
-    with tabs[2]:
+    # Curves and behaviour need per-row predictions; layers and export apply to every run.
+    names = (["ROC and confusion", "Behaviour"] if same else []) + ["Layers", "Export"]
+    tabs = dict(zip(names, st.tabs(names), strict=True))
+    if same:
+        picked_results = {r.label: results[r.id] for r in same}
+        with tabs["ROC and confusion"]:
+            st.plotly_chart(figures.roc_figure(picked_results), key="cmp_roc")
+            st.plotly_chart(figures.confusion_row_figure(picked_results), key="cmp_confusion")
+        with tabs["Behaviour"]:
+            behaviour(store, same, results)
+    with tabs["Layers"]:
         layers(store, runs)
-    with tabs[3]:
+    with tabs["Export"]:
         export(store, runs)
 
 

@@ -27,7 +27,9 @@ def is_causal_lm(sel: Selection) -> bool:
     from llmopt.lm.load import CAUSAL_LM, model_kind
 
     try:
-        return model_kind(sel.model_source) == CAUSAL_LM
+        return shared_cache("kind", 64).get(
+            m := sel.model_source, lambda: model_kind(m) == CAUSAL_LM
+        )
     except LlmoptError:  # an empty box: the classifier path says what to fill in
         return False
 

@@ -75,6 +75,25 @@ def refuse_custom_code(directory: Path, source: str) -> None:
         raise custom_code_error(source)
 
 
+def load_config(ref: str, source: str, local_only: bool = False):
+    """The ``transformers`` config of ``ref`` (a folder or hub id), read with the loading
+    policy above: quiet logs, no remote code, offline from the local hub cache only.
+
+    Raises:
+        LlmoptError: the config cannot be read (``load_failure``), or it asks for custom code.
+    """
+    from transformers import AutoConfig
+
+    quiet_hub_logs()
+    try:
+        config = AutoConfig.from_pretrained(ref, local_files_only=local_only, **SAFE_KWARGS)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one clear message
+        raise load_failure(ref, exc, local_only) from None
+    if getattr(config, "auto_map", None):
+        raise custom_code_error(source)
+    return config
+
+
 def custom_code_error(source: str) -> LlmoptError:
     return LlmoptError(
         f"{source!r} needs custom Python code shipped with the checkpoint (its config has an "

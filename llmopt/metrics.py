@@ -138,11 +138,23 @@ def _skm():
     return skm
 
 
+_PRF_LATEST: tuple = (None, None)  # (rows, (precision, recall, F1)) of the latest call
+
+
 def _precision_recall_f1(y_true, y_pred) -> tuple[float, float, float]:
-    p, r, f, _ = _skm().precision_recall_fscore_support(
-        y_true, y_pred, average="macro", zero_division=0
-    )
-    return float(p), float(r), float(f)
+    """Macro precision, recall and F1 from one scikit-learn call, kept for the next metric
+    that asks about the same rows (``compute_all`` asks for each of the three in a row)."""
+    global _PRF_LATEST
+    t, p = np.asarray(y_true), np.asarray(y_pred)
+    rows = (t.dtype.str, t.shape, t.tobytes(), p.dtype.str, p.shape, p.tobytes())
+    latest_rows, values = _PRF_LATEST  # one read: sessions may call from several threads
+    if latest_rows != rows:
+        precision, recall, f1, _ = _skm().precision_recall_fscore_support(
+            y_true, y_pred, average="macro", zero_division=0
+        )
+        values = (float(precision), float(recall), float(f1))
+        _PRF_LATEST = (rows, values)
+    return values
 
 
 def roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
@@ -297,6 +309,26 @@ class LiveDict(Mapping):
         return repr(self._build())
 
 
+def _macro_metric(index: int, part: str, title: str, short: str) -> Metric:
+    """Macro precision, recall or F1 (``index`` 0, 1, 2 of ``_precision_recall_f1``)."""
+
+    def compute(y_true: np.ndarray, y_score: np.ndarray, y_pred: np.ndarray) -> float:
+        return _precision_recall_f1(y_true, y_pred)[index]
+
+    def replicates(sample: Sample) -> np.ndarray:
+        return sample.macro(part)
+
+    return Metric(
+        f"{part}_macro",
+        f"{title} (macro)",
+        short,
+        compute,
+        replicates,
+        headline=part == "f1",
+        tasks=(CLASSIFY, ZERO_SHOT),
+    )
+
+
 for _metric in (
     Metric(
         "accuracy",
@@ -307,30 +339,15 @@ for _metric in (
         headline=True,
         tasks=(CLASSIFY, ZERO_SHOT),
     ),
-    Metric(
-        "precision_macro",
-        "Precision (macro)",
-        "precision",
-        lambda t, s, p: _precision_recall_f1(t, p)[0],
-        lambda sample: sample.macro("precision"),
-        tasks=(CLASSIFY, ZERO_SHOT),
-    ),
-    Metric(
-        "recall_macro",
-        "Recall (macro)",
-        "recall",
-        lambda t, s, p: _precision_recall_f1(t, p)[1],
-        lambda sample: sample.macro("recall"),
-        tasks=(CLASSIFY, ZERO_SHOT),
-    ),
-    Metric(
-        "f1_macro",
-        "F1 (macro)",
-        "F1",
-        lambda t, s, p: _precision_recall_f1(t, p)[2],
-        lambda sample: sample.macro("f1"),
-        headline=True,
-        tasks=(CLASSIFY, ZERO_SHOT),
+    *(  # macro precision, recall and F1: one scikit-learn call for the three
+        _macro_metric(i, part, title, short)
+        for i, (part, title, short) in enumerate(
+            [
+                ("precision", "Precision", "precision"),
+                ("recall", "Recall", "recall"),
+                ("f1", "F1", "F1"),
+            ]  # fmt: skip
+        )
     ),
     Metric(
         "roc_auc",

@@ -15,11 +15,10 @@ from llmopt.errors import Fix, LlmoptError, train_head_fix
 from llmopt.head import load_encoder_classifier, load_pooled_dir
 from llmopt.hub import (
     SAFE_KWARGS,
-    custom_code_error,
     hub_reachable,
+    load_config,
     load_failure,
     model_kwargs,
-    quiet_hub_logs,
     refuse_custom_code,
 )
 from llmopt.loaded import (  # noqa: F401 - re-exported: the model type and its accounting
@@ -161,15 +160,9 @@ def _load_hub(repo_id: str) -> LoadedModel:
 
 
 def _from_pretrained(ref: str, source: str, local_only: bool = False) -> LoadedModel:
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    quiet_hub_logs()
-    try:
-        config = AutoConfig.from_pretrained(ref, local_files_only=local_only, **SAFE_KWARGS)
-    except Exception as exc:
-        raise load_failure(ref, exc, local_only) from None
-    if getattr(config, "auto_map", None):
-        raise custom_code_error(source)
+    config = load_config(ref, source, local_only)
     archs = getattr(config, "architectures", None) or []
     if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
         raise LlmoptError(

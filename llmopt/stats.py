@@ -93,7 +93,9 @@ def metric_replicates(
     return registry.replicates_all(registry.Sample(y_true, y_score, weights, y_pred))
 
 
-def _percentiles(reps: np.ndarray, level: float) -> tuple[float, float]:
+def percentile_interval(reps: np.ndarray, level: float) -> tuple[float, float]:
+    """The percentile interval at ``level`` of bootstrap replicates, ignoring the non-finite
+    ones (NaN when none is finite)."""
     finite = reps[np.isfinite(reps)]
     if finite.size == 0:
         return (math.nan, math.nan)
@@ -124,7 +126,7 @@ def bootstrap_intervals(
     """
     weights = bootstrap_weights(len(y_true), n_boot=n_boot, seed=seed)
     reps = metric_replicates(y_true, y_score, weights)
-    return {m: _percentiles(reps[m], level) for m in reps}
+    return {m: percentile_interval(reps[m], level) for m in reps}
 
 
 def paired_delta_intervals(
@@ -173,9 +175,9 @@ def paired_intervals(
     a = metric_replicates(y_true, score_a, weights)
     b = metric_replicates(y_true, score_b, weights)
     return (
-        {m: _percentiles(a[m], level) for m in a},
-        {m: _percentiles(b[m], level) for m in b},
-        {m: _percentiles(b[m] - a[m], level) for m in a},
+        {m: percentile_interval(a[m], level) for m in a},
+        {m: percentile_interval(b[m], level) for m in b},
+        {m: percentile_interval(b[m] - a[m], level) for m in a},
     )
 
 

@@ -5,7 +5,6 @@ import streamlit as st
 
 from dashboard import compare, layout, loaders, ui
 from dashboard.legacy import run_through_app
-from llmopt import comparison
 
 st.title("Compare runs")
 layout.readable_columns()  # 900 px with the sidebar open to wide screens
@@ -13,7 +12,7 @@ run_through_app()
 compare.go_to_compress_if_asked()
 with ui.guard():
     store = loaders.experiment_store()
-    runs = store.runs()
+    runs, frame = compare.stored_runs(store)  # read again only once the store changed
 st.caption(
     f"{len(runs)} runs recorded in **{store.path.name}**: every Evaluate of the Compress page, "
     "every Sweep point and every command-line evaluation."
@@ -21,7 +20,6 @@ st.caption(
 if not runs:
     st.info("Nothing recorded yet: press **Evaluate** on the Compress & Evaluate page.")
     st.stop()
-frame = comparison.runs_frame(runs)
 compare.restore(list(frame["id"]))
 shown = compare.filters(frame)
 picked_ids = compare.runs_table(shown, frame)

@@ -6,8 +6,10 @@ from dashboard import layout, loaders, ui
 from dashboard.text import plain
 from llmopt.data import label_balance
 from llmopt.figures import facts_table
+from llmopt.figures.results import FACT_LIST_ITEMS
 
 LONG_LABEL = 24  # class names longer than this: the label table takes the page's width
+FACT_VALUE_CHARS = 40  # a longer list of labels is named below the facts table, not in it
 
 st.title("llmopt — how far can this model be squeezed?")
 layout.readable_columns()  # 900 px with the sidebar open to wide screens
@@ -35,8 +37,14 @@ cols[2].metric("Layers", facts["layers"] if facts["layers"] is not None else "n/
 cols[3].metric("Heads per layer", facts["heads"] if facts["heads"] is not None else "n/a")
 cols[4].metric("Max length", f"{facts['max_length']} tokens")
 left, right = st.columns([3, 2], gap="large")
-table = facts_table(facts)
+# Long class names do not fit the value column (a table cell never wraps): named below it.
+names = [str(n) for n in facts.get("labels") or []]
+named_below = len(", ".join(names[:FACT_LIST_ITEMS])) > FACT_VALUE_CHARS
+table = facts_table({**facts, "labels": f"{len(names)}, named below"} if named_below else facts)
 left.dataframe(table, hide_index=True, width="stretch", height=35 * len(table) + 38)
+if named_below:
+    more = f", … ({len(names)} in all)" if len(names) > FACT_LIST_ITEMS else ""
+    left.caption("Labels: " + ", ".join(plain(n) for n in names[:FACT_LIST_ITEMS]) + more)
 right.markdown("**Notes**")
 for note in loaded.notes or ["none"]:
     right.caption(plain(note))

@@ -187,6 +187,28 @@ def test_long_token_labels_are_thinned_and_shortened_with_full_tokens_on_hover()
         assert {hover[0, j, 1] for j in range(n)} == set(tokens)  # full tokens on hover
 
 
+def test_tokens_from_typed_text_are_shown_as_text_in_hovers_and_labels():
+    """Tokens come from text a user types: plotly reads hover texts and tick labels as HTML,
+    so a typed ``<b>`` or ``<a href=...>`` rendered as bold text or a link. Now every token is
+    escaped. On the old code the raw tags sat in the hover data and on the axis."""
+    from llmopt import figures
+
+    tokens = ["<b>bold</b>", '<a href="https://evil.example">x</a>', "{y}", "plain"]
+    n = len(tokens)
+    maps = AttentionMaps(tokens=tokens, maps=np.full((1, 2, n, n), 1 / n, dtype="f4"))
+    for fig in (
+        figures.attention_figure(maps, 0, 0),
+        figures.attention_compare_figure(maps, maps, 0, 0),
+        figures.attention_heads_figure(maps, 0),
+    ):
+        shown = [str(t) for trace in fig.data for t in np.ravel(trace.customdata)]
+        layout = fig.to_plotly_json()["layout"]
+        shown += [t for k, v in layout.items() if k[1:5] == "axis" for t in v.get("ticktext", [])]
+        assert shown and "plain" in shown
+        assert not any("<" in t or "{" in t for t in shown), shown
+        assert "&lt;b&gt;bold&lt;/b&gt;" in shown
+
+
 def test_the_drift_caption_matches_the_colour_scale():
     """The caption said 'bright cells' for the heads that moved most, which the figure draws
     darkest: the page's words and the figure's scale must agree."""

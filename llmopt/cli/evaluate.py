@@ -15,6 +15,8 @@ from llmopt.cli.lm import add_lm_args, choose_task
 from llmopt.errors import LlmoptError
 from llmopt.paths import check_output, probe_folder
 
+CONFUSION_NAME_CHARS = 12  # longer class names are numbered in the printed confusion matrix
+
 
 def add_commands(sub) -> None:
     """Register ``evaluate`` and ``prepare``."""
@@ -283,6 +285,34 @@ def write_predictions(path: Path, dataset, base, other) -> None:
             writer.writerow(row)
 
 
+def format_confusion(title: str, names: list[str], confusion) -> list[str]:
+    """A confusion matrix as lines of text. Class names longer than ``CONFUSION_NAME_CHARS``
+    would make every column that wide: then the columns are numbered, the rows show the
+    number and the name cut with an ellipsis, and a legend below gives the full names."""
+    lines = [f"confusion matrix, {title} (rows: true, columns: predicted)"]
+    counts = [[int(v) for v in row] for row in confusion]
+    digits = max((len(str(v)) for row in counts for v in row), default=1)
+    if all(len(n) <= CONFUSION_NAME_CHARS for n in names):
+        width = max(8, digits + 2, *(len(n) + 2 for n in names))
+        lines.append(" " * width + "".join(f"{n:>{width}}" for n in names))
+        for n, row in zip(names, counts, strict=True):
+            lines.append(f"{n:<{width}}" + "".join(f"{v:>{width}}" for v in row))
+        return lines
+    keys = [f"[{i + 1}]" for i in range(len(names))]
+    cut = [
+        n if len(n) <= CONFUSION_NAME_CHARS else n[: CONFUSION_NAME_CHARS - 1] + "…" for n in names
+    ]
+    heads = [f"{k} {c}" for k, c in zip(keys, cut, strict=True)]
+    first = max(len(h) for h in heads) + 2
+    width = max(6, digits + 2, *(len(k) + 2 for k in keys))
+    lines.append(" " * first + "".join(f"{k:>{width}}" for k in keys))
+    for head, row in zip(heads, counts, strict=True):
+        lines.append(f"{head:<{first}}" + "".join(f"{v:>{width}}" for v in row))
+    lines.append("classes:")
+    lines += [f"  {k} {n}" for k, n in zip(keys, names, strict=True)]
+    return lines
+
+
 def _fmt(x, digits: int = 4) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
@@ -327,11 +357,7 @@ def format_results(
             cells += [_fmt(o, digits), ("+" if delta and delta > 0 else "") + _fmt(delta, digits)]
         lines.append(f"{label:<24}" + "".join(f"{c:>14}" for c in cells))
     for title, res in [("baseline", base)] + ([("compressed", other)] if other else []):
-        lines += ["", f"confusion matrix, {title} (rows: true, columns: predicted)"]
-        width = max(8, *(len(n) + 2 for n in res.label_names))
-        lines.append(" " * width + "".join(f"{n:>{width}}" for n in res.label_names))
-        for n, row in zip(res.label_names, res.confusion, strict=True):
-            lines.append(f"{n:<{width}}" + "".join(f"{int(v):>{width}}" for v in row))
+        lines += ["", *format_confusion(title, res.label_names, res.confusion)]
     if fidelity is not None:
         lines += [
             "",

@@ -10,7 +10,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from llmopt.errors import LlmoptError
-from llmopt.figures.common import DIVERGING, SEQUENTIAL
+from llmopt.figures.common import DIVERGING, SEQUENTIAL, short_label
+from llmopt.figures.results import _escape
 
 if TYPE_CHECKING:
     from llmopt.attention import AttentionMaps
@@ -21,7 +22,8 @@ TICK_CHARS = 8  # a label's characters; the full token is in the hover text
 
 
 def _tick_label(token: str) -> str:
-    return token if len(token) <= TICK_CHARS else token[: TICK_CHARS - 1] + "…"
+    """A token shortened for an axis, as text (plotly reads tick labels as HTML)."""
+    return _escape(short_label(token, TICK_CHARS, keep_end=False))
 
 
 def _token_axis(
@@ -65,10 +67,12 @@ def view(maps: AttentionMaps, start: int = 0, size: int | None = None) -> Attent
 def _attention_heatmap(
     z: np.ndarray, tokens: list[str], maps: AttentionMaps, **kwargs
 ) -> go.Heatmap:
-    """One map; a causal model's masked cells are NaN, so they are left blank."""
+    """One map; a causal model's masked cells are NaN, so they are left blank. Tokens come
+    from typed text: the hover shows them as text, not HTML."""
     from llmopt.attention import masked
 
     n = len(tokens)
+    tokens = [_escape(t) for t in tokens]
     q_tok = np.array([[tokens[i]] * n for i in range(n)])
     k_tok = np.array([tokens] * n)
     positions = list(range(maps.offset, maps.offset + n))

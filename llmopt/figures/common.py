@@ -55,12 +55,13 @@ def class_colours(n_classes: int) -> list[str]:
     return [palette[i % len(palette)] for i in range(n_classes)]
 
 
-def short_label(name: str, limit: int = LABEL_CHARS) -> str:
+def short_label(name: str, limit: int = LABEL_CHARS, *, keep_end: bool = True) -> str:
     """``name`` cut to ``limit`` characters in the middle ("a_really_lo…umber_17"), so that
-    numbered names keep the part that tells them apart."""
+    numbered names keep the part that tells them apart; with ``keep_end=False`` cut at the end
+    ("a_really_long_n…"), for text read from its start (a description, a token)."""
     if len(name) <= limit:
         return name
-    head = (limit - 1) * 3 // 5
+    head = (limit - 1) * 3 // 5 if keep_end else limit - 1
     tail = limit - 1 - head
     return name[:head] + "…" + (name[-tail:] if tail > 0 else "")
 

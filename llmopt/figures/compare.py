@@ -25,6 +25,7 @@ LINEAGE_ROW_PX = 22  # vertical room per leaf of the lineage map
 LINEAGE_LABEL_CHARS = 26  # a node's label: its id and what it added, shortened
 LINEAGE_PX = (380, 1400)  # its height: at least, at most (many runs share the room)
 LINEAGE_TEXT_NODES = 150  # more nodes carry their run id in the hover only (text draws slowly)
+FRACTION_PAD = 0.02  # the least padding of a fraction axis around its data
 ROW_TICK_PX = 18  # height per class of the confusion row (one tick label each)
 
 
@@ -32,6 +33,26 @@ def _axis_title(key: str) -> str:
     from llmopt.comparison import AXES
 
     return AXES.get(key, key)
+
+
+def _fraction_axis(key: str) -> bool:
+    """Whether an axis holds fractions in [0, 1] (accuracy, F1, agreement, …)."""
+    from llmopt import metrics
+
+    known = metrics.all_metrics(None)
+    return key == "agreement" or (key in known and not known[key].unit)
+
+
+def _fraction_range(values: pd.Series) -> list[float] | None:
+    """An axis range for fractions: the data with some padding, never past 0 or 1 (plotly's
+    own range for runs all at 1.0 ran from 0.5 to 2)."""
+    finite = values.to_numpy(dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if not finite.size:
+        return None
+    low, high = float(finite.min()), float(finite.max())
+    pad = max(0.05 * (high - low), FRACTION_PAD)
+    return [max(0.0, low - pad), min(1.0, high + pad)]
 
 
 def _hover(frame: pd.DataFrame) -> list[str]:
@@ -130,13 +151,18 @@ def runs_scatter_figure(
         clickmode="event+select",
         dragmode="lasso",
     )
+    for axis, key in (("xaxis", x), ("yaxis", y)):
+        if _fraction_axis(key) and (fitted := _fraction_range(frame[key])) is not None:
+            fig.update_layout({axis: {"range": fitted}})
+            fig.update_traces(cliponaxis=False)  # points at 1.0 sit whole on the axis's end
     return fig
 
 
 def _node_label(step) -> str:
-    """A lineage node's short description (what it added), e.g. '50% wanda pruning'."""
+    """A lineage node's short description (what it added), e.g. '50% wanda pruning', cut at
+    its end (a description reads from its start) by the one shortening helper."""
     text = "" if step is None or (isinstance(step, float) and np.isnan(step)) else str(step)
-    return text if len(text) <= LINEAGE_LABEL_CHARS else text[: LINEAGE_LABEL_CHARS - 1] + "…"
+    return short_label(text, LINEAGE_LABEL_CHARS, keep_end=False)
 
 
 def lineage_figure(

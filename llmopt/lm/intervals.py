@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from llmopt.errors import LlmoptError
+from llmopt.stats import percentile_interval as _ends  # one percentile rule for all metrics
 
 FLOOR = 1e-300  # keeps a replicate that drew only zero-length units finite
 
@@ -26,15 +27,6 @@ def _replicates(result, metric: str, weights: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(den > 0, nll / np.maximum(den, FLOOR), np.nan)
     return ratio / math.log(2) if metric == "bits_per_byte" else np.exp(ratio)
-
-
-def _ends(reps: np.ndarray, level: float) -> tuple[float, float]:
-    finite = reps[np.isfinite(reps)]
-    if finite.size == 0:
-        return (math.nan, math.nan)
-    tail = 100 * (1 - level) / 2
-    lo, hi = np.percentile(finite, [tail, 100 - tail])
-    return (float(lo), float(hi))
 
 
 def _weights(n: int, n_boot: int | None, seed: int | None) -> tuple[np.ndarray, float]:

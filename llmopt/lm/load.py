@@ -16,8 +16,8 @@ from torch import nn
 from llmopt.errors import Fix, LlmoptError
 from llmopt.hub import (
     SAFE_KWARGS,
-    custom_code_error,
     hub_reachable,
+    load_config,
     load_failure,
     model_kwargs,
     quiet_hub_logs,
@@ -151,16 +151,10 @@ def _from_pretrained(
     device: torch.device,
     attn_implementation: str | None,
 ) -> LoadedLM:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    quiet_hub_logs()
-    try:
-        config = AutoConfig.from_pretrained(ref, local_files_only=local_only, **SAFE_KWARGS)
-    except Exception as exc:
-        raise load_failure(ref, exc, local_only) from None
-    if getattr(config, "auto_map", None):
-        raise custom_code_error(source)
+    config = load_config(ref, source, local_only)
     causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
     archs = getattr(config, "architectures", None) or []
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or (

@@ -8,13 +8,15 @@ import numpy as np
 
 from llmopt.compression import CompressionConfig
 from llmopt.experiments import ExperimentStore, RowSet, Run
+from llmopt.lineage import describe_config
 from llmopt.recording import config_steps
 
 
 def fill_store(
     path: Path, datasets: dict[str, tuple[list[str], int]], per_dataset: int = 4, seed: int = 0
 ) -> dict[str, list[int]]:
-    """Store ``per_dataset`` runs (a base run and variants of it) for each dataset.
+    """Store ``per_dataset`` runs (a base run and variants of it, pruned to 10%, 20%, …) for
+    each dataset, each described as the recording code describes it.
 
     Args:
         path: the store's file.
@@ -50,6 +52,7 @@ def fill_store(
                 metrics={"baseline": {"accuracy": acc}, "compressed": {"accuracy": acc}},
                 intervals={"accuracy": [acc - 0.05, acc + 0.05]},
                 config=config,
+                method=describe_config(config),  # what the runs table and hovers show
                 steps=config_steps(config),
                 parent=ids[dataset][0] if i else None,
                 size_bytes=int(90e6 - 10e6 * i),

@@ -59,3 +59,48 @@ def test_a_link_with_the_scatter_on_draws_it_at_once(many_runs):
     assert not at.exception and not at.error, at.exception or [e.value for e in at.error]
     assert at.toggle(key="cmp_scatter_on").value is True
     assert _points(figure(at, "Accuracy against Size (MB)")) == many_runs
+
+
+def _table(at) -> list[int]:
+    (table,) = [d.value for d in at.main.dataframe if "recipe" in d.value.columns]
+    return [int(i) for i in table["id"]]
+
+
+def test_the_runs_table_is_paged_searched_and_sorted_here(many_runs):
+    """Issue 18 item 24: the table and the "Runs to compare" box sent every run to the browser
+    (a thousand rows and a thousand options). Now the table sends a page of ``TABLE_PAGE_ROWS``
+    rows, the page control reaches the last run, sorting and searching happen here over all the
+    runs, and the box offers the picked runs and the page's rows. On the old page the table held
+    every run, so the first assertion fails there."""
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard.compare import TABLE_PAGE_ROWS
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception and not at.error, at.exception or [e.value for e in at.error]
+    assert _table(at) == many_runs[:TABLE_PAGE_ROWS]
+    assert len(at.multiselect("cmp_runs").options) == TABLE_PAGE_ROWS
+    last_page = -(-len(many_runs) // TABLE_PAGE_ROWS)
+    page = at.number_input(key="cmp_page")
+    assert page.max == last_page > 1
+    page.set_value(last_page).run()
+    assert not at.exception, at.exception
+    assert _table(at) == many_runs[(last_page - 1) * TABLE_PAGE_ROWS :]
+    assert at.multiselect("cmp_runs").set_value([many_runs[-1]]).run().multiselect(
+        "cmp_runs"
+    ).value == [many_runs[-1]]
+    assert any(h.value == "1 picked run" for h in at.header)
+    at.number_input(key="cmp_page").set_value(1).run()  # the pick stays on another page
+    assert at.multiselect("cmp_runs").value == [many_runs[-1]]
+    assert len(at.multiselect("cmp_runs").options) == TABLE_PAGE_ROWS + 1
+
+    at.toggle(key="cmp_sort_desc").set_value(True).run()  # over every run, not one page
+    assert _table(at) == many_runs[::-1][:TABLE_PAGE_ROWS]
+    at.selectbox(key="cmp_sort").set_value("size_mb").run()
+    sizes = [r for r in at.main.dataframe if "recipe" in r.value.columns][0].value["size MB"]
+    assert list(sizes) == sorted(sizes, reverse=True) and sizes.iloc[0] == 90.0
+
+    at.text_input(key="cmp_search").set_value(f"#{many_runs[-1]}").run()
+    assert _table(at) == [many_runs[-1]]
+    assert "cmp_page" not in [n.key for n in at.main.number_input]  # one page: no control
