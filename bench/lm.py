@@ -309,10 +309,16 @@ def section_compress(lm: LoadedLM, calib_windows: int, calib_seq_len: int) -> di
         ),
     }
     for label, config in configs.items():
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         compress(lm, config, calibration=calibration, seq_len=calib_seq_len)
-        seconds = time.perf_counter() - start
-        print(f"{label}: {seconds:.1f} s ({load_text()})")
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        # the CPU time of this process: on a shared machine the wall time also counts the
+        # other processes' turns; CPU seconds / threads is what a quiet machine would take
+        # at best (busy-waiting threads count too, so it is no lower bound)
+        print(
+            f"{label}: {seconds:.1f} s wall, {cpu:.1f} CPU seconds over "
+            f"{torch.get_num_threads()} threads ({load_text()})"
+        )
         out[label] = seconds
     return out
 
