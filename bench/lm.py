@@ -162,16 +162,21 @@ def time_perplexity(lm: LoadedLM, texts: list[str], seq_len: int, batch_size: in
     return best, best.tokens_per_second
 
 
-def section_perplexity(lm: LoadedLM, texts, seq_len: int, peak: float, batch_sizes) -> dict:
+def section_perplexity(
+    lm: LoadedLM, texts, seq_len: int, peak: float, batch_sizes
+) -> tuple[dict, object]:
+    """Throughput per batch size; returns (figures, the default batch size's fp32 result)."""
     fpt = flops_per_token(lm.model, seq_len)
     print(
         f"\n## Perplexity throughput ({lm.name}, seq_len {seq_len}, fp32, SDPA attention, "
         f"{torch.get_num_threads()} threads)"
     )
     print(f"FLOPs per scored token: {fpt / 1e6:.1f} M")
-    out = {}
+    out, default = {}, None
     for bs in batch_sizes:
         result, tps = time_perplexity(lm, texts, seq_len, bs)
+        if bs is None:
+            default = result
         gflops = tps * fpt / 1e9
         label = bs if bs is not None else "default"
         print(
@@ -180,7 +185,7 @@ def section_perplexity(lm: LoadedLM, texts, seq_len: int, peak: float, batch_siz
             f"({load_text()})"
         )
         out[label] = {"tokens_per_second": tps, "gflops": gflops, "fraction": gflops / peak}
-    return out
+    return out, default
 
 
 def train_small(tokenizer, texts: list[str], *, seconds: float, seq_len: int = 128) -> LoadedLM:
@@ -207,7 +212,11 @@ def train_small(tokenizer, texts: list[str], *, seconds: float, seq_len: int = 1
     return lm
 
 
-def section_bf16(big: LoadedLM, texts, seq_len: int, small: LoadedLM, small_texts) -> dict:
+def section_bf16(
+    big: LoadedLM, texts, seq_len: int, small: LoadedLM, small_texts, fp32=None
+) -> dict:
+    """bf16 against fp32; ``fp32``: the perplexity section's fp32 result on the same windows
+    (timed once: only measured here when that section did not run)."""
     from llmopt.lm.device import native_bf16
 
     print(f"\n## bf16 vs fp32 (native bf16 on this CPU: {native_bf16()})")
@@ -215,7 +224,7 @@ def section_bf16(big: LoadedLM, texts, seq_len: int, small: LoadedLM, small_text
         print("this CPU has no native bf16: torch emulates it, so bf16 is not timed")
         return {"native": False}
     big16 = as_dtype(big, "bf16")
-    r32, t32 = time_perplexity(big, texts, seq_len)
+    r32, t32 = (fp32, fp32.tokens_per_second) if fp32 else time_perplexity(big, texts, seq_len)
     r16, t16 = time_perplexity(big16, texts, seq_len)
     rel_nll = (r16.nll.sum() - r32.nll.sum()) / r32.nll.sum()
     print(
@@ -239,15 +248,32 @@ def section_bf16(big: LoadedLM, texts, seq_len: int, small: LoadedLM, small_text
     }
 
 
-def section_generate(lm: LoadedLM, new_tokens: int) -> dict:
+def bench_prompt(tokenizer, n_tokens: int) -> str:
+    """A prompt of about ``n_tokens`` tokens: the start of the test reviews (``PROMPT`` when
+    ``n_tokens`` is no longer than it)."""
+    if n_tokens <= len(tokenizer(PROMPT)["input_ids"]):
+        return PROMPT
+    from llmopt.lm.windows import PAPER_JOIN
+
+    ids = tokenizer(PAPER_JOIN.join(review_texts("test", limit=50)))["input_ids"][:n_tokens]
+    return tokenizer.decode(ids)
+
+
+def section_generate(lm: LoadedLM, new_tokens: int, prompt: str) -> dict:
+    """Greedy generation with the key/value cache against the cache-free loop (each step a
+    full forward of the sequence so far; the same per-step work otherwise)."""
     from llmopt.lm.generate import generate_side_by_side
 
-    print(f"\n## Generation, {new_tokens} new tokens greedy ({lm.name})")
+    n_prompt = len(lm.tokenizer(prompt)["input_ids"])
+    print(
+        f"\n## Generation, {new_tokens} new tokens greedy after a {n_prompt}-token prompt "
+        f"({lm.name})"
+    )
     runs = {}
     for use_cache in (True, False):
         kw = {"max_new_tokens": new_tokens, "stop_at_eos": False, "use_cache": use_cache}
-        generate_side_by_side(lm, None, PROMPT, **{**kw, "max_new_tokens": 2})  # warm-up
-        runs[use_cache] = generate_side_by_side(lm, None, PROMPT, **kw).baseline
+        generate_side_by_side(lm, None, prompt, **{**kw, "max_new_tokens": 2})  # warm-up
+        runs[use_cache] = generate_side_by_side(lm, None, prompt, **kw).baseline
     cached, plain = runs[True], runs[False]
     same = cached.token_ids == plain.token_ids
     ratio = cached.tokens_per_second / plain.tokens_per_second
@@ -255,7 +281,12 @@ def section_generate(lm: LoadedLM, new_tokens: int) -> dict:
         f"KV cache {cached.tokens_per_second:.1f} tok/s, cache-free {plain.tokens_per_second:.1f} "
         f"tok/s = {ratio:.1f}x; identical tokens: {same} ({load_text()})"
     )
-    return {"speedup": ratio, "identical": same, "tokens": len(cached.token_ids)}
+    return {
+        "speedup": ratio,
+        "identical": same,
+        "tokens": len(cached.token_ids),
+        "prompt_tokens": n_prompt,
+    }
 
 
 def section_compress(lm: LoadedLM, calib_windows: int, calib_seq_len: int) -> dict:
@@ -278,10 +309,16 @@ def section_compress(lm: LoadedLM, calib_windows: int, calib_seq_len: int) -> di
         ),
     }
     for label, config in configs.items():
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         compress(lm, config, calibration=calibration, seq_len=calib_seq_len)
-        seconds = time.perf_counter() - start
-        print(f"{label}: {seconds:.1f} s ({load_text()})")
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        # the CPU time of this process: on a shared machine the wall time also counts the
+        # other processes' turns; CPU seconds / threads is what a quiet machine would take
+        # at best (busy-waiting threads count too, so it is no lower bound)
+        print(
+            f"{label}: {seconds:.1f} s wall, {cpu:.1f} CPU seconds over "
+            f"{torch.get_num_threads()} threads ({load_text()})"
+        )
         out[label] = seconds
     return out
 
@@ -301,11 +338,12 @@ def run(args) -> dict:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     train = review_texts("train")
     tokenizer = make_tokenizer(train[: args.tokenizer_texts], args.vocab)
-    positions = max(args.seq_len, len(tokenizer(PROMPT)["input_ids"]) + args.new_tokens, 128)
+    prompt = bench_prompt(tokenizer, args.prompt_tokens)
+    positions = max(args.seq_len, len(tokenizer(prompt)["input_ids"]) + args.new_tokens, 128)
     lm = make_lm(tokenizer, layers=args.layers, width=args.width, positions=positions)
     texts = eval_texts(tokenizer, args.windows * args.seq_len)
     results: dict = {"threads": torch.get_num_threads()}
-    peak = None
+    peak, fp32 = None, None
     if sections & {"peak", "perplexity"}:
         peak = matmul_gflops(args.matmul_n, seconds=args.peak_seconds)
         print(
@@ -315,7 +353,7 @@ def run(args) -> dict:
     if "perplexity" in sections:
         assert peak is not None
         sizes = [None, *args.batch_sizes]
-        results["perplexity"] = section_perplexity(lm, texts, args.seq_len, peak, sizes)
+        results["perplexity"], fp32 = section_perplexity(lm, texts, args.seq_len, peak, sizes)
         after = matmul_gflops(args.matmul_n, seconds=args.peak_seconds)
         print(f"fp32 matmul peak measured again after: {after:.1f} GFLOP/s ({load_text()})")
         if after > peak:  # the higher of the two is the fairer denominator on a busy machine
@@ -332,9 +370,9 @@ def run(args) -> dict:
     if "bf16" in sections:
         small = train_small(tokenizer, train[: args.tokenizer_texts], seconds=args.train_seconds)
         small_texts = eval_texts(tokenizer, 8 * args.windows * small.max_length)
-        results["bf16"] = section_bf16(lm, texts, args.seq_len, small, small_texts)
+        results["bf16"] = section_bf16(lm, texts, args.seq_len, small, small_texts, fp32)
     if "generate" in sections:
-        results["generate"] = section_generate(lm, args.new_tokens)
+        results["generate"] = section_generate(lm, args.new_tokens, prompt)
     if "compress" in sections:
         results["compress"] = section_compress(lm, args.calib_windows, args.calib_seq_len)
     print(f"\nfinished ({load_text()})")
@@ -354,6 +392,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--peak-seconds", type=float, default=3.0)
     p.add_argument("--train-seconds", type=float, default=30.0)
     p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument(
+        "--prompt-tokens", type=int, default=64, help="generation prompt: test reviews' start"
+    )
     p.add_argument("--calib-windows", type=int, default=32)
     p.add_argument("--calib-seq-len", type=int, default=256)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")

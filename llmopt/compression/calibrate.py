@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from llmopt.attention import attention_implementation
 from llmopt.batching import accepts_token_types, encode, iter_batches
+from llmopt.lm.windows import PAPER_JOIN, cut
 from llmopt.loaded import Progress
 
 CALIBRATION_BATCH = 16  # texts per forward pass: small batches pad little
@@ -66,12 +67,32 @@ class ActivationStats:
                 setattr(self, kind, old + part)
 
 
+GRAM_BLOCK = 512  # input channels per block of the upper triangle ``gram`` computes
+
+
+def gram(x: Tensor) -> Tensor:
+    """(in, in) ``xᵀx`` of (tokens, in) ``x``, computing only the blocks on and above the
+    diagonal and mirroring them: the product is symmetric, so this does about half the
+    multiply-adds of ``x.T @ x`` for wide inputs (measured 0.34 s against 0.64 s for 4,096
+    tokens of 3,072 channels on 2 cores), and the result is exactly symmetric."""
+    n = x.shape[1]
+    if n <= GRAM_BLOCK:
+        return x.T @ x
+    out = torch.empty(n, n, dtype=x.dtype, device=x.device)
+    for i in range(0, n, GRAM_BLOCK):
+        j = min(i + GRAM_BLOCK, n)
+        rows = x[:, i:j].T @ x[:, i:]  # (j - i, n - i): the block row from the diagonal on
+        out[i:j, i:] = rows
+        out[j:, i:j] = rows[:, j - i :].T
+    return out
+
+
 def partials(x: Tensor, kinds: tuple[str, ...]) -> dict[str, Tensor]:
     """One batch's contribution to each statistic, from its (tokens, in) real-token inputs."""
     x = x.float()
     parts = {}
     if "hessian" in kinds:
-        parts["xtx"] = x.T @ x  # (in, in); its diagonal gives the norms too
+        parts["xtx"] = gram(x)  # (in, in); its diagonal gives the norms too
     elif "norms" in kinds:
         parts["sumsq"] = (x * x).sum(0).double()  # (in,)
     if "absmax" in kinds:
@@ -80,7 +101,7 @@ def partials(x: Tensor, kinds: tuple[str, ...]) -> dict[str, Tensor]:
 
 
 def _real_tokens(x: Tensor, mask: Tensor | None) -> Tensor:
-    """(tokens, in) rows of ``x`` at real (non-padding) positions."""
+    """(tokens, in) rows of ``x`` at real (non-padding) positions (``mask`` None: all real)."""
     if mask is not None and x.dim() == 3 and x.shape[:2] == mask.shape:
         x = x[mask]
     return x.reshape(-1, x.shape[-1])
@@ -89,13 +110,17 @@ def _real_tokens(x: Tensor, mask: Tensor | None) -> Tensor:
 class _Hooks:
     """Forward hooks collecting ``kinds`` statistics of the named layers' inputs.
 
-    Layers fed the same tensor (BERT's query, key and value) share one computation per batch.
+    Layers fed the same tensor (BERT's or Llama's query, key and value; Llama's MLP up and
+    gate) share one computation per batch, and when they were fed the same tensors in every
+    batch, one ``ActivationStats`` object: a method can then invert their Hessian once.
     """
 
     def __init__(self, model: nn.Module, names: list[str], kinds: tuple[str, ...]):
         self.stats = {n: ActivationStats() for n in names}
         self._mask: Tensor | None = None  # (batch, seq) of the batch in flight
         self._memo: dict = {}  # this batch's input tensor -> its partial statistics
+        self._inputs = 0  # distinct input tensors seen so far
+        self.seen: dict[str, list[int]] = {n: [] for n in names}  # each call's input number
         self.kinds = kinds
         self.owner = threading.get_ident()  # only this thread's forward passes are measured
         self.closed = False
@@ -107,7 +132,9 @@ class _Hooks:
 
     @mask.setter
     def mask(self, value: Tensor | None) -> None:
-        self._mask, self._memo = value, {}
+        # a mask without padding selects every row: skipping it saves a copy of each input
+        all_real = value is None or bool(value.all())
+        self._mask, self._memo = (None if all_real else value), {}
 
     def _hook(self, name: str):
         def collect(_module, args, _output):
@@ -117,8 +144,10 @@ class _Hooks:
             key = (x.data_ptr(), tuple(x.shape), x._version)
             if key not in self._memo:  # the memo holds x, so its address is not reused
                 real = _real_tokens(x, self._mask)
-                self._memo[key] = (x, partials(real, self.kinds), real.shape[0])
-            _x, parts, tokens = self._memo[key]
+                self._inputs += 1
+                self._memo[key] = (x, partials(real, self.kinds), real.shape[0], self._inputs)
+            _x, parts, tokens, number = self._memo[key]
+            self.seen[name].append(number)
             self.stats[name].add(parts, tokens)
 
         return collect
@@ -128,6 +157,10 @@ class _Hooks:
         for h in self.handles:
             h.remove()
         self._memo = {}
+        first: dict[tuple[int, ...], ActivationStats] = {}
+        for n, numbers in self.seen.items():  # the same inputs: the same sums, kept once
+            if numbers:
+                self.stats[n] = first.setdefault(tuple(numbers), self.stats[n])
         return {n: s for n, s in self.stats.items() if s.tokens}
 
 
@@ -263,11 +296,14 @@ class Feeder:
             keys = {(n, k): (self.base_id, self.key, n, k) for n in names for k in kinds}
             if all(key in self.cache.dense for key in keys.values()):
                 self.cache.hits += 1
-                return {
-                    n: self._merge([self.cache.dense[keys[n, k]] for k in kinds])
-                    for n in names
-                    if self.cache.dense[keys[n, kinds[0]]] is not None
-                }
+                merged: dict[tuple[int, ...], ActivationStats] = {}  # shared stats stay shared
+                out = {}
+                for n in names:
+                    parts = [self.cache.dense[keys[n, k]] for k in kinds]
+                    if parts[0] is not None:
+                        ident = tuple(id(p) for p in parts)
+                        out[n] = merged.setdefault(ident, self._merge(parts))
+                return out
         hooks = _Hooks(self.model, names, kinds)
         try:
             if self.blocks is not None and group < len(self.blocks):
@@ -323,16 +359,16 @@ def window_ids(tokenizer, texts: list[str], windows: int, seq_len: int) -> list[
     """
     take = min(len(texts), max(windows, 1))
     while True:
-        ids = list(tokenizer("\n\n".join(texts[:take]))["input_ids"])
+        ids = list(tokenizer(PAPER_JOIN.join(texts[:take]))["input_ids"])
         if len(ids) >= windows * seq_len or take >= len(texts):
             break
         take = min(len(texts), 2 * take)
-    n = min(windows, len(ids) // seq_len)
-    if n == 0:
+    out = cut(ids, seq_len, windows)
+    if not out:
         if len(ids) < 2:
             raise ValueError("the calibration texts hold fewer than two tokens")
         return [ids[:seq_len]]
-    return [ids[i * seq_len : (i + 1) * seq_len] for i in range(n)]
+    return out
 
 
 def window_batches(

@@ -35,10 +35,9 @@ from llmopt.compression.targets import (
 )
 from llmopt.data import TextDataset
 from llmopt.errors import Fix, LlmoptError
+from llmopt.lm.device import DTYPES, dtype_name
 from llmopt.lm.load import LoadedLM
 from llmopt.loaded import LoadedModel, Progress, dense_size_bytes, private_copy
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -197,9 +196,7 @@ def compress(
     report_progress(1.0, "compressing: measuring the result")
     report = _report(ctx)
     if is_lm:
-        from llmopt.lm.device import DTYPES as LM_DTYPES
-
-        dtype = next(k for k, v in LM_DTYPES.items() if v == _float_dtype(model))
+        dtype = dtype_name(_float_dtype(model))
         compressed_lm = LoadedLM(
             model=model,
             tokenizer=loaded.tokenizer,

@@ -46,16 +46,21 @@ def inverse_hessian_factor(h: Tensor, damp: float = DAMP) -> tuple[Tensor, Tenso
     Returns:
         (U (in, in) float32 upper-triangular, dead (in,) bool).
     """
-    h = h.float().clone()  # float32 as in the reference code: 4x faster, damped H is benign
-    dead = torch.diag(h) == 0
-    h[dead, dead] = 1.0
-    mean_diag = torch.diag(h).mean()
-    eye = torch.eye(h.shape[0], dtype=h.dtype)
-    flipped = h.flip(0, 1)  # J H J, J the reversal: H⁻¹ = Uᵀ U with U = J M⁻¹ J, M = chol(J H J)
+    # float32 as in the reference code: 4x faster, damped H is benign. J H J (J the reversal)
+    # in one copy: H⁻¹ = Uᵀ U with U = J M⁻¹ J, M = chol(J H J)
+    flipped = h.to(torch.float32).flip(0, 1)
+    diag = flipped.diagonal()  # a view: J H J's diagonal is diag(H) reversed
+    dead = (torch.diag(h) == 0).to(flipped.device)
+    diag[dead.flip(0)] = 1.0
+    mean_diag = diag.flip(0).mean()  # summed in H's own order, as before the reversal
+    undamped = diag.clone()
     for attempt in range(6):
-        chol, info = torch.linalg.cholesky_ex(flipped + (damp * 10**attempt) * mean_diag * eye)
+        # the damping on the diagonal in place: the same sums as adding λ·I, without an n×n copy
+        torch.add(undamped, (damp * 10**attempt) * mean_diag, out=diag)
+        chol, info = torch.linalg.cholesky_ex(flipped)
         if int(info) == 0:
             break
+    eye = torch.eye(h.shape[0], dtype=flipped.dtype, device=flipped.device)
     upper = torch.linalg.solve_triangular(chol, eye, upper=False).flip(0, 1)
     return upper, dead
 
@@ -159,6 +164,7 @@ def _columns(weight, hinv_upper, grid, sparsity, nm, perm, frozen):
                 p1.view(-1)[torch.topk(score, want, largest=False).indices] = True
             dropped += want
         s = z = None
+        masking = nm is not None or bool(p1.any())  # else no column has a weight to zero
         for i in range(i2 - i1):
             col = w1[i]  # (out,)
             if nm is not None and i % nm[1] == 0:
@@ -168,7 +174,7 @@ def _columns(weight, hinv_upper, grid, sparsity, nm, perm, frozen):
                     score = part**2 / diag1[i : i + nm[1]].unsqueeze(1) ** 2
                     idx = torch.topk(score, drop, dim=0, largest=False).indices
                     p1.scatter_(0, i + idx, True)
-            q = col.masked_fill(p1[i], 0.0)
+            q = col.masked_fill(p1[i], 0.0) if masking else col
             if grid is not None:
                 k = col_group[i1 + i]
                 if not static and (i1 + i) % g == 0:  # entering a group: its grid from now
@@ -178,14 +184,14 @@ def _columns(weight, hinv_upper, grid, sparsity, nm, perm, frozen):
                         zeros[k] = z_k
                 s = scales[k]
                 z = zeros[k] if zeros is not None else None
+                # round(q / s) to the grid and back, in one buffer (the same operations)
                 if z is None:
-                    q = torch.clamp(torch.round(q / s), lo, hi) * s
+                    q = q.div(s).round_().clamp_(lo, hi).mul_(s)
                 else:
-                    q = (torch.clamp(torch.round(q / s) + z, lo, hi) - z) * s
+                    q = q.div(s).round_().add_(z).clamp_(lo, hi).sub_(z).mul_(s)
             q_t[i1 + i] = q
-            e = (col - q) / d_list[i]
+            e = torch.sub(col, q, out=err1[i]).div_(d_list[i])
             w1[i:].addr_(hinv1[i, i:], e, alpha=-1.0)  # spread the error over later columns
-            err1[i] = e
         pruned_t[i1:i2] = p1
         if i2 < in_f:
             wt[i2:] -= hinv_upper[i1:i2, i2:].T @ err1

@@ -10,6 +10,7 @@ import torch
 
 from llmopt.errors import Fix, LlmoptError
 
+# the float types a model may be loaded in or compressed to, by their CLI names (the one map)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 DEVICES = ("auto", "cpu", "cuda")
@@ -73,6 +74,12 @@ def resolve_dtype(dtype: str, device: torch.device, checkpoint_dtype: torch.dtyp
     if device.type == "cuda":
         return DTYPE_NAMES.get(checkpoint_dtype, "fp32")
     return "bf16" if native_bf16() else "fp32"
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The short name of a float type: ``fp32``/``bf16``/``fp16``, else torch's own name
+    (``float64``), so a model in any float type can be labelled."""
+    return DTYPE_NAMES.get(dtype) or str(dtype).removeprefix("torch.")
 
 
 def available_bytes(device: torch.device) -> int | None:

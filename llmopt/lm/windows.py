@@ -66,9 +66,16 @@ def paper_windows(
     if fast:
         char_ends = np.array([end for _start, end in enc["offset_mapping"]], dtype=np.int64)
         ends = utf8_prefix_bytes(text)[char_ends]
-    n = len(ids) // seq_len
-    tokens = [ids[i * seq_len : (i + 1) * seq_len] for i in range(n)]
+    tokens = cut(ids, seq_len)
+    n = len(tokens)
     return Windows(tokens, np.full(n, seq_len - 1), np.arange(n), n), ids, ends
+
+
+def cut(ids: list[int], seq_len: int, limit: int | None = None) -> list[list[int]]:
+    """The first ``limit`` (default: all) non-overlapping windows of ``seq_len`` tokens of
+    ``ids``, the remainder dropped: the paper protocol's windows."""
+    n = len(ids) // seq_len if limit is None else min(limit, len(ids) // seq_len)
+    return [ids[i * seq_len : (i + 1) * seq_len] for i in range(n)]
 
 
 def utf8_prefix_bytes(text: str) -> np.ndarray:

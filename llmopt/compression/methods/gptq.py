@@ -17,22 +17,31 @@ FORMULA = (
 )
 
 
-@torch.no_grad()
-def quantize_layer(weight, hessian, config):
-    """GPTQ of one (out, in) weight with its Hessian: (new weight, scales, zero points or None).
-
-    Weights that are already zero because pruning removed them stay zero (their error is fed
-    forward like any other); with ``act_order`` the columns go by decreasing ``diag(H)``.
-    """
-    weight = weight.float().clone()
-    frozen = weight == 0
+def factor(hessian, config) -> tuple:
+    """What GPTQ needs of a Hessian, whatever the weight: (dead columns, the column order or
+    None, the inverse's upper Cholesky factor in that order). Layers sharing an input (q/k/v)
+    share it."""
     dead = torch.diag(hessian) == 0
-    weight[:, dead] = 0.0
     perm = None
     if config.act_order:
         perm = torch.argsort(torch.diag(hessian), descending=True, stable=True)
         hessian = hessian[perm][:, perm]
     upper, _ = inverse_hessian_factor(hessian)
+    return dead, perm, upper
+
+
+@torch.no_grad()
+def quantize_layer(weight, hessian, config, *, factored: tuple | None = None):
+    """GPTQ of one (out, in) weight with its Hessian: (new weight, scales, zero points or None).
+
+    Weights that are already zero because pruning removed them stay zero (their error is fed
+    forward like any other); with ``act_order`` the columns go by decreasing ``diag(H)``.
+    ``factored``: ``factor(hessian, config)`` if already computed (``hessian`` is then unused).
+    """
+    weight = weight.float().clone()
+    frozen = weight == 0
+    dead, perm, upper = factored if factored is not None else factor(hessian, config)
+    weight[:, dead] = 0.0
     grid = Grid(config.bits, config.group_size, config.asymmetric)
     new, _keep, scales, zeros = obs_columns(weight, upper, grid=grid, perm=perm, frozen=frozen)
     return new, scales, zeros
@@ -41,10 +50,16 @@ def quantize_layer(weight, hessian, config):
 @torch.no_grad()
 def _apply(ctx, names: list[str], stats) -> None:
     cfg = ctx.config
+    factors: dict[int, tuple] = {}  # id(stats) -> its factor: layers sharing an input share it
     for n in names:
         module = ctx.model.get_submodule(n)
         if n in stats:
-            new, scales, zeros = quantize_layer(get_weight(module), stats[n].hessian(), cfg)
+            ident = id(stats[n])
+            if ident not in factors:
+                factors[ident] = factor(stats[n].hessian(), cfg)
+            new, scales, zeros = quantize_layer(
+                get_weight(module), None, cfg, factored=factors[ident]
+            )
         else:
             new, scales, zeros = rtn_quantize(
                 get_weight(module), cfg.bits, cfg.group_size, asymmetric=cfg.asymmetric

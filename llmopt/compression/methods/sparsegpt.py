@@ -27,10 +27,12 @@ def kept(rows: int, cols: int, config) -> int:
 
 
 @torch.no_grad()
-def prune_layer(weight, hessian, sparsity: float, nm, *, grid=None):
+def prune_layer(weight, hessian, sparsity: float, nm, *, grid=None, factored=None):
     """SparseGPT of one (out, in) weight with its Hessian (N:M when ``nm``; with ``grid``,
-    quantized in the same pass): (new weight, keep-mask, scales, zero points)."""
-    upper, dead = inverse_hessian_factor(hessian)
+    quantized in the same pass): (new weight, keep-mask, scales, zero points).
+    ``factored``: ``inverse_hessian_factor(hessian)`` if already computed (layers sharing an
+    input share it; ``hessian`` is then unused)."""
+    upper, dead = factored if factored is not None else inverse_hessian_factor(hessian)
     weight = weight.clone()
     weight[:, dead] = 0.0
     return obs_columns(weight, upper, grid=grid, sparsity=0.0 if nm else sparsity, nm=nm)
@@ -48,12 +50,16 @@ def _apply(ctx, names: list[str], stats) -> None:
         )
         for n in missing:
             ctx.note(n, "no activations: magnitude")
+    factors: dict[int, tuple] = {}  # id(stats) -> its factor: layers sharing an input share it
     for n in names:
         if n in missing:
             continue
         weight = get_weight(ctx.model.get_submodule(n)).float()
+        ident = id(stats[n])
+        if ident not in factors:
+            factors[ident] = inverse_hessian_factor(stats[n].hessian())
         new, keep, scales, zeros = prune_layer(
-            weight, stats[n].hessian(), cfg.sparsity, cfg.nm, grid=grid
+            weight, None, cfg.sparsity, cfg.nm, grid=grid, factored=factors[ident]
         )
         ctx.masks[n] = keep
         if joint:
