@@ -83,7 +83,7 @@ def allocate_bits(
             f"({fewest / total:.3f} on average); raise the budget or offer fewer bits"
         )
     costs = [[int(sizes[n]) * b for b, _ in opts] for n, opts in zip(names, options, strict=True)]
-    unit = reduce(math.gcd, [c for row in costs for c in row])
+    unit: float = reduce(math.gcd, [c for row in costs for c in row])
     capacity = int(math.floor(capacity_bits / unit + 1e-9))
     exact = capacity <= max_states
     if not exact:  # coarser cells; rounding each cost up keeps every choice within budget
