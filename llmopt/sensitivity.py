@@ -721,3 +721,31 @@ def format_table(result: SensitivityResult) -> str:
         lines.append(f"  {proxy:<14} {'n/a' if value is None else f'{value:+.3f}'}")
     lines.append(f"{len(result.layers)} measurements in {result.seconds:.1f} s")
     return "\n".join(lines)
+
+
+def result_frame(result: SensitivityResult):
+    """One pandas row per unit and level: delta, interval, extras and proxies."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {
+                "unit": r.name,
+                "level": r.level,
+                "delta": r.delta,
+                "low": r.interval[0],
+                "high": r.interval[1],
+                **r.extra,
+                **r.proxies,
+            }
+            for r in result.layers
+        ]
+    )
+
+
+def correlation_frame(result: SensitivityResult):
+    """One pandas row per proxy: its Spearman correlation with the loss, overall and per level
+    (None where undefined: a constant side has no ranks)."""
+    import pandas as pd
+
+    return pd.DataFrame([{"proxy": p, **entry} for p, entry in result.proxy_correlation.items()])
