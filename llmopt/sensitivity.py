@@ -482,11 +482,12 @@ def fisher_diagonals(
                     from llmopt.lm.scoring import token_nll
 
                     b = validation.lm_batches[i]
-                    loss = (token_nll(logits.float(), b.targets) * b.scored).sum()
+                    per_token = token_nll(logits.float(), b.targets)
+                    loss = (per_token * b.scored.to(per_token.device)).sum()
                     seen[0] += len(b.index)
                 else:
                     rows_i = validation.batches[i][0]
-                    target = torch.as_tensor(validation.y_true[rows_i])
+                    target = torch.as_tensor(validation.y_true[rows_i], device=logits.device)
                     loss = nn.functional.cross_entropy(logits.float(), target, reduction="sum")
                     seen[0] += len(rows_i)
                 loss.backward()

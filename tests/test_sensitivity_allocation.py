@@ -98,3 +98,30 @@ def test_from_sensitivity_result_and_bad_inputs():
     result.kind = "prune"
     with pytest.raises(LlmoptError, match="quantization"):
         losses_from_sensitivity(result)
+
+
+def test_allocation_from_a_measured_sensitivity(tiny_dirs):
+    """End to end on a tiny model: the overrides name real target matrices, the bits come from
+    the measured levels, and the budget holds for the real matrix sizes."""
+    import numpy as np
+    from tinymodels import make_texts
+
+    from llmopt.allocation import matrix_sizes
+    from llmopt.compression.targets import select_targets
+    from llmopt.data import TextDataset
+    from llmopt.models import load_model
+    from llmopt.sensitivity import sensitivity
+
+    loaded = load_model(str(tiny_dirs["bert"]))
+    texts, labels = make_texts(60, seed=5)
+    train = TextDataset(texts, np.array(labels), ["LABEL_0", "LABEL_1"], name="t", split="train")
+    result = sensitivity(loaded, train, kind="quantize", method="rtn", levels=[2, 4, 8],
+                         validation_rows=20)  # fmt: skip
+    losses = losses_from_sensitivity(result)
+    sizes = matrix_sizes(loaded.model, list(losses))
+    got = allocate_bits(losses, sizes, 4.0)
+    assert set(got.overrides()) == set(select_targets(loaded.model))
+    assert {b for b in got.bits.values()} <= {2, 4, 8}
+    total = sum(sizes.values())
+    assert sum(sizes[n] * b for n, b in got.bits.items()) <= 4.0 * total
+    assert got.predicted_loss <= sum(losses[n][4] for n in losses) + 1e-12  # uniform 4 fits too
