@@ -70,3 +70,28 @@ def test_nll_delta_equals_perplexity_change(lms, family):
         changed += abs(row.delta)
     assert changed > 0
     assert set(result.proxy_correlation) == set(S.PROXIES)
+
+
+def test_cli_on_a_causal_lm(lm_dirs, tmp_path):
+    """``llmopt sensitivity --model <causal LM>`` reports the NLL per token by matrix type."""
+    import csv
+    import json
+
+    from llmopt.cli import main
+
+    data = tmp_path / "texts.csv"
+    with data.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        for i, doc in enumerate(make_docs(60, seed=8, min_words=5)):
+            writer.writerow([doc, i % 2])
+    out = tmp_path / "s.json"
+    argv = ["sensitivity", "--model", str(lm_dirs["qwen2"]), "--dataset", str(data),
+            "--quant-method", "rtn", "--levels", "2", "--granularity", "type",
+            "--validation-rows", "20", "--seq-len", str(SEQ_LEN), "--dtype", "fp32",
+            "--device", "cpu", "--json", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["metric"] == "nll" and result["granularity"] == "type"
+    names = [r["name"] for r in result["layers"]]
+    assert len(names) == len(set(names)) >= 4 and all("layers." not in n for n in names)
