@@ -61,9 +61,17 @@ def main() -> None:
     val.score(loaded.model)
     full_s = time.perf_counter() - start  # one full forward over the validation rows
 
+    shown = [-1]
+
+    def report(fraction: float, message: str) -> None:  # a line per tenth, with its time
+        if int(10 * fraction) > shown[0]:
+            shown[0] = int(10 * fraction)
+            print(f"{time.perf_counter() - start:7.1f} s  {message}", file=sys.stderr, flush=True)
+
+    start = time.perf_counter()
     result = sensitivity(
         loaded, train, kind=kind, method=method, levels=levels,
-        validation_rows=args.validation_rows,
+        validation_rows=args.validation_rows, progress=report,
     )  # fmt: skip
     print(format_table(result))
     blocks_run = sum(n_blocks - u.first_block for u in units) / (len(units) * n_blocks)
