@@ -15,7 +15,7 @@ st.markdown(
     "taken from the training split, with a paired 95% interval. Cheap proxies sit beside "
     "the measured change, with how well each ranks the layers (Spearman)."
 )
-sel, loaded, data = loaders.load()
+sel, loaded, data = loaders.load(causal_lm=True)  # a causal LM: NLL per token
 with ui.guard():
     n_train = len(loaders.dataset(sel, "train"))
 settings = auto.controls(n_train)

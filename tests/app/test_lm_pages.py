@@ -116,7 +116,7 @@ def test_compressed_run_shows_fidelity_generation_and_compare(lm_app, tiny_env, 
 
 def test_every_page_runs_with_a_causal_lm(lm_app):
     at = lm_app.run()
-    for page in PAGES + ["pages/compare.py", "pages/train.py"]:
+    for page in PAGES + ["pages/compare.py", "pages/train.py", "pages/auto.py"]:
         at.switch_page(page).run()
         assert not at.exception, (page, at.exception)
         assert not at.error, (page, [e.value for e in at.error])
@@ -258,3 +258,33 @@ def test_the_bundled_reviews_get_the_clis_default_verbalizers():
     cli = zero_shot_config(Args())
     assert {label: default_verbalizer(label) for label in cli.verbalizers} == cli.verbalizers
     assert default_verbalizer("pos") == "pos"  # another dataset's label: its own name
+
+
+def test_auto_page_measures_an_lms_sensitivity_as_llmopt_does(lm_app, tiny_env, tiny_lm_dir):
+    """Issue 16 item 5 on the page: with a causal LM the Auto page measures each block's NLL
+    change (it stopped with 'this page takes sequence classifiers' before)."""
+    import numpy as np
+    from app_data import decode, figure
+
+    import llmopt
+    from llmopt.figures.sensitivity import sensitivity_figure
+    from llmopt.lm import load_causal_lm
+    from llmopt.sensitivity import sensitivity
+
+    at = lm_app.run()
+    at.switch_page("pages/auto.py").run()
+    assert not at.exception, at.exception
+    at.selectbox("a_kind").set_value("prune").run()
+    at.text_input("a_levels_prune").set_value("0.5").run()
+    at.radio("a_granularity").set_value("block").run()
+    at.number_input("a_rows").set_value(8).run()
+    next(b for b in at.button if b.label == "Run sensitivity").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    lm = load_causal_lm(str(tiny_lm_dir))
+    train = llmopt.load_dataset(str(tiny_env["csv"]), "train")
+    direct = sensitivity(lm, train, kind="prune", method="magnitude", levels=[0.5],
+                         granularity="block", validation_rows=8)  # fmt: skip
+    assert direct.metric == "nll"
+    z = decode(figure(at, "Sensitivity")["data"][0]["z"]).astype(float)
+    np.testing.assert_allclose(z, np.asarray(sensitivity_figure(direct).data[0].z, dtype=float))
