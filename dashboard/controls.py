@@ -9,6 +9,7 @@ the config field's default.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import streamlit as st
 
@@ -20,6 +21,16 @@ PATTERNS = ["unstructured", "2:4", "4:8"]
 BIT_OPTIONS = ["off", 2, 3, 4, 5, 6, 7, 8]
 GROUP_OPTIONS = ["per-channel", 32, 64, 128]
 FIELD_KEYS = {"prune": "c_method", "quantize": "c_quant", "lowrank": "c_lowrank"}
+# The per-layer table: its rows (a list of dicts with LAYER_COLUMNS) live in the session under
+# LAYER_ROWS, so they survive page switches and a recipe can set them; the editor's key changes
+# when they are set from outside (a loaded recipe), so it shows the new rows.
+LAYER_ROWS = "c_layers"
+LAYER_COLUMNS = ("pattern", "sparsity", "bits", "group_size", "rank", "skip")
+_LAYER_SEEN = "c_layers_seen"  # the rows object the editor last showed or produced
+_LAYER_VERSION = "c_layers_version"
+# A number column's value that means "off" (as the Rank slider's 0): float weights, one scale
+# per output channel, no factorisation. An empty cell keeps the uniform setting.
+LAYER_OFF = {"bits": 0, "group_size": 0, "rank": 0}
 
 
 def _methods_help(kind: str, intro: str) -> str:
@@ -237,6 +248,129 @@ def show(hidden: int) -> None:
             st.number_input, "Calibration texts", "c_samples", 8, 1024, first["c_samples"], step=8
         )
         knob_controls("kernel")
+    layer_table()
+
+
+def layer_rows_from_config(config: dict) -> list[dict]:
+    """The per-layer table's rows that make a config's ``layers`` and ``skip`` (the inverse of
+    ``layer_rules``): a rule per row, then a row per skip pattern."""
+    rows = []
+    rules = config.get("layers") or {}
+    for pattern, rule in rules.items() if isinstance(rules, dict) else ():
+        row: dict = dict.fromkeys(LAYER_COLUMNS)
+        row.update(pattern=pattern, skip=bool(rule.get("skip", False)))
+        for key in ("sparsity", "bits", "group_size", "rank"):
+            if key in rule:
+                value = rule[key]
+                row[key] = LAYER_OFF[key] if value is None else value
+        rows.append(row)
+    for pattern in config.get("skip") or ():
+        rows.append({**dict.fromkeys(LAYER_COLUMNS), "pattern": pattern, "skip": True})
+    return rows
+
+
+def layer_rules(rows: list[dict]) -> dict:
+    """The per-layer table's rows as config fields ``{"layers": …, "skip": …}``: a row without
+    a pattern is ignored, an empty cell keeps the uniform setting, 0 in Bits, Group size or
+    Rank turns that off for the layers, and a ticked Skip leaves them alone: alone in its row,
+    the pattern goes to ``skip`` (always wins); with settings, it is a rule saying
+    ``skip: true`` (a more specific rule may still compress some of its layers).
+
+    Raises:
+        LlmoptError: a pattern given twice, or a row that sets nothing.
+    """
+    layers: dict[str, dict] = {}
+    skip: list[str] = []
+    for row in rows:
+        pattern = str(row.get("pattern") or "").strip()
+        if not pattern:
+            continue
+        if pattern in layers or pattern in skip:
+            raise LlmoptError(f"the per-layer table lists pattern {pattern!r} twice")
+        rule: dict = {}
+        for key in ("sparsity", "bits", "group_size", "rank"):
+            value = _cell(row.get(key))
+            if value is None:
+                continue
+            if key == "sparsity":
+                rule[key] = float(value)
+            else:
+                number = int(value) if float(value).is_integer() else value
+                rule[key] = None if number == LAYER_OFF[key] else number
+        if _cell(row.get("skip")):
+            if not rule:
+                skip.append(pattern)
+                continue
+            rule["skip"] = True
+        if not rule:
+            raise LlmoptError(
+                f"per-layer pattern {pattern!r} sets nothing: fill in a setting, tick Skip, or "
+                "clear the pattern"
+            )
+        layers[pattern] = rule
+    return {"layers": layers, "skip": tuple(skip)}
+
+
+def _cell(value):
+    """A table cell's value, None when empty (None or NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
+
+
+def layer_table() -> None:
+    """The per-layer table (in an expander): a rule per row over the uniform controls."""
+    rows = st.session_state.get(LAYER_ROWS) or []
+    if st.session_state.get(_LAYER_SEEN) is not rows:  # set from outside: show the new rows
+        st.session_state[_LAYER_VERSION] = st.session_state.get(_LAYER_VERSION, 0) + 1
+    label = (
+        f"Per-layer settings ({len(rows)} rule{'s' * (len(rows) != 1)})"
+        if rows
+        else ("Per-layer settings")
+    )
+    with st.expander(label, expanded=bool(rows)):
+        st.caption(
+            "One rule per row, over the settings above. Pattern: layer names with * and ? "
+            "(e.g. `*.attention.*`, `*.layer.0.*`); a layer takes the most specific matching "
+            "rule (most characters that are not wildcards; ties: the upper row). An empty cell "
+            "keeps the setting above; 0 in Bits, Group size or Rank turns it off there."
+        )
+        import pandas as pd
+
+        frame = pd.DataFrame(rows, columns=list(LAYER_COLUMNS))
+        frame = frame.astype({"pattern": "string", "skip": "boolean"})
+        for key in ("sparsity", "bits", "group_size", "rank"):
+            frame[key] = pd.to_numeric(frame[key], errors="coerce").astype("float64")
+        column = st.column_config
+        edited = st.data_editor(
+            frame,
+            key=f"c_layers_editor_{st.session_state.get(_LAYER_VERSION, 0)}",
+            num_rows="dynamic",
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "pattern": column.TextColumn("Pattern", help="fnmatch pattern over layer names"),
+                "sparsity": column.NumberColumn(
+                    "Sparsity", min_value=0.0, max_value=0.99, step=0.05, format="%.2f"
+                ),
+                "bits": column.NumberColumn(
+                    "Bits", min_value=0, max_value=8, step=1, help="2..8; 0 = float weights"
+                ),
+                "group_size": column.NumberColumn(
+                    "Group size", min_value=0, step=1, help="weights per scale; 0 = per channel"
+                ),
+                "rank": column.NumberColumn("Rank", min_value=0, step=1, help="0 = full rank"),
+                "skip": column.CheckboxColumn("Skip", help="leave these layers as they are"),
+            },
+        )
+        new = [
+            {k: (None if pd.isna(v) else v) for k, v in r.items()}
+            for r in edited.to_dict("records")
+        ]
+        if new != rows:
+            rows = new
+            st.session_state[LAYER_ROWS] = rows
+        st.session_state[_LAYER_SEEN] = rows
 
 
 def values_from_config(config: dict) -> dict:
@@ -267,7 +401,9 @@ def values_from_config(config: dict) -> dict:
     default = _defaults()
     for _, knob in _declared():
         values[knob_key(knob.field)] = config.get(knob.field, default[knob.field])
-    return {k: v for k, v in values.items() if k in sync_knobs()}
+    values = {k: v for k, v in values.items() if k in sync_knobs()}
+    values[LAYER_ROWS] = layer_rows_from_config(config)
+    return values
 
 
 def config_from_state() -> CompressionConfig:
@@ -297,6 +433,7 @@ def config_from_state() -> CompressionConfig:
         calibration=s["c_calibration"],
         calibration_samples=int(s["c_samples"]),
         precision=s["c_precision"] if bits is None and not int8 else "fp32",
+        **layer_rules(st.session_state.get(LAYER_ROWS) or []),
     )
     knobs = {  # a method's knobs are set while it runs (else they keep their defaults)
         k.field: s[knob_key(k.field)] for m, k in _declared() if registry.acting_knob(config, m)

@@ -150,7 +150,9 @@ def comparable(runs: list[Run]) -> bool:
 
 
 def what_differs(runs: list[Run]) -> pd.DataFrame:
-    """The settings that differ between runs: model, dataset, rows and every config field.
+    """The settings that differ between runs: model, dataset, rows and every config field;
+    per-layer rules one row per pattern (``layer 'PATTERN'``: its settings), skip patterns as
+    one row.
 
     Returns:
         One row per differing setting, one column per run (its label); empty if none differ.
@@ -159,11 +161,22 @@ def what_differs(runs: list[Run]) -> pd.DataFrame:
     from llmopt.compression import CompressionConfig
 
     off = CompressionConfig().to_dict()  # a field a run's config lacks is at its default
+    patterns: list[str] = []  # every per-layer rule's pattern, in the order first seen
+    for r in runs:
+        rules = (r.config or {}).get("layers")
+        if isinstance(rules, dict):
+            patterns += [p for p in rules if p not in patterns]
 
     def settings(r: Run) -> dict:
         config = {**off, **(r.config or {})}
         out = {"model": r.model, "dataset": r.dataset, "rows": f"{r.n} ({r.rows_fingerprint})"}
         out.update({k: config.get(k) for k in sorted(_config_keys(runs) | set(off))})
+        rules = out.pop("layers", None) or {}
+        for pattern in patterns:
+            rule = rules.get(pattern) if isinstance(rules, dict) else None
+            out[f"layer {pattern!r}"] = _rule_text(rule) if isinstance(rule, dict) else None
+        if out.get("skip") is not None:
+            out["skip"] = ", ".join(map(str, out["skip"])) or None
         if out.get(TRAINING):
             out[TRAINING] = describe_training(out[TRAINING])
         return out
@@ -179,6 +192,11 @@ def what_differs(runs: list[Run]) -> pd.DataFrame:
     )
     frame.index.name = "setting"
     return frame
+
+
+def _rule_text(rule: dict) -> str:
+    """A per-layer rule's settings, e.g. ``sparsity=0.3, bits=8``."""
+    return ", ".join(f"{k}={_show(v)}" for k, v in rule.items()) or "—"
 
 
 def _config_keys(runs: list[Run]) -> set[str]:

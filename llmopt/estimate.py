@@ -9,7 +9,7 @@ from torch import nn
 
 from llmopt.compression import registry
 from llmopt.compression.config import CompressionConfig
-from llmopt.compression.engine import check_plan
+from llmopt.compression.engine import check_plan, plan_layers
 from llmopt.compression.lowrank import break_even_rank
 from llmopt.compression.methods.int8 import FOLDS
 from llmopt.compression.storage import (
@@ -19,7 +19,7 @@ from llmopt.compression.storage import (
     matrix_storage,
     other_tensor_bytes,
 )
-from llmopt.compression.targets import get_bias, get_weight, select_targets
+from llmopt.compression.targets import get_bias, get_weight
 from llmopt.loaded import LoadedModel, count_params, dense_size_bytes
 
 
@@ -68,7 +68,8 @@ def _smoothing_vector(name: str, config: CompressionConfig, factored: bool) -> b
 def estimate_size(loaded: LoadedModel, config: CompressionConfig) -> dict:
     """What ``compress(loaded, config)`` will report for size and parameters, without running it.
 
-    Uses layer shapes and the config, with the same storage accounting as the report
+    Uses layer shapes and the config (each layer's own, with per-layer rules; skipped layers
+    stay as they are), with the same storage accounting as the report
     (``llmopt.compression.storage.matrix_storage``) and each pruning method's own count of
     kept weights; nothing is compressed. It assumes no compressed weight is zero except those
     pruning removes; rounding to few bits zeroes more weights, so the measured size can only be
@@ -84,16 +85,20 @@ def estimate_size(loaded: LoadedModel, config: CompressionConfig) -> dict:
         layers' stored matrices)}``.
 
     Raises:
-        LlmoptError: a rank or group size some layer cannot take (as ``compress`` would).
+        LlmoptError: a rank or group size some layer cannot take, or a per-layer rule that
+            matches no layer (as ``compress`` would).
     """
     model: nn.Module = loaded.model
     before = dense_size_bytes(model)
     params, nonzero = count_params(model)
-    targets = [] if config.is_identity else select_targets(model, config.include_head)
-    check_plan(model, targets, config)
+    targets, layer_configs = plan_layers(model, config, name=loaded.name)
+    targets = [] if config.is_identity else targets
+    check_plan(model, targets, config, layer_configs)
     float_bits = FLOAT_BITS if config.precision == "fp32" else 16
     bytes_before = bytes_after = removed = added = zeros = stored = kept = 0
+    whole = config
     for name in targets:
+        config = layer_configs.get(name, whole)
         module = model.get_submodule(name)
         weight, bias = get_weight(module), get_bias(module)
         out_f, in_f = weight.shape
@@ -116,7 +121,7 @@ def estimate_size(loaded: LoadedModel, config: CompressionConfig) -> dict:
         bytes_after += math.ceil(bits / 8)
         removed += out_f * in_f
         added += sum(r * c for r, c in shapes)
-    after = other_tensor_bytes(model, targets, config.precision) + bytes_after
+    after = other_tensor_bytes(model, targets, whole.precision) + bytes_after
     total = params - removed + added
     return {
         "size_bytes": after,

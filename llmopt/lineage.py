@@ -29,7 +29,15 @@ TRAINING = "training"  # the config key of a trained run: its task's recipe
 STEP_NAMES = {"lowrank": "low-rank", "kernel": "int8 kernels"}
 # Config fields of a kind beyond its method field, its ranges' knobs and its methods' sweeps.
 KIND_FIELDS = {
-    "prune": ("sparsity_pattern", "sparsity_scope", "calibration", "calibration_samples"),
+    "prune": (
+        "sparsity_pattern",
+        "sparsity_scope",
+        "sparsity_allocation",
+        "owl_lambda",
+        "owl_m",
+        "calibration",
+        "calibration_samples",
+    ),
     "quantize": ("group_size", "act_order", "asymmetric"),
     "kernel": ("int8_dynamic",),
 }
@@ -73,13 +81,21 @@ def _kind_step(kind) -> Step:
     names = tuple(dict.fromkeys(f for f in fields if f))
 
     def active(config: dict) -> bool:
-        try:
-            return bool(kind.active(_as_config(config)))
+        try:  # with per-layer rules: when any layer's settings run it
+            return any(kind.active(v) for v in _variants(_as_config(config)))
         except (LlmoptError, TypeError, ValueError, AttributeError):
             # recorded by another llmopt version: active when a knob is off its default
             return _changed(config, [f for f in names if f != kind.field])
 
     return Step(canonical_step(kind.name), names, active)
+
+
+def _variants(built) -> list:
+    """The uniform configs a built config applies (``CompressionConfig.variants``): itself
+    when it has no per-layer rules."""
+    if built.__dict__.get("layers") or built.__dict__.get("skip"):
+        return built.variants()
+    return [built]
 
 
 def _sixteen_bit(config: dict) -> bool:
@@ -115,7 +131,7 @@ def _built(text: str):
         built = CompressionConfig.from_dict({k: v for k, v in config.items() if k in known})
     except LlmoptError:
         built = object.__new__(CompressionConfig)
-        for key, value in _defaults().items():
+        for key, value in {"layers": (), "skip": (), **_defaults()}.items():
             object.__setattr__(built, key, value)
     for key, value in config.items():
         if key not in known or built.__dict__.get(key) != value:

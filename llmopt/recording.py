@@ -380,6 +380,60 @@ def _check_recipe_types(path: Path, data: dict) -> None:
             raise bad(f'"{key}"', "a whole number", data[key])
 
 
+LAYERS_MAX = RECIPE_MAX  # bytes; a file of per-layer rules is smaller than a recipe
+
+
+def load_layers(path: str | Path) -> dict:
+    """Read a file of per-layer rules (``CompressionConfig.layers``): a JSON object — or YAML
+    when the name ends in ``.yaml``/``.yml`` — ``{"PATTERN": {setting: value}}``. The values
+    are checked when the config is built (``CompressionConfig``).
+
+    Raises:
+        LlmoptError: an unreadable or oversized file, not JSON/YAML, or not an object.
+    """
+    from llmopt.paths import read_file
+
+    path = Path(path)
+    raw = read_file(path, what="layers file", max_bytes=LAYERS_MAX)
+    shown = repr(str(path))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise LlmoptError(f"layers file {shown} is not UTF-8 text") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:  # pragma: no cover - PyYAML comes with the dependencies
+            raise LlmoptError(
+                f"layers file {shown} is YAML, and PyYAML is not installed: give it as JSON"
+            ) from None
+        try:
+            data = yaml.safe_load(text)
+        except RecursionError:
+            raise LlmoptError(f"layers file {shown} is nested too deeply") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f", line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or "not valid YAML"
+            raise LlmoptError(f"layers file {shown} is not valid YAML ({problem}{where})") from None
+    else:
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            raise LlmoptError(f"layers file {shown} is nested too deeply") from None
+        except json.JSONDecodeError as exc:
+            raise LlmoptError(
+                f"layers file {shown} is not valid JSON ({exc.msg}, line {exc.lineno}); "
+                "YAML files must end in .yaml or .yml"
+            ) from None
+    if not isinstance(data, dict):
+        raise LlmoptError(
+            f'layers file {shown} must hold an object {{"PATTERN": {{"bits": 8, …}}}}, '
+            f"not {type(data).__name__ if data is not None else 'nothing'}"
+        )
+    return data
+
+
 def load_recipe(path: str | Path) -> Recipe:
     """Read a recipe: a config object (``CompressionConfig.to_dict()``), or a whole run (from
     ``llmopt runs export``, or the JSON that ``evaluate --json`` writes).

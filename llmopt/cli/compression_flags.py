@@ -13,8 +13,12 @@ import re
 
 from llmopt.cli.common import Parser, positive_int
 from llmopt.compression import registry
-from llmopt.compression.config import CALIBRATIONS, PRECISIONS, CompressionConfig
+from llmopt.compression.config import CALIBRATIONS, PRECISIONS, CompressionConfig, LayerRuleError
 from llmopt.errors import LlmoptError
+
+# Config fields whose flag is not the value itself: --layers FILE holds the rules, --skip is
+# given once per pattern.
+LAYER_FIELDS = ("layers", "skip")
 
 
 def config_fields() -> tuple[str, ...]:
@@ -97,6 +101,25 @@ def _add_compression_args(parser: argparse.ArgumentParser) -> None:
         choices=["layer", "global"],
         help="rank weights per output row (layer) or across all layers (global; magnitude)",
     )
+    allocations = registry.allocations()
+    add(
+        "--sparsity-allocation",
+        choices=["uniform", *allocations],
+        help="how the sparsity is spread over the blocks: uniform (default); "
+        + "; ".join(f"{a.name}: {a.summary}" for a in allocations.values()),
+    )
+    add(
+        "--owl-lambda",
+        type=float,
+        help="with --sparsity-allocation owl: the block sparsities span at most twice this "
+        f"(default {CompressionConfig.owl_lambda})",
+    )
+    add(
+        "--owl-m",
+        type=float,
+        help="with --sparsity-allocation owl: a score above this many times its block's mean "
+        f"is an outlier (default {CompressionConfig.owl_m:g})",
+    )
     add("--bits", type=int, help="weight bit-width 2..8 (simulated quantization)")
     add("--group-size", type=int, help="input weights per scale (default: per row)")
     add("--quant-method", choices=registry.names("quantize"), help=_choices_help("quantize"))
@@ -148,6 +171,20 @@ def _add_compression_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="compress the classification head too",
     )
+    add(
+        "--layers",
+        metavar="FILE",
+        help='per-layer settings: a JSON (or YAML) object {"PATTERN": {"sparsity"|"bits"|'
+        '"group_size"|"rank"|"skip": value}}; PATTERN is an fnmatch pattern over layer names '
+        "(e.g. '*.attn.*'); a layer takes the most specific matching pattern's settings (most "
+        "non-wildcard characters; ties: the first listed), the flags above elsewhere",
+    )
+    add(
+        "--skip",
+        metavar="PATTERN",
+        action="append",
+        help="leave the layers matching this fnmatch pattern uncompressed (repeatable)",
+    )
     _add_knob_args(parser)
 
 
@@ -176,10 +213,19 @@ def config_from_args(
         LlmoptError: invalid values or combinations, or flags that change nothing on their own.
     """
     given = {k: getattr(args, k) for k in config_fields() if getattr(args, k, None) is not None}
+    if given.get("layers") is not None:
+        from llmopt.recording import load_layers
+
+        given["layers"] = load_layers(given["layers"])
+    if "skip" in given:
+        given["skip"] = tuple(given["skip"])
     if not given and not recipe:
         return None
     try:
         config = CompressionConfig(**{**(recipe or {}), **given})
+    except LayerRuleError as exc:  # a rule's own words: its pattern, its setting's JSON key
+        where = f"--layers {str(args.layers)!r}: " if getattr(args, "layers", None) else ""
+        raise LlmoptError(where + exc.message, fix=exc.fix) from None
     except LlmoptError as exc:  # the same check, in the words of the command line
         raise LlmoptError(in_flags(exc.message), fix=exc.fix) from None
     if config.is_identity:
@@ -188,7 +234,7 @@ def config_from_args(
         flags = " ".join("--" + k.replace("_", "-") for k in given)
         raise LlmoptError(
             f"{flags} change nothing on their own: add --sparsity above 0, --bits, --rank, "
-            "--int8-dynamic or --precision bf16/fp16"
+            "--int8-dynamic or --precision bf16/fp16 (or a --layers rule that sets one)"
         )
     idle = _idle_flags(config, given)
     if idle:
@@ -202,10 +248,14 @@ def _idle_flags(config: CompressionConfig, given: dict) -> str:
     idle = []
     for kind in ("prune", "quantize", "lowrank"):
         spec = registry.KINDS[kind]
-        if spec.field is not None and spec.field in given and not spec.active(config):
+        if spec.field is not None and spec.field in given and not config.uses(kind):
             idle.append("--" + spec.field.replace("_", "-"))
-    if config.bits is None:
+    if not config.uses("quantize"):
         idle += [f"--{k.replace('_', '-')}" for k in ("asymmetric", "act_order") if given.get(k)]
+    if "sparsity_allocation" in given and not config.uses("prune"):
+        idle.append("--sparsity-allocation")
+    if config.sparsity_allocation == "uniform":
+        idle += [_flag(k) for k in ("owl_lambda", "owl_m") if k in given]
     for method, knob in registry.knobs():
         if knob.field in given and not registry.acting_knob(config, method):
             idle.append(_flag(knob.field))
@@ -219,6 +269,9 @@ def _why(idle: str) -> str:
         "--lowrank-method": "--rank",
         "--asymmetric": "--bits",
         "--act-order": "--bits with --quant-method gptq",
+        "--sparsity-allocation": "--sparsity above 0",
+        "--owl-lambda": "--sparsity-allocation owl",
+        "--owl-m": "--sparsity-allocation owl",
     }
     for method, knob in registry.knobs():
         spec = registry.KINDS[method.kind]
@@ -231,7 +284,7 @@ def in_flags(message: str) -> str:
     """A config error in the command line's words: field names as flags (``act_order`` ->
     ``--act-order``, ``bits=4`` -> ``--bits 4``), and no mention of ``None`` (the API's "off",
     which a flag expresses by being left out)."""
-    for field in sorted(config_fields(), key=len, reverse=True):
+    for field in sorted(set(config_fields()) - set(LAYER_FIELDS), key=len, reverse=True):
         flag = "--" + field.replace("_", "-")
         message = re.sub(rf"(?<![\w-]){field}=(\S+)", rf"{flag} \1", message)
         message = re.sub(rf"(?<![\w-]){field}(?![\w-])", flag, message)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 from llmopt.errors import LlmoptError
 
@@ -16,11 +19,21 @@ MAX_M = 256  # group size of an N:M pattern; hardware uses 4 or 8, research up t
 # The settings of each kind of compression (registry.KINDS): they act only when the kind is on.
 KIND_SETTINGS = {
     "lowrank": ("lowrank_method",),
-    "prune": ("sparsity_method", "sparsity_pattern", "sparsity_scope"),
+    "prune": (
+        "sparsity_method",
+        "sparsity_pattern",
+        "sparsity_scope",
+        "sparsity_allocation",
+        "owl_lambda",
+        "owl_m",
+    ),
     "quantize": ("quant_method", "group_size", "act_order", "asymmetric"),
     "kernel": ("smooth_alpha",),
 }
 CALIBRATION_SETTINGS = ("calibration", "calibration_samples")  # act only for calibrated methods
+# What a per-layer rule (``CompressionConfig.layers``) may set for the layers it matches.
+LAYER_KEYS = ("sparsity", "bits", "group_size", "rank", "skip")
+LayerRules = tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]  # ((pattern, ((key, v), …)), …)
 PATTERN_HELP = f"'unstructured', '2:4', '4:8' or any 'N:M' with 0 < N < M <= {MAX_M}"
 
 
@@ -43,6 +56,35 @@ def parse_pattern(pattern: str) -> tuple[int, int] | None:
             f"{PATTERN_HELP}"
         )
     return n, m
+
+
+class LayerRuleError(LlmoptError):
+    """A per-layer rule or skip pattern that cannot be used (its message names the pattern)."""
+
+
+def specificity(pattern: str) -> int:
+    """How specific a layer-name pattern is: its characters that are not wildcards.
+
+    ``*`` and ``?`` count 0, a ``[...]`` character class counts 0 (it stands for one
+    character of a set); every other character counts 1. ``transformer.h.0.attn.c_attn``
+    scores 27, ``*.attn.*`` 6, ``*`` 0.
+    """
+    score, i = 0, 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "[":
+            end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] in ("!", "]") else i + 1)
+            if end != -1:  # a class (an unclosed '[' is a literal, as fnmatch reads it)
+                i = end + 1
+                continue
+        score += ch not in "*?"
+        i += 1
+    return score
+
+
+def matches(pattern: str, name: str) -> bool:
+    """Whether a layer-name pattern (``fnmatch``, case-sensitive) matches ``name``."""
+    return fnmatch.fnmatchcase(name, pattern)
 
 
 def _short(value) -> str:
@@ -86,8 +128,19 @@ class CompressionConfig:
     calibration_samples: int = 128  # ~10k review tokens: a well-conditioned 1536-wide Hessian
     precision: str = "fp32"  # bf16/fp16 halve memory and run 16-bit kernels: opt-in
     include_head: bool = False  # the head is tiny and every logit passes through it: keep it
+    # How the pruning budget is spread over the blocks: "uniform" (every layer at sparsity), or
+    # a registered allocation ("owl": blocks with more activation outliers pruned less, the
+    # same average); owl_lambda bounds the spread, owl_m says what an outlier is (OWL paper).
+    sparsity_allocation: str = "uniform"
+    owl_lambda: float = 0.08  # the paper's value for LLaMA at 70%
+    owl_m: float = 5.0  # an outlier's score is above owl_m times its block's mean
+    # Per-layer rules: {pattern: {"sparsity"|"bits"|"group_size"|"rank"|"skip": value}}, kept
+    # as ((pattern, ((key, value), …)), …); see ``layer_config`` for which rule a layer takes.
+    layers: LayerRules | Mapping[str, Mapping[str, Any]] = ()
+    skip: tuple[str, ...] = ()  # layer-name patterns left exactly as they are
 
     def __post_init__(self) -> None:
+        self._check_layers()
         s = self.sparsity
         try:
             bad = isinstance(s, bool) or not isinstance(s, (int, float)) or math.isnan(float(s))
@@ -141,6 +194,7 @@ class CompressionConfig:
                 "(bits simulates 2..8-bit weights; int8_dynamic runs real int8 kernels)"
             )
         self._check_alpha()
+        self._check_allocation(registry)
         self._check_knobs(registry)
         n = self.calibration_samples
         if not _is_int(n) or not 1 <= n <= MAX_CALIBRATION_SAMPLES:
@@ -196,6 +250,39 @@ class CompressionConfig:
             )
         object.__setattr__(self, "smooth_alpha", float(a))
 
+    def _check_allocation(self, registry) -> None:
+        allowed = ["uniform", *registry.allocations()]
+        if self.sparsity_allocation not in allowed:
+            raise LlmoptError(
+                f"sparsity_allocation {self.sparsity_allocation!r} is unknown; allowed: "
+                f"{', '.join(allowed)}"
+            )
+        lam, m = self.owl_lambda, self.owl_m
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0 <= lam <= 0.5:
+            raise LlmoptError(
+                f"owl_lambda {lam!r} must be a number in [0, 0.5] (the block sparsities span "
+                "at most twice it; the paper uses 0.08)"
+            )
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 1 <= m <= 1000:
+            raise LlmoptError(
+                f"owl_m {m!r} must be a number in [1, 1000] (an outlier's score is above owl_m "
+                "times its block's mean; the paper uses 5)"
+            )
+        object.__setattr__(self, "owl_lambda", float(lam))
+        object.__setattr__(self, "owl_m", float(m))
+        if self.sparsity_allocation == "uniform":
+            return
+        if self.nm is not None or self.sparsity_scope != "layer":
+            raise LlmoptError(
+                f"sparsity_allocation {self.sparsity_allocation!r} sets each block's sparsity: "
+                "it needs sparsity_pattern 'unstructured' and sparsity_scope 'layer'"
+            )
+        if any("sparsity" in rule for rule in self.rules.values()):
+            raise LlmoptError(
+                f"sparsity_allocation {self.sparsity_allocation!r} sets each block's sparsity: "
+                "per-layer rules may set bits, group size, rank or skip, not sparsity"
+            )
+
     def _check_knobs(self, registry) -> None:
         """The knobs methods declare (``registry.Knob``): each field's type and range."""
         default = {f.name: f.default for f in fields(self)}
@@ -203,6 +290,143 @@ class CompressionConfig:
             if knob.field in default:  # a method of a newer config: the field is not here
                 value = knob.check(getattr(self, knob.field), default[knob.field])
                 object.__setattr__(self, knob.field, value)
+
+    def _check_layers(self) -> None:
+        """Normalise ``layers``/``skip`` to tuples and check every rule: known keys, each value
+        in its range (as the uniform field's), and a combination the config accepts."""
+        rules = self.layers
+        if isinstance(rules, Mapping):
+            pairs = list(rules.items())
+        elif isinstance(rules, (list, tuple)) and all(
+            isinstance(r, (list, tuple)) and len(r) == 2 for r in rules
+        ):
+            pairs = [(p, dict(v) if isinstance(v, (list, tuple)) else v) for p, v in rules]
+        else:
+            raise LayerRuleError(
+                "layers must be an object {pattern: {setting: value}}, got "
+                f"{type(rules).__name__}"
+            )
+        seen: set[str] = set()
+        normal = []
+        for pattern, rule in pairs:
+            if not isinstance(pattern, str) or not pattern.strip():
+                raise LayerRuleError(f"layer pattern {_short(pattern)} must be non-empty text")
+            if pattern in seen:
+                raise LayerRuleError(f"layer pattern {pattern!r} is given twice")
+            seen.add(pattern)
+            if not isinstance(rule, Mapping):
+                raise LayerRuleError(
+                    f"layer pattern {pattern!r}: its settings must be an object such as "
+                    f'{{"bits": 8}}, got {type(rule).__name__}'
+                )
+            unknown = sorted(map(repr, set(rule) - set(LAYER_KEYS)))
+            if unknown:
+                raise LayerRuleError(
+                    f"layer pattern {pattern!r}: unknown setting {', '.join(unknown)}; "
+                    f"allowed: {', '.join(LAYER_KEYS)}"
+                )
+            if not rule:
+                raise LayerRuleError(
+                    f"layer pattern {pattern!r} sets nothing; give one of {', '.join(LAYER_KEYS)}"
+                )
+            if "skip" in rule and not isinstance(rule["skip"], bool):
+                raise LayerRuleError(
+                    f"layer pattern {pattern!r}: skip must be true or false, got "
+                    f"{_short(rule['skip'])}"
+                )
+            normal.append((pattern, tuple((k, rule[k]) for k in LAYER_KEYS if k in rule)))
+        skip = self.skip
+        if isinstance(skip, str) or not isinstance(skip, (list, tuple)):
+            raise LayerRuleError(f"skip must be a list of layer-name patterns, got {_short(skip)}")
+        for pattern in skip:
+            if not isinstance(pattern, str) or not pattern.strip():
+                raise LayerRuleError(f"skip pattern {_short(pattern)} must be non-empty text")
+        object.__setattr__(self, "layers", tuple(normal))
+        object.__setattr__(self, "skip", tuple(dict.fromkeys(skip)))
+        if not normal:
+            return
+        uniform = replace(self, layers=(), skip=())
+        for pattern, rule in normal:
+            try:
+                _override(uniform, dict(rule))
+            except LlmoptError as exc:
+                raise LayerRuleError(f"layer pattern {pattern!r}: {exc.message}") from None
+
+    @property
+    def rules(self) -> dict[str, dict[str, Any]]:
+        """The per-layer rules as ``{pattern: {setting: value}}``, in the order given."""
+        rules = self.layers
+        pairs = rules.items() if isinstance(rules, Mapping) else rules
+        return {p: dict(r) for p, r in pairs}
+
+    @property
+    def uniform(self) -> CompressionConfig:
+        """This config without its per-layer rules and skip patterns."""
+        if not self.layers and not self.skip:
+            return self
+        return replace(self, layers=(), skip=())
+
+    def rule_for(self, name: str) -> str | None:
+        """The pattern of the rule layer ``name`` takes, or None (the uniform settings).
+
+        Among the rules whose pattern matches ``name`` (``fnmatch``, case-sensitive), the most
+        specific wins: the pattern with the most characters that are not wildcards
+        (``specificity``: ``*``, ``?`` and ``[...]`` count 0); between equally specific
+        patterns, the one listed first. Only the winning rule applies: settings it does not
+        name take the uniform value, not another matching rule's.
+        """
+        best, best_score = None, -1
+        for pattern in self.rules:
+            if matches(pattern, name) and specificity(pattern) > best_score:
+                best, best_score = pattern, specificity(pattern)
+        return best
+
+    def skips(self, name: str) -> bool:
+        """Whether layer ``name`` is left as it is: a skip pattern matches it, or the rule it
+        takes says ``skip: true``."""
+        if any(matches(p, name) for p in self.skip):
+            return True
+        rule = self.rule_for(name)
+        return bool(rule is not None and self.rules[rule].get("skip"))
+
+    def layer_config(self, name: str) -> CompressionConfig | None:
+        """The uniform config layer ``name`` is compressed with (its rule's settings over this
+        config's), or None when it is skipped."""
+        if self.skips(name):
+            return None
+        rule = self.rule_for(name)
+        uniform = self.uniform
+        return uniform if rule is None else _override(uniform, self.rules[rule])
+
+    def variants(self) -> list[CompressionConfig]:
+        """The uniform configs this one may apply somewhere: its own settings, then each rule's
+        (skip rules excluded). A config without rules has one: itself."""
+        uniform = self.uniform
+        rules = [r for r in self.rules.values() if not r.get("skip")]
+        return [uniform, *(_override(uniform, r) for r in rules)]
+
+    def uses(self, kind: str) -> bool:
+        """Whether some layer may be compressed by ``kind`` (a ``registry.KINDS`` name)."""
+        from llmopt.compression import registry
+
+        return any(registry.KINDS[kind].active(v) for v in self.variants())
+
+    def check_layer_names(self, names: list[str], where: str = "the model") -> None:
+        """Fail when a rule or skip pattern matches none of ``names`` (the layers compression
+        targets): a typo would otherwise silently compress everything uniformly.
+
+        Raises:
+            LayerRuleError: naming the first such pattern and a few layer names.
+        """
+        patterns = [("layer", p) for p in self.rules] + [("skip", p) for p in self.skip]
+        for kind, pattern in patterns:
+            if not any(matches(pattern, n) for n in names):
+                shown = ", ".join(repr(n) for n in names[:3]) + (" …" if len(names) > 3 else "")
+                raise LayerRuleError(
+                    f"{kind} pattern {pattern!r} matches no layer that compression targets in "
+                    f"{where} ({len(names)} layers, named like {shown or '(none)'}); in a "
+                    "pattern * matches any text, dots included"
+                )
 
     @property
     def nm(self) -> tuple[int, int] | None:
@@ -222,7 +446,10 @@ class CompressionConfig:
 
     @property
     def is_identity(self) -> bool:
-        """True when nothing would change (no pruning, quantization or factorisation)."""
+        """True when nothing would change (no pruning, quantization or factorisation), in any
+        layer."""
+        if self.layers or self.skip:
+            return all(v.is_identity for v in self.variants())
         return not (self.prunes or self.bits is not None or self.rank is not None) and not (
             self.int8_dynamic or self.precision != "fp32"
         )
@@ -233,6 +460,11 @@ class CompressionConfig:
         if self.prunes:
             pattern = "" if self.nm is None else f" {self.sparsity_pattern}"
             parts.append(f"{self.effective_sparsity:.0%}{pattern} {self.sparsity_method} pruning")
+            if self.sparsity_allocation != "uniform":
+                parts[-1] += (
+                    f" ({self.sparsity_allocation.upper()} per block, λ={self.owl_lambda:g}, "
+                    f"M={self.owl_m:g})"
+                )
         if self.bits is not None:
             group = "per-channel" if self.group_size is None else f"group {self.group_size}"
             extra = "".join([", asymmetric" * self.asymmetric, ", act-order" * self.act_order])
@@ -246,7 +478,32 @@ class CompressionConfig:
             parts.append(f"int8 kernels{smooth}")
         if self.precision != "fp32":
             parts.append(f"{self.precision} compute")
-        return " · ".join(parts) or "no compression"
+        text = " · ".join(parts) or "no compression"
+        if self.layers or self.skip:
+            text += " · " + self._describe_layers()
+        return text
+
+    def _describe_layers(self) -> str:
+        """The per-layer rules in a few words, e.g. "layers '*.0.*': 8-bit; skip '*.fc2'"."""
+        parts = []
+        for pattern, rule in self.rules.items():
+            said = []
+            for key, value in rule.items():
+                if key == "skip":
+                    said.append("skipped" if value else "not skipped")
+                elif key == "sparsity":
+                    said.append(f"{value:.0%} sparsity")
+                elif key == "bits":
+                    said.append("float" if value is None else f"{value}-bit")
+                elif key == "group_size":
+                    said.append("per-channel" if value is None else f"group {value}")
+                else:
+                    said.append("full rank" if value is None else f"rank {value}")
+            parts.append(f"{pattern!r}: {', '.join(said)}")
+        text = f"layers {'; '.join(parts)}" if parts else ""
+        if self.skip:
+            text += ("; " if text else "") + "skip " + ", ".join(map(repr, self.skip))
+        return text
 
     def acting(self) -> CompressionConfig:
         """This config with every setting that does nothing reset to its default: a method,
@@ -260,20 +517,30 @@ class CompressionConfig:
         default = {f.name: f.default for f in fields(self)}
         reset = {}
         for kind, names in KIND_SETTINGS.items():
-            if not registry.KINDS[kind].active(self):
+            if not self.uses(kind):
                 reset.update({name: default[name] for name in names})
         if self.nm is not None:
             reset["sparsity"] = default["sparsity"]
         if not registry.needs_calibration(self):
             reset.update({name: default[name] for name in CALIBRATION_SETTINGS})
+        if self.sparsity_allocation == "uniform":  # the allocation's own settings act with it
+            reset.update({name: default[name] for name in ("owl_lambda", "owl_m")})
         for method, knob in registry.knobs():  # a method's own knobs act only while it runs
             if knob.field in default and not registry.acting_knob(self, method):
                 reset[knob.field] = default[knob.field]
         return replace(self, **reset)
 
     def to_dict(self) -> dict:
-        """Plain JSON-ready values of every field."""
-        return asdict(self)
+        """Plain JSON-ready values of every field; ``layers`` as ``{pattern: {setting: value}}``
+        and ``skip`` as a list, both left out when empty (so a uniform config's dict is the
+        one earlier versions stored)."""
+        d = asdict(replace(self, layers=(), skip=()))
+        del d["layers"], d["skip"]
+        if self.layers:
+            d["layers"] = self.rules
+        if self.skip:
+            d["skip"] = list(self.skip)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> CompressionConfig:
@@ -292,3 +559,8 @@ class CompressionConfig:
                 f"allowed: {', '.join(sorted(allowed))}"
             )
         return cls(**d)
+
+
+def _override(uniform: CompressionConfig, rule: Mapping[str, Any]) -> CompressionConfig:
+    """``uniform`` with a rule's settings (``skip`` aside); validated as any config is."""
+    return replace(uniform, **{k: v for k, v in rule.items() if k != "skip"})

@@ -3,6 +3,7 @@ kernels) layer group by layer group, measure the result."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,6 +59,9 @@ class Context:
     applied: int = 0  # method applications so far (0: the model is still the uncompressed one)
     seq_len: int | None = None  # a causal LM's calibration window length (None: a classifier)
     float_bits: int | None = None  # bits of an unquantized float as stored (None: from config)
+    # target layer -> the uniform config it is compressed with (per-layer rules resolved);
+    # a layer missing here takes ``config``
+    layer_configs: dict[str, CompressionConfig] = field(default_factory=dict)
 
     def matrices(self) -> list[str]:
         """Every stored weight matrix of the targets (a low-rank layer has two)."""
@@ -66,6 +70,10 @@ class Context:
     def layer_of(self, matrix: str) -> str:
         """The target layer a stored matrix belongs to."""
         return next((t for t in self.targets if matrix == t or matrix.startswith(t + ".")), matrix)
+
+    def config_of(self, matrix: str) -> CompressionConfig:
+        """The uniform config a stored matrix (or target layer) is compressed with."""
+        return self.layer_configs.get(self.layer_of(matrix), self.config)
 
     def set_on_grid(self, matrix: str, weight: Tensor, scales: Tensor, zeros) -> None:
         """Store a quantized weight and the grid it lies on (scales, zero points or None)."""
@@ -142,17 +150,19 @@ def compress(
         raise LlmoptError(f"config must be a CompressionConfig, got {type(config).__name__}")
     report_progress = progress or (lambda _f, _m: None)
     base = loaded.model
-    targets = select_targets(base, config.include_head, filter_fn)
+    targets, layer_configs = plan_layers(base, config, filter_fn, loaded.name)
     if not targets and not config.is_identity:
         raise LlmoptError(
             f"found no Linear layers to compress in {loaded.name!r} "
-            "(inside its transformer blocks); try include_head=True"
+            "(inside its transformer blocks, and not skipped); try include_head=True"
         )
-    check_plan(base, targets, config)
+    check_plan(base, targets, config, layer_configs)
     methods = [] if config.is_identity else registry.active(config)
     calibrated = [m for m in methods if m.needs_calibration]
-    if calibrated and not calibration:
-        names = " and ".join(sorted({m.label for m in calibrated}))
+    allocated = _allocation(config) if methods else None
+    if (calibrated or allocated) and not calibration:
+        labels = {m.label for m in calibrated} | ({allocated.label} if allocated else set())
+        names = " and ".join(sorted(labels))
         plain = ", ".join(
             m.label
             for k in registry.ORDER
@@ -171,11 +181,14 @@ def compress(
     ctx = Context(
         model, config, loaded, [] if config.is_identity else targets, calibration, report_progress
     )
+    ctx.layer_configs = layer_configs if ctx.targets else {}
     lm_notes: list[str] = []
     final_dtype = None
     if is_lm:
         ctx.seq_len = seq_len
         final_dtype, lm_notes = _prepare_lm(ctx)
+    if allocated is not None and ctx.targets:
+        _allocate(ctx, allocated, cache)
     _run(ctx, methods, calibrated, cache)
     if is_lm and (config.precision != "fp32" or final_dtype is not None):
         _cast_lm(model, DTYPES[config.precision] if config.precision != "fp32" else final_dtype)
@@ -212,6 +225,46 @@ def compress(
         compression=compression_state(ctx),
     )
     return compressed, report
+
+
+def _allocation(config: CompressionConfig) -> registry.Allocation | None:
+    """The non-uniform sparsity allocation ``config`` prunes with, or None."""
+    if config.sparsity_allocation == "uniform" or not config.uses("prune"):
+        return None
+    return registry.allocations()[config.sparsity_allocation]
+
+
+@torch.no_grad()
+def _allocate(ctx: Context, allocation: registry.Allocation, cache: StatsCache | None) -> None:
+    """Give each transformer block its own sparsity (``allocation``, from the Wanda scores
+    ``|W|·‖X‖`` of the uncompressed model on the calibration texts, measured in one pass):
+    every target of a block is then pruned at its block's sparsity. Layers outside the blocks
+    (a head) are one more unit."""
+    from llmopt.compression.prune import wanda_scores
+
+    pruned = [t for t in ctx.targets if ctx.config_of(t).prunes]
+    _, groups = group_by_block(ctx.model, pruned)
+    units = [g for g in groups if g]
+    if len(units) < 2:
+        for t in pruned:
+            ctx.note(t, f"{allocation.label}: one block, so its sparsity is the target")
+        return
+    ctx.progress(0.0, f"calibrating: {allocation.label} outlier ratios")
+    stats = _feeder(ctx, [], cache).stats(0, pruned, ("norms",), dense=True)
+    scores = []
+    for unit in units:
+        unit_scores = []
+        for t in unit:
+            weight = get_weight(ctx.model.get_submodule(t))
+            unit_scores.append(wanda_scores(weight, stats[t].norms) if t in stats else weight.abs())
+        scores.append(unit_scores)
+    sparsities, figures = allocation.allocate(scores, ctx.config)
+    for unit, sparsity, figure in zip(units, sparsities, figures, strict=True):
+        for t in unit:
+            ctx.layer_configs[t] = dataclasses.replace(ctx.config_of(t), sparsity=sparsity)
+            ctx.note(
+                t, f"{allocation.label}: block outlier ratio {figure:.2%}, sparsity {sparsity:.3f}"
+            )
 
 
 def _float_dtype(model: nn.Module) -> torch.dtype:
@@ -300,37 +353,7 @@ def _run(ctx: Context, methods: list, calibrated: list, cache: StatsCache | None
                 ctx.note(t, "global sparsity ranks all layers at once: calibrated in one pass")
     else:
         blocks, groups = group_by_block(ctx.model, ctx.targets)
-    feeder = None
-    if calibrated:
-        batches = key = None
-        if ctx.seq_len is not None:  # a causal LM: windows of seq_len tokens
-            texts = list(ctx.calibration.texts)
-            key = f"{texts_key(texts)}:{cfg.calibration_samples}x{ctx.seq_len}"
-            if cache is None or key not in cache.batches:
-                try:
-                    ids = window_ids(
-                        ctx.base.tokenizer, texts, cfg.calibration_samples, ctx.seq_len
-                    )
-                except ValueError as exc:
-                    raise LlmoptError(f"cannot calibrate: {exc}") from None
-                device = next(ctx.model.parameters()).device
-                batches = window_batches(ids, device)
-                if len(ids) < cfg.calibration_samples:
-                    for t in ctx.targets:
-                        ctx.note(t, f"calibrated on {len(ids)} windows: the texts hold no more")
-        else:
-            texts = list(ctx.calibration.texts[: cfg.calibration_samples])
-        feeder = Feeder(
-            ctx.model,
-            ctx.base.tokenizer,
-            texts,
-            max_length=ctx.base.max_length,
-            blocks=blocks or None,
-            base_id=id(ctx.base.model),
-            cache=cache,
-            batches=batches,
-            key=key,
-        )
+    feeder = _feeder(ctx, blocks, cache) if calibrated else None
     steps = max(1, len(groups) * len(methods))
     for gi, group in enumerate(groups):
         for mi, method in enumerate(methods):
@@ -342,6 +365,14 @@ def _run(ctx: Context, methods: list, calibrated: list, cache: StatsCache | None
             names = [m for t in group for m in stored_matrices(ctx.model, t)]
             if method.kind == "quantize":  # SparseGPT's joint pass put these on a grid already
                 names = [n for n in names if n not in ctx.scales]
+            # per-layer rules: each matrix where its own config runs this method, in groups
+            # of matrices sharing a config (each group applied with that config)
+            parts: dict[CompressionConfig, list[str]] = {}
+            for n in names:
+                own = ctx.config_of(n)
+                if registry.selected(own, method.kind) is method:
+                    parts.setdefault(own, []).append(n)
+            names = [n for part in parts.values() for n in part]
             if not names:
                 continue
             stats = None
@@ -351,10 +382,45 @@ def _run(ctx: Context, methods: list, calibrated: list, cache: StatsCache | None
                 for n in names:
                     if n not in stats:
                         ctx.note(n, f"{method.label}: no activations reached this layer")
-            method.apply(ctx, names, stats)
+            for own, part in parts.items():
+                view = ctx if own is ctx.config else dataclasses.replace(ctx, config=own)
+                method.apply(view, part, stats)
             ctx.applied += 1
         if feeder is not None:
             feeder.advance(gi)
+
+
+def _feeder(ctx: Context, blocks: list, cache: StatsCache | None) -> Feeder:
+    """The calibration feeder of ``ctx``'s texts: one block at a time (``blocks``), or the
+    whole model in one pass (no blocks)."""
+    cfg = ctx.config
+    batches = key = None
+    if ctx.seq_len is not None:  # a causal LM: windows of seq_len tokens
+        texts = list(ctx.calibration.texts)
+        key = f"{texts_key(texts)}:{cfg.calibration_samples}x{ctx.seq_len}"
+        if cache is None or key not in cache.batches:
+            try:
+                ids = window_ids(ctx.base.tokenizer, texts, cfg.calibration_samples, ctx.seq_len)
+            except ValueError as exc:
+                raise LlmoptError(f"cannot calibrate: {exc}") from None
+            device = next(ctx.model.parameters()).device
+            batches = window_batches(ids, device)
+            if len(ids) < cfg.calibration_samples:
+                for t in ctx.targets:
+                    ctx.note(t, f"calibrated on {len(ids)} windows: the texts hold no more")
+    else:
+        texts = list(ctx.calibration.texts[: cfg.calibration_samples])
+    return Feeder(
+        ctx.model,
+        ctx.base.tokenizer,
+        texts,
+        max_length=ctx.base.max_length,
+        blocks=blocks or None,
+        base_id=id(ctx.base.model),
+        cache=cache,
+        batches=batches,
+        key=key,
+    )
 
 
 @torch.no_grad()
@@ -364,21 +430,28 @@ def compression_state(ctx: Context) -> dict:
     Returns:
         ``{"config": the config as a dict, "masks": {matrix: bool (out, in) tensor of the
         weights pruning kept}, "scales": {matrix: (out, groups) quantization scales},
-        "zeros": {matrix: (out, groups) zero points}, "bits", "group_size", "asymmetric"}``;
+        "zeros": {matrix: (out, groups) zero points}, "bits", "matrix_bits": {matrix: its
+        own bit width (per-layer rules)}, "group_size", "asymmetric"}``;
         masks only when pruning ran, scales only when weights were quantized to ``bits``.
         Symmetric grids: ``weight == k * scale`` for integer ``|k| <= 2^(bits-1)-1`` (no
         zeros); asymmetric: ``weight == (k - zero) * scale`` for integer ``k`` in
         ``[0, 2^bits - 1]``, with the scale and zero point of the weight's row and group.
     """
+    matrix_bits = {m: ctx.config_of(m).bits for m in ctx.scales}
     return {
         "config": ctx.config.to_dict(),
         "masks": dict(ctx.masks),
         "scales": {m: s.clone() for m, s in ctx.scales.items()},
         "zeros": {m: z.clone() for m, z in ctx.zeros.items()},
-        "bits": ctx.config.bits,
+        "bits": ctx.config.bits if ctx.config.bits is not None else _first(matrix_bits),
+        "matrix_bits": matrix_bits,
         "group_size": ctx.config.group_size,
         "asymmetric": bool(ctx.config.asymmetric and ctx.config.bits is not None),
     }
+
+
+def _first(bits: dict) -> int | None:
+    return next(iter(bits.values()), None)
 
 
 def check_config(loaded: LoadedModel | LoadedLM, config: CompressionConfig) -> None:
@@ -387,15 +460,55 @@ def check_config(loaded: LoadedModel | LoadedLM, config: CompressionConfig) -> N
     Raises:
         LlmoptError: as ``compress`` would for a rank or group size some layer cannot take.
     """
-    check_plan(loaded.model, select_targets(loaded.model, config.include_head), config)
+    targets, layer_configs = plan_layers(loaded.model, config, name=loaded.name)
+    check_plan(loaded.model, targets, config, layer_configs)
 
 
-def check_plan(model: nn.Module, targets: list[str], config: CompressionConfig) -> None:
+def plan_layers(
+    model: nn.Module,
+    config: CompressionConfig,
+    filter_fn: Filter | None = None,
+    name: str = "the model",
+) -> tuple[list[str], dict[str, CompressionConfig]]:
+    """The layers ``config`` compresses and the uniform config of each (per-layer rules and
+    skip patterns resolved: ``CompressionConfig.layer_config``).
+
+    Returns:
+        (target layer names in model order — skipped layers left out —, {layer: its config}).
+
+    Raises:
+        LayerRuleError: a rule or skip pattern that matches none of the candidate layers.
+    """
+    candidates = select_targets(model, config.include_head, filter_fn)
+    if not (config.layers or config.skip):
+        return candidates, dict.fromkeys(candidates, config)
+    config.check_layer_names(candidates, repr(name))
+    own = {t: config.layer_config(t) for t in candidates}
+    return [t for t in candidates if own[t] is not None], {
+        t: c for t, c in own.items() if c is not None
+    }
+
+
+def check_plan(
+    model: nn.Module,
+    targets: list[str],
+    config: CompressionConfig,
+    layer_configs: dict[str, CompressionConfig] | None = None,
+) -> None:
     """Fail before any slow work on a rank or group size some layer cannot take.
 
     Raises:
-        LlmoptError: naming the first layer whose shape cannot take ``config``.
+        LlmoptError: naming the first layer whose shape cannot take its config.
     """
+    layer_configs = layer_configs or {}
+    groups: dict[CompressionConfig, list[str]] = {}
+    for t in targets:
+        groups.setdefault(layer_configs.get(t, config), []).append(t)
+    for own, names in groups.items():
+        _check_shapes(model, names, own)
+
+
+def _check_shapes(model: nn.Module, targets: list[str], config: CompressionConfig) -> None:
     shapes = {n: tuple(get_weight(model.get_submodule(n)).shape) for n in targets}
     if config.rank is not None:
         bad = {n: min(s) for n, s in shapes.items() if config.rank > min(s)}
@@ -431,7 +544,9 @@ def _divisors(n: int) -> str:
 def _report(ctx: Context) -> CompressionReport:
     cfg, rows = ctx.config, []
     params = {"params_before": 0, "params_after": 0, "params_nonzero_after": 0}
+    requested = weights = 0.0
     for name in ctx.targets:
+        own = ctx.config_of(name)
         original = ctx.base.model.get_submodule(name)
         w = get_weight(original).double()
         bias = get_bias(original)
@@ -450,7 +565,7 @@ def _report(ctx: Context) -> CompressionReport:
             params["params_after"] += bias.numel()
             params["params_nonzero_after"] += int(torch.count_nonzero(bias))
         if bias is not None:
-            bits_after += bias.numel() * _float_bits(cfg, ctx)
+            bits_after += bias.numel() * _float_bits(own, ctx)
         bits_after += ctx.extra_bits.get(name, 0)
         before = sum(
             t.numel() * t.element_size() for t in (get_weight(original), bias) if t is not None
@@ -461,23 +576,29 @@ def _report(ctx: Context) -> CompressionReport:
                 "shape": list(w.shape),
                 "sparsity": float((w_hat == 0).double().mean()),
                 "bits": 8
-                if cfg.int8_dynamic
-                else cfg.bits
-                if cfg.bits is not None
-                else (16 if cfg.precision != "fp32" else None),
-                "group_size": cfg.group_size if cfg.bits is not None else None,
-                "rank": cfg.rank,
+                if own.int8_dynamic
+                else own.bits
+                if own.bits is not None
+                else (16 if own.precision != "fp32" else None),
+                "group_size": own.group_size if own.bits is not None else None,
+                "rank": own.rank,
                 "rel_error": float(torch.linalg.norm(w - w_hat) / norm),
                 "bytes_before": int(before),
                 "bytes_after": math.ceil(bits_after / 8),
                 "format": "; ".join(formats),
-                "dense_reconstruction": cfg.rank is not None
+                "dense_reconstruction": own.rank is not None
                 and not isinstance(layer, LowRankLinear),
                 "note": "; ".join(ctx.notes.get(name, [])),
             }
         )
+        requested += own.effective_sparsity * w.numel()
+        weights += w.numel()
     base_bytes = dense_size_bytes(ctx.base.model)
-    extra = {**params, "effective_sparsity_requested": cfg.effective_sparsity}
+    if cfg.layers or cfg.skip:  # per-layer rules: the weighted mean over the compressed layers
+        requested = requested / weights if weights else 0.0
+    else:
+        requested = cfg.effective_sparsity
+    extra = {**params, "effective_sparsity_requested": requested}
     extra["methods"] = [m.name for m in registry.active(cfg)] if rows else []
     assumptions = list(STORAGE_ASSUMPTIONS)
     if cfg.nm and cfg.sparsity:
@@ -505,7 +626,8 @@ def _float_bits(cfg: CompressionConfig, ctx: Context | None = None) -> int:
 def _matrix_bits(ctx: Context, name: str, formats: list[str]) -> int:
     module = ctx.model.get_submodule(name)
     module = getattr(module, "int8", module)  # a smoothed int8 layer: its int8 matrix
-    nm = ctx.config.nm if ctx.config.prunes else None
+    own = ctx.config_of(name)
+    nm = own.nm if own.prunes else None
     if is_dynamic_int8(module):
         weight, scales = dynamic_int8_weight(module)
         storage = packed_storage(weight, 8, n_scales=scales.numel(), scale_bits=32, nm=nm)
@@ -514,20 +636,37 @@ def _matrix_bits(ctx: Context, name: str, formats: list[str]) -> int:
         zeros = ctx.zeros.get(name)
         storage = packed_storage(
             get_weight(module),
-            ctx.config.bits,
+            own.bits,
             n_scales=scales.numel(),
             scale_bits=scale_bits(scales),
-            zero_point_bits=ctx.config.bits if zeros is not None else 0,
+            zero_point_bits=own.bits if zeros is not None else 0,
             nm=nm,
         )
     else:
-        storage = packed_storage(get_weight(module), _float_bits(ctx.config, ctx), nm=nm)
+        storage = packed_storage(get_weight(module), _float_bits(own, ctx), nm=nm)
     formats.append(storage.format)
     return storage.bits
 
 
 def _notes(config: CompressionConfig) -> list[str]:
     notes = ["size: packed-format accounting of the compressed layers (see the report)"]
+    if config.layers or config.skip:
+        notes.append(f"per-layer settings: {config._describe_layers()}")
+        bits = sorted({v.bits for v in config.variants() if v.bits is not None})
+        if config.uses("prune"):
+            notes.append(
+                "pruning is simulated: zeros in dense tensors, so latency is that of the dense "
+                "model"
+            )
+        if bits:
+            notes.append(
+                f"{'/'.join(map(str, bits))}-bit weights are simulated (quantize -> dequantize "
+                "to fp32): accuracy is exact, latency is that of fp32 kernels"
+            )
+        if config.uses("lowrank"):
+            notes.append("low-rank layers run as two smaller Linears: their latency is measured")
+        config = dataclasses.replace(config.uniform, sparsity=0.0, bits=None, rank=None)
+        config = dataclasses.replace(config, sparsity_pattern="unstructured")
     if config.prunes:
         notes.append(
             "pruning is simulated: zeros in dense tensors, so latency is that of the dense model"

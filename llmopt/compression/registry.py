@@ -141,7 +141,36 @@ class Method:
         return bool(self.stats)
 
 
+@dataclass(frozen=True)
+class Allocation:
+    """A non-uniform allocation of the pruning budget over the transformer blocks (the config's
+    ``sparsity_allocation``; "uniform", the default, is none). ``allocate(scores, config)``
+    takes each block's Wanda score matrices ``|W|·‖X‖`` (on the uncompressed model) and returns
+    (each block's sparsity, averaging ``config.sparsity``; a per-block figure for its note)."""
+
+    name: str
+    label: str
+    summary: str
+    allocate: Callable[[list, Any], tuple[list[float], list[float]]]
+    reference: str = ""
+
+
 _METHODS: dict[str, dict[str, Method]] = {k: {} for k in KINDS}
+_ALLOCATIONS: dict[str, Allocation] = {}
+
+
+def register_allocation(allocation: Allocation) -> Allocation:
+    """Add a sparsity allocation (discovered with the methods, from their package)."""
+    _ALLOCATIONS[allocation.name] = allocation
+    return allocation
+
+
+def allocations() -> dict[str, Allocation]:
+    """{name: Allocation} of the registered non-uniform sparsity allocations."""
+    _load()
+    return dict(_ALLOCATIONS)
+
+
 _loaded = False
 
 
@@ -206,7 +235,11 @@ def get(kind: str, name: str) -> Method:
 
 
 def selected(config, kind: str) -> Method | None:
-    """The method of ``kind`` that ``config`` runs, or None when that kind is off."""
+    """The method of ``kind`` that ``config`` runs, or None when that kind is off (in every
+    layer: a config with per-layer rules runs it where any of its ``variants`` does)."""
+    if getattr(config, "layers", None) or getattr(config, "skip", None):
+        found = (selected(v, kind) for v in config.variants())
+        return next((m for m in found if m is not None), None)
     spec = KINDS[kind]
     if not spec.active(config):
         return None
@@ -222,8 +255,12 @@ def active(config) -> list[Method]:
 
 
 def needs_calibration(config) -> bool:
-    """Whether compressing with ``config`` needs calibration texts (the training split)."""
-    return any(m.needs_calibration for m in active(config))
+    """Whether compressing with ``config`` needs calibration texts (the training split): a
+    calibrated method, or a non-uniform sparsity allocation (it weighs by activations)."""
+    allocated = getattr(config, "sparsity_allocation", "uniform") != "uniform"
+    return any(m.needs_calibration for m in active(config)) or (
+        allocated and selected(config, "prune") is not None
+    )
 
 
 def gradual_methods() -> list[str]:

@@ -137,7 +137,8 @@ def constrain(model: nn.Module, state: dict | None) -> dict[str, Keep]:
         if scale is not None and (scale.dim() != 2 or scale.shape[0] != shape[0]
                                   or shape[1] % scale.shape[1]):  # fmt: skip
             raise LlmoptError(f"the scales of {name!r} do not fit its weight {shape}")
-        keep = Keep(mask, scale, bits if scale is not None else None, zeros.get(name), transposed)
+        own = (state.get("matrix_bits") or {}).get(name, bits)  # per-layer rules: its own width
+        keep = Keep(mask, scale, own if scale is not None else None, zeros.get(name), transposed)
         keep.to(weight.device)
         parametrize.register_parametrization(module, "weight", keep, unsafe=True)
         keeps[name] = keep
@@ -179,6 +180,7 @@ def satisfies(model: nn.Module, state: dict | None) -> dict[str, bool]:
             ok &= bool((w[~masks[name].bool()] == 0).all())
         if name in scales:
             zeros = (state.get("zeros") or {}).get(name)
-            ok &= bool(torch.equal(snap(w, scales[name], state["bits"], zeros), w))
+            bits = (state.get("matrix_bits") or {}).get(name, state["bits"])
+            ok &= bool(torch.equal(snap(w, scales[name], bits, zeros), w))
         result[name] = ok
     return result
