@@ -14,6 +14,7 @@ page = st.navigation(
         st.Page("pages/sweep.py", title="Sweep", icon=":material/show_chart:"),
         st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("pages/auto.py", title="Auto", icon=":material/auto_awesome:"),
     ]
 )
 urlstate.mirror(sidebar.sidebar())

@@ -11,12 +11,12 @@ import argparse
 import os
 import sys
 
-from llmopt.cli import evaluate, generate, pretrain, runs, train
+from llmopt.cli import evaluate, generate, pretrain, runs, sensitivity, train
 from llmopt.cli.common import Bar, Parser
 from llmopt.cli.compression_flags import LazyParser
 
 # modules whose add_commands() registers subcommands
-GROUPS = (evaluate, generate, pretrain, train, runs)
+GROUPS = (evaluate, generate, pretrain, train, runs, sensitivity)
 
 
 def build_parser() -> argparse.ArgumentParser:
