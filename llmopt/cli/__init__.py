@@ -11,12 +11,12 @@ import argparse
 import os
 import sys
 
-from llmopt.cli import evaluate, generate, pretrain, runs, sensitivity, train
+from llmopt.cli import evaluate, generate, pretrain, runs, search, sensitivity, train
 from llmopt.cli.common import Bar, Parser
 from llmopt.cli.compression_flags import LazyParser
 
 # modules whose add_commands() registers subcommands
-GROUPS = (evaluate, generate, pretrain, train, runs, sensitivity)
+GROUPS = (evaluate, generate, pretrain, train, runs, sensitivity, search)
 
 
 def build_parser() -> argparse.ArgumentParser:
