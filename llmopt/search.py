@@ -241,7 +241,8 @@ class SearchResult:
 
 def per_layer_rows(config) -> list[dict]:
     """The per-layer table of a recipe: one row per rule (pattern and what it sets)."""
-    return [{"layer": pattern, **rule} for pattern, rule in config.to_dict()["layers"].items()]
+    rows = [{"layer": pattern, **rule} for pattern, rule in config.rules.items()]
+    return rows + [{"layer": pattern, "skip": True} for pattern in config.skip]
 
 
 # ---------------------------------------------------------------- the search

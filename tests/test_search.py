@@ -145,3 +145,30 @@ def test_budget_and_cancel(sensitive):
     with pytest.raises(LlmoptError, match="cancelled"):
         search(loaded, train, test, tolerance=0.01, methods="magnitude", validation_rows=40,
                should_stop=lambda: True)  # fmt: skip
+
+
+def test_pareto_figure_and_layer_table_show_every_candidate(searched):
+    """Each candidate is one marker at (its size, its validation accuracy), filled when
+    accepted; labels are escaped; the per-layer table lists the pick's rules."""
+    from dashboard.search import layer_table
+    from llmopt.figures.search import search_figure
+
+    result, _store = searched
+    fig = search_figure(result)
+    points = [(x, y, s) for t in fig.data if t.name in ("Uniform settings", "Per-layer")
+              for x, y, s in zip(t.x, t.y, t.marker.symbol, strict=True)]  # fmt: skip
+    want = [(c.size_bytes / 1e6, c.metric, c.accepted) for c in result.candidates]
+    assert sorted((x, y, not s.endswith("-open")) for x, y, s in points) == sorted(want)
+    assert fig.layout.xaxis.title.text == "Size (MB)"
+    assert fig.layout.yaxis.title.text == "Validation accuracy"
+    label, result.candidates[0].label = result.candidates[0].label, "<b>x</b>{y}"
+    try:
+        hover = str(search_figure(result).data[0].customdata)
+    finally:
+        result.candidates[0].label = label
+    assert "<b>x" not in hover and "&lt;b&gt;x&lt;/b&gt;&#123;y}" in hover
+    config = CompressionConfig(bits=4, layers={"bert.encoder.layer.0.*": {"bits": 8}},
+                               skip=("bert.pooler.dense",))  # fmt: skip
+    table = layer_table(config)
+    assert list(table["layer"]) == ["bert.encoder.layer.0.*", "bert.pooler.dense"]
+    assert table["bits"].tolist()[0] == 8 and table["skip"].tolist()[1] is True
