@@ -19,9 +19,11 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 from llmopt.errors import LlmoptError
+from llmopt.loaded import LoadedModel
 
 OBJECTIVES = ("size", "latency")
 KINDS = ("prune", "quantize", "lowrank")  # kinds with a level to search (kernels have none)
@@ -289,7 +291,8 @@ class _Searcher:
             f"search: {label} ({number + 1}/{self.max_evaluations} at most)",
         )
         calibration = self.calibration if needs_calibration(config) else None
-        compressed, creport = compress(self.loaded, config, calibration=calibration)
+        made, creport = compress(self.loaded, config, calibration=calibration)
+        compressed = cast(LoadedModel, made)  # a classifier in, a classifier out
         other = evaluate(compressed, self.validation, batch_size=self.batch_size)
         loss, lo, hi = loss_interval(self.base.y_true, self.base.y_score, other.y_score)
         cand = Candidate(
@@ -470,28 +473,51 @@ def search(
 
 def _fall_back(s, loaded, train, kind, method, levels, configs, first, parent, validation_rows,
                calibration_samples, state) -> None:  # fmt: skip
-    """Per-layer candidates between the rejected level ``levels[first - 1]`` (index 0 of the
-    sequence) and the accepted one ``levels[first]`` (or the dense model when none was)."""
+    """Bisect the per-layer sequence between a method's rejected and accepted levels."""
+    started = time.perf_counter()
+    sequence = fallback_sequence(loaded, train, kind, method, levels, first,
+                                 validation_rows=validation_rows,
+                                 calibration_samples=calibration_samples,
+                                 cancel=s.should_stop)  # fmt: skip
+    state["sensitivity_seconds"] = state.get("sensitivity_seconds", 0.0) + (
+        time.perf_counter() - started
+    )
+
+    def build(i):
+        config, label = sequence[i]()
+        return config, label, parent
+
+    s.bisect(build, 0, len(sequence) - 1, method, "per-layer")
+
+
+Step = Callable[[], tuple[Any, str]]  # builds one setting: (config, label)
+
+
+def fallback_sequence(loaded, train, kind, method, levels, first, *, validation_rows,
+                      calibration_samples=128, cancel=None) -> list[Step]:  # fmt: skip
+    """Per-layer settings from the rejected level ``levels[first - 1]`` (index 0) to the
+    accepted one ``levels[first]`` (or the dense model when none was; the last index), ordered
+    from most to least compression; each item builds its (config, label).
+
+    Pruning and low rank: the k most sensitive matrices (measured alone at the rejected level,
+    ``llmopt.sensitivity``) fall back, k = 0..all. Quantization: the knapsack allocation over
+    the bit-widths between the two levels at average budgets rising in ``BUDGET_STEP`` steps.
+    """
     from dataclasses import replace
 
-    from llmopt.sensitivity import sensitivity
+    from llmopt.sensitivity import level_config, sensitivity
 
     low = levels[first - 1]
     high = levels[first] if first < len(levels) else None
     offered = [low]
     if kind == "quantize" and high is not None:
         offered = [b for b in levels if low <= b <= high]  # the knapsack's options
-    started = time.perf_counter()
     sens = sensitivity(
         loaded, train, kind=kind, method=method, levels=offered, granularity="matrix",
         validation_rows=validation_rows, calibration_samples=calibration_samples,
-        fisher_rows=FISHER_ROWS, cancel=s.should_stop,
+        fisher_rows=FISHER_ROWS, cancel=cancel,
     )  # fmt: skip
-    state["sensitivity_seconds"] = state.get("sensitivity_seconds", 0.0) + (
-        time.perf_counter() - started
-    )
-    base = configs[first - 1]
-    field_name = _level_key(kind)
+    base = level_config(kind, method, low, calibration_samples)
     if kind == "quantize" and high is not None:
         from llmopt.allocation import allocate_bits, losses_from_sensitivity, matrix_sizes
 
@@ -500,25 +526,25 @@ def _fall_back(s, loaded, train, kind, method, levels, configs, first, parent, v
         steps = max(1, round((high - low) / BUDGET_STEP))
         budgets = [low + (high - low) * i / steps for i in range(steps + 1)]
 
-        def build(i):
-            alloc = allocate_bits(losses, sizes, budgets[i])
+        def by_budget(budget: float) -> tuple[Any, str]:
+            alloc = allocate_bits(losses, sizes, budget)
             rules = {n: {"bits": b} for n, b in alloc.bits.items() if b != low}
-            label = f"{method} {alloc.average_bits:.2f} average bits (knapsack, {budgets[i]:g})"
-            return replace(base, layers=rules), label, parent
+            label = f"{method} {alloc.average_bits:.2f} average bits (knapsack, {budget:g})"
+            return replace(base, layers=rules), label
 
-        s.bisect(build, 0, len(budgets) - 1, method, "per-layer")
-        return
+        return [partial(by_budget, b) for b in budgets]
     loss_at = {r.name: sens.loss(r) for r in sens.layers if r.level == offered[0]}
     order = sorted(loss_at, key=lambda n: (-loss_at[n], n))  # most sensitive first
-    fallback = {"skip": True} if high is None else {field_name: high}
+    fallback = {"skip": True} if high is None else {_level_key(kind): high}
     where = "dense" if high is None else _level_text(kind, high)
 
-    def build_layers(k):
+    def by_count(k: int) -> tuple[Any, str]:
         rules = {n: dict(fallback) for n in order[:k]}
-        label = f"{method} {_level_text(kind, low)}, {k} most sensitive at {where}"
-        return replace(base, layers=rules), label, parent
+        return replace(
+            base, layers=rules
+        ), f"{method} {_level_text(kind, low)}, {k} most sensitive at {where}"
 
-    s.bisect(build_layers, 0, len(order), method, "per-layer")
+    return [partial(by_count, k) for k in range(len(order) + 1)]
 
 
 def _evaluate_on_test(result, loaded, test, train, store, origin, batch_size) -> None:
@@ -529,9 +555,10 @@ def _evaluate_on_test(result, loaded, test, train, store, origin, batch_size) ->
 
     config = result.best.config
     base = evaluate(loaded, test, batch_size=batch_size)
-    compressed, creport = compress(
+    made, creport = compress(
         loaded, config, calibration=train if needs_calibration(config) else None
     )
+    compressed = cast(LoadedModel, made)  # a classifier in, a classifier out
     other = evaluate(compressed, test, batch_size=batch_size)
     result.test_baseline, result.test_compressed = base, other
     if store is not None:
