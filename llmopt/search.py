@@ -426,7 +426,7 @@ def search(
         for config in configs:
             check_config(loaded, config)
         spaces.append((kind, method, levels, configs))
-    boundaries = []  # (kind, method, levels, configs, first accepted index or len, its candidate)
+    boundaries = []  # (kind, method, levels, configs, first accepted index or len, {index: number})
     for kind, method, levels, configs in spaces:
         numbers: dict[int, int] = {}
 
@@ -442,13 +442,13 @@ def search(
 
     # phase 2: from the most compressed rejected level, fall back the most sensitive layers
     if per_layer:
-        for kind, method, levels, configs, first, numbers in boundaries:
+        for kind, method, levels, _configs, first, numbers in boundaries:
             if first == 0 or s.left <= 0:
                 continue  # the most compressed level passed, or no budget left
             rejected = first - 1
             if rejected not in numbers:
                 continue  # never evaluated (the budget ended the bisection early)
-            _fall_back(s, loaded, train, kind, method, levels, configs, first, numbers[rejected],
+            _fall_back(s, loaded, train, kind, method, levels, first, numbers[rejected],
                        validation_rows, calibration_samples, state)  # fmt: skip
 
     key = (lambda c: c.size_bytes) if objective == "size" else (lambda c: c.latency_ms)
@@ -471,7 +471,7 @@ def search(
     return result
 
 
-def _fall_back(s, loaded, train, kind, method, levels, configs, first, parent, validation_rows,
+def _fall_back(s, loaded, train, kind, method, levels, first, parent, validation_rows,
                calibration_samples, state) -> None:  # fmt: skip
     """Bisect the per-layer sequence between a method's rejected and accepted levels."""
     started = time.perf_counter()
