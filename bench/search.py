@@ -54,8 +54,9 @@ def grid(loaded, train, *, tolerance, relative, methods, validation_rows) -> dic
         first = next((i for i, ok in enumerate(verdicts) if ok), len(levels))
         if first == 0:
             continue
-        for step in fallback_sequence(loaded, train, kind, method, levels, first,
-                                      validation_rows=validation_rows)[1:-1]:  # fmt: skip
+        steps, _sens = fallback_sequence(loaded, train, kind, method, levels, first,
+                                         validation_rows=validation_rows)  # fmt: skip
+        for step in steps[1:-1]:
             config, label = step()
             run(config, label, "per-layer")
     accepted = [r for r in rows if r["accepted"]]

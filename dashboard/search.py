@@ -194,6 +194,15 @@ def show(job: Job, data) -> None:
     if job.key[1] != data.fingerprint:
         st.info("This search picked its recipe for other test rows; run it again for these.")
     st.plotly_chart(search_figure(result), key="search_pareto")
+    if result.sensitivities:
+        from llmopt.figures.sensitivity import sensitivity_figure
+
+        with st.expander("Why these layers: the sensitivity that ordered the fallbacks"):
+            st.caption(
+                "Each matrix compressed alone; the most sensitive (reddest) fall back first."
+            )
+            for i, sens in enumerate(result.sensitivities):
+                st.plotly_chart(sensitivity_figure(sens), key=f"search_sensitivity_{i}")
     if result.best is None:
         st.warning(
             f"No candidate met the tolerance in {result.evaluations} evaluations: allow more "

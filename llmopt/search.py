@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
 
@@ -185,6 +185,7 @@ class SearchResult:
     run_id: int | None = None  # the pick's run on the test rows
     base_size_bytes: int = 0
     sensitivity_seconds: float = 0.0
+    sensitivities: list = field(default_factory=list)  # what ordered each per-layer sequence
 
     @property
     def evaluations(self) -> int:
@@ -462,6 +463,7 @@ def search(
         baseline=state["baseline"], n_validation=len(validation), candidates=s.candidates,
         best=best, uniform_best=uniform_best, base_size_bytes=int(s.base.size_bytes),
         sensitivity_seconds=state.get("sensitivity_seconds", 0.0),
+        sensitivities=state.get("sensitivities", []),
     )  # fmt: skip
     if best is not None and test is not None:
         report(0.96, "search: the pick on the test rows")
@@ -475,13 +477,14 @@ def _fall_back(s, loaded, train, kind, method, levels, first, parent, validation
                calibration_samples, state) -> None:  # fmt: skip
     """Bisect the per-layer sequence between a method's rejected and accepted levels."""
     started = time.perf_counter()
-    sequence = fallback_sequence(loaded, train, kind, method, levels, first,
+    sequence, sens = fallback_sequence(loaded, train, kind, method, levels, first,
                                  validation_rows=validation_rows,
                                  calibration_samples=calibration_samples,
                                  cancel=s.should_stop)  # fmt: skip
     state["sensitivity_seconds"] = state.get("sensitivity_seconds", 0.0) + (
         time.perf_counter() - started
     )
+    state.setdefault("sensitivities", []).append(sens)
 
     def build(i):
         config, label = sequence[i]()
@@ -494,7 +497,7 @@ Step = Callable[[], tuple[Any, str]]  # builds one setting: (config, label)
 
 
 def fallback_sequence(loaded, train, kind, method, levels, first, *, validation_rows,
-                      calibration_samples=128, cancel=None) -> list[Step]:  # fmt: skip
+                      calibration_samples=128, cancel=None) -> tuple[list[Step], Any]:  # fmt: skip
     """Per-layer settings from the rejected level ``levels[first - 1]`` (index 0) to the
     accepted one ``levels[first]`` (or the dense model when none was; the last index), ordered
     from most to least compression; each item builds its (config, label).
@@ -502,6 +505,9 @@ def fallback_sequence(loaded, train, kind, method, levels, first, *, validation_
     Pruning and low rank: the k most sensitive matrices (measured alone at the rejected level,
     ``llmopt.sensitivity``) fall back, k = 0..all. Quantization: the knapsack allocation over
     the bit-widths between the two levels at average budgets rising in ``BUDGET_STEP`` steps.
+
+    Returns:
+        (the steps, the ``SensitivityResult`` that ordered them).
     """
     from dataclasses import replace
 
@@ -532,7 +538,7 @@ def fallback_sequence(loaded, train, kind, method, levels, first, *, validation_
             label = f"{method} {alloc.average_bits:.2f} average bits (knapsack, {budget:g})"
             return replace(base, layers=rules), label
 
-        return [partial(by_budget, b) for b in budgets]
+        return [partial(by_budget, b) for b in budgets], sens
     loss_at = {r.name: sens.loss(r) for r in sens.layers if r.level == offered[0]}
     order = sorted(loss_at, key=lambda n: (-loss_at[n], n))  # most sensitive first
     fallback = {"skip": True} if high is None else {_level_key(kind): high}
@@ -544,7 +550,7 @@ def fallback_sequence(loaded, train, kind, method, levels, first, *, validation_
             base, layers=rules
         ), f"{method} {_level_text(kind, low)}, {k} most sensitive at {where}"
 
-    return [partial(by_count, k) for k in range(len(order) + 1)]
+    return [partial(by_count, k) for k in range(len(order) + 1)], sens
 
 
 def _evaluate_on_test(result, loaded, test, train, store, origin, batch_size) -> None:

@@ -31,13 +31,13 @@ def finished(at):
     return j is not None and not j.running and not any(p for p in at.get("progress"))
 
 
-def start(app, methods, budget):
+def start(app, methods, budget, points=5.0):
     at = app.run()
     at.switch_page("pages/auto.py").run()
     assert not at.exception, at.exception
     assert any("Run search" in i.value for i in at.info)
     at.radio("s_mode").set_value("absolute").run()
-    at.number_input("s_points").set_value(5.0)
+    at.number_input("s_points").set_value(points)
     at.multiselect("s_methods").set_value(methods)
     at.number_input("s_budget").set_value(budget)
     at.number_input("s_rows").set_value(12).run()
@@ -78,3 +78,22 @@ def test_cancel_stops_the_search(app):
     assert j.status == "cancelled" or j.result.evaluations < 40
     if j.status == "cancelled":
         assert any("Search cancelled" in w.value for w in at.warning)
+
+
+def test_a_rejected_level_shows_the_sensitivity_that_ordered_the_fallbacks(
+    app, sensitive_bert, monkeypatch
+):
+    """On a model whose predictions compression flips, with no loss allowed, some level is
+    rejected: per-layer variants are searched and the heatmap of the sensitivity that ordered
+    them is shown, one row per matrix."""
+    monkeypatch.setenv("LLMOPT_DEFAULT_MODEL", str(sensitive_bert))
+    at = start(app, ["magnitude"], 6, points=0.0)
+    wait_for(at, finished)
+    j = job(at)
+    assert j.status == "done", j.error
+    result = j.result
+    assert any(not c.accepted for c in result.candidates)
+    assert any(c.family == "per-layer" for c in result.candidates)
+    assert len(result.sensitivities) == 1
+    shown = figure(at, "Sensitivity")
+    assert len(shown["data"][0]["y"]) == 12  # 2 blocks x 6 matrices
