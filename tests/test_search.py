@@ -105,6 +105,7 @@ def test_pick_remeasures_within_the_tolerance_and_beats_uniform(sensitive, searc
     assert result.best.size_bytes <= result.uniform_best.size_bytes
     assert any(not c.accepted for c in result.candidates), "the space reaches a rejected level"
     assert any(c.family == "per-layer" for c in result.candidates)
+    assert [(r.method, r.kind) for r in result.sensitivities] == [("rtn", "quantize")]
     validation, _ = split_validation(train, 80)
     base = evaluate(loaded, validation)
     config = CompressionConfig.from_dict(result.recipe)
