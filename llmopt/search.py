@@ -33,6 +33,7 @@ SPARSITIES = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)  # most compression f
 BITS = (2, 3, 4, 5, 6, 8)  # the config's range, most compression first
 RANK_SHARES = (1 / 16, 1 / 8, 1 / 4, 3 / 8)  # of the narrowest matrix; above ~1/2 no saving
 BUDGET_STEP = 0.25  # average-bits step between knapsack budgets
+TIE_BREAK = 1e-9  # per weight-share and bit: far below one row's accuracy step (1/rows)
 FISHER_ROWS = 8  # the sensitivity's Fisher proxy is not used here: keep its gradients cheap
 
 
@@ -527,8 +528,15 @@ def fallback_sequence(loaded, train, kind, method, levels, first, *, validation_
     if kind == "quantize" and high is not None:
         from llmopt.allocation import allocate_bits, losses_from_sensitivity, matrix_sizes
 
-        losses = losses_from_sensitivity(sens)
-        sizes = matrix_sizes(loaded.model, list(losses))
+        measured = losses_from_sensitivity(sens)
+        sizes = matrix_sizes(loaded.model, list(measured))
+        total = sum(sizes.values())
+        # a gain is noise (clip at 0), and among equal losses the budget goes to more bits:
+        # without the tiny tie-break every budget gave the same fewest-bits allocation
+        losses = {
+            n: {b: max(v, 0.0) + TIE_BREAK * (high - b) * sizes[n] / total for b, v in row.items()}
+            for n, row in measured.items()
+        }
         steps = max(1, round((high - low) / BUDGET_STEP))
         budgets = [low + (high - low) * i / steps for i in range(steps + 1)]
 

@@ -173,3 +173,18 @@ def test_pareto_figure_and_layer_table_show_every_candidate(searched):
     table = layer_table(config)
     assert list(table["layer"]) == ["bert.encoder.layer.0.*", "bert.pooler.dense"]
     assert table["bits"].tolist()[0] == 8 and table["skip"].tolist()[1] is True
+
+
+def test_knapsack_steps_spend_their_budget(sensitive):
+    """Each rising budget buys more bits: the average bits of the allocations rise with it
+    (matrices whose measured losses tie at 0 once all got the fewest bits at every budget,
+    so the search evaluated one allocation again and again)."""
+    from llmopt.search import fallback_sequence
+
+    loaded, train, _test = sensitive
+    steps, sens = fallback_sequence(loaded, train, "quantize", "rtn", [2, 3, 4, 5, 6, 8], 5,
+                                    validation_rows=40)  # fmt: skip
+    assert sens.levels == [6, 8] and len(steps) == 9  # budgets 6, 6.25, ..., 8
+    averages = [float(step()[1].split()[1]) for step in steps]
+    assert averages == sorted(averages) and averages[0] == 6.0 and averages[-1] > 7
+    assert len(set(averages)) >= 5, averages
