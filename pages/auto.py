@@ -35,3 +35,7 @@ else:
     st.markdown("**How well each proxy ranks the measured loss** (Spearman; 1 = same order)")
     st.dataframe(correlation_frame(result), hide_index=True)
     st.dataframe(result_frame(result), hide_index=True)
+
+from dashboard import search  # noqa: E402 - the Search section closes the page
+
+search.section(sel, loaded, data, n_train)

@@ -11,12 +11,22 @@ import argparse
 import os
 import sys
 
-from llmopt.cli import evaluate, generate, jobs, pretrain, runs, sensitivity, sweep, train
+from llmopt.cli import (
+    evaluate,
+    generate,
+    jobs,
+    pretrain,
+    runs,
+    search,
+    sensitivity,
+    sweep,
+    train,
+)
 from llmopt.cli.common import Bar, Parser
 from llmopt.cli.compression_flags import LazyParser
 
 # modules whose add_commands() registers subcommands
-GROUPS = (evaluate, generate, pretrain, train, runs, sweep, jobs, sensitivity)
+GROUPS = (evaluate, generate, pretrain, train, runs, sweep, jobs, sensitivity, search)
 
 
 def build_parser() -> argparse.ArgumentParser:

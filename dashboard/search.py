@@ -1,0 +1,271 @@
+"""The Auto page's Search section: the tolerance and budget controls, the search in a background
+thread with live progress and Cancel, and the result (recipe, per-layer table, Pareto plot, and
+the way to the Compress page with the recipe loaded).
+
+The thread only writes plain values into the ``Job`` (no Streamlit call); Cancel sets an event
+the search polls before every evaluation (its ``should_stop``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import loaders, ui
+from dashboard.sidebar import Selection
+from dashboard.text import plain
+from llmopt.compression import registry
+from llmopt.errors import LlmoptError
+
+STATE = "auto_search_job"  # session key of this session's latest search
+REFRESH_S = 1.0  # how often the live progress redraws
+MODES = {
+    "relative": "keep at least this share of the accuracy",
+    "absolute": "lose at most this many accuracy points",
+}
+SEARCHABLE = ("prune", "quantize", "lowrank")
+
+
+@dataclass
+class Job:
+    """A search in a background thread and what it has reported so far."""
+
+    key: tuple  # (model, rows): the result is shown only for the same choice
+    settings: dict
+    cancel: threading.Event = field(default_factory=threading.Event)
+    status: str = "running"  # running | done | cancelled | failed
+    fraction: float = 0.0
+    message: str = "starting"
+    result: object = None  # the SearchResult when done
+    error: Exception | None = None
+    started: float = field(default_factory=time.monotonic)
+    thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    def progress(self, fraction: float, message: str) -> None:
+        self.fraction, self.message = min(max(float(fraction), 0.0), 1.0), message
+
+
+def controls(n_train: int) -> dict:
+    """The widgets: tolerance (relative or in points), objective, methods, budget, rows."""
+    left, right = st.columns(2)
+    mode = left.radio(
+        "Tolerance", list(MODES), format_func=MODES.get, key="s_mode", persist_state="session"
+    )
+    if mode == "relative":
+        keep = right.number_input(
+            "Keep at least (% of the base model's validation accuracy)", min_value=50.0,
+            max_value=100.0, value=99.0, step=0.5, key="s_keep", persist_state="session",
+        )  # fmt: skip
+        tolerance = round(1.0 - keep / 100.0, 10)
+    else:
+        points = right.number_input(
+            "Lose at most (accuracy points)", min_value=0.0, max_value=50.0, value=1.0,
+            step=0.5, key="s_points", persist_state="session",
+        )  # fmt: skip
+        tolerance = points / 100.0
+    left, mid, right = st.columns(3)
+    objective = left.radio(
+        "Smallest by", ["size", "latency"], horizontal=True, key="s_objective",
+        help="size: bytes of the compressed model; latency: measured per validation row "
+        "(simulated compression runs the base model's kernels, so size is the usual choice).",
+        persist_state="session",
+    )  # fmt: skip
+    names = [n for kind in SEARCHABLE for n in registry.names(kind)]
+    methods = mid.multiselect(
+        "Methods", names, default=["magnitude", "rtn"], key="s_methods",
+        help="Each method is searched alone: its uniform levels, then per-layer variants "
+        "that fall back the most sensitive layers first.", persist_state="session",
+    )  # fmt: skip
+    budget = right.number_input(
+        "Max evaluations", min_value=1, max_value=200, value=24, step=1, key="s_budget",
+        persist_state="session",
+    )  # fmt: skip
+    most = max(1, n_train - 1)
+    rows = st.number_input(
+        "Validation rows (from the end of the training split)", min_value=1, max_value=most,
+        value=min(256, most), step=32, key="s_rows",
+        help="The search decides on these rows; the test rows are read only for the pick.",
+    )  # fmt: skip
+    return {
+        "tolerance": tolerance, "relative": mode == "relative", "objective": objective,
+        "methods": list(methods), "max_evaluations": int(budget), "validation_rows": int(rows),
+    }  # fmt: skip
+
+
+def _work(job: Job, loaded, train, data, store) -> None:
+    """The thread's body: run the search, keep its result or its error."""
+    from llmopt.search import search
+
+    s = job.settings
+    try:
+        job.result = search(
+            loaded, train, data, tolerance=s["tolerance"], relative=s["relative"],
+            objective=s["objective"], methods=s["methods"],
+            max_evaluations=s["max_evaluations"], validation_rows=s["validation_rows"],
+            store=store, origin="app", progress=job.progress, should_stop=job.cancel.is_set,
+        )  # fmt: skip
+        job.status = "done"
+    except LlmoptError as exc:
+        job.error = exc
+        job.status = "cancelled" if job.cancel.is_set() else "failed"
+    except Exception as exc:  # shown on the page in the dashboard's words
+        job.error, job.status = exc, "failed"
+
+
+def start(sel: Selection, loaded, data, settings: dict) -> Job:
+    """Start a search in a background thread owned by this session.
+
+    Raises:
+        LlmoptError: a search is already running, no method chosen, or a bad setting.
+    """
+    from llmopt.search import parse_methods
+
+    old = current(sel)
+    if old is not None and old.running:
+        raise LlmoptError("a search is in progress; wait for it or press Cancel")
+    if not settings["methods"]:
+        raise LlmoptError("choose at least one method to search")
+    parse_methods(settings["methods"])
+    train = loaders.dataset(sel, "train")
+    store = loaders.experiment_store()
+    store = None if store.read_only else store
+    job = Job((sel.model_key, data.fingerprint), dict(settings))
+    job.thread = threading.Thread(
+        target=_work, args=(job, loaded, train, data, store), daemon=True, name="llmopt-search"
+    )
+    st.session_state[STATE] = job
+    job.thread.start()
+    return job
+
+
+def current(sel: Selection) -> Job | None:
+    """This session's latest search, if it was made on the chosen model."""
+    job = st.session_state.get(STATE)
+    return job if job is not None and job.key[0] == sel.model_key else None
+
+
+@st.fragment(run_every=REFRESH_S)
+def live(job: Job) -> None:
+    """Progress of a running search with Cancel, redrawn every second; a full rerun at the end."""
+    if not job.running:
+        st.rerun(scope="app")
+    st.progress(job.fraction, text=plain(job.message))
+    st.caption(f"Searching for {time.monotonic() - job.started:.0f} s.")
+    if st.button("Cancel", key="s_cancel"):
+        job.cancel.set()
+
+
+def layer_table(config) -> pd.DataFrame:
+    """The recipe's per-layer rules: one row per layer pattern, what it sets."""
+    from llmopt.search import per_layer_rows
+
+    rows = per_layer_rows(config)
+    frame = pd.DataFrame(rows, columns=["layer", "sparsity", "bits", "rank", "skip"])
+    return frame.dropna(axis=1, how="all").astype(object)
+
+
+def _open_on_compress(config: dict) -> None:
+    from dashboard.controls import values_from_config
+
+    for key, value in values_from_config(config).items():
+        st.session_state[key] = value
+    st.session_state["s_goto_compress"] = True
+
+
+def show(job: Job, data) -> None:
+    """The finished search: summary, Pareto plot, recipe and per-layer table, the way on."""
+    from llmopt.figures.search import search_figure
+
+    if job.status == "cancelled":
+        st.warning("Search cancelled: nothing more was evaluated.")
+        return
+    if job.status == "failed":
+        with ui.inline_errors():  # one line in the dashboard's words
+            raise job.error
+        return
+    result = job.result
+    if job.key[1] != data.fingerprint:
+        st.info("This search picked its recipe for other test rows; run it again for these.")
+    st.plotly_chart(search_figure(result), key="search_pareto")
+    if result.sensitivities:
+        from llmopt.figures.sensitivity import sensitivity_figure
+
+        with st.expander("Why these layers: the sensitivity that ordered the fallbacks"):
+            st.caption(
+                "Each matrix compressed alone; the most sensitive (reddest) fall back first."
+            )
+            for i, sens in enumerate(result.sensitivities):
+                st.plotly_chart(sensitivity_figure(sens), key=f"search_sensitivity_{i}")
+    if result.best is None:
+        st.warning(
+            f"No candidate met the tolerance in {result.evaluations} evaluations: allow more "
+            "loss or evaluations, or add methods."
+        )
+        return
+    best, uniform = result.best, result.uniform_best
+    lo, hi = best.interval
+    st.markdown(
+        f"**Pick: {plain(best.label)}** — {best.size_bytes / 1e6:.3f} MB, validation accuracy "
+        f"{best.metric:.4f} (base {result.baseline:.4f}); loss {best.loss:+.4f}, 95% interval "
+        f"[{lo:+.4f}, {hi:+.4f}] within the allowed {result.allowed:.4f}. "
+        f"{result.evaluations} evaluations in {result.seconds:.0f} s."
+    )
+    if uniform is not None:
+        st.caption(
+            f"Best uniform setting meeting the tolerance: {plain(uniform.label)} "
+            f"({uniform.size_bytes / 1e6:.3f} MB)."
+        )
+    if result.test_compressed is not None:
+        b = result.test_baseline.metrics["accuracy"]
+        o = result.test_compressed.metrics["accuracy"]
+        st.caption(
+            f"On the {len(result.test_baseline.y_true)} test rows: accuracy {o:.4f} "
+            f"(base {b:.4f}, loss {b - o:+.4f})."
+        )
+    table = layer_table(best.config)
+    if len(table):
+        st.markdown("**Per-layer rules of the recipe**")
+        st.dataframe(table, hide_index=True, key="search_layers")
+    st.json(result.recipe, expanded=False)
+    if result.run_id is not None:
+        st.button(
+            f"Open run #{result.run_id} and its recipe on the Compress page", key="s_open",
+            on_click=_open_on_compress, args=(result.recipe,),
+        )  # fmt: skip
+        st.page_link(
+            "pages/compare.py", label=f"Compare run #{result.run_id} with others",
+            icon=":material/compare_arrows:", query_params={"runs": str(result.run_id)},
+        )  # fmt: skip
+    if st.session_state.pop("s_goto_compress", False) and result.run_id is not None:
+        st.switch_page("pages/compress.py", query_params={"run": str(result.run_id)})
+
+
+def section(sel: Selection, loaded, data, n_train: int) -> None:
+    """The whole Search section (called at the end of the Auto page)."""
+    st.divider()
+    st.header("Search")
+    st.markdown(
+        "**Accuracy-aware search.** The smallest model whose accuracy loss on the validation "
+        "rows is within the tolerance *with 95% confidence*: a candidate is accepted only "
+        "when the upper end of the paired interval of its loss is. Uniform settings come "
+        "first; then the most sensitive layers fall back first. The pick is then evaluated "
+        "on the test rows and every candidate is recorded on the Compare page."
+    )
+    settings = controls(n_train)
+    if st.button("Run search", type="primary", key="s_run"):
+        with ui.guard():
+            start(sel, loaded, data, settings)
+    job = current(sel)
+    if job is None:
+        st.info("Choose a tolerance and methods, then press **Run search**.")
+    elif job.running:
+        live(job)
+    else:
+        show(job, data)
