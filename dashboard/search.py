@@ -258,6 +258,14 @@ def section(sel: Selection, loaded, data, n_train: int) -> None:
         "first; then the most sensitive layers fall back first. The pick is then evaluated "
         "on the test rows and every candidate is recorded on the Compare page."
     )
+    from llmopt.lm.load import LoadedLM
+
+    if isinstance(loaded, LoadedLM):
+        st.info(
+            "The search ranks classifiers by accuracy and does not take a causal LM yet; the "
+            "sensitivity above measures an LM's NLL per layer."
+        )
+        return
     settings = controls(n_train)
     if st.button("Run search", type="primary", key="s_run"):
         with ui.guard():
