@@ -18,6 +18,7 @@ import os
 import pickle
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -170,6 +171,23 @@ def check_reachable(address: str) -> None:
 _RAY_SHARED: dict[str, Any] = {}  # a Ray worker's shared inputs, by object id (one job's)
 
 
+def use_token_auth(environ=os.environ, home: Path | None = None) -> bool:
+    """Send Ray's authentication token when one is configured and no mode is chosen.
+
+    ``ray start`` (Ray 2.59 and later) turns token authentication on and writes the token to
+    ``~/.ray/auth_token``, but a driver sends it only with ``RAY_AUTH_MODE=token``; without it
+    connecting to that cluster fails after half a minute with a message that does not say why.
+    An explicit ``RAY_AUTH_MODE`` is left alone. Returns whether token mode was switched on.
+    """
+    if environ.get("RAY_AUTH_MODE"):
+        return False
+    token_file = (home or Path.home()) / ".ray" / "auth_token"
+    if environ.get("RAY_AUTH_TOKEN") or environ.get("RAY_AUTH_TOKEN_PATH") or token_file.is_file():
+        environ["RAY_AUTH_MODE"] = "token"
+        return True
+    return False
+
+
 def _ray_call(fn: Callable, boxed: list, item: Any) -> Any:
     """Run a task on a Ray worker; the shared inputs are fetched and unpickled once per worker
     (boxed in a list, Ray passes the reference instead of a fresh copy for every task)."""
@@ -197,6 +215,8 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str | None = None, retries: int = RETRIES):
+        if address:
+            use_token_auth()  # before Ray is imported: it reads the mode then
         try:
             import ray
         except ImportError:
@@ -217,7 +237,12 @@ class RayExecutor:
             except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
                 first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
                 raise LlmoptError(
-                    f"cannot connect to the Ray cluster at {address}: {first}"
+                    f"cannot connect to the Ray cluster at {address}: {first}",
+                    fix=Fix(
+                        cli="check the address; a cluster with token authentication needs its "
+                        "token here (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)",
+                        app="check the cluster's address and token",
+                    ),
                 ) from None
         else:
             ray.init(
