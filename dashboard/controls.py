@@ -226,8 +226,14 @@ def show(hidden: int) -> None:
             disabled=nm,
         )
         owl = allocation == "owl" and not nm
-        control(st.number_input, "OWL λ", "c_owl_lambda", 0.0, 0.5, step=0.01, disabled=not owl)
-        control(st.number_input, "OWL M", "c_owl_m", 1.0, 1000.0, step=1.0, disabled=not owl)
+        control(
+            st.number_input, "OWL λ", "c_owl_lambda", 0.0, 0.5, first["c_owl_lambda"], 0.01,
+            disabled=not owl,
+        )  # fmt: skip
+        control(
+            st.number_input, "OWL M", "c_owl_m", 1.0, 1000.0, first["c_owl_m"], 1.0,
+            disabled=not owl,
+        )  # fmt: skip
         knob_controls("prune")
     with quant:
         st.subheader(registry.KINDS["quantize"].title)

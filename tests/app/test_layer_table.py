@@ -125,3 +125,13 @@ def test_owl_allocation_maps_both_ways_and_evaluates(app):
     assert (evaluation.config.sparsity_allocation, evaluation.config.owl_lambda) == ("owl", 0.05)
     notes = [r["note"] for r in evaluation.report.rows]
     assert notes and all("OWL: block outlier ratio" in n for n in notes)
+
+
+def test_owl_inputs_start_at_the_papers_values(app):
+    """The OWL inputs showed their minimums (λ 0.00, M 1.00) instead of the defaults the
+    config uses (0.08 and 5), so picking OWL started from a λ that spreads nothing."""
+    at = app.run()
+    at.switch_page("pages/compress.py").run()
+    assert not at.exception, at.exception
+    assert at.number_input("c_owl_lambda").value == CompressionConfig.owl_lambda == 0.08
+    assert at.number_input("c_owl_m").value == CompressionConfig.owl_m == 5.0
