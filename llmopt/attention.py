@@ -175,9 +175,15 @@ def _next_tokens(tokenizer, logits: torch.Tensor, k: int = NEXT_TOKENS) -> list[
     probs = torch.softmax(logits.double().cpu(), dim=-1)  # (vocab,)
     top = torch.topk(probs, min(k, probs.numel()))
     return [
-        (str(tokenizer.decode([int(i)])), float(p))
+        (visible_text(str(tokenizer.decode([int(i)]))), float(p))
         for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
     ]
+
+
+def visible_text(text: str) -> str:
+    """A decoded token with its spaces and line breaks visible, as the maps' labels show them
+    (a predicted newline was an empty-looking cell): ' I' -> '␣I', '\n' -> '⏎'."""
+    return text.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥") or "∅"
 
 
 def attention_window(maps: AttentionMaps, start: int, size: int = DEFAULT_WINDOW) -> AttentionMaps:

@@ -84,3 +84,16 @@ def test_drift_of_an_lm_with_itself_is_zero_and_compression_moves_it(lms):
     assert moved.max() > 1e-3
     fig = figures.drift_figure(moved)
     assert np.asarray(fig.data[0].z).shape == (2, 4)
+
+
+def test_next_tokens_show_spaces_and_line_breaks(lms):
+    """A predicted newline showed as an empty cell in the next-token table; the labels of the
+    maps already mark spaces and line breaks, so the predictions do the same."""
+    from llmopt.attention import visible_text
+
+    assert visible_text(" I") == "␣I" and visible_text("\n\n") == "⏎⏎"
+    assert visible_text("\t") == "⇥" and visible_text("") == "∅"
+    maps = attention_maps(lms["gpt2"], "the coffee was great")
+    assert maps.next_tokens and all(
+        token.strip() and " " not in token and "\n" not in token for token, _ in maps.next_tokens
+    )
