@@ -212,6 +212,10 @@ FIELDS = {
     "smooth_alpha": st.one_of(st.floats(-0.5, 1.5), st.none(), JUNK),
     "calibration": st.one_of(st.sampled_from(["sequential", "one-pass"]), JUNK),
     "precision": st.one_of(st.sampled_from(["fp32", "bf16", "fp16"]), JUNK),
+    # the sparsity allocation (OWL) and its two settings
+    "sparsity_allocation": st.one_of(st.sampled_from(["uniform", "owl", "OWL", ""]), JUNK),
+    "owl_lambda": st.one_of(st.floats(-0.1, 0.6), st.sampled_from([0, 0.08, 0.5, 0.51]), JUNK),
+    "owl_m": st.one_of(st.floats(-1, 20), st.sampled_from([0, 1, 5.0]), JUNK),
 }
 KWARGS = st.fixed_dictionaries({}, optional=FIELDS)
 

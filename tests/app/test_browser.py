@@ -289,7 +289,10 @@ def test_seven_classes_in_a_real_browser(chromium, sensitive_bert, tmp_path, tmp
             assert confusion.nth(i).bounding_box()["width"] > 0.7 * main["width"]
         roc = page.locator(CHART).filter(has_text="one-vs-rest")
         expect(roc).to_have_count(1)
-        flipped = page.get_by_test_id("stMain").get_by_test_id("stDataFrame").nth(1)
+        # the per-layer rules' table (an editor in a closed expander) comes before the results
+        rules = page.get_by_test_id("stExpander").filter(has_text="Per-layer settings")
+        editors = rules.get_by_test_id("stDataFrame").count()
+        flipped = page.get_by_test_id("stMain").get_by_test_id("stDataFrame").nth(1 + editors)
         expect(page.get_by_text("Select a row to read its whole text.")).to_be_visible()
         flipped.scroll_into_view_if_needed()
         box = flipped.bounding_box()
