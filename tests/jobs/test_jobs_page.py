@@ -85,6 +85,26 @@ def test_cancel_from_the_page_stops_a_detached_job(tiny_bert_dir, tiny_csv, stor
     assert _jobs(store_path)[0].status == "cancelled"
 
 
+def test_the_pages_cancel_button_stops_a_running_job(page_env, tiny_bert_dir, tiny_csv, store_path):
+    """The Cancel button of the jobs panel (not only the function behind it) stops a job
+    that another process runs: it exits with status 3 and the job reads cancelled."""
+    from streamlit.testing.v1 import AppTest
+
+    driver = start_slow_cli(sweep_argv(tiny_bert_dir, tiny_csv, "0.1,0.2,0.3,0.4,0.5,0.6"), 1.0)
+    try:
+        job = _wait(lambda: (jobs := _jobs(store_path)) and jobs[0].done >= 1 and jobs[0])
+        at = AppTest.from_file(APP, default_timeout=120).run()
+        at.switch_page("pages/sweep.py").run()
+        assert not at.exception, at.exception
+        at.button(f"cancel{job.id}").click().run()
+        assert not at.exception, at.exception
+        driver.communicate(timeout=120)
+    finally:
+        driver.kill()
+    assert driver.returncode == 3
+    assert _jobs(store_path)[0].status == "cancelled"
+
+
 def test_a_submitted_job_runs_in_its_own_session(tmp_path):
     from dashboard import jobs as page_jobs
 
