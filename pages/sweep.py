@@ -73,7 +73,10 @@ jobs.submit_button(sel, data, knob, values, methods)  # a detached job, followed
 jobs.panel()
 frame = flow.last_sweep(sel, data)
 if frame is None:
-    st.info("Choose values and methods, then press **Run sweep**.")
+    st.info(
+        "Choose values and methods, then press **Run sweep** (in this tab) or **Run as a job** "
+        "(keeps running when the tab is closed; its points appear on the Compare page)."
+    )
 else:
     st.plotly_chart(figures.sweep_figure(frame))
     left, right = st.columns([3, 2], gap="large")
