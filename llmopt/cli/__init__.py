@@ -30,7 +30,10 @@ GROUPS = (evaluate, generate, pretrain, train, runs, sweep, jobs, sensitivity, s
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="llmopt", description="What-if compression of text classifiers.")
+    parser = Parser(
+        prog="llmopt",
+        description="What-if compression of transformer models: text classifiers and causal LMs.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=LazyParser)
     for group in GROUPS:
         group.add_commands(sub)
