@@ -135,8 +135,10 @@ def _train_config(args, base):
     return base.with_(**changes)
 
 
-def _prepare(args):
-    """Check outputs, load the test rows and the model; returns (test rows, model, bar)."""
+def _prepare(args, load_model=None):
+    """Check outputs, load the test rows and the model; returns (test rows, model, bar).
+
+    ``load_model(args, bar)`` loads the model (default: a classifier, ``load``)."""
     from llmopt.cli.evaluate import check_outputs
     from llmopt.data import load_dataset
 
@@ -149,12 +151,18 @@ def _prepare(args):
         limit=args.limit, seed=args.seed,
     )  # fmt: skip
     bar = TrainBar()
-    loaded = load(args, bar)
+    loaded = (load_model or load)(args, bar)
     if getattr(args, "train_layers", None) is not None:
         from llmopt.training.loop import check_layers
 
         check_layers(loaded.model, args.train_layers)
     return test, loaded, bar
+
+
+def _load_lm(args, bar):
+    from llmopt.lm.load import load_causal_lm
+
+    return load_causal_lm(args.model, dtype="fp32", device="auto", progress=bar)  # trains in fp32
 
 
 def _finish(args, run, test, payload: dict, bar, loaded) -> int:
@@ -246,25 +254,9 @@ def _run_lm(task, args, params: dict, config) -> int:
     ``interval``)."""
     from llmopt import tasks
     from llmopt.cli import record
-    from llmopt.cli.evaluate import check_outputs
-    from llmopt.data import load_dataset
-    from llmopt.lm.load import load_causal_lm
     from llmopt.training.lm import evaluate_lm_training, record_lm_training
 
-    if args.overwrite and args.save_model is None:
-        raise LlmoptError("--overwrite applies to --save-model; add --save-model DIR or drop it")
-    args.predictions = None
-    check_outputs(args)
-    test = load_dataset(
-        args.dataset, "test", text_column=args.text_column, label_column=args.label_column,
-        limit=args.limit, seed=args.seed,
-    )  # fmt: skip
-    bar = TrainBar()
-    lm = load_causal_lm(args.model, dtype="fp32", device="auto", progress=bar)  # trains in fp32
-    if getattr(args, "train_layers", None) is not None:
-        from llmopt.training.loop import check_layers
-
-        check_layers(lm.model, args.train_layers)
+    test, lm, bar = _prepare(args, _load_lm)
     run = task.run(lm, train_split(args), params, config, tasks.Hooks(progress=bar))
     if run.cancelled:
         bar.close()
