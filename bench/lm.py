@@ -24,6 +24,7 @@ import time
 import torch
 from machine import describe
 
+from llmopt.lm.device import fuse_gelu
 from llmopt.lm.load import LoadedLM
 
 VOCAB = 8192
@@ -82,6 +83,7 @@ def make_lm(
     )
     config._attn_implementation = "sdpa"
     model = tf.GPT2LMHeadModel(config).eval()
+    fuse_gelu(model)  # as llmopt's loader does
     if dtype == "bf16":
         model = model.to(torch.bfloat16)
     return LoadedLM(

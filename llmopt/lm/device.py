@@ -104,3 +104,23 @@ def available_bytes(device: torch.device) -> int | None:
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device of a model's first parameter (all of ours live on one device)."""
     return next(model.parameters()).device
+
+
+def fuse_gelu(model: torch.nn.Module) -> int:
+    """Swap transformers' ``NewGELUActivation`` (GPT-2's ``gelu_new``: five element-wise passes
+    in Python) for ``GELUTanh`` (torch's one fused ``gelu(approximate="tanh")``), in place.
+
+    Both compute 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))); they differ only in float
+    rounding (~1e-7 relative). The config is left as it is, so a saved model is unchanged.
+    Measured by ``bench/lm.py``: about 6% of a 12 × 768 GPT-2's forward time went to the
+    unfused activation. Returns how many modules were swapped.
+    """
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    swapped = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is NewGELUActivation:
+                setattr(module, name, GELUTanh())
+                swapped += 1
+    return swapped

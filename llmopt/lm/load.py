@@ -23,7 +23,13 @@ from llmopt.hub import (
     quiet_hub_logs,
     refuse_custom_code,
 )
-from llmopt.lm.device import DTYPES, available_bytes, resolve_device, resolve_dtype
+from llmopt.lm.device import (
+    DTYPES,
+    available_bytes,
+    fuse_gelu,
+    resolve_device,
+    resolve_dtype,
+)
 from llmopt.loaded import Progress
 from llmopt.models import HUB_ID, check_complete
 from llmopt.paths import Confinement, check_path
@@ -199,6 +205,7 @@ def _from_pretrained(
         )
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token  # GPT-2 style: batches pad with end-of-text
+    fuse_gelu(model)
     model.eval()
     return LoadedLM(
         model=model,

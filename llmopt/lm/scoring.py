@@ -15,6 +15,10 @@ from llmopt.lm.windows import Windows
 
 LOGITS_BUDGET = 256 * 2**20  # bytes of float32 logits one batch may hold: bounds memory
 MAX_BATCH = 64
+# Tokens one batch may hold. On CPU, bigger batches than this got slower, not faster: at
+# 12 × 768 and 512-token windows bench/lm.py measured 1,536-2,048 tokens per batch at
+# 67-70% of the fp32 matmul peak, 3,072 at 58% and 4,608 at 50% (activations outgrow the cache).
+MAX_BATCH_TOKENS = 2048
 
 
 @dataclass
@@ -29,8 +33,10 @@ class Batch:
 
 
 def batch_size_for(vocab: int, length: int) -> int:
-    """Windows per batch so the float32 logits stay within ``LOGITS_BUDGET``."""
-    return max(1, min(MAX_BATCH, LOGITS_BUDGET // max(1, 4 * vocab * length)))
+    """Windows per batch so the float32 logits stay within ``LOGITS_BUDGET`` and the batch
+    within ``MAX_BATCH_TOKENS``."""
+    by_logits = LOGITS_BUDGET // max(1, 4 * vocab * length)
+    return max(1, min(MAX_BATCH, by_logits, MAX_BATCH_TOKENS // max(1, length)))
 
 
 def iter_batches(windows: Windows, vocab: int, batch_size: int | None = None) -> Iterator[Batch]:

@@ -145,3 +145,31 @@ def test_bf16_flags_in_cpuinfo():
     assert not lm_device.bf16_in_cpuinfo(old)
     assert lm_device.bf16_in_cpuinfo(arm)
     assert not lm_device.bf16_in_cpuinfo("")
+
+
+def test_gpt2_gelu_is_fused_at_load_with_the_same_outputs(lm_dirs):
+    """The loader swaps GPT-2's Python ``gelu_new`` for torch's fused tanh GELU: the same
+    function (logits equal to float rounding), the config and the saved model unchanged."""
+    import transformers as tf
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    lm = load_causal_lm(str(lm_dirs["gpt2"]), dtype="fp32", device="cpu")
+    kinds = {type(m) for m in lm.model.modules()}
+    assert GELUTanh in kinds and NewGELUActivation not in kinds
+    assert lm.model.config.activation_function == "gelu_new"
+    plain = tf.GPT2LMHeadModel.from_pretrained(str(lm_dirs["gpt2"]), dtype=torch.float32).eval()
+    assert NewGELUActivation in {type(m) for m in plain.modules()}
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    with torch.no_grad():
+        torch.testing.assert_close(lm.model(ids).logits, plain(ids).logits, rtol=1e-5, atol=1e-5)
+    assert lm_device.fuse_gelu(plain) == 2  # one per block
+    assert lm_device.fuse_gelu(plain) == 0  # nothing left to swap
+
+
+def test_default_batches_stay_within_the_token_cap():
+    from llmopt.lm.scoring import MAX_BATCH_TOKENS, batch_size_for
+
+    assert batch_size_for(300, 512) * 512 <= MAX_BATCH_TOKENS
+    assert batch_size_for(300, 16) * 16 <= MAX_BATCH_TOKENS
+    assert batch_size_for(300, 4 * MAX_BATCH_TOKENS) == 1  # a long window still gets scored
+    assert batch_size_for(10**6, 512) >= 1
