@@ -33,6 +33,8 @@ GOTO_COMPRESS = "cmp_goto_compress"
 SCATTER_ON = "cmp_scatter_on"  # the "Draw the scatter" switch, shown above SCATTER_DRAWN_RUNS
 URL = {"runs": PICKED, "ref": "cmp_ref", "x": "cmp_x", "y": "cmp_y", "scatter": SCATTER_ON}
 URL_DEFAULTS = {"x": "size_mb", "y": "accuracy"}  # left out of the address
+FILTERS_ON = "cmp_filters_on"  # the switch that shows the filters
+FILTER_KEYS = ("cmp_models", "cmp_data", "cmp_rows", "cmp_methods")
 DEFAULTED = "cmp_defaulted"  # the filters were set to the sidebar's dataset and rows once
 COLOUR_SET = "cmp_colour_set"  # "user" once the reader chose a colouring
 LINEAGE_OPEN_RUNS = 200  # the lineage map starts open up to this many runs shown
@@ -178,12 +180,27 @@ def _sidebar_defaults(frame: pd.DataFrame) -> None:
         st.session_state["cmp_data"] = sorted(ours["dataset"].unique())
     if len(ours) and (ours["n"] == sel.rows).any() and ours["n"].nunique() > 1:
         st.session_state["cmp_rows"] = [int(sel.rows)]
+    if any(st.session_state.get(key) for key in FILTER_KEYS):
+        st.session_state[FILTERS_ON] = True  # show the filters that were set
 
 
 def filters(frame: pd.DataFrame) -> pd.DataFrame:
     """Model, dataset, rows and method filters (first set to the sidebar's dataset and rows);
-    the runs that pass."""
+    the runs that pass.
+
+    The four boxes appear behind a switch, which starts on when the sidebar's defaults set a
+    filter: four multi-selects cost a fresh browser about half a second to draw (measured with
+    ``bench/compare_page.py --browser`` at 1,000 runs), and most visits do not filter.
+    """
     _sidebar_defaults(frame)
+    if not st.toggle(
+        "Filter by model, dataset, rows or method",
+        key=FILTERS_ON,
+        help="Turning it off shows every run again.",
+    ):
+        for key in FILTER_KEYS:
+            st.session_state.pop(key, None)
+        return _coloured_by_dataset(frame)
     cols = st.columns([3, 3, 2, 3])
     models = cols[0].multiselect("Model", sorted(frame["model"].unique()), key="cmp_models")
     datasets = cols[1].multiselect(
@@ -216,6 +233,12 @@ def filters(frame: pd.DataFrame) -> pd.DataFrame:
         st.caption(
             f"Showing {len(shown)} of {len(frame)} runs (the filters above); clear them to see all."
         )
+    return _coloured_by_dataset(shown)
+
+
+def _coloured_by_dataset(shown: pd.DataFrame) -> pd.DataFrame:
+    """``shown``, with the scatter coloured by dataset when it holds several (unless the user
+    chose a colour)."""
     if shown["dataset"].nunique() > 1 and st.session_state.get(COLOUR_SET) != "user":
         st.session_state["cmp_colour"] = "dataset_short"  # several datasets: tell them apart
         st.session_state[COLOUR_SET] = "auto"
@@ -235,7 +258,7 @@ def runs_table(shown: pd.DataFrame, frame: pd.DataFrame) -> list[int]:
     page_ids = [int(i) for i in page["id"]]
     # A fresh table whenever its rows change (another page, sort or search): ticks are rows.
     key = f"cmp_table_{st.session_state.get(TABLE_VERSION, 0)}_{_rows_key(page_ids)}"
-    view = page[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS)
+    view = page[_filled_columns(shown)].rename(columns=TABLE_COLUMNS)
     st.dataframe(
         view,
         hide_index=True,
@@ -281,6 +304,21 @@ def runs_table(shown: pd.DataFrame, frame: pd.DataFrame) -> list[int]:
             else " (it offers the runs of the table's page: search or turn the page for others)."
         ),
     )
+
+
+def _filled_columns(shown: pd.DataFrame) -> list[str]:
+    """The table's columns that hold a value for at least one of the ``shown`` runs (a column
+    of blanks, e.g. perplexity when no language model was evaluated, only takes room), in the
+    table's order; id, name and recipe always."""
+    keep = []
+    for column in TABLE_COLUMNS:
+        values = shown[column]
+        if (
+            column in ("id", "name", "method")
+            or (values.notna() & (values.astype(str) != "")).any()
+        ):
+            keep.append(column)
+    return keep
 
 
 def _searched_and_sorted(shown: pd.DataFrame) -> pd.DataFrame:

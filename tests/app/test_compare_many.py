@@ -104,3 +104,42 @@ def test_the_runs_table_is_paged_searched_and_sorted_here(many_runs):
     at.text_input(key="cmp_search").set_value(f"#{many_runs[-1]}").run()
     assert _table(at) == [many_runs[-1]]
     assert "cmp_page" not in [n.key for n in at.main.number_input]  # one page: no control
+
+
+def test_filters_wait_behind_their_switch_and_turning_it_off_shows_every_run(many_runs):
+    """The four filter boxes cost a fresh browser about half a second, so they appear behind a
+    switch (on by itself only when the sidebar's defaults set a filter). On the old page the
+    boxes were drawn at once, so the first assertion fails there."""
+    from streamlit.testing.v1 import AppTest
+
+    filter_keys = {"cmp_models", "cmp_data", "cmp_rows", "cmp_methods"}
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception and not at.error, at.exception or [e.value for e in at.error]
+    assert not filter_keys & {m.key for m in at.multiselect}
+    assert at.toggle(key="cmp_filters_on").value is False
+    table = at.dataframe[0].value
+    assert len(table) == min(len(many_runs), 100)
+
+    at.toggle(key="cmp_filters_on").set_value(True).run()
+    assert filter_keys <= {m.key for m in at.multiselect}
+    at.multiselect("cmp_data").set_value(["d0.csv"]).run()
+    assert not at.exception, at.exception
+    assert sorted(at.dataframe[0].value["id"]) == many_runs[:10]  # d0.csv's ten runs
+
+    at.toggle(key="cmp_filters_on").set_value(False).run()
+    assert not at.exception, at.exception
+    assert len(at.dataframe[0].value) == min(len(many_runs), 100)  # every run again
+    assert "cmp_data" not in at.session_state or not at.session_state["cmp_data"]
+
+
+def test_the_runs_table_leaves_out_columns_no_run_fills(many_runs):
+    """Classifier runs only: the perplexity and bits-per-byte columns were a column of 'None'
+    each on the old page; now only columns some run fills are sent."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page("pages/compare.py").run()
+    columns = list(at.dataframe[0].value.columns)
+    assert "ppl" not in columns and "bits/B" not in columns
+    assert {"id", "recipe", "accuracy", "size MB"} <= set(columns)
