@@ -647,7 +647,7 @@ register(
             ),
             Param(
                 "alpha",
-                "α (weight of the true labels)",
+                "α (weight of the true labels or next tokens)",
                 "number",
                 "t_a",
                 default=0.5,
@@ -659,7 +659,8 @@ register(
                 cli={
                     "type": "weight",
                     "default": 0.5,
-                    "help": "weight of the true labels' loss; 1 - alpha weighs the teacher's",
+                    "help": "weight of the true targets' loss (the labels, or a causal LM's "
+                    "next tokens); 1 - alpha weighs the teacher's",
                 },
             ),
         ),  # fmt: skip
