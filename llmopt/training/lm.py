@@ -217,9 +217,16 @@ class _LoopState:
 
 
 def _copy(lm: LoadedLM, name: str) -> LoadedLM:
+    """A private copy to train; on the CPU always in float32, whatever the LM was loaded in:
+    bf16 weights round away updates smaller than 1/256 of a weight, and the command line loads
+    LMs in float32 to train them, so the Train page and the CLI train the same way."""
+    model, dtype = private_copy(lm.model), lm.dtype
+    if lm.device == "cpu" and dtype in ("bf16", "fp16"):
+        model, dtype = model.float(), "fp32"
     return dataclasses.replace(
         lm,
-        model=private_copy(lm.model),
+        model=model,
+        dtype=dtype,
         name=name,
         notes=list(lm.notes),
         compression=copy.deepcopy(lm.compression),

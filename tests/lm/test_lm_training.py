@@ -104,3 +104,18 @@ def test_too_little_text_says_what_to_do(lms):
         tasks.get("recover").run(lms["gpt2"], tiny, {}, CONFIG, tasks.Hooks())
     with pytest.raises(LlmoptError, match="fine-tuning"):
         tasks.get("recover").run(lms["gpt2"], TRAIN, {"method": "head"}, CONFIG, tasks.Hooks())
+
+
+def test_an_lm_loaded_in_bf16_trains_a_float32_copy(lm_dirs):
+    """The Train page trains the LM it loaded (bf16 on a CPU with native bf16) while the CLI
+    loads float32 to train: both now train a float32 copy, and the bf16 model is left as it was
+    (on the old code the copy stayed bf16)."""
+    from llmopt.lm.load import load_causal_lm
+
+    base = load_causal_lm(str(lm_dirs["gpt2"]), dtype="bf16", device="cpu")
+    before = _weights(base.model)
+    run = tasks.get("recover").run(base, TRAIN, {"method": "finetune"}, CONFIG, tasks.Hooks())
+    assert run.model.dtype == "fp32"
+    assert {p.dtype for p in run.model.model.parameters()} == {torch.float32}
+    assert {p.dtype for p in base.model.parameters()} == {torch.bfloat16}
+    assert _same(before, _weights(base.model))
