@@ -84,6 +84,62 @@ def last_logits_argument(model) -> dict:
     return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
 
+def _buffered_layer_class():
+    """A ``DynamicLayer`` that writes each step's keys and values into buffers sized for the
+    whole generation instead of concatenating: the concatenation copied the cache at every
+    step of every layer (about 2 ms of a 25 ms step of a 12 × 768 model). What the layer
+    returns is a view of the filled part: the same keys and values as concatenation."""
+    from transformers.cache_utils import DynamicLayer
+
+    class BufferedLayer(DynamicLayer):
+        def __init__(self, capacity: int):
+            super().__init__()
+            self.capacity = capacity
+            self.key_buffer: torch.Tensor | None = None
+            self.value_buffer: torch.Tensor | None = None
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            n = self.get_seq_length()
+            end = n + key_states.shape[-2]
+            keys, values = self.key_buffer, self.value_buffer
+            if keys is None or values is None or end > keys.shape[-2]:
+                size = max(end, self.capacity)
+                keys = key_states.new_empty((*key_states.shape[:-2], size, key_states.shape[-1]))
+                values = value_states.new_empty(
+                    (*value_states.shape[:-2], size, value_states.shape[-1])
+                )
+                if n:
+                    keys[..., :n, :] = self.keys
+                    values[..., :n, :] = self.values
+                self.key_buffer, self.value_buffer = keys, values
+            keys[..., n:end, :] = key_states
+            values[..., n:end, :] = value_states
+            self.keys, self.values = keys[..., :end, :], values[..., :end, :]
+            return self.keys, self.values
+
+    return BufferedLayer
+
+
+def buffered_cache(model, capacity: int):
+    """A key/value cache for ``capacity`` positions whose layers fill preallocated buffers;
+    ``None`` (the model's own cache then) where the model's cache has layers of another kind
+    (sliding windows, static or quantized caches) or transformers builds it differently."""
+    try:
+        from transformers.cache_utils import DynamicCache, DynamicLayer
+
+        cache = DynamicCache(config=model.config)
+        layers = getattr(cache, "layers", None)
+        if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+            return None
+        layer_class = _buffered_layer_class()
+        cache.layers = [layer_class(capacity) for _ in layers]
+        return cache
+    except Exception:  # noqa: BLE001 - any other cache API: the model's own cache is right
+        return None
+
+
 def _returned_cache(out):
     cache = getattr(out, "cache", None)
     return cache if cache is not None else getattr(out, "past_key_values", None)
@@ -167,7 +223,8 @@ def continue_prompt(
     device = model_device(model)
     generator = torch.Generator().manual_seed(seed)
     seq = torch.tensor([ids], device=device)
-    step_input, past = seq, None
+    step_input = seq
+    past = buffered_cache(model, len(ids) + max_new_tokens) if use_cache else None
     new, probs = [], []
     cache_kw = cache_argument(model)
     extra = last_logits_argument(model)

@@ -104,3 +104,31 @@ def test_bad_arguments(lms):
         generate_side_by_side(lm, None, PROMPT, sample=True, temperature=0)
     with pytest.raises(LlmoptError, match="exceeds the model's 64 positions"):
         generate_side_by_side(lm, None, PROMPT, max_new_tokens=60)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_buffered_cache_returns_what_concatenation_returns(lms, family):
+    """Each family's cache gets the preallocated layers, and a forward over the prompt and
+    then one token at a time gives the logits of transformers' own concatenating cache, also
+    when the buffers must grow past the capacity given."""
+    from transformers.cache_utils import DynamicCache
+
+    from llmopt.lm.generate import buffered_cache, cache_argument
+
+    model = lms[family].model
+    kw = cache_argument(model)
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    steps = [torch.tensor([[t]]) for t in (10, 11, 12, 13)]
+    buffered = buffered_cache(model, 6)  # two positions short: the buffers grow once
+    assert buffered is not None
+    assert {type(layer).__name__ for layer in buffered.layers} == {"BufferedLayer"}
+    outs = []
+    for cache in (buffered, DynamicCache(config=model.config)):
+        with torch.no_grad():
+            logits = [model(input_ids=ids, use_cache=True, **{kw: cache}).logits]
+            for step in steps:
+                logits.append(model(input_ids=step, use_cache=True, **{kw: cache}).logits)
+        outs.append(logits)
+    for ours, theirs in zip(*outs, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert buffered.get_seq_length() == 9
