@@ -277,7 +277,8 @@ def test_result_json_round_trip():
 def test_heatmap_ticks_keep_the_block_number():
     """The bundled model's 36 matrix names share ``encoder.encoder.layer.``; cut in the
     middle they lost the block number, so the six blocks' queries (keys, ...) became one
-    heatmap row. The shared prefix is dropped instead and every unit keeps its own row."""
+    heatmap row. The shared prefix is dropped instead and every unit keeps its own row;
+    names that fit stay whole."""
     from llmopt.figures.sensitivity import sensitivity_figure, unit_labels
 
     kinds = ["attention.self.query", "attention.self.key", "attention.output.dense"]
@@ -291,5 +292,7 @@ def test_heatmap_ticks_keep_the_block_number():
     assert ticks[3] == "1.attention.self.query"
     assert "encoder.encoder.layer." in fig.layout.yaxis.title.text
     assert unit_labels(["only.one"]) == ("", ["only.one"])
+    blocks = ["bert.encoder.layer.0", "bert.encoder.layer.1"]  # short, distinct: kept whole
+    assert unit_labels(blocks) == ("", blocks)
     long = [f"a.{'x' * 40}{i}.{'y' * 40}" for i in range(2)]  # still colliding: whole names
     assert unit_labels(long) == ("", long)

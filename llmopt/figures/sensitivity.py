@@ -81,20 +81,22 @@ def sensitivity_figure(result) -> go.Figure:
 
 
 def unit_labels(names: list[str]) -> tuple[str, list[str]]:
-    """(the dotted prefix every name shares, each name's tick label without it, shortened).
+    """(a dotted prefix dropped from every tick, or "", each name's tick label).
 
-    Cutting ``encoder.encoder.layer.3.attention.self.query`` in the middle alone would drop
-    the block number and give every block's query the same tick (one row for six); the shared
-    prefix goes first, and the names stay whole should the shortened ones still collide.
+    Names are shortened in the middle when long; when that makes two ticks equal (cutting
+    ``encoder.encoder.layer.3.attention.self.query`` drops the block number, so every block's
+    query got one tick and one row for six), the prefix every name shares goes instead, and
+    the names stay whole should the shortened ones still collide.
     """
+    labels = [short_label(n, LABEL_CHARS) for n in names]
     prefix = ""
-    if len(names) > 1:
+    if len(set(labels)) < len(set(names)):
         parts = [n.split(".") for n in names]
         common = 0
         while all(len(p) > common + 1 for p in parts) and len({p[common] for p in parts}) == 1:
             common += 1
         prefix = ".".join(parts[0][:common]) + "." if common else ""
-    labels = [short_label(n.removeprefix(prefix), LABEL_CHARS) for n in names]
-    if len(set(labels)) < len(set(names)):
-        prefix, labels = "", list(names)
+        labels = [short_label(n.removeprefix(prefix), LABEL_CHARS) for n in names]
+        if len(set(labels)) < len(set(names)):
+            prefix, labels = "", list(names)
     return prefix, [_escape(label) for label in labels]
