@@ -463,11 +463,13 @@ class Validation:
                     del self.stem[name]
 
 
-def stem_modules(model: nn.Module, blocks_name: str) -> list[str]:
+def stem_modules(model: nn.Module, blocks_name: str | None) -> list[str]:
     """The modules that compute the blocks' input from the token ids: the children of the
     blocks' ancestors (not on the way to the blocks) that are or hold an ``nn.Embedding``
     (BERT's ``embeddings``, GPT-2's ``wte`` and ``wpe``, a decoder's ``embed_tokens``).
     Rotary tables, poolers, final norms and heads hold no embedding table and stay live."""
+    if not blocks_name:
+        return []
     path = blocks_name.split(".")
     out = []
     for depth in range(len(path)):
