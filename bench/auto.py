@@ -2,8 +2,10 @@
 time on 2 threads against the 2-minute target, and what the suffix-only shortcut saves.
 
 Run: ``python bench/auto.py [--quant-method rtn | --sparsity-method M | --lowrank-method M]
-[--levels 8,4,3] [--validation-rows 256] [--threads 2]``. Validation rows are the last rows of
-the bundled reviews' training split (the test split is never read).
+[--levels 8,4,3] [--validation-rows 256] [--threads 2] [--json PATH]``; ``--json`` writes
+the result as ``llmopt sensitivity --json`` does (``bench/sensitivity_figure.py`` draws it).
+Validation rows are the last rows of the bundled reviews' training split (the test split is
+never read).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def main() -> None:
     parser.add_argument("--levels", default=None, help="default: 8,4,3 | 0.3,0.5,0.7 | 256,128,64")
     parser.add_argument("--validation-rows", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", help="also write the result as JSON to this path")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     import torch
@@ -91,6 +94,12 @@ def main() -> None:
         f"({result.seconds / TARGET_S:.2f} x the target)"
     )
     print(machine.describe())
+    if args.json:
+        import json
+
+        from llmopt import atomic
+
+        atomic.write_text(args.json, json.dumps(result.to_dict(), indent=2))
 
 
 if __name__ == "__main__":

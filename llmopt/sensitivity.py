@@ -110,6 +110,49 @@ class SensitivityResult:
         }
 
 
+def result_from_dict(data: dict) -> SensitivityResult:
+    """The ``SensitivityResult`` a ``to_dict`` (an ``llmopt sensitivity --json`` file) holds;
+    a null number (not finite when written) reads back as NaN.
+
+    Raises:
+        LlmoptError: a field of the contract missing or of the wrong kind.
+    """
+    known = {"name", "level", "delta", "interval", "proxies"}
+
+    def num(x: Any) -> float:
+        return math.nan if x is None else float(x)
+
+    try:
+        levels = [float(lv) for lv in data["levels"]]
+        layers = [
+            LayerSensitivity(
+                name=str(r["name"]),
+                level=float(r["level"]),
+                delta=num(r["delta"]),
+                interval=(num(r["interval"][0]), num(r["interval"][1])),
+                proxies={str(k): num(v) for k, v in r["proxies"].items()},
+                extra={str(k): num(v) for k, v in r.items() if k not in known},
+            )
+            for r in data["layers"]
+        ]
+        return SensitivityResult(
+            method=str(data["method"]),
+            kind=str(data.get("kind", "")),
+            levels=levels,
+            metric=str(data["metric"]),
+            granularity=str(data["granularity"]),
+            seconds=float(data["seconds"]),
+            baseline=num(data.get("baseline")),
+            n_validation=int(data.get("validation_rows", 0)),
+            layers=layers,
+            proxy_correlation=dict(data.get("proxy_correlation", {})),
+        )
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise LlmoptError(
+            f"not a sensitivity result (as `llmopt sensitivity --json` writes): {exc!r}"
+        ) from None
+
+
 def _num(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
@@ -243,6 +286,9 @@ class Validation:
         self.is_lm = isinstance(loaded, LoadedLM)
         self.blocks_name = block_list(loaded.model)
         self.outputs: dict[int, list[Any]] = {}  # block index -> its dense output per batch
+        # the embedding modules before the blocks -> their dense output per batch (replayed
+        # with the blocks: nothing before the first block changes either)
+        self.stem: dict[str, list[Any]] = {}
         self.current: int = 0  # the batch being run (read by the replayed blocks)
         self.n_classes = 0
         if isinstance(loaded, LoadedLM):
@@ -339,13 +385,20 @@ class Validation:
         def replay(*_args, **_kwargs):
             return cached[self.current]
 
-        for block in blocks:
-            block.forward = replay  # an instance attribute: the class's forward is untouched
+        def replay_stem(name: str) -> Callable[..., Any]:
+            outputs = self.stem[name]
+            return lambda *_args, **_kwargs: outputs[self.current]
+
+        replaced = [(b, replay) for b in blocks] + [
+            (model.get_submodule(name), replay_stem(name)) for name in self.stem
+        ]
+        for module, forward in replaced:
+            module.forward = forward  # an instance attribute: the class's forward is untouched
         try:
             yield
         finally:
-            for block in blocks:
-                del block.forward
+            for module, _forward in replaced:
+                del module.forward
 
     def cache_outputs(
         self, model: nn.Module, needed: set[int], grams: dict[str, Tensor] | None = None
@@ -362,6 +415,14 @@ class Validation:
         hooks = []
         mask_now: list[Tensor] = []  # the mask of the batch being run
         grams = {} if grams is None else grams
+        stem = stem_modules(model, self.blocks_name) if needed else []
+        for name in stem:
+            self.stem[name] = []
+            hooks.append(
+                model.get_submodule(name).register_forward_hook(
+                    lambda _m, _a, out, name=name: self.stem[name].append(out)
+                )
+            )
         for b in needed:
             self.outputs[b] = []
             hooks.append(
@@ -397,6 +458,29 @@ class Validation:
             self.inputs = original  # type: ignore[method-assign]
             for h in hooks:
                 h.remove()
+            for name in stem:  # replayed by batch number: only a module run once per batch
+                if len(self.stem[name]) != n_batches:
+                    del self.stem[name]
+
+
+def stem_modules(model: nn.Module, blocks_name: str | None) -> list[str]:
+    """The modules that compute the blocks' input from the token ids: the children of the
+    blocks' ancestors (not on the way to the blocks) that are or hold an ``nn.Embedding``
+    (BERT's ``embeddings``, GPT-2's ``wte`` and ``wpe``, a decoder's ``embed_tokens``).
+    Rotary tables, poolers, final norms and heads hold no embedding table and stay live."""
+    if not blocks_name:
+        return []
+    path = blocks_name.split(".")
+    out = []
+    for depth in range(len(path)):
+        parent = ".".join(path[:depth])
+        module = model.get_submodule(parent) if parent else model
+        for child_name, child in module.named_children():
+            if child_name == path[depth]:
+                continue
+            if any(isinstance(m, nn.Embedding) for m in child.modules()):
+                out.append(f"{parent}.{child_name}" if parent else child_name)
+    return out
 
 
 @contextmanager

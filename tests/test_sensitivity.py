@@ -203,3 +203,96 @@ def test_bad_inputs(tiny):
         S.sensitivity(loaded, _train(), kind="lowrank", method="svd", levels=[999])
     with pytest.raises(LlmoptError, match="unknown"):
         S.sensitivity(loaded, _train(), kind="prune", method="nope", levels=[0.5])
+
+
+@pytest.mark.parametrize(
+    "family,stem,kept",
+    [
+        ("bert", ["bert.embeddings"], ["bert.embeddings"]),
+        ("distilbert", ["distilbert.embeddings"], ["distilbert.embeddings"]),
+        # GPT-2 embeds token types with wte too: called twice per batch, so it stays live
+        ("gpt2", ["transformer.wte", "transformer.wpe"], ["transformer.wpe"]),
+    ],
+)
+def test_replay_skips_the_embeddings_too(tiny, family, stem, kept, monkeypatch):
+    """With a replayed prefix the embedding modules return their cached dense output instead
+    of computing (before this they ran on every batch of every measurement, for nothing the
+    replayed blocks read); a full run still computes them once per batch. A module called
+    more than once per batch is not replayed (the cache is indexed by batch)."""
+    loaded = tiny[family]
+    validation, _ = S.split_validation(_train(), 24)
+    val = S.Validation(loaded, validation, None)
+    assert S.stem_modules(loaded.model, val.blocks_name) == stem
+    val.cache_outputs(loaded.model, {0})
+    assert sorted(val.stem) == sorted(kept)
+    calls: list[str] = []
+    for name in kept:
+        module = loaded.model.get_submodule(name)
+        cls = type(module)
+        original = cls.forward
+
+        def counted(self, *args, _original=original, _name=name, _module=module, **kwargs):
+            if self is _module:  # GPT-2's wte is an nn.Embedding too
+                calls.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "forward", counted)
+    val.logits(loaded.model, 1)
+    assert calls == []
+    val.logits(loaded.model, 0)
+    assert len(calls) == len(kept) * len(val.batches)
+
+
+def test_result_json_round_trip():
+    """A ``--json`` file reads back into the result it was written from (the README picture
+    is drawn from one); a file that is not one is a one-line error."""
+    rows = [
+        S.LayerSensitivity(
+            "a.q",
+            8,
+            0.0,
+            (-0.01, 0.01),
+            {p: 0.1 for p in S.PROXIES},
+            {"mean_kl": 0.001, "agreement": 1.0},
+        ),  # fmt: skip
+        S.LayerSensitivity(
+            "a.q",
+            3,
+            -0.05,
+            (-0.09, float("nan")),
+            {p: 0.5 for p in S.PROXIES},
+            {"mean_kl": 0.02, "agreement": 0.9},
+        ),  # fmt: skip
+    ]
+    result = S.SensitivityResult("rtn", "quantize", [8, 3], "accuracy", "matrix", 2.5, 0.85,
+                                 32, rows, {"fisher": {"all": 0.4}})  # fmt: skip
+    back = S.result_from_dict(result.to_dict())
+    assert back.to_dict() == result.to_dict()
+    assert back.layers[1].extra == {"mean_kl": 0.02, "agreement": 0.9}
+    assert np.isnan(back.layers[1].interval[1])
+    with pytest.raises(LlmoptError, match="not a sensitivity result"):
+        S.result_from_dict({"method": "rtn"})
+
+
+def test_heatmap_ticks_keep_the_block_number():
+    """The bundled model's 36 matrix names share ``encoder.encoder.layer.``; cut in the
+    middle they lost the block number, so the six blocks' queries (keys, ...) became one
+    heatmap row. The shared prefix is dropped instead and every unit keeps its own row;
+    names that fit stay whole."""
+    from llmopt.figures.sensitivity import sensitivity_figure, unit_labels
+
+    kinds = ["attention.self.query", "attention.self.key", "attention.output.dense"]
+    names = [f"encoder.encoder.layer.{b}.{k}" for b in range(6) for k in kinds]
+    rows = [S.LayerSensitivity(n, 4, -0.01, (-0.02, 0.0), {"fisher": 1.0}) for n in names]
+    result = S.SensitivityResult("rtn", "quantize", [4], "accuracy", "matrix", 1.0, 0.9, 10,
+                                 rows, {})  # fmt: skip
+    fig = sensitivity_figure(result)
+    ticks = list(fig.data[0].y)
+    assert len(set(ticks)) == len(names)
+    assert ticks[3] == "1.attention.self.query"
+    assert "encoder.encoder.layer." in fig.layout.yaxis.title.text
+    assert unit_labels(["only.one"]) == ("", ["only.one"])
+    blocks = ["bert.encoder.layer.0", "bert.encoder.layer.1"]  # short, distinct: kept whole
+    assert unit_labels(blocks) == ("", blocks)
+    long = [f"a.{'x' * 40}{i}.{'y' * 40}" for i in range(2)]  # still colliding: whole names
+    assert unit_labels(long) == ("", long)

@@ -45,7 +45,7 @@ def sensitivity_figure(result) -> go.Figure:
             hover[i, j] = "<br>".join(lines)
     finite = np.abs(z[np.isfinite(z)])
     bound = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-    labels = [_escape(short_label(n, LABEL_CHARS)) for n in names]
+    prefix, labels = unit_labels(names)
     fig = go.Figure(
         go.Heatmap(
             z=z,
@@ -69,8 +69,34 @@ def sensitivity_figure(result) -> go.Figure:
         title=f"Sensitivity: {what} of each {_escape(result.granularity)} compressed alone "
         f"({_escape(result.method)}, {result.n_validation} validation rows)",
         xaxis_title=level_title,
-        yaxis={"autorange": "reversed", "type": "category", "title": result.granularity},
+        yaxis={
+            "autorange": "reversed",
+            "type": "category",
+            "title": result.granularity + (f" (under {_escape(prefix)})" if prefix else ""),
+        },
         height=max(320, 120 + ROW_PX * len(names)),
         margin={"l": 10, "r": 10, "t": 60, "b": 40},
     )
     return fig
+
+
+def unit_labels(names: list[str]) -> tuple[str, list[str]]:
+    """(a dotted prefix dropped from every tick, or "", each name's tick label).
+
+    Names are shortened in the middle when long; when that makes two ticks equal (cutting
+    ``encoder.encoder.layer.3.attention.self.query`` drops the block number, so every block's
+    query got one tick and one row for six), the prefix every name shares goes instead, and
+    the names stay whole should the shortened ones still collide.
+    """
+    labels = [short_label(n, LABEL_CHARS) for n in names]
+    prefix = ""
+    if len(set(labels)) < len(set(names)):
+        parts = [n.split(".") for n in names]
+        common = 0
+        while all(len(p) > common + 1 for p in parts) and len({p[common] for p in parts}) == 1:
+            common += 1
+        prefix = ".".join(parts[0][:common]) + "." if common else ""
+        labels = [short_label(n.removeprefix(prefix), LABEL_CHARS) for n in names]
+        if len(set(labels)) < len(set(names)):
+            prefix, labels = "", list(names)
+    return prefix, [_escape(label) for label in labels]
