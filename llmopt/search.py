@@ -201,6 +201,7 @@ class SearchResult:
     best: Candidate | None
     uniform_best: Candidate | None
     seconds: float = 0.0
+    seconds_to_pick: float = 0.0  # the search itself: before the pick is read on the test rows
     test_baseline: Any = None  # EvalResult (a causal LM: evaluate --json's LM object)
     test_compressed: Any = None  # EvalResult (a causal LM: evaluate --json's LM object)
     run_id: int | None = None  # the pick's run on the test rows
@@ -593,6 +594,7 @@ def search(
         sensitivities=state.get("sensitivities", []), metric=metric,
         windows=len(s.base.nll) if is_lm else 0,
     )  # fmt: skip
+    result.seconds_to_pick = time.perf_counter() - started
     if best is not None and test is not None:
         report(0.96, "search: the pick on the test rows")
         if is_lm:

@@ -116,6 +116,7 @@ def test_pick_remeasures_within_the_tolerance_and_beats_uniform(sensitive, searc
     for c in result.candidates:  # every verdict is the exit rule's on its interval
         assert c.accepted == (c.interval[1] <= result.allowed)
     assert result.evaluations <= 10
+    assert 0 < result.seconds_to_pick < result.seconds  # the test rows come after the pick
 
 
 def test_every_candidate_is_recorded_with_its_parent(sensitive, searched):
