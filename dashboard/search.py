@@ -54,6 +54,8 @@ class Job:
 
 def controls(n_train: int) -> dict:
     """The widgets: tolerance (relative or in points), objective, methods, budget, rows."""
+    from llmopt.search import default_validation_rows
+
     left, right = st.columns(2)
     mode = left.radio(
         "Tolerance", list(MODES), format_func=MODES.get, key="s_mode", persist_state="session"
@@ -90,8 +92,10 @@ def controls(n_train: int) -> dict:
     most = max(1, n_train - 1)
     rows = st.number_input(
         "Validation rows (from the end of the training split)", min_value=1, max_value=most,
-        value=min(256, most), step=32, key="s_rows",
-        help="The search decides on these rows; the test rows are read only for the pick.",
+        value=min(default_validation_rows(n_train), most), step=32, key="s_rows",
+        help="The search decides on these rows; the test rows are read only for the pick. "
+        "The 95% interval must fit inside the tolerance: a 1-point tolerance needs about "
+        "1,000 rows once a few percent of the predictions move.",
     )  # fmt: skip
     return {
         "tolerance": tolerance, "relative": mode == "relative", "objective": objective,
@@ -262,8 +266,11 @@ def section(sel: Selection, loaded, data, n_train: int) -> None:
 
     if isinstance(loaded, LoadedLM):
         st.info(
-            "The search ranks classifiers by accuracy and does not take a causal LM yet; the "
-            "sensitivity above measures an LM's NLL per layer."
+            "This section searches classifiers only (by accuracy). For a causal LM, run the "
+            "search from the command line — `python -m llmopt search --model MODEL --tolerance "
+            "T` — where the loss is the rise of the mean NLL per token on validation windows "
+            "(with `--relative`, the share the perplexity may rise); the sensitivity above "
+            "measures an LM's NLL per layer."
         )
         return
     settings = controls(n_train)

@@ -116,6 +116,7 @@ def test_pick_remeasures_within_the_tolerance_and_beats_uniform(sensitive, searc
     for c in result.candidates:  # every verdict is the exit rule's on its interval
         assert c.accepted == (c.interval[1] <= result.allowed)
     assert result.evaluations <= 10
+    assert 0 < result.seconds_to_pick < result.seconds  # the test rows come after the pick
 
 
 def test_every_candidate_is_recorded_with_its_parent(sensitive, searched):
@@ -184,7 +185,41 @@ def test_knapsack_steps_spend_their_budget(sensitive):
     loaded, train, _test = sensitive
     steps, sens = fallback_sequence(loaded, train, "quantize", "rtn", [2, 3, 4, 5, 6, 8], 5,
                                     validation_rows=40)  # fmt: skip
-    assert sens.levels == [6, 8] and len(steps) == 9  # budgets 6, 6.25, ..., 8
+    # measured once, at the rejected level: the knapsack scales that to the higher bits
+    assert sens.levels == [6] and len(steps) == 9  # budgets 6, 6.25, ..., 8
     averages = [float(step()[1].split()[1]) for step in steps]
     assert averages == sorted(averages) and averages[0] == 6.0 and averages[-1] > 7
     assert len(set(averages)) >= 5, averages
+
+
+def test_fallbacks_follow_the_measured_kl_not_a_noisy_accuracy_gain(sensitive):
+    """On a few hundred rows most matrices flip no prediction alone, or flip some the right way
+    (a noisy gain): ordered by that accuracy change, ties and gains decided the fallback order.
+    The KL divergence each matrix alone causes orders them instead: the k = 1 step falls back
+    the matrix with the largest KL, and the knapsack gives it the most bits."""
+    from llmopt.compression.targets import select_targets
+    from llmopt.search import default_validation_rows, fallback_sequence
+    from llmopt.sensitivity import LayerSensitivity, SensitivityResult
+
+    loaded, train, _test = sensitive
+    names = select_targets(loaded.model)
+    kl = {n: 1e-4 * (i + 1) for i, n in enumerate(names)}  # the last matrix moves the most
+    # the accuracy says the last matrix gained (delta > 0) and others lost: the old order
+    rows = [LayerSensitivity(n, 4, 0.05 if n == names[-1] else -0.01 * (i % 3), (0.0, 0.0),
+                             {}, {"mean_kl": kl[n], "agreement": 1.0})
+            for i, n in enumerate(names)]  # fmt: skip
+    sens = SensitivityResult("magnitude", "prune", [0.5], "accuracy", "matrix", 0.0, 0.9, 40,
+                             [], {})  # fmt: skip
+    sens.layers = [LayerSensitivity(r.name, 0.5, r.delta, r.interval, {}, r.extra) for r in rows]
+    steps, _ = fallback_sequence(loaded, train, "prune", "magnitude", [0.5, 0.3], 1,
+                                 validation_rows=40, sens=sens)  # fmt: skip
+    config, _label = steps[1]()
+    assert list(config.rules) == [names[-1]]  # the largest KL, though its accuracy "gained"
+    qsens = SensitivityResult("rtn", "quantize", [4], "accuracy", "matrix", 0.0, 0.9, 40,
+                              rows, {})  # fmt: skip
+    steps, _ = fallback_sequence(loaded, train, "quantize", "rtn", [2, 3, 4, 5, 6, 8], 3,
+                                 validation_rows=40, sens=qsens)  # fmt: skip
+    config, _label = steps[1]()  # the first budget above 4 bits
+    bits = {n: config.rules.get(n, {}).get("bits", 4) for n in names}
+    assert bits[names[-1]] == max(bits.values()) > 4
+    assert default_validation_rows(4000) == 1000 and default_validation_rows(120) == 60

@@ -56,6 +56,9 @@ def test_json_contract_and_the_recipe_reruns_identically(tiny_bert_dir, tiny_csv
         (["--tolerance", "0.01", "--objective", "speed"], "invalid choice"),
         (["--tolerance", "0.01", "--json", "/nonexistent/dir/x.json"], "does not exist"),
         (["--tolerance", "0.01", "--validation-rows", "999"], "leaves none"),
+        (["--tolerance", "0.01", "--validation-rows", "12", "--sensitivity-rows", "20"],
+         "must be between 1 and the 12 validation rows"),
+        (["--tolerance", "0.01", "--dtype", "bf16"], "--dtype applies to causal LMs"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_exit_2(tiny_bert_dir, tiny_csv, capsys, extra, message):

@@ -1,5 +1,6 @@
-"""``llmopt search``: the smallest (or fastest) compressed model whose accuracy loss on validation
-rows is, with 95% confidence, at most the tolerance; then that recipe on the test rows."""
+"""``llmopt search``: the smallest (or fastest) compressed model whose loss on validation rows
+(accuracy for a classifier, NLL per token for a causal LM) is, with 95% confidence, at most the
+tolerance; then that recipe on the test rows."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import math
 from pathlib import Path
 
 from llmopt.cli.common import positive_int, seed, source_args
+from llmopt.cli.lm import add_device_args
 from llmopt.errors import LlmoptError
 
 
@@ -29,15 +31,20 @@ def add_commands(sub) -> None:
         help="accuracy-aware search: the smallest model whose loss is within a tolerance",
         description="Search uniform settings of the given methods and per-layer variants that "
         "fall back the most sensitive layers first, for the smallest (or fastest) model whose "
-        "accuracy loss on validation rows (from the end of the training split) is within the "
-        "tolerance: the upper end of its paired 95% interval must be. The pick is then "
-        "evaluated on the test rows; every candidate is recorded with its parent.",
+        "loss on validation rows (from the end of the training split) is within the "
+        "tolerance: the upper end of its paired 95% interval must be. A classifier's loss is "
+        "its accuracy drop; a causal LM's is the rise of its mean NLL per token (nats) on the "
+        "paper protocol's windows of the validation texts, the interval resampling windows. "
+        "The pick is then evaluated on the test rows (a causal LM: its perplexity, as "
+        "evaluate --task perplexity does); every candidate is recorded with its parent.",
     )
     source_args(s)
     s.add_argument(
         "--tolerance", type=tolerance, required=True, metavar="T",
-        help="allowed accuracy loss (0.01: one point), or with --relative the allowed share "
-        "of the baseline accuracy (0.01: keep 99%% of it)",
+        help="allowed loss: accuracy for a classifier (0.01: one point), nats of mean NLL per "
+        "token for a causal LM (0.01: perplexity x1.01); with --relative a share: of the "
+        "baseline accuracy (0.01: keep 99%% of it), or of the perplexity (0.01: it rises by at "
+        "most 1%%)",
     )  # fmt: skip
     s.add_argument("--relative", action="store_true", help="the tolerance is relative")
     s.add_argument("--objective", choices=("size", "latency"), default="size")
@@ -50,9 +57,19 @@ def add_commands(sub) -> None:
         help="candidates evaluated at most (default 24)",
     )  # fmt: skip
     s.add_argument(
-        "--validation-rows", type=positive_int, default=256,
-        help="rows from the end of the training split to decide on (default 256)",
+        "--validation-rows", type=positive_int,
+        help="rows (texts) from the end of the training split to decide on (default 1000, or "
+        "half the split if fewer: the 95%% interval must be narrower than the tolerance)",
     )  # fmt: skip
+    s.add_argument(
+        "--sensitivity-rows", type=positive_int,
+        help="the last of those rows that order the per-layer fallbacks (default 128)",
+    )  # fmt: skip
+    s.add_argument(
+        "--seq-len", type=positive_int,
+        help="causal LMs: window length in tokens (default: min(limit, 1024))",
+    )  # fmt: skip
+    add_device_args(s)
     s.add_argument(
         "--calibration-samples", type=positive_int, default=128,
         help="training texts calibrated methods read (default 128)",
@@ -82,17 +99,23 @@ def run_search(args) -> int:
     from llmopt.lm.load import CAUSAL_LM, model_kind
     from llmopt.search import search
 
-    if model_kind(args.model) == CAUSAL_LM:
-        raise LlmoptError(
-            "search ranks classifiers by accuracy; for a causal LM use llmopt sensitivity "
-            "and evaluate --layers"
-        )
+    is_lm = model_kind(args.model) == CAUSAL_LM
+    if not is_lm:
+        for flag, value in (("--seq-len", args.seq_len), ("--dtype", args.dtype),
+                            ("--device", args.device)):  # fmt: skip
+            if value is not None:
+                raise LlmoptError(f"{flag} applies to causal LMs; drop it for a classifier")
     test = load_dataset(
         args.dataset, "test", text_column=args.text_column, label_column=args.label_column,
         limit=args.limit, seed=args.seed,
     )  # fmt: skip
     bar = Bar()
-    loaded = load(args, bar)
+    if is_lm:
+        from llmopt.cli.lm import load_lm
+
+        loaded = load_lm(args)
+    else:
+        loaded = load(args, bar)
     store = None
     if not args.no_record:
         from llmopt.experiments import ExperimentStore
@@ -103,8 +126,9 @@ def run_search(args) -> int:
     result = search(
         loaded, train_split(args), test, tolerance=args.tolerance, relative=args.relative,
         objective=args.objective, methods=args.methods, max_evaluations=args.max_evaluations,
-        validation_rows=args.validation_rows, calibration_samples=args.calibration_samples,
-        per_layer=not args.uniform_only, store=store, origin="cli", batch_size=args.batch_size,
+        validation_rows=args.validation_rows, sensitivity_rows=args.sensitivity_rows,
+        calibration_samples=args.calibration_samples, per_layer=not args.uniform_only,
+        seq_len=args.seq_len, store=store, origin="cli", batch_size=args.batch_size,
         progress=bar,
     )  # fmt: skip
     bar.close()
@@ -118,10 +142,22 @@ def run_search(args) -> int:
 
 def format_result(result) -> str:
     """Every candidate, the pick, and the pick on the test rows, as plain text."""
-    unit = "share of the baseline" if result.relative else "accuracy"
+    lm = result.metric == "nll"
+    if lm:
+        unit = "share of the perplexity" if result.relative else "nats per token"
+        what = (
+            f"{result.n_validation} texts ({result.windows} windows) from the end of the "
+            f"training split; baseline NLL {result.baseline:.4f} nats per token (perplexity "
+            f"{math.exp(result.baseline):.3f})"
+        )
+    else:
+        unit = "share of the baseline" if result.relative else "accuracy"
+        what = (
+            f"{result.n_validation} rows from the end of the training split; baseline "
+            f"accuracy {result.baseline:.4f}"
+        )
     lines = [
-        f"validation: {result.n_validation} rows from the end of the training split; baseline "
-        f"accuracy {result.baseline:.4f}; allowed loss {result.allowed:.4f} "
+        f"validation: {what}; allowed loss {result.allowed:.4f} "
         f"(tolerance {result.tolerance:g}, {unit})",
         "",
         f"{'#':>3}  {'candidate':<52}{'size (MB)':>10}{'loss':>9}  {'95% interval':<18}  ok",
@@ -143,7 +179,13 @@ def format_result(result) -> str:
     if result.uniform_best is not None:
         u = result.uniform_best
         lines.append(f"best uniform setting: {u.label} ({u.size_bytes / 1e6:.3f} MB)")
-    if result.test_compressed is not None:
+    if result.test_compressed is not None and lm:
+        b, o = result.test_baseline["perplexity"], result.test_compressed["perplexity"]
+        lines.append(
+            f"test texts: perplexity {o:.4f} (baseline {b:.4f}, {100 * (o / b - 1):+.2f}%; "
+            f"NLL rise {math.log(o / b):+.4f} nats per token)"
+        )
+    elif result.test_compressed is not None:
         b = result.test_baseline.metrics["accuracy"]
         o = result.test_compressed.metrics["accuracy"]
         lines.append(
