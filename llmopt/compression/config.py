@@ -257,16 +257,22 @@ class CompressionConfig:
         if b is None:
             return
         number = not isinstance(b, bool) and isinstance(b, (int, float)) and math.isfinite(b)
-        if number and not _is_int(b) and float(b).is_integer():
-            b = int(b)  # 4.0 is 4
-        if number and not allocated and not _is_int(b):
+        if number and allocated and not _is_int(b) and float(b).is_integer():
+            b = int(b)  # an average of 4.0 is 4
+        if number and not allocated and not _is_int(b) and not float(b).is_integer():
             raise LlmoptError(
                 f"bits {b!r} is not a whole number: a fractional average needs "
                 "bits_allocation 'sensitivity'"
             )
-        if not number or not 2 <= b <= 8:
-            what = "an average bits per weight in [2, 8]" if allocated else "in the range 2..8"
-            raise LlmoptError(f"bits {_short(b)} must be {what} (or None for float weights)")
+        if (not number or not 2 <= b <= 8) and allocated:
+            raise LlmoptError(
+                f"bits {_short(b)} must be an average bits per weight in [2, 8] with "
+                f"bits_allocation {self.bits_allocation!r} (or None for float weights)"
+            )
+        if not allocated and (not number or not _is_int(b) or not 2 <= b <= 8):
+            raise LlmoptError(
+                f"bits {b!r} is outside the allowed range 2..8 (or None for float weights)"
+            )
         object.__setattr__(self, "bits", b)
         if not allocated:
             return
