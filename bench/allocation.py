@@ -57,7 +57,8 @@ def spread(report, key: str) -> str:
     counts: dict = {}
     for r in report.rows:
         counts[r[key]] = counts.get(r[key], 0) + 1
-    return " ".join(f"{k}:{n}" for k, n in sorted(counts.items(), key=lambda kv: str(kv[0])))
+    ordered = sorted(counts.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
+    return " ".join(f"{k}:{n}" for k, n in ordered)
 
 
 def main() -> None:

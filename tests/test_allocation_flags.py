@@ -192,10 +192,13 @@ def test_bad_allocation_flags_exit_2_with_one_line(tiny_bert_dir, tiny_csv, caps
     assert len(err) == 1 and match in err[0], err
 
 
-def test_cli_bits_allocation(tiny_bert_dir, tiny_csv, tmp_path, capsys):
+def test_cli_bits_allocation_reaches_the_report_store_and_recipe(
+    tiny_bert_dir, tiny_csv, tmp_path, capsys
+):
+    from llmopt.experiments import ExperimentStore
+
     out_json = tmp_path / "r.json"
-    args = ["--bits", "3.5", "--bits-allocation", "sensitivity", "--json", str(out_json),
-            "--no-record"]  # fmt: skip
+    args = ["--bits", "3.5", "--bits-allocation", "sensitivity", "--json", str(out_json)]
     rc, _, err = _cli(args, tiny_bert_dir, tiny_csv, capsys)
     assert rc == 0, err
     data = json.loads(out_json.read_text())
@@ -205,6 +208,15 @@ def test_cli_bits_allocation(tiny_bert_dir, tiny_csv, tmp_path, capsys):
     assert {r["bits"] for r in rows} <= {2, 3, 4, 8}
     sizes = [r["shape"][0] * r["shape"][1] for r in rows]
     assert sum(s * r["bits"] for s, r in zip(sizes, rows, strict=True)) <= 3.5 * sum(sizes)
+    run = ExperimentStore().get(data["run_id"])
+    assert run.config["bits_allocation"] == "sensitivity" and run.config["bits"] == 3.5
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps(run.config), encoding="utf-8")
+    again = tmp_path / "again.json"
+    rc, _, err = _cli(["--recipe", str(recipe), "--json", str(again), "--no-record"],
+                      tiny_bert_dir, tiny_csv, capsys)  # fmt: skip
+    assert rc == 0, err
+    assert [r["bits"] for r in json.loads(again.read_text())["report"]] == [r["bits"] for r in rows]
 
 
 def test_cli_rank_allocation(tiny_bert_dir, tiny_csv, tmp_path, capsys):
