@@ -5,7 +5,7 @@ exact multiple-choice knapsack solved by dynamic programming over the budget."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import reduce
 
@@ -13,6 +13,7 @@ import numpy as np
 
 from llmopt.errors import LlmoptError
 
+TIE = 1e-12  # relative: predicted losses this close are equal (the cheaper choice wins)
 MAX_STATES = 400_000  # budget cells of the exact DP: ~36 matrices x this is a few MB of choices
 
 
@@ -93,7 +94,11 @@ def allocate_bits(
     best, choice = _knapsack(steps, [[v for _, v in opts] for opts in options], capacity)
     if not exact and not np.isfinite(best).any():
         raise LlmoptError("the budget is too tight for the coarse discretisation; raise it")
-    end = int(np.argmin(best))  # the lowest loss at any used capacity (first: the cheapest)
+    # the lowest loss at any used capacity; among totals equal up to float rounding (sums of
+    # the same losses in another order differ in the last bits), the cheapest
+    finite = best[np.isfinite(best)]
+    scale = float(np.abs(finite).max()) if finite.size else 0.0
+    end = int(np.flatnonzero(best <= best.min() + TIE * max(1.0, scale))[0])
     picked: dict[str, int] = {}
     for i in range(len(names) - 1, -1, -1):
         k = int(choice[i][end])
@@ -136,21 +141,107 @@ def _knapsack(
     return best, choices
 
 
-def losses_from_sensitivity(result) -> dict[str, dict[int, float]]:
-    """``{unit: {bits: loss}}`` from a ``SensitivityResult`` of a quantization method
-    (loss = how much worse the unit alone makes the metric: positive is worse).
+def losses_from_sensitivity(result, measure: str = "metric") -> dict[str, dict[int, float]]:
+    """``{unit: {bits: loss}}`` from a ``SensitivityResult`` of a quantization method.
+
+    Args:
+        result: the sensitivity of a quantization method.
+        measure: ``"metric"``: how much worse the unit alone makes the metric (positive is
+            worse); ``"kl"``: a classifier's mean KL divergence from the dense predictions
+            (continuous, where accuracy on a few hundred rows moves in steps of one row and
+            ties at 0 for most matrices above 2 bits); a causal LM has no KL and uses its NLL
+            change either way.
 
     Raises:
-        LlmoptError: the result is not of a quantization method.
+        LlmoptError: the result is not of a quantization method, or an unknown measure.
     """
     if result.kind != "quantize":
         raise LlmoptError(
             f"bit allocation needs the sensitivity of a quantization method, got {result.kind}"
         )
+    if measure not in ("metric", "kl"):
+        raise LlmoptError(f"measure {measure!r} is unknown; allowed: metric, kl")
     out: dict[str, dict[int, float]] = {}
     for row in result.layers:
-        out.setdefault(row.name, {})[int(row.level)] = float(result.loss(row))
+        kl = row.extra.get("mean_kl") if measure == "kl" else None
+        loss = float(result.loss(row)) if kl is None else float(kl)
+        out.setdefault(row.name, {})[int(row.level)] = loss
     return out
+
+
+def bit_candidates(budget_bits: float) -> list[int]:
+    """The bit-widths a matrix may take under an average of ``budget_bits``: 2, 3, 4 and 8
+    and the whole numbers either side of the budget (2..8)."""
+    around = {math.floor(budget_bits), math.ceil(budget_bits)}
+    return sorted(b for b in {2, 3, 4, 8} | around if 2 <= b <= 8)
+
+
+def factor_params(shape: tuple[int, int], rank: int) -> int:
+    """Weights of the two factors of an (out, in) matrix at ``rank``: rank·(out + in)."""
+    return int(rank) * (int(shape[0]) + int(shape[1]))
+
+
+def allocate_ranks(
+    spectra: Mapping[str, np.ndarray | Sequence[float]],
+    shapes: Mapping[str, tuple[int, int]],
+    rank: int,
+) -> tuple[dict[str, int], float]:
+    """Per-matrix ranks from the singular-value spectra, as many factor weights as ``rank``
+    everywhere: every matrix keeps the same fraction ``tau`` of its spectrum's energy
+    (``sum(s[:k]**2) / sum(s**2)``, the share of its squared Frobenius norm the rank-k SVD
+    keeps), with the largest ``tau`` whose ranks' factor weights (``factor_params``) stay
+    within those of the uniform rank. A matrix with a flatter spectrum needs more rank for
+    the same fraction, so it gets more; a steep one gives rank away.
+
+    Args:
+        spectra: ``{matrix: its singular values}`` (any order; ``torch.linalg.svdvals``).
+        shapes: ``{matrix: (out, in)}``.
+        rank: the uniform rank whose total factor weights bound the allocation.
+
+    Returns:
+        (``{matrix: rank}``, each at least 1 and at most min(out, in); the retained fraction).
+
+    Raises:
+        LlmoptError: no matrices, a rank below 1 or above a matrix's smaller side.
+    """
+    names = list(spectra)
+    if not names:
+        raise LlmoptError("no matrices to allocate ranks to")
+    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
+        raise LlmoptError(f"rank must be a whole number >= 1, got {rank!r}")
+    limit = {n: min(int(shapes[n][0]), int(shapes[n][1])) for n in names}
+    small = min(limit, key=lambda n: limit[n])
+    if rank > limit[small]:
+        raise LlmoptError(f"rank {rank} is above what {small!r} allows ({limit[small]})")
+    budget = sum(factor_params(shapes[n], rank) for n in names)
+    cumulative = {}
+    for n in names:
+        s = np.sort(np.abs(np.asarray(spectra[n], dtype=np.float64)))[::-1][: limit[n]]
+        energy = np.cumsum(s**2)
+        total = energy[-1] if energy.size and energy[-1] > 0 else 1.0
+        cumulative[n] = energy / total
+
+    def ranks_at(tau: float) -> dict[str, int]:
+        out = {}
+        for n in names:  # the fewest values whose energy reaches tau (one at least)
+            k = int(np.searchsorted(cumulative[n], tau - 1e-12, side="left")) + 1
+            out[n] = max(1, min(k, limit[n]))
+        return out
+
+    def cost(ranks: dict[str, int]) -> int:
+        return sum(factor_params(shapes[n], ranks[n]) for n in names)
+
+    # the candidate fractions are the cumulative energies themselves: ranks change only there
+    taus = np.unique(np.concatenate([c for c in cumulative.values()]))
+    lo, hi = 0, len(taus) - 1  # cost is non-decreasing in tau: the last tau within budget
+    best = 0.0
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if cost(ranks_at(float(taus[mid]))) <= budget:
+            best, lo = float(taus[mid]), mid + 1
+        else:
+            hi = mid - 1
+    return ranks_at(best), best
 
 
 def matrix_sizes(model, names) -> dict[str, int]:

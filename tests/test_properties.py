@@ -198,7 +198,7 @@ FIELDS = {
         JUNK,
     ),
     "sparsity_scope": st.one_of(st.sampled_from(["layer", "global"]), JUNK),
-    "bits": st.one_of(st.integers(0, 10), st.none(), JUNK),
+    "bits": st.one_of(st.integers(0, 10), st.floats(1.5, 8.5), st.none(), JUNK),
     "group_size": st.one_of(st.integers(-2, 256), st.none(), JUNK),
     "rank": st.one_of(st.integers(-2, 512), st.none(), JUNK),
     "int8_dynamic": st.one_of(st.booleans(), JUNK),
@@ -216,6 +216,9 @@ FIELDS = {
     "sparsity_allocation": st.one_of(st.sampled_from(["uniform", "owl", "OWL", ""]), JUNK),
     "owl_lambda": st.one_of(st.floats(-0.1, 0.6), st.sampled_from([0, 0.08, 0.5, 0.51]), JUNK),
     "owl_m": st.one_of(st.floats(-1, 20), st.sampled_from([0, 1, 5.0]), JUNK),
+    # the bits and rank allocations (a fractional bits is an average with an allocation)
+    "bits_allocation": st.one_of(st.sampled_from(["uniform", "sensitivity", "Sensitivity"]), JUNK),
+    "rank_allocation": st.one_of(st.sampled_from(["uniform", "energy", ""]), JUNK),
 }
 KWARGS = st.fixed_dictionaries({}, optional=FIELDS)
 

@@ -13,7 +13,14 @@ import re
 
 from llmopt.cli.common import Parser, positive_int
 from llmopt.compression import registry
-from llmopt.compression.config import CALIBRATIONS, PRECISIONS, CompressionConfig, LayerRuleError
+from llmopt.compression.config import (
+    BITS_ALLOCATIONS,
+    CALIBRATIONS,
+    PRECISIONS,
+    RANK_ALLOCATIONS,
+    CompressionConfig,
+    LayerRuleError,
+)
 from llmopt.errors import LlmoptError
 
 # Config fields whose flag is not the value itself: --layers FILE holds the rules, --skip is
@@ -78,6 +85,16 @@ class LazyParser(Parser):
         return super().format_usage()
 
 
+def bits_value(text: str) -> int | float:
+    """``--bits``: a whole number (``4``), or a fractional average (``3.5``) that the config
+    accepts with a bits allocation only."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bits, e.g. 4") from None
+    return int(value) if value.is_integer() else value
+
+
 def _choices_help(kind: str) -> str:
     return "; ".join(f"{m.name}: {m.summary}" for m in registry.methods(kind).values())
 
@@ -120,7 +137,19 @@ def _add_compression_args(parser: argparse.ArgumentParser) -> None:
         help="with --sparsity-allocation owl: a score above this many times its block's mean "
         f"is an outlier (default {CompressionConfig.owl_m:g})",
     )
-    add("--bits", type=int, help="weight bit-width 2..8 (simulated quantization)")
+    add(
+        "--bits",
+        type=bits_value,
+        help="weight bit-width 2..8 (simulated quantization); with --bits-allocation "
+        "sensitivity the average bits per weight, e.g. 3.5",
+    )
+    add(
+        "--bits-allocation",
+        choices=list(BITS_ALLOCATIONS),
+        help="how the bits are spread over the matrices: uniform (default); sensitivity: each "
+        "matrix 2..8 bits from its sensitivity measured on validation rows of the training "
+        "split, --bits the average (same size or less)",
+    )
     add("--group-size", type=int, help="input weights per scale (default: per row)")
     add("--quant-method", choices=registry.names("quantize"), help=_choices_help("quantize"))
     add(
@@ -136,6 +165,13 @@ def _add_compression_args(parser: argparse.ArgumentParser) -> None:
         help="a zero point per scale: all 2^b levels (symmetric grids use 2^b - 1)",
     )
     add("--rank", type=int, help="low-rank factorisation rank of every targeted layer")
+    add(
+        "--rank-allocation",
+        choices=list(RANK_ALLOCATIONS),
+        help="how the rank is spread over the matrices: uniform (default); energy: each "
+        "matrix keeps the same share of its singular-value energy, as many factor weights "
+        "in all as --rank everywhere",
+    )
     add("--lowrank-method", choices=registry.names("lowrank"), help=_choices_help("lowrank"))
     add(
         "--int8-dynamic",
@@ -254,6 +290,10 @@ def _idle_flags(config: CompressionConfig, given: dict) -> str:
         idle += [f"--{k.replace('_', '-')}" for k in ("asymmetric", "act_order") if given.get(k)]
     if "sparsity_allocation" in given and not config.uses("prune"):
         idle.append("--sparsity-allocation")
+    if "bits_allocation" in given and not config.uses("quantize"):
+        idle.append("--bits-allocation")
+    if "rank_allocation" in given and not config.uses("lowrank"):
+        idle.append("--rank-allocation")
     if config.sparsity_allocation == "uniform":
         idle += [_flag(k) for k in ("owl_lambda", "owl_m") if k in given]
     for method, knob in registry.knobs():
@@ -270,6 +310,8 @@ def _why(idle: str) -> str:
         "--asymmetric": "--bits",
         "--act-order": "--bits with --quant-method gptq",
         "--sparsity-allocation": "--sparsity above 0",
+        "--bits-allocation": "--bits",
+        "--rank-allocation": "--rank",
         "--owl-lambda": "--sparsity-allocation owl",
         "--owl-m": "--sparsity-allocation owl",
     }

@@ -18,7 +18,7 @@ NM_PATTERN = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 MAX_M = 256  # group size of an N:M pattern; hardware uses 4 or 8, research up to 32 or 64
 # The settings of each kind of compression (registry.KINDS): they act only when the kind is on.
 KIND_SETTINGS = {
-    "lowrank": ("lowrank_method",),
+    "lowrank": ("lowrank_method", "rank_allocation"),
     "prune": (
         "sparsity_method",
         "sparsity_pattern",
@@ -27,13 +27,19 @@ KIND_SETTINGS = {
         "owl_lambda",
         "owl_m",
     ),
-    "quantize": ("quant_method", "group_size", "act_order", "asymmetric"),
+    "quantize": ("quant_method", "group_size", "act_order", "asymmetric", "bits_allocation"),
     "kernel": ("smooth_alpha",),
 }
 CALIBRATION_SETTINGS = ("calibration", "calibration_samples")  # act only for calibrated methods
 # What a per-layer rule (``CompressionConfig.layers``) may set for the layers it matches.
 LAYER_KEYS = ("sparsity", "bits", "group_size", "rank", "skip")
 LayerRules = tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]  # ((pattern, ((key, v), …)), …)
+# How the bits budget is spread over the matrices: "uniform" (every matrix at ``bits``) or
+# "sensitivity" (each matrix's bits from its measured sensitivity, ``bits`` the average).
+BITS_ALLOCATIONS = ("uniform", "sensitivity")
+# How the rank budget is spread: "uniform" (every matrix at ``rank``) or "energy" (each
+# matrix keeps the same fraction of its spectrum's energy, as many factor weights in all).
+RANK_ALLOCATIONS = ("uniform", "energy")
 PATTERN_HELP = f"'unstructured', '2:4', '4:8' or any 'N:M' with 0 < N < M <= {MAX_M}"
 
 
@@ -134,6 +140,13 @@ class CompressionConfig:
     sparsity_allocation: str = "uniform"
     owl_lambda: float = 0.08  # the paper's value for LLaMA at 70%
     owl_m: float = 5.0  # an outlier's score is above owl_m times its block's mean
+    # "sensitivity": bits is the average bits per weight (it may be fractional, e.g. 3.5) and
+    # each matrix takes 2..8 bits from its sensitivity measured on validation rows of the
+    # training split (an exact knapsack: llmopt.allocation.allocate_bits)
+    bits_allocation: str = "uniform"
+    # "energy": each matrix's rank keeps the same share of its singular-value energy, with
+    # the factor weights of the uniform rank in all (llmopt.allocation.allocate_ranks)
+    rank_allocation: str = "uniform"
     # Per-layer rules: {pattern: {"sparsity"|"bits"|"group_size"|"rank"|"skip": value}}, kept
     # as ((pattern, ((key, value), …)), …); see ``layer_config`` for which rule a layer takes.
     layers: LayerRules | Mapping[str, Mapping[str, Any]] = ()
@@ -170,10 +183,7 @@ class CompressionConfig:
                 "sparsity_scope 'global' ranks |w| across layers: it needs sparsity_method "
                 "'magnitude' and sparsity_pattern 'unstructured' (use scope 'layer' otherwise)"
             )
-        if self.bits is not None and (not _is_int(self.bits) or not 2 <= self.bits <= 8):
-            raise LlmoptError(
-                f"bits {self.bits!r} is outside the allowed range 2..8 (or None for float weights)"
-            )
+        self._check_bits()
         if self.group_size is not None and (not _is_int(self.group_size) or self.group_size < 1):
             raise LlmoptError(
                 f"group_size {self.group_size!r} must be a positive whole number (weights per "
@@ -194,6 +204,7 @@ class CompressionConfig:
                 "(bits simulates 2..8-bit weights; int8_dynamic runs real int8 kernels)"
             )
         self._check_alpha()
+        self._check_rank_allocation()
         self._check_allocation(registry)
         self._check_knobs(registry)
         n = self.calibration_samples
@@ -233,6 +244,66 @@ class CompressionConfig:
             raise LlmoptError(
                 "SparseGPT prunes and GPTQ-quantizes in one pass over the columns in their "
                 "order; act_order would reorder them: drop act_order"
+            )
+
+    def _check_bits(self) -> None:
+        """``bits``: a whole number 2..8; with a bits allocation, an average in [2, 8]."""
+        b, allocated = self.bits, self.bits_allocation != "uniform"
+        if self.bits_allocation not in BITS_ALLOCATIONS:
+            raise LlmoptError(
+                f"bits_allocation {_short(self.bits_allocation)} is unknown; allowed: "
+                f"{', '.join(BITS_ALLOCATIONS)}"
+            )
+        if b is None:
+            return
+        number = not isinstance(b, bool) and isinstance(b, (int, float)) and math.isfinite(b)
+        if number and allocated and not _is_int(b) and float(b).is_integer():
+            b = int(b)  # an average of 4.0 is 4
+        if number and not allocated and not _is_int(b) and not float(b).is_integer():
+            raise LlmoptError(
+                f"bits {b!r} is not a whole number: a fractional average needs "
+                "bits_allocation 'sensitivity'"
+            )
+        if (not number or not 2 <= b <= 8) and allocated:
+            raise LlmoptError(
+                f"bits {_short(b)} must be an average bits per weight in [2, 8] with "
+                f"bits_allocation {self.bits_allocation!r} (or None for float weights)"
+            )
+        if not allocated and (not number or not _is_int(b) or not 2 <= b <= 8):
+            raise LlmoptError(
+                f"bits {b!r} is outside the allowed range 2..8 (or None for float weights)"
+            )
+        object.__setattr__(self, "bits", b)
+        if not allocated:
+            return
+        if (
+            self.rank is not None
+            or self.include_head
+            or any("bits" in r or "rank" in r for r in self.rules.values())
+        ):
+            raise LlmoptError(
+                f"bits_allocation {self.bits_allocation!r} measures each block matrix quantized "
+                "alone and sets its bits: it needs no rank, no include_head and no per-layer "
+                "rule setting bits or rank"
+            )
+
+    def _check_rank_allocation(self) -> None:
+        if self.rank_allocation not in RANK_ALLOCATIONS:
+            raise LlmoptError(
+                f"rank_allocation {_short(self.rank_allocation)} is unknown; allowed: "
+                f"{', '.join(RANK_ALLOCATIONS)}"
+            )
+        if self.rank_allocation == "uniform":
+            return
+        if any("rank" in r for r in self.rules.values()):
+            raise LlmoptError(
+                f"rank_allocation {self.rank_allocation!r} sets each matrix's rank: per-layer "
+                "rules may set sparsity, bits, group size or skip, not rank"
+            )
+        if self.bits is not None and self.group_size is not None:
+            raise LlmoptError(
+                f"rank_allocation {self.rank_allocation!r} gives matrices ranks a group size "
+                "need not divide: use group_size None with it"
             )
 
     def _check_alpha(self) -> None:
@@ -469,10 +540,17 @@ class CompressionConfig:
             group = "per-channel" if self.group_size is None else f"group {self.group_size}"
             extra = "".join([", asymmetric" * self.asymmetric, ", act-order" * self.act_order])
             method = "" if self.quant_method == "rtn" else f"{self.quant_method} "
-            parts.append(f"{method}{self.bits}-bit weights ({group}{extra})")
+            if self.bits_allocation == "uniform":
+                parts.append(f"{method}{self.bits}-bit weights ({group}{extra})")
+            else:
+                parts.append(
+                    f"{method}{self.bits:g} average bits ({self.bits_allocation}-allocated, "
+                    f"{group}{extra})"
+                )
         if self.rank is not None:
             how = "" if self.lowrank_method == "svd" else f" {self.lowrank_method}"
-            parts.append(f"rank {self.rank}{how}")
+            spread = f" {self.rank_allocation}-allocated" * (self.rank_allocation != "uniform")
+            parts.append(f"rank {self.rank}{how}{spread}")
         if self.int8_dynamic:
             smooth = "" if self.smooth_alpha is None else f", smoothed α={self.smooth_alpha:g}"
             parts.append(f"int8 kernels{smooth}")

@@ -39,6 +39,11 @@ from llmopt.lm.device import DTYPES, dtype_name
 from llmopt.lm.load import LoadedLM
 from llmopt.loaded import LoadedModel, Progress, dense_size_bytes, private_copy
 
+# Validation rows the sensitivity bits allocation measures each matrix on: the mean KL from
+# the dense predictions is continuous, so a few dozen rows rank the matrices (each of ~36 x 4
+# widths is one forward pass over them: at 64 rows, 3.4 s each on 2 loaded cores)
+ALLOCATION_ROWS = 32
+
 
 @dataclass
 class Context:
@@ -159,8 +164,10 @@ def compress(
     methods = [] if config.is_identity else registry.active(config)
     calibrated = [m for m in methods if m.needs_calibration]
     allocated = _allocation(config) if methods else None
-    if (calibrated or allocated) and not calibration:
+    measured = bool(methods) and config.bits_allocation != "uniform" and config.uses("quantize")
+    if (calibrated or allocated or measured) and not calibration:
         labels = {m.label for m in calibrated} | ({allocated.label} if allocated else set())
+        labels |= {"sensitivity bits allocation"} if measured else set()
         names = " and ".join(sorted(labels))
         plain = ", ".join(
             m.label
@@ -188,6 +195,10 @@ def compress(
         final_dtype, lm_notes = _prepare_lm(ctx)
     if allocated is not None and ctx.targets:
         _allocate(ctx, allocated, cache)
+    if config.rank_allocation != "uniform" and ctx.targets and config.uses("lowrank"):
+        _allocate_ranks(ctx)
+    if measured and ctx.targets:
+        _allocate_bits(ctx)
     _run(ctx, methods, calibrated, cache)
     if is_lm and (config.precision != "fp32" or final_dtype is not None):
         _cast_lm(model, DTYPES[config.precision] if config.precision != "fp32" else final_dtype)
@@ -262,6 +273,85 @@ def _allocate(ctx: Context, allocation: registry.Allocation, cache: StatsCache |
             ctx.note(
                 t, f"{allocation.label}: block outlier ratio {figure:.2%}, sparsity {sparsity:.3f}"
             )
+
+
+@torch.no_grad()
+def _allocate_ranks(ctx: Context) -> None:
+    """Give each factorised matrix its rank from its singular-value spectrum
+    (``allocation.allocate_ranks``: the same retained energy fraction everywhere, as many
+    factor weights as the uniform rank)."""
+    from llmopt.allocation import allocate_ranks
+
+    ranked = [t for t in ctx.targets if ctx.config_of(t).rank is not None]
+    if not ranked:
+        return
+    ctx.progress(0.0, "allocating ranks: singular values")
+    spectra, shapes = {}, {}
+    for t in ranked:
+        weight = get_weight(ctx.model.get_submodule(t)).detach().float()
+        spectra[t] = torch.linalg.svdvals(weight).cpu().double().numpy()
+        shapes[t] = (int(weight.shape[0]), int(weight.shape[1]))
+    ranks, tau = allocate_ranks(spectra, shapes, int(ctx.config.rank))
+    for t in ranked:
+        ctx.layer_configs[t] = dataclasses.replace(ctx.config_of(t), rank=ranks[t])
+        ctx.note(t, f"energy allocation: rank {ranks[t]} keeps {tau:.1%} of the spectrum energy")
+
+
+def _allocate_bits(ctx: Context) -> None:
+    """Give each quantized matrix its bits: its sensitivity (``llmopt.sensitivity``: each
+    matrix quantized alone at each candidate width, measured on ``ALLOCATION_ROWS`` validation
+    rows carved from the end of the calibration split — never the test rows), then the exact
+    knapsack (``allocation.allocate_bits``) for the least predicted loss within the average
+    ``config.bits`` per weight. A classifier's loss is the mean KL from the dense predictions,
+    a causal LM's the NLL change."""
+    from llmopt.allocation import (
+        allocate_bits,
+        bit_candidates,
+        losses_from_sensitivity,
+        matrix_sizes,
+    )
+    from llmopt.sensitivity import sensitivity
+
+    cfg = ctx.config
+    quantized = [t for t in ctx.targets if ctx.config_of(t).bits is not None]
+    if not quantized:
+        return
+    levels = bit_candidates(float(cfg.bits))
+    rows = min(ALLOCATION_ROWS, max(1, len(ctx.calibration) // 2))
+
+    def progress(fraction: float, message: str) -> None:
+        ctx.progress(0.0, f"allocating bits: {message} ({fraction:.0%})")
+
+    result = sensitivity(
+        ctx.base,
+        ctx.calibration,
+        kind="quantize",
+        method=cfg.quant_method,
+        levels=levels,
+        granularity="matrix",
+        validation_rows=rows,
+        calibration_samples=cfg.calibration_samples,
+        seq_len=ctx.seq_len,
+        fisher_rows=1,
+        progress=progress,
+    )
+    losses = losses_from_sensitivity(result, "kl")
+    missing = [t for t in quantized if t not in losses]
+    if missing:
+        raise LlmoptError(
+            f"the sensitivity bits allocation measured no layer {missing[0]!r}: it allocates "
+            "the transformer blocks' matrices only"
+        )
+    losses = {t: losses[t] for t in quantized}
+    allocation = allocate_bits(losses, matrix_sizes(ctx.model, quantized), float(cfg.bits))
+    for t in quantized:
+        b = allocation.bits[t]
+        ctx.layer_configs[t] = dataclasses.replace(ctx.config_of(t), bits=b)
+        ctx.note(
+            t,
+            f"sensitivity allocation: {b} bits (average {allocation.average_bits:.3f} of "
+            f"{cfg.bits:g}; loss at {b} bits {losses[t][b]:.2e})",
+        )
 
 
 def _float_dtype(model: nn.Module) -> torch.dtype:
@@ -440,7 +530,9 @@ def compression_state(ctx: Context) -> dict:
         "masks": dict(ctx.masks),
         "scales": {m: s.clone() for m, s in ctx.scales.items()},
         "zeros": {m: z.clone() for m, z in ctx.zeros.items()},
-        "bits": ctx.config.bits if ctx.config.bits is not None else _first(matrix_bits),
+        "bits": ctx.config.bits
+        if isinstance(ctx.config.bits, int) and ctx.config.bits_allocation == "uniform"
+        else _first(matrix_bits),
         "matrix_bits": matrix_bits,
         "group_size": ctx.config.group_size,
         "asymmetric": bool(ctx.config.asymmetric and ctx.config.bits is not None),

@@ -256,10 +256,14 @@ def active(config) -> list[Method]:
 
 def needs_calibration(config) -> bool:
     """Whether compressing with ``config`` needs calibration texts (the training split): a
-    calibrated method, or a non-uniform sparsity allocation (it weighs by activations)."""
+    calibrated method, a non-uniform sparsity allocation (it weighs by activations), or a
+    sensitivity bits allocation (it measures on validation rows of the split)."""
     allocated = getattr(config, "sparsity_allocation", "uniform") != "uniform"
-    return any(m.needs_calibration for m in active(config)) or (
-        allocated and selected(config, "prune") is not None
+    measured = getattr(config, "bits_allocation", "uniform") != "uniform"
+    return (
+        any(m.needs_calibration for m in active(config))
+        or (allocated and selected(config, "prune") is not None)
+        or (measured and selected(config, "quantize") is not None)
     )
 
 
