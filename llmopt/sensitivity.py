@@ -643,6 +643,10 @@ def proxy_correlation(result: SensitivityResult) -> dict[str, dict[str, float | 
 # ---------------------------------------------------------------- the analysis
 
 
+def _dtype(model) -> torch.dtype:
+    return next(p.dtype for p in model.parameters() if p.is_floating_point())
+
+
 def sensitivity(
     loaded: LoadedModel | LoadedLM,
     train: TextDataset,
@@ -741,7 +745,10 @@ def sensitivity(
                 cache=cache,
                 seq_len=validation.seq_len if validation.is_lm else None,
             )
-            scores = validation.score(compressed.model, unit.first_block)
+            # A quantized bf16 LM comes back in fp32 (the engine keeps quantized weights in
+            # fp32): the dense prefix's cached outputs are bf16, so the whole model runs then.
+            same_dtype = _dtype(compressed.model) == _dtype(loaded.model)
+            scores = validation.score(compressed.model, unit.first_block if same_dtype else 0)
             extra: dict[str, float] = {}
             if validation.is_lm:
                 delta, interval = nll_delta(validation.tokens, base_scores, scores)

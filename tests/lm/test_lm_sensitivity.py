@@ -95,3 +95,31 @@ def test_cli_on_a_causal_lm(lm_dirs, tmp_path):
     assert result["metric"] == "nll" and result["granularity"] == "type"
     names = [r["name"] for r in result["layers"]]
     assert len(names) == len(set(names)) >= 4 and all("layers." not in n for n in names)
+
+
+def test_quantizing_a_bf16_lm_measures_the_normal_path(lm_dirs):
+    """A bf16 LM's quantized copy comes back in fp32 while the dense prefix's cached outputs
+    are bf16: the measurement ran the cached bf16 hidden states into fp32 matrices and failed
+    ('mat1 and mat2 must have the same dtype'; found by `llmopt search` on lm:bundled). Each
+    delta now equals the log-perplexity change of compressing that unit alone."""
+    from llmopt.lm.load import load_causal_lm
+
+    lm = load_causal_lm(str(lm_dirs["gpt2"]), dtype="bf16", device="cpu")
+    result = S.sensitivity(
+        lm, TRAIN, kind="quantize", method="rtn", levels=[3], granularity="block",
+        validation_rows=40, seq_len=SEQ_LEN,
+    )  # fmt: skip
+    validation, _ = S.split_validation(TRAIN, 40)
+    base = perplexity(lm, validation.texts, seq_len=SEQ_LEN)
+    units = {u.name: u for u in S.units(lm.model, "block")}
+    assert len(result.layers) == len(units) == 2
+    for row in result.layers:
+        compressed, _ = compress(
+            lm,
+            S.level_config("quantize", "rtn", 3),
+            filter_fn=lambda _m, n, unit=units[row.name]: n in unit.matrices,
+            seq_len=SEQ_LEN,
+        )
+        other = perplexity(compressed, validation.texts, seq_len=SEQ_LEN)
+        expected = math.log(other.perplexity) - math.log(base.perplexity)
+        assert row.delta == pytest.approx(expected, rel=1e-4, abs=1e-6)
