@@ -302,8 +302,8 @@ class CompressionConfig:
             )
         if self.bits is not None and self.group_size is not None:
             raise LlmoptError(
-                f"rank_allocation {self.rank_allocation!r} gives matrices ranks a group size "
-                "need not divide: use group_size None with it"
+                f"rank_allocation {self.rank_allocation!r} gives matrices ranks that a group "
+                "size need not divide: leave group_size unset (per-channel scales) with it"
             )
 
     def _check_alpha(self) -> None:
