@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from llmopt.errors import LlmoptError
+from llmopt.errors import Fix, LlmoptError
 
 SCOPES = ("layer", "global")
 CALIBRATIONS = ("sequential", "one-pass")
@@ -496,7 +496,12 @@ class CompressionConfig:
                 raise LayerRuleError(
                     f"{kind} pattern {pattern!r} matches no layer that compression targets in "
                     f"{where} ({len(names)} layers, named like {shown or '(none)'}); in a "
-                    "pattern * matches any text, dots included"
+                    "pattern * matches any text, dots included",
+                    fix=Fix(
+                        cli="correct the pattern, or, for a recipe made on another model, pass "
+                        "that model with --model (a recipe file holds no model)",
+                        app="correct the pattern in the per-layer rules",
+                    ),
                 )
 
     @property

@@ -272,3 +272,13 @@ def test_what_differs_and_lineage_show_each_rule():
     assert config_steps(ruled) == ["prune", "quantize"]  # only a rule quantizes
     assert not is_ancestor(uniform, ruled)  # the rules differ: not a prefix of its steps
     assert "'*.attn.*': 8-bit" in step_change(None, ruled)
+
+
+def test_a_pattern_of_another_model_says_a_recipe_holds_no_model():
+    """A recipe searched on a causal LM, replayed without --model, met the bundled classifier:
+    the error named the pattern but not the likely cause (a recipe file holds no model)."""
+    config = CompressionConfig(bits=4, layers={"transformer.h.0.attn.c_attn": {"bits": 8}})
+    with pytest.raises(LlmoptError) as info:
+        config.check_layer_names(["encoder.layer.0.attention.self.query"], "the classifier")
+    assert "transformer.h.0.attn.c_attn" in info.value.message
+    assert "--model" in info.value.render("cli") and "holds no model" in info.value.render("cli")
