@@ -424,8 +424,9 @@ def scatter(shown: pd.DataFrame, picked: list[int]) -> None:
         "x", axes, axes.index(URL_DEFAULTS["x"]), format_func=comparison.AXES.get, key="cmp_x"
     )
     y = middle.selectbox(
-        "y", axes, axes.index(URL_DEFAULTS["y"]), format_func=comparison.AXES.get, key="cmp_y"
-    )
+        "y", axes, axes.index(_default_y(shown, axes)), format_func=comparison.AXES.get,
+        key="cmp_y",
+    )  # fmt: skip
     colour = right.selectbox(
         "Colour by",
         ["model_short", "dataset_short", "method"],
@@ -460,6 +461,15 @@ def scatter(shown: pd.DataFrame, picked: list[int]) -> None:
         f"{each} beats on both axes. Hover a point for its recipe; click or lasso points to "
         "compare them."
     )
+
+
+def _default_y(shown: pd.DataFrame, axes: list[str]) -> str:
+    """Accuracy, unless none of the shown runs has it (language models scored by perplexity
+    only): then the first headline metric some run has, so the first scatter is not empty."""
+    for key in [URL_DEFAULTS["y"], *_other_headline()]:
+        if key in axes and key in shown and shown[key].notna().any():
+            return key
+    return URL_DEFAULTS["y"]
 
 
 def comparable_front(shown: pd.DataFrame, x: str, y: str) -> np.ndarray:
