@@ -1,12 +1,14 @@
 """The Auto page's Search section: the tolerance and budget controls, the search in a background
 thread with live progress and Cancel, and the result (recipe, per-layer table, Pareto plot, and
-the way to the Compress page with the recipe loaded).
+the way to the Compress page with the recipe loaded). A classifier is searched by accuracy, a
+causal LM by the rise of its perplexity (mean NLL per token), as ``llmopt search`` does.
 
 The thread only writes plain values into the ``Job`` (no Streamlit call); Cancel sets an event
 the search polls before every evaluation (its ``should_stop``)."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +27,10 @@ REFRESH_S = 1.0  # how often the live progress redraws
 MODES = {
     "relative": "keep at least this share of the accuracy",
     "absolute": "lose at most this many accuracy points",
+}
+LM_MODES = {
+    "relative": "perplexity rises by at most this share",
+    "absolute": "mean NLL per token rises by at most this many nats",
 }
 SEARCHABLE = ("prune", "quantize", "lowrank")
 
@@ -52,15 +58,20 @@ class Job:
         self.fraction, self.message = min(max(float(fraction), 0.0), 1.0), message
 
 
-def controls(n_train: int) -> dict:
-    """The widgets: tolerance (relative or in points), objective, methods, budget, rows."""
+def controls(n_train: int, lm=None) -> dict:
+    """The widgets: tolerance (relative or in points; a causal LM ``lm``: a perplexity rise in
+    percent or nats), objective, methods, budget, rows (and an LM's window length)."""
     from llmopt.search import default_validation_rows
 
     left, right = st.columns(2)
     mode = left.radio(
-        "Tolerance", list(MODES), format_func=MODES.get, key="s_mode", persist_state="session"
-    )
-    if mode == "relative":
+        "Tolerance", list(MODES), format_func=(MODES if lm is None else LM_MODES).get, key="s_mode",
+        persist_state="session",
+    )  # fmt: skip
+    seq_len = None
+    if lm is not None:
+        tolerance, seq_len = _lm_tolerance(lm, mode, right)
+    elif mode == "relative":
         keep = right.number_input(
             "Keep at least (% of the base model's validation accuracy)", min_value=50.0,
             max_value=100.0, value=99.0, step=0.5, key="s_keep", persist_state="session",
@@ -91,16 +102,45 @@ def controls(n_train: int) -> dict:
     )  # fmt: skip
     most = max(1, n_train - 1)
     rows = st.number_input(
-        "Validation rows (from the end of the training split)", min_value=1, max_value=most,
-        value=min(default_validation_rows(n_train), most), step=32, key="s_rows",
+        f"Validation {'texts' if lm else 'rows'} (from the end of the training split)",
+        min_value=1, max_value=most, value=min(default_validation_rows(n_train), most), step=32,
+        key="s_rows",
         help="The search decides on these rows; the test rows are read only for the pick. "
-        "The 95% interval must fit inside the tolerance: a 1-point tolerance needs about "
-        "1,000 rows once a few percent of the predictions move.",
+        + ("The 95% interval (over the texts' windows) must fit inside the tolerance."
+           if lm else "The 95% interval must fit inside the tolerance: a 1-point tolerance "
+           "needs about 1,000 rows once a few percent of the predictions move."),
     )  # fmt: skip
     return {
         "tolerance": tolerance, "relative": mode == "relative", "objective": objective,
         "methods": list(methods), "max_evaluations": int(budget), "validation_rows": int(rows),
+        "seq_len": seq_len,
     }  # fmt: skip
+
+
+def _lm_tolerance(lm, mode: str, where) -> tuple[float, int]:
+    """A causal LM's tolerance (a share of the perplexity, or nats of mean NLL per token) and
+    window length, as ``llmopt search --tolerance [--relative] --seq-len`` take them."""
+    from llmopt.lm.perplexity import default_seq_len
+
+    left, right = where.columns(2)
+    if mode == "relative":
+        rise = left.number_input(
+            "Perplexity may rise by at most (%)", min_value=0.0, max_value=1000.0, value=1.0,
+            step=0.5, key="s_ppl_rise", persist_state="session",
+        )  # fmt: skip
+        tolerance = round(rise / 100.0, 10)
+    else:
+        tolerance = left.number_input(
+            "Mean NLL may rise by at most (nats per token)", min_value=0.0, max_value=10.0,
+            value=0.01, step=0.005, format="%.4f", key="s_nats", persist_state="session",
+            help="0.01 nats: the perplexity rises by at most a factor e^0.01 ≈ 1.01.",
+        )  # fmt: skip
+    seq_len = right.number_input(
+        "Window (tokens)", min_value=2, max_value=1_000_000, value=default_seq_len(lm),
+        key="s_seq_len", help="Texts are joined and cut into windows of this many tokens "
+        "(the paper protocol); the interval resamples windows.",
+    )  # fmt: skip
+    return float(tolerance), int(seq_len)
 
 
 def _work(job: Job, loaded, train, data, store) -> None:
@@ -113,7 +153,8 @@ def _work(job: Job, loaded, train, data, store) -> None:
             loaded, train, data, tolerance=s["tolerance"], relative=s["relative"],
             objective=s["objective"], methods=s["methods"],
             max_evaluations=s["max_evaluations"], validation_rows=s["validation_rows"],
-            store=store, origin="app", progress=job.progress, should_stop=job.cancel.is_set,
+            seq_len=s.get("seq_len"), store=store, origin="app", progress=job.progress,
+            should_stop=job.cancel.is_set,
         )  # fmt: skip
         job.status = "done"
     except LlmoptError as exc:
@@ -129,7 +170,7 @@ def start(sel: Selection, loaded, data, settings: dict) -> Job:
     Raises:
         LlmoptError: a search is already running, no method chosen, or a bad setting.
     """
-    from llmopt.search import parse_methods
+    from llmopt.search import allowed_loss, parse_methods
 
     old = current(sel)
     if old is not None and old.running:
@@ -137,6 +178,11 @@ def start(sel: Selection, loaded, data, settings: dict) -> Job:
     if not settings["methods"]:
         raise LlmoptError("choose at least one method to search")
     parse_methods(settings["methods"])
+    allowed_loss(settings["tolerance"])
+    if settings.get("seq_len") is not None:  # a causal LM: a window the model can take
+        from llmopt.lm.perplexity import check_seq_len
+
+        check_seq_len(loaded, settings["seq_len"])
     train = loaders.dataset(sel, "train")
     store = loaders.experiment_store()
     store = None if store.read_only else store
@@ -215,9 +261,17 @@ def show(job: Job, data) -> None:
         return
     best, uniform = result.best, result.uniform_best
     lo, hi = best.interval
+    lm = result.metric == "nll"
+    if lm:
+        score = (
+            f"validation perplexity {math.exp(best.metric):.4f} (base "
+            f"{math.exp(result.baseline):.4f}); NLL rise {best.loss:+.4f} nats per token"
+        )
+    else:
+        score = f"validation accuracy {best.metric:.4f} (base {result.baseline:.4f}); loss"
+        score += f" {best.loss:+.4f}"
     st.markdown(
-        f"**Pick: {plain(best.label)}** — {best.size_bytes / 1e6:.3f} MB, validation accuracy "
-        f"{best.metric:.4f} (base {result.baseline:.4f}); loss {best.loss:+.4f}, 95% interval "
+        f"**Pick: {plain(best.label)}** — {best.size_bytes / 1e6:.3f} MB, {score}, 95% interval "
         f"[{lo:+.4f}, {hi:+.4f}] within the allowed {result.allowed:.4f}. "
         f"{result.evaluations} evaluations in {result.seconds:.0f} s."
     )
@@ -226,7 +280,14 @@ def show(job: Job, data) -> None:
             f"Best uniform setting meeting the tolerance: {plain(uniform.label)} "
             f"({uniform.size_bytes / 1e6:.3f} MB)."
         )
-    if result.test_compressed is not None:
+    if result.test_compressed is not None and lm:
+        b, o = result.test_baseline["perplexity"], result.test_compressed["perplexity"]
+        st.caption(
+            f"On the {result.test_baseline['documents']} test texts "
+            f"({job.settings['seq_len']}-token windows): perplexity {b:.4f} → {o:.4f} "
+            f"({100 * (o / b - 1):+.2f}%)."
+        )
+    elif result.test_compressed is not None:
         b = result.test_baseline.metrics["accuracy"]
         o = result.test_compressed.metrics["accuracy"]
         st.caption(
@@ -255,25 +316,21 @@ def section(sel: Selection, loaded, data, n_train: int) -> None:
     """The whole Search section (called at the end of the Auto page)."""
     st.divider()
     st.header("Search")
+    lm = loaded if loaders.is_lm(loaded) else None
+    what = (
+        "**Perplexity-aware search.** The smallest model whose loss — the rise of the mean NLL "
+        "per token (the log of the perplexity ratio) on windows of the validation texts — is "
+        if lm
+        else "**Accuracy-aware search.** The smallest model whose accuracy loss on the "
+        "validation rows is "
+    )
     st.markdown(
-        "**Accuracy-aware search.** The smallest model whose accuracy loss on the validation "
-        "rows is within the tolerance *with 95% confidence*: a candidate is accepted only "
+        f"{what}within the tolerance *with 95% confidence*: a candidate is accepted only "
         "when the upper end of the paired interval of its loss is. Uniform settings come "
         "first; then the most sensitive layers fall back first. The pick is then evaluated "
         "on the test rows and every candidate is recorded on the Compare page."
     )
-    from llmopt.lm.load import LoadedLM
-
-    if isinstance(loaded, LoadedLM):
-        st.info(
-            "This section searches classifiers only (by accuracy). For a causal LM, run the "
-            "search from the command line — `python -m llmopt search --model MODEL --tolerance "
-            "T` — where the loss is the rise of the mean NLL per token on validation windows "
-            "(with `--relative`, the share the perplexity may rise); the sensitivity above "
-            "measures an LM's NLL per layer."
-        )
-        return
-    settings = controls(n_train)
+    settings = controls(n_train, lm)
     if st.button("Run search", type="primary", key="s_run"):
         with ui.guard():
             start(sel, loaded, data, settings)

@@ -1,5 +1,5 @@
-"""Auto: where compression breaks the model, layer by layer (the accuracy-aware search will
-join it here)."""
+"""Auto: where compression breaks the model, layer by layer, and the search for the smallest
+model within a tolerance (accuracy for a classifier, perplexity for a causal LM)."""
 
 import streamlit as st
 

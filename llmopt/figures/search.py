@@ -1,7 +1,10 @@
-"""The search's Pareto plot: every candidate's size against its validation accuracy, uniform
-settings beside per-layer ones, the tolerance line, the pick and the best uniform setting."""
+"""The search's Pareto plot: every candidate's size against its validation accuracy (a causal
+LM: its validation perplexity), uniform settings beside per-layer ones, the tolerance line, the
+pick and the best uniform setting."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import plotly.graph_objects as go
@@ -18,10 +21,14 @@ def search_figure(result) -> go.Figure:
     Filled markers met the tolerance (the upper end of the loss interval within it), open
     ones did not; the hover holds each candidate's label, its loss and paired 95% interval.
     A dashed line marks the lowest accuracy the tolerance allows; a grey line joins the
-    candidates no other beats on both size and accuracy (the Pareto front).
+    candidates no other beats on both size and accuracy (the Pareto front). A causal LM's
+    search (``result.metric == "nll"``) is drawn as validation perplexity (exp of the mean NLL
+    per token, lower is better), the dashed line the highest perplexity the tolerance allows.
     """
     from llmopt.stats import pareto_mask
 
+    lm = result.metric == "nll"
+    value = math.exp if lm else float  # what the y axis shows of a metric
     fig = go.Figure()
     cands = result.candidates
     for family, (name, symbol) in FAMILIES.items():
@@ -32,7 +39,7 @@ def search_figure(result) -> go.Figure:
         fig.add_trace(
             go.Scatter(
                 x=[c.size_bytes / MB for c in chosen],
-                y=[c.metric for c in chosen],
+                y=[value(c.metric) for c in chosen],
                 mode="markers",
                 name=name,
                 marker={
@@ -41,14 +48,14 @@ def search_figure(result) -> go.Figure:
                     "color": colour,
                     "line": {"width": 2, "color": colour},
                 },
-                customdata=[[_hover(c)] for c in chosen],
+                customdata=[[_hover(c, lm)] for c in chosen],
                 hovertemplate="%{customdata[0]}<extra></extra>",
             )
         )
     if cands:
         x = np.array([c.size_bytes / MB for c in cands])
-        y = np.array([c.metric for c in cands])
-        front = pareto_mask(x, y, x_higher=False, y_higher=True)
+        y = np.array([value(c.metric) for c in cands])
+        front = pareto_mask(x, y, x_higher=False, y_higher=not lm)
         order = np.argsort(x[front])
         fig.add_trace(
             go.Scatter(
@@ -62,37 +69,44 @@ def search_figure(result) -> go.Figure:
             continue
         fig.add_trace(
             go.Scatter(
-                x=[cand.size_bytes / MB], y=[cand.metric], mode="markers", name=name,
+                x=[cand.size_bytes / MB], y=[value(cand.metric)], mode="markers", name=name,
                 marker={"symbol": symbol, "size": 18, "color": "#2ca02c",
                         "line": {"width": 2, "color": "#2ca02c"}},
-                customdata=[[_hover(cand)]], hovertemplate="%{customdata[0]}<extra></extra>",
+                customdata=[[_hover(cand, lm)]], hovertemplate="%{customdata[0]}<extra></extra>",
             )
         )  # fmt: skip
-    floor = result.baseline - result.allowed
+    if lm:
+        limit, what, rows = math.exp(result.baseline + result.allowed), "perplexity ≤", "texts"
+    else:
+        limit, what, rows = result.baseline - result.allowed, "accuracy ≥", "rows"
     fig.add_hline(
-        y=floor, line={"dash": "dash", "color": "#d62728"},
-        annotation_text=f"tolerance: accuracy ≥ {floor:.4f}",
+        y=limit, line={"dash": "dash", "color": "#d62728"},
+        annotation_text=f"tolerance: {what} {limit:.4f}",
     )  # fmt: skip
     fig.add_hline(
-        y=result.baseline, line={"dash": "dot", "color": PALETTE["baseline"]},
-        annotation_text=f"base model {result.baseline:.4f}",
-        annotation_position="bottom right",
+        y=value(result.baseline), line={"dash": "dot", "color": PALETTE["baseline"]},
+        annotation_text=f"base model {value(result.baseline):.4f}",
+        annotation_position="top right" if lm else "bottom right",
     )  # fmt: skip
     fig.update_layout(
-        title=f"Search: {len(cands)} candidates on {result.n_validation} validation rows",
+        title=f"Search: {len(cands)} candidates on {result.n_validation} validation {rows}",
         xaxis_title="Size (MB)",
-        yaxis_title="Validation accuracy",
+        yaxis_title="Validation perplexity" if lm else "Validation accuracy",
         legend={"orientation": "h", "y": -0.2},
         margin={"t": 60},
     )
     return fig
 
 
-def _hover(c) -> str:
+def _hover(c, lm: bool = False) -> str:
     lo, hi = c.interval
     verdict = "meets" if c.accepted else "misses"
+    score = (
+        f"perplexity {math.exp(c.metric):.4f} · NLL rise {c.loss:+.4f} nats"
+        if lm
+        else f"accuracy {c.metric:.4f} · loss {c.loss:+.4f}"
+    )
     return (
-        f"<b>{_escape(c.label)}</b><br>#{c.number} · {c.size_bytes / MB:.3f} MB<br>"
-        f"accuracy {c.metric:.4f} · loss {c.loss:+.4f}<br>"
+        f"<b>{_escape(c.label)}</b><br>#{c.number} · {c.size_bytes / MB:.3f} MB<br>{score}<br>"
         f"loss 95% interval [{lo:+.4f}, {hi:+.4f}]: {verdict} the tolerance"
     )

@@ -286,8 +286,11 @@ def test_auto_page_measures_an_lms_sensitivity_as_llmopt_does(lm_app, tiny_env, 
     direct = sensitivity(lm, train, kind="prune", method="magnitude", levels=[0.5],
                          granularity="block", validation_rows=8)  # fmt: skip
     assert direct.metric == "nll"
-    # the Search section takes classifiers and points an LM to the command line
+    # the Search section searches the LM itself (tolerance: a perplexity rise; its windows)
     notes = [i.value for i in at.info]
-    assert any("classifiers only" in n and "llmopt search --model" in n for n in notes)
+    assert not any("classifiers only" in n for n in notes)
+    assert any("Run search" in n for n in notes)
+    assert at.number_input("s_ppl_rise").value == 1.0  # % the perplexity may rise
+    assert at.number_input("s_seq_len").value == lm.max_length
     z = decode(figure(at, "Sensitivity")["data"][0]["z"]).astype(float)
     np.testing.assert_allclose(z, np.asarray(sensitivity_figure(direct).data[0].z, dtype=float))
