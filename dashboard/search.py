@@ -221,11 +221,16 @@ def layer_table(config) -> pd.DataFrame:
     return frame.dropna(axis=1, how="all").astype(object)
 
 
-def _open_on_compress(config: dict) -> None:
+def _open_on_compress(config: dict, seq_len: int | None = None) -> None:
+    """Set the Compress page's controls to the recipe (a causal LM's ``seq_len``: its
+    perplexity task, paper protocol and window, so Evaluate there scores the pick as the
+    search did on the test texts)."""
     from dashboard.controls import values_from_config
 
     for key, value in values_from_config(config).items():
         st.session_state[key] = value
+    if seq_len is not None:
+        st.session_state.update(lm_task="perplexity", lm_protocol="paper", lm_seq_len=seq_len)
     st.session_state["s_goto_compress"] = True
 
 
@@ -301,8 +306,10 @@ def show(job: Job, data) -> None:
     st.json(result.recipe, expanded=False)
     if result.run_id is not None:
         st.button(
-            f"Open run #{result.run_id} and its recipe on the Compress page", key="s_open",
-            on_click=_open_on_compress, args=(result.recipe,),
+            f"Open the recipe of run #{result.run_id} on the Compress page (press Evaluate "
+            "there)" if lm else f"Open run #{result.run_id} and its recipe on the Compress page",
+            key="s_open", on_click=_open_on_compress,
+            args=(result.recipe, job.settings.get("seq_len")),
         )  # fmt: skip
         st.page_link(
             "pages/compare.py", label=f"Compare run #{result.run_id} with others",
