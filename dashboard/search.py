@@ -277,7 +277,8 @@ def show(job: Job, data) -> None:
         score += f" {best.loss:+.4f}"
     st.markdown(
         f"**Pick: {plain(best.label)}** — {best.size_bytes / 1e6:.3f} MB, {score}, 95% interval "
-        f"[{lo:+.4f}, {hi:+.4f}] within the allowed {result.allowed:.4f}. "
+        f"[{lo:+.4f}, {hi:+.4f}] within the allowed {result.allowed:.4f}"
+        f"{f' nats (perplexity ×{math.exp(result.allowed):.4f})' if lm else ''}. "
         f"{result.evaluations} evaluations in {result.seconds:.0f} s."
     )
     if uniform is not None:

@@ -86,7 +86,7 @@ def search_figure(result) -> go.Figure:
     fig.add_hline(
         y=value(result.baseline), line={"dash": "dot", "color": PALETTE["baseline"]},
         annotation_text=f"base model {value(result.baseline):.4f}",
-        annotation_position="top right" if lm else "bottom right",
+        annotation_position="bottom right",  # the tolerance's label sits above its line
     )  # fmt: skip
     fig.update_layout(
         title=f"Search: {len(cands)} candidates on {result.n_validation} validation {rows}",
