@@ -14,11 +14,12 @@ controls added there are mirrored too.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import streamlit as st
 
-from dashboard.controls import CONTROLS, config_from_state
+from dashboard.controls import BIT_OPTIONS, CONTROLS, bit_options, config_from_state
 from dashboard.sidebar import (
     CSV,
     HF,
@@ -43,8 +44,8 @@ PENDING_RESET = "url_pending_reset"  # control keys to drop at the start of the 
 
 
 def _parse(text: str, first):
-    """A link's text as the type of the control's first value (ints where a choice of text
-    and numbers, like Bit-width 'off' | 4, takes a number)."""
+    """A link's text as the type of the control's first value (numbers where a choice of text
+    and numbers, like Bit-width 'off' | 4 | 3.5, takes a number: ints when whole)."""
     if isinstance(first, bool):
         if text.lower() in ("true", "1", "yes"):
             return True
@@ -58,7 +59,12 @@ def _parse(text: str, first):
     try:
         return int(text)
     except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
         return text
+    return number if math.isfinite(number) else text
 
 
 MAX_ID = 2**63 - 1  # the experiment store's ids are SQLite's 64-bit integers
@@ -161,10 +167,30 @@ def restore() -> None:
             restored.append(key)
         except ValueError:
             notes.append(f"'{_printable(params[key])}' is not a value of the control {key}")
+    _check_bits(restored, notes)
     st.session_state[RESTORED_CONTROLS] = restored
     _check_config(restored, notes)
     if notes:
         st.session_state[NOTES] = notes
+
+
+def _check_bits(restored: list[str], notes: list[str]) -> None:
+    """Drop a link's Bit-width that its control cannot show (3.3, or 3.5 without a bits
+    allocation): the control would fall back to off without a word."""
+    if "c_bits" not in restored:
+        return
+    value = st.session_state["c_bits"]
+    allocation = st.session_state.get("c_bits_allocation", CONTROLS["c_bits_allocation"])
+    options = bit_options(allocation)
+    if value in options or isinstance(value, str):  # text: the config check names it
+        return
+    st.session_state.pop("c_bits")
+    restored.remove("c_bits")
+    steps = "whole bits 2..8" if options is BIT_OPTIONS else "an average 2..8 in steps of 0.25"
+    notes.append(
+        f"Bit-width '{_format(value)}' is not a choice with bits allocation "
+        f"'{_printable(str(allocation))}' ({steps})"
+    )
 
 
 def _check_config(restored: list[str], notes: list[str]) -> None:
