@@ -25,10 +25,14 @@ from llmopt.errors import LlmoptError
 
 PATTERNS = ["unstructured", "2:4", "4:8"]
 BIT_OPTIONS = ["off", 2, 3, 4, 5, 6, 7, 8]
-# With a bits allocation the Bit-width control is an average bits per weight: 2..8 in quarter
-# steps (3.5 = half the matrices at 3 bits and half at 4, by size, or any mix the sensitivity
-# picks); whole numbers stay ints, so 4 is the same choice in both modes.
+# With a bits allocation, Bit-width is an average bits per weight: 2..8 in quarter steps (3.5 =
+# as many weights at 3 bits as at 4, or any mix of 2..8 the sensitivity picks). It is a control
+# of its own (c_bits_average): a widget whose choices change between runs refuses a value set
+# from outside (a recipe, a link) that its previous choices lacked. Whole numbers stay ints.
 BITS_STEP = 0.25
+AVERAGE_OPTIONS = ["off", *(2 + BITS_STEP * i for i in range(round(6 / BITS_STEP) + 1))]
+AVERAGE_OPTIONS = [b if b == "off" else int(b) if b.is_integer() else b for b in AVERAGE_OPTIONS]
+BIT_KEYS = {"uniform": "c_bits", "sensitivity": "c_bits_average"}  # allocation -> its control
 GROUP_OPTIONS = ["per-channel", 32, 64, 128]
 FIELD_KEYS = {"prune": "c_method", "quantize": "c_quant", "lowrank": "c_lowrank"}
 # The per-layer table: its rows (a list of dicts with LAYER_COLUMNS) live in the session under
@@ -70,6 +74,9 @@ def help_texts() -> dict[str, str]:
         "2^b − 1 levels (symmetric: ±(2^(b−1) − 1) steps around 0) or 2^b levels (asymmetric, "
         "with a zero point), scaled per row or group; simulated exactly, sized as a packed "
         "format would store it.",
+        "c_bits_average": "Average bits per weight over the quantized matrices (off = "
+        "float32): each matrix gets 2..8 bits from its measured sensitivity, and the model's "
+        "weights take this many bits on average or fewer.",
         "c_bits_allocation": "How the bits are spread over the matrices. Uniform: every "
         "matrix at the Bit-width. Sensitivity: the Bit-width is an average bits per weight "
         "(2 to 8 in steps of 0.25) and each matrix gets 2..8 bits from its measured "
@@ -123,6 +130,7 @@ CONTROLS = {
     "c_owl_lambda": CompressionConfig.owl_lambda,
     "c_owl_m": CompressionConfig.owl_m,
     "c_bits": "off",
+    "c_bits_average": "off",
     "c_bits_allocation": CompressionConfig.bits_allocation,
     "c_quant": "rtn",
     "c_group": "per-channel",
@@ -260,20 +268,14 @@ def show(hidden: int) -> None:
     with quant:
         st.subheader(registry.KINDS["quantize"].title)
         allocation = st.session_state.get("c_bits_allocation", first["c_bits_allocation"])
+        key = bits_key(allocation)
+        label = "Bit-width" if key == "c_bits" else "Average bit-width"
         options = bit_options(allocation)
-        fit_bits(options, allocation)
-        bits = control(
-            st.select_slider,
-            "Bit-width" if allocation == "uniform" else "Bit-width (average)",
-            "c_bits",
-            options,
-            first["c_bits"],
-            format_func=_bits_label,
-        )
+        bits = control(st.select_slider, label, key, options, first[key], format_func=_bits_label)
         off = bits == "off"
         control(
             st.selectbox, "Bits allocation", "c_bits_allocation", list(BITS_ALLOCATIONS),
-            disabled=off,
+            disabled=off, on_change=_carry_bits,
         )  # fmt: skip
         if allocation != "uniform" and not off:
             st.caption(
@@ -324,13 +326,16 @@ def show(hidden: int) -> None:
     layer_table()
 
 
+def bits_key(allocation: str) -> str:
+    """The Bit-width control of a bits allocation: ``c_bits`` (whole bits per matrix) for
+    uniform, ``c_bits_average`` (an average in quarter steps) for the others."""
+    return BIT_KEYS.get(allocation, "c_bits_average")
+
+
 def bit_options(allocation: str) -> list:
-    """The Bit-width control's choices: off and 2..8 bits per matrix; with a bits allocation,
-    off and the averages 2..8 in steps of ``BITS_STEP``."""
-    if allocation == "uniform":
-        return BIT_OPTIONS
-    steps = round((8 - 2) / BITS_STEP)
-    return ["off", *(_whole(2 + BITS_STEP * i) for i in range(steps + 1))]
+    """The choices of ``bits_key(allocation)``: off and 2..8 bits per matrix; with a bits
+    allocation, off and the averages 2..8 in steps of ``BITS_STEP``."""
+    return BIT_OPTIONS if bits_key(allocation) == "c_bits" else AVERAGE_OPTIONS
 
 
 def _whole(bits: float) -> int | float:
@@ -354,14 +359,15 @@ def _snap_bits(value, allocation: str):
     return _whole(round(value / BITS_STEP) * BITS_STEP)
 
 
-def fit_bits(options: list, allocation: str) -> None:
-    """Before the Bit-width control is drawn: a value its choices lack (3.5 after the bits
-    allocation went back to uniform) becomes the nearest one it has, not its first (off)."""
-    value = st.session_state.get("c_bits")
-    if value is not None and value not in options:
-        snapped = _snap_bits(value, allocation)
-        if snapped in options:
-            st.session_state["c_bits"] = snapped
+def _carry_bits() -> None:
+    """Bits allocation changed: the Bit-width shown so far carries over to the control now
+    shown (4 stays 4; an average of 3.5 becomes 3 whole bits, within the same size)."""
+    allocation = st.session_state.get("c_bits_allocation", "uniform")
+    key = bits_key(allocation)
+    other = next(k for k in BIT_KEYS.values() if k != key)
+    value = _snap_bits(st.session_state.get(other, "off"), allocation)
+    if value in bit_options(allocation):
+        st.session_state[key] = value
 
 
 def layer_rows_from_config(config: dict) -> list[dict]:
@@ -499,7 +505,7 @@ def values_from_config(config: dict) -> dict:
         "c_allocation": config.get("sparsity_allocation", "uniform"),
         "c_owl_lambda": float(config.get("owl_lambda", CompressionConfig.owl_lambda)),
         "c_owl_m": float(config.get("owl_m", CompressionConfig.owl_m)),
-        "c_bits": "off" if bits is None else _snap_bits(bits, bits_allocation),
+        bits_key(bits_allocation): "off" if bits is None else _snap_bits(bits, bits_allocation),
         "c_bits_allocation": bits_allocation,
         "c_group": "per-channel" if group is None else int(group),
         "c_int8": bool(config.get("int8_dynamic")),
@@ -532,7 +538,8 @@ def config_from_state() -> CompressionConfig:
         LlmoptError: a combination the engine rejects.
     """
     s = {key: st.session_state.get(key, first) for key, first in sync_knobs().items()}
-    bits = None if s["c_bits"] == "off" else _whole(float(s["c_bits"]))
+    shown = s[bits_key(s["c_bits_allocation"])]  # the Bit-width control on the page
+    bits = None if shown == "off" else _whole(float(shown))
     group = None if bits is None or s["c_group"] == "per-channel" else int(s["c_group"])
     quant = s["c_quant"] if s["c_quant"] in registry.names("quantize") else "rtn"
     int8 = bool(s["c_int8"]) and bits is None

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import streamlit as st
 
-from dashboard.controls import BIT_OPTIONS, CONTROLS, bit_options, config_from_state
+from dashboard.controls import BIT_KEYS, CONTROLS, bit_options, config_from_state
 from dashboard.sidebar import (
     CSV,
     HF,
@@ -175,22 +175,16 @@ def restore() -> None:
 
 
 def _check_bits(restored: list[str], notes: list[str]) -> None:
-    """Drop a link's Bit-width that its control cannot show (3.3, or 3.5 without a bits
-    allocation): the control would fall back to off without a word."""
-    if "c_bits" not in restored:
-        return
-    value = st.session_state["c_bits"]
-    allocation = st.session_state.get("c_bits_allocation", CONTROLS["c_bits_allocation"])
-    options = bit_options(allocation)
-    if value in options or isinstance(value, str):  # text: the config check names it
-        return
-    st.session_state.pop("c_bits")
-    restored.remove("c_bits")
-    steps = "whole bits 2..8" if options is BIT_OPTIONS else "an average 2..8 in steps of 0.25"
-    notes.append(
-        f"Bit-width '{_format(value)}' is not a choice with bits allocation "
-        f"'{_printable(str(allocation))}' ({steps})"
-    )
+    """Drop a link's Bit-width that its control cannot show (c_bits 3.5, c_bits_average 3.3):
+    the control would fall back to off without a word."""
+    for allocation, key in BIT_KEYS.items():
+        value = st.session_state.get(key)
+        if key not in restored or value in bit_options(allocation) or isinstance(value, str):
+            continue  # text: the config check names it
+        st.session_state.pop(key)
+        restored.remove(key)
+        steps = "whole bits 2..8" if key == "c_bits" else "an average 2..8 in steps of 0.25"
+        notes.append(f"'{_format(value)}' is not a value of the control {key} ({steps})")
 
 
 def _check_config(restored: list[str], notes: list[str]) -> None:
