@@ -273,9 +273,9 @@ def show(hidden: int) -> None:
         options = bit_options(allocation)
         bits = control(st.select_slider, label, key, options, first[key], format_func=_bits_label)
         off = bits == "off"
-        control(
+        control(  # never disabled: it picks the control above (whole bits or an average)
             st.selectbox, "Bits allocation", "c_bits_allocation", list(BITS_ALLOCATIONS),
-            disabled=off, on_change=_carry_bits,
+            on_change=_carry_bits,
         )  # fmt: skip
         if allocation != "uniform" and not off:
             st.caption(

@@ -71,7 +71,6 @@ def test_allocated_configs_map_both_ways(config, empty_state):
 def test_sensitivity_average_bits_evaluate_as_the_backend_and_a_link_restores_them(app, tiny_env):
     at = app.run()
     at.switch_page("pages/compress.py").run()
-    assert at.selectbox("c_bits_allocation").disabled  # Bit-width off: nothing to allocate
     at.slider("c_sparsity").set_value(0.0)
     at.select_slider("c_bits").set_value(4).run()
     at.selectbox("c_bits_allocation").set_value("sensitivity").run()
@@ -199,3 +198,34 @@ def test_the_note_stays_for_what_the_controls_cannot_set(empty_state):
     note = st.session_state["cmp_recipe_note"]
     assert "sparsity_scope" in note
     assert "bits" not in note and "rank" not in note, note
+
+
+@pytest.mark.parametrize(
+    ("params", "key"),
+    [
+        ({"c_bits_allocation": "sensitivity", "c_bits_average": "3.3"}, "c_bits_average"),
+        ({"c_bits": "3.5"}, "c_bits"),  # an average, but uniform bits are whole
+    ],
+    ids=["average-off-the-quarter-steps", "fractional-uniform-bits"],
+)
+def test_a_link_bit_width_its_control_lacks_is_ignored_with_a_warning(tiny_env, params, key):
+    """A select slider falls back to its first choice (off) without a word for a value it
+    lacks: the link's value is dropped with a notice instead."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update(params)
+    at.switch_page("pages/compress.py").run()
+    assert not at.exception and not at.error, at.exception or [e.value for e in at.error]
+    assert at.select_slider(key).value == "off"
+    warnings = [w.value for w in at.warning]
+    assert any("partly ignored" in w and key in w for w in warnings), warnings
+
+
+def test_a_recipe_average_between_the_quarter_steps_is_named_in_the_note(empty_state):
+    """The command line takes any average (3.3); the control shows the nearest quarter step,
+    and the note says the controls could not set the recipe's bits (only those)."""
+    compare._load_recipe(CompressionConfig(bits=3.3, bits_allocation="sensitivity").to_dict())
+    assert st.session_state["c_bits_average"] == 3.25
+    note = st.session_state["cmp_recipe_note"]
+    assert note.startswith("The Compress page's controls cannot set bits of this recipe"), note
