@@ -176,15 +176,20 @@ def restore() -> None:
 
 def _check_bits(restored: list[str], notes: list[str]) -> None:
     """Drop a link's Bit-width that its control cannot show (c_bits 3.5, c_bits_average 3.3):
-    the control would fall back to off without a word."""
+    the control would fall back to off without a word. (Text in c_bits is left to the config
+    check, which names the problem; the config reads c_bits_average only with a bits
+    allocation, so its text is dropped here.)"""
     for allocation, key in BIT_KEYS.items():
         value = st.session_state.get(key)
-        if key not in restored or value in bit_options(allocation) or isinstance(value, str):
-            continue  # text: the config check names it
+        if key not in restored or value in bit_options(allocation):
+            continue
+        if isinstance(value, str) and key == "c_bits":
+            continue
         st.session_state.pop(key)
         restored.remove(key)
         steps = "whole bits 2..8" if key == "c_bits" else "an average 2..8 in steps of 0.25"
-        notes.append(f"'{_format(value)}' is not a value of the control {key} ({steps})")
+        shown = _printable(_format(value))
+        notes.append(f"'{shown}' is not a value of the control {key} ({steps})")
 
 
 def _check_config(restored: list[str], notes: list[str]) -> None:
