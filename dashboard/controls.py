@@ -14,11 +14,25 @@ import math
 import streamlit as st
 
 from llmopt.compression import registry
-from llmopt.compression.config import CALIBRATIONS, PRECISIONS, CompressionConfig
+from llmopt.compression.config import (
+    BITS_ALLOCATIONS,
+    CALIBRATIONS,
+    PRECISIONS,
+    RANK_ALLOCATIONS,
+    CompressionConfig,
+)
 from llmopt.errors import LlmoptError
 
 PATTERNS = ["unstructured", "2:4", "4:8"]
 BIT_OPTIONS = ["off", 2, 3, 4, 5, 6, 7, 8]
+# With a bits allocation, Bit-width is an average bits per weight: 2..8 in quarter steps (3.5 =
+# as many weights at 3 bits as at 4, or any mix of 2..8 the sensitivity picks). It is a control
+# of its own (c_bits_average): a widget whose choices change between runs refuses a value set
+# from outside (a recipe, a link) that its previous choices lacked. Whole numbers stay ints.
+BITS_STEP = 0.25
+AVERAGE_OPTIONS = ["off", *(2 + BITS_STEP * i for i in range(round(6 / BITS_STEP) + 1))]
+AVERAGE_OPTIONS = [b if b == "off" else int(b) if b.is_integer() else b for b in AVERAGE_OPTIONS]
+BIT_KEYS = {"uniform": "c_bits", "sensitivity": "c_bits_average"}  # allocation -> its control
 GROUP_OPTIONS = ["per-channel", 32, 64, 128]
 FIELD_KEYS = {"prune": "c_method", "quantize": "c_quant", "lowrank": "c_lowrank"}
 # The per-layer table: its rows (a list of dicts with LAYER_COLUMNS) live in the session under
@@ -60,6 +74,15 @@ def help_texts() -> dict[str, str]:
         "2^b − 1 levels (symmetric: ±(2^(b−1) − 1) steps around 0) or 2^b levels (asymmetric, "
         "with a zero point), scaled per row or group; simulated exactly, sized as a packed "
         "format would store it.",
+        "c_bits_average": "Average bits per weight over the quantized matrices (off = "
+        "float32): each matrix gets 2..8 bits from its measured sensitivity, and the model's "
+        "weights take this many bits on average or fewer.",
+        "c_bits_allocation": "How the bits are spread over the matrices. Uniform: every "
+        "matrix at the Bit-width. Sensitivity: the Bit-width is an average bits per weight "
+        "(2 to 8 in steps of 0.25) and each matrix gets 2..8 bits from its measured "
+        "sensitivity (each matrix quantized alone, measured on validation rows carved from "
+        "the training split; the test rows are never read): the size stays at or below the "
+        "average. Not with Rank or per-layer Bits/Rank rules.",
         "c_quant": _methods_help("quantize", "How weights are rounded to the grid."),
         "c_group": "How many weights share one scale. Per-channel: one per output row "
         "(cheapest); smaller groups follow the weights more closely at the cost of more scales.",
@@ -77,6 +100,10 @@ def help_texts() -> dict[str, str]:
         "c_lowrank": _methods_help("lowrank", "How each weight is factorised."),
         "c_rank": "Replace each weight W (out×in) by two thin matrices A (out×r)·B (r×in). "
         "Smaller r = fewer numbers; 0 = off. Saves memory only when r < out·in/(out+in).",
+        "c_rank_allocation": "How the rank is spread over the matrices. Uniform: every matrix "
+        "at the Rank. Energy: each matrix keeps the same share of its singular-value energy, "
+        "with as many factor weights in all as the Rank everywhere (needs no data). Not with a "
+        "Group size (per-channel scales only) or per-layer Rank rules.",
         "c_precision": "Float precision the compressed model runs in: bf16/fp16 store every "
         "float in 16 bits and use 16-bit kernels (fast only on CPUs with bf16/fp16 "
         "arithmetic). Only without Bit-width and int8 kernels.",
@@ -103,6 +130,8 @@ CONTROLS = {
     "c_owl_lambda": CompressionConfig.owl_lambda,
     "c_owl_m": CompressionConfig.owl_m,
     "c_bits": "off",
+    "c_bits_average": "off",
+    "c_bits_allocation": CompressionConfig.bits_allocation,
     "c_quant": "rtn",
     "c_group": "per-channel",
     "c_asym": False,
@@ -112,6 +141,7 @@ CONTROLS = {
     "c_alpha": 0.5,
     "c_lowrank": "svd",
     "c_rank": 0,
+    "c_rank_allocation": CompressionConfig.rank_allocation,
     "c_precision": "fp32",
     "c_calibration": CompressionConfig.calibration,
     "c_samples": CompressionConfig.calibration_samples,
@@ -237,8 +267,21 @@ def show(hidden: int) -> None:
         knob_controls("prune")
     with quant:
         st.subheader(registry.KINDS["quantize"].title)
-        bits = control(st.select_slider, "Bit-width", "c_bits", BIT_OPTIONS, first["c_bits"])
+        allocation = st.session_state.get("c_bits_allocation", first["c_bits_allocation"])
+        key = bits_key(allocation)
+        label = "Bit-width" if key == "c_bits" else "Average bit-width"
+        options = bit_options(allocation)
+        bits = control(st.select_slider, label, key, options, first[key], format_func=_bits_label)
         off = bits == "off"
+        control(  # never disabled: it picks the control above (whole bits or an average)
+            st.selectbox, "Bits allocation", "c_bits_allocation", list(BITS_ALLOCATIONS),
+            on_change=_carry_bits,
+        )  # fmt: skip
+        if allocation != "uniform" and not off:
+            st.caption(
+                f"{float(bits):g} bits per weight on average: each matrix gets 2–8 bits from "
+                "its measured sensitivity (the per-layer table of the results shows them)."
+            )
         method = method_select("quantize", disabled=off)
         control(st.selectbox, "Group size", "c_group", GROUP_OPTIONS, disabled=off)
         control(st.checkbox, "Asymmetric (zero point)", "c_asym", disabled=off)
@@ -247,10 +290,14 @@ def show(hidden: int) -> None:
     with lowrank:
         st.subheader(registry.KINDS["lowrank"].title)
         method_select("lowrank")
-        control(st.slider, "Rank", "c_rank", 0, hidden, first["c_rank"])
+        rank = control(st.slider, "Rank", "c_rank", 0, hidden, first["c_rank"])
         st.caption(
             f"0 = off. A {hidden}×{hidden} layer saves memory only below rank {hidden // 2}."
         )
+        control(
+            st.selectbox, "Rank allocation", "c_rank_allocation", list(RANK_ALLOCATIONS),
+            disabled=not rank,
+        )  # fmt: skip
         knob_controls("lowrank")
     with kernels:
         st.subheader(registry.KINDS["kernel"].title)
@@ -277,6 +324,50 @@ def show(hidden: int) -> None:
         )
         knob_controls("kernel")
     layer_table()
+
+
+def bits_key(allocation: str) -> str:
+    """The Bit-width control of a bits allocation: ``c_bits`` (whole bits per matrix) for
+    uniform, ``c_bits_average`` (an average in quarter steps) for the others."""
+    return BIT_KEYS.get(allocation, "c_bits_average")
+
+
+def bit_options(allocation: str) -> list:
+    """The choices of ``bits_key(allocation)``: off and 2..8 bits per matrix; with a bits
+    allocation, off and the averages 2..8 in steps of ``BITS_STEP``."""
+    return BIT_OPTIONS if bits_key(allocation) == "c_bits" else AVERAGE_OPTIONS
+
+
+def _whole(bits: float) -> int | float:
+    """A bits value as an int when it is whole (4.0 -> 4), so both modes share that choice."""
+    return int(bits) if float(bits).is_integer() else float(bits)
+
+
+def _bits_label(value) -> str:
+    return value if isinstance(value, str) else f"{value:g}"
+
+
+def _snap_bits(value, allocation: str):
+    """The choice of ``bit_options(allocation)`` for a number of bits: the whole bits at or
+    below it per matrix (the size stays within the average), else the nearest quarter step;
+    the value itself when it is no number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return value
+    value = min(max(float(value), 2.0), 8.0)
+    if allocation == "uniform":
+        return int(math.floor(value))
+    return _whole(round(value / BITS_STEP) * BITS_STEP)
+
+
+def _carry_bits() -> None:
+    """Bits allocation changed: the Bit-width shown so far carries over to the control now
+    shown (4 stays 4; an average of 3.5 becomes 3 whole bits, within the same size)."""
+    allocation = st.session_state.get("c_bits_allocation", "uniform")
+    key = bits_key(allocation)
+    other = next(k for k in BIT_KEYS.values() if k != key)
+    value = _snap_bits(st.session_state.get(other, "off"), allocation)
+    if value in bit_options(allocation):
+        st.session_state[key] = value
 
 
 def layer_rows_from_config(config: dict) -> list[dict]:
@@ -405,6 +496,7 @@ def values_from_config(config: dict) -> dict:
     """The control values that make ``config`` (a config dict; controls it has only): the
     inverse of ``config_from_state``, so the two directions live side by side."""
     bits, group = config.get("bits"), config.get("group_size")
+    bits_allocation = config.get("bits_allocation", CompressionConfig.bits_allocation)
     default = CompressionConfig()
     values = {
         "c_method": config.get("sparsity_method", "magnitude"),
@@ -413,10 +505,12 @@ def values_from_config(config: dict) -> dict:
         "c_allocation": config.get("sparsity_allocation", "uniform"),
         "c_owl_lambda": float(config.get("owl_lambda", CompressionConfig.owl_lambda)),
         "c_owl_m": float(config.get("owl_m", CompressionConfig.owl_m)),
-        "c_bits": "off" if bits is None else int(bits),
+        bits_key(bits_allocation): "off" if bits is None else _snap_bits(bits, bits_allocation),
+        "c_bits_allocation": bits_allocation,
         "c_group": "per-channel" if group is None else int(group),
         "c_int8": bool(config.get("int8_dynamic")),
         "c_rank": int(config.get("rank") or 0),
+        "c_rank_allocation": config.get("rank_allocation", CompressionConfig.rank_allocation),
         "c_quant": config.get("quant_method", "rtn"),
         "c_asym": bool(config.get("asymmetric")),
         "c_act_order": bool(config.get("act_order")),
@@ -444,7 +538,8 @@ def config_from_state() -> CompressionConfig:
         LlmoptError: a combination the engine rejects.
     """
     s = {key: st.session_state.get(key, first) for key, first in sync_knobs().items()}
-    bits = None if s["c_bits"] == "off" else int(s["c_bits"])
+    shown = s[bits_key(s["c_bits_allocation"])]  # the Bit-width control on the page
+    bits = None if shown == "off" else _whole(float(shown))
     group = None if bits is None or s["c_group"] == "per-channel" else int(s["c_group"])
     quant = s["c_quant"] if s["c_quant"] in registry.names("quantize") else "rtn"
     int8 = bool(s["c_int8"]) and bits is None
@@ -460,11 +555,13 @@ def config_from_state() -> CompressionConfig:
         else CompressionConfig.owl_lambda,
         owl_m=float(s["c_owl_m"]) if allocation == "owl" else CompressionConfig.owl_m,
         bits=bits,
+        bits_allocation=s["c_bits_allocation"] if bits is not None else "uniform",
         group_size=group,
         quant_method=quant,
         act_order=bool(s["c_act_order"]) and bits is not None and quant == "gptq",
         asymmetric=bool(s["c_asym"]) and bits is not None,
         rank=int(s["c_rank"]) or None,
+        rank_allocation=s["c_rank_allocation"] if int(s["c_rank"]) else "uniform",
         lowrank_method=s["c_lowrank"],
         int8_dynamic=int8,
         smooth_alpha=float(s["c_alpha"]) if int8 and s["c_smooth"] else None,

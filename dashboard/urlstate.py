@@ -14,11 +14,12 @@ controls added there are mirrored too.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import streamlit as st
 
-from dashboard.controls import CONTROLS, config_from_state
+from dashboard.controls import BIT_KEYS, CONTROLS, bit_options, config_from_state
 from dashboard.sidebar import (
     CSV,
     HF,
@@ -43,8 +44,8 @@ PENDING_RESET = "url_pending_reset"  # control keys to drop at the start of the 
 
 
 def _parse(text: str, first):
-    """A link's text as the type of the control's first value (ints where a choice of text
-    and numbers, like Bit-width 'off' | 4, takes a number)."""
+    """A link's text as the type of the control's first value (numbers where a choice of text
+    and numbers, like Bit-width 'off' | 4 | 3.5, takes a number: ints when whole)."""
     if isinstance(first, bool):
         if text.lower() in ("true", "1", "yes"):
             return True
@@ -58,7 +59,12 @@ def _parse(text: str, first):
     try:
         return int(text)
     except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
         return text
+    return number if math.isfinite(number) else text
 
 
 MAX_ID = 2**63 - 1  # the experiment store's ids are SQLite's 64-bit integers
@@ -161,10 +167,29 @@ def restore() -> None:
             restored.append(key)
         except ValueError:
             notes.append(f"'{_printable(params[key])}' is not a value of the control {key}")
+    _check_bits(restored, notes)
     st.session_state[RESTORED_CONTROLS] = restored
     _check_config(restored, notes)
     if notes:
         st.session_state[NOTES] = notes
+
+
+def _check_bits(restored: list[str], notes: list[str]) -> None:
+    """Drop a link's Bit-width that its control cannot show (c_bits 3.5, c_bits_average 3.3):
+    the control would fall back to off without a word. (Text in c_bits is left to the config
+    check, which names the problem; the config reads c_bits_average only with a bits
+    allocation, so its text is dropped here.)"""
+    for allocation, key in BIT_KEYS.items():
+        value = st.session_state.get(key)
+        if key not in restored or value in bit_options(allocation):
+            continue
+        if isinstance(value, str) and key == "c_bits":
+            continue
+        st.session_state.pop(key)
+        restored.remove(key)
+        steps = "whole bits 2..8" if key == "c_bits" else "an average 2..8 in steps of 0.25"
+        shown = _printable(_format(value))
+        notes.append(f"'{shown}' is not a value of the control {key} ({steps})")
 
 
 def _check_config(restored: list[str], notes: list[str]) -> None:

@@ -317,6 +317,16 @@ def _allocate_bits(ctx: Context) -> None:
     if not quantized:
         return
     levels = bit_candidates(float(cfg.bits))
+    if len(ctx.calibration) < 2:  # one validation row and one calibration row at least
+        raise LlmoptError(
+            "the sensitivity bits allocation measures each matrix on validation rows carved "
+            f"from the training split, and its {len(ctx.calibration)} row leaves none to "
+            "calibrate on",
+            fix=Fix(
+                cli="use a dataset with 2 training rows or more, or --bits-allocation uniform",
+                app="use a dataset with 2 training rows or more, or Bits allocation uniform",
+            ),
+        )
     rows = min(ALLOCATION_ROWS, max(1, len(ctx.calibration) // 2))
 
     def progress(fraction: float, message: str) -> None:
