@@ -55,16 +55,27 @@ def encode(tokenizer, texts: list[str], max_length: int, *, token_types: bool = 
 
 
 def iter_batches(
-    encoded: Encoded, batch_size: int = 32, *, sort: bool = True
+    encoded: Encoded, batch_size: int = 32, *, sort: bool = True, max_tokens: int | None = None
 ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
     """Yield ``(rows, inputs)``: the dataset rows of a batch and its right-padded tensors.
 
     With ``sort`` the rows go longest first, so each batch pads only to its own longest text.
+    With ``max_tokens`` a batch also holds at most that many padded tokens (one row at least):
+    short texts still share a batch, long ones no longer make activations that spill the CPU's
+    caches.
     """
     lengths = np.array([len(x) for x in encoded.input_ids])
     order = np.argsort(-lengths, kind="stable") if sort else np.arange(len(lengths))
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
+    start = 0
+    while start < len(order):
+        size, width = 1, int(lengths[order[start]])
+        while size < batch_size and start + size < len(order):
+            wider = max(width, int(lengths[order[start + size]]))
+            if max_tokens is not None and (size + 1) * wider > max_tokens:
+                break
+            size, width = size + 1, wider
+        rows = order[start : start + size]
+        start += size
         width = int(lengths[rows].max())
         ids = torch.full((len(rows), width), encoded.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
