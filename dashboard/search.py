@@ -105,7 +105,8 @@ def controls(n_train: int, lm=None) -> dict:
         f"Validation {'texts' if lm else 'rows'} (from the end of the training split)",
         min_value=1, max_value=most, value=min(default_validation_rows(n_train), most), step=32,
         key="s_rows",
-        help="The search decides on these rows; the test rows are read only for the pick. "
+        help=f"The search decides on these {'texts' if lm else 'rows'}; the test "
+        f"{'texts' if lm else 'rows'} are read only for the pick. "
         + ("The 95% interval (over the texts' windows) must fit inside the tolerance."
            if lm else "The 95% interval must fit inside the tolerance: a 1-point tolerance "
            "needs about 1,000 rows once a few percent of the predictions move."),
@@ -336,7 +337,8 @@ def section(sel: Selection, loaded, data, n_train: int) -> None:
         f"{what}within the tolerance *with 95% confidence*: a candidate is accepted only "
         "when the upper end of the paired interval of its loss is. Uniform settings come "
         "first; then the most sensitive layers fall back first. The pick is then evaluated "
-        "on the test rows and every candidate is recorded on the Compare page."
+        f"on the test {'texts' if lm else 'rows'} and every candidate is recorded on the "
+        "Compare page."
     )
     settings = controls(n_train, lm)
     if st.button("Run search", type="primary", key="s_run"):

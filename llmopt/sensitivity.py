@@ -41,6 +41,9 @@ BATCH = 32  # rows per forward pass, as evaluation's default
 # ~80 tokens on a 2-core CPU (smaller activations stay in cache; bench/auto.py measures)
 BATCH_TOKENS = 1024
 PROXIES = ("output_error", "weight_error", "fisher", "fisher_trace")
+# Dense outputs of modules inside one block kept for the inner replay (``Validation.cache_inner``):
+# ~240 MB for the bundled model's 256 validation rows; a larger need drops the biggest modules
+INNER_CACHE_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -293,6 +296,8 @@ class Validation:
         # with the blocks: nothing before the first block changes either)
         self.stem: dict[str, list[Any]] = {}
         self.current: int = 0  # the batch being run (read by the replayed blocks)
+        # modules inside one block (``cache_inner``) -> their dense output per batch
+        self.inner: dict[str, list[Any]] = {}
         self.n_classes = 0
         if isinstance(loaded, LoadedLM):
             from llmopt.lm.perplexity import build_windows, check_seq_len
@@ -333,13 +338,16 @@ class Validation:
             for i, (_rows, kw) in enumerate(self.batches):
                 yield i, kw, kw["attention_mask"]
 
-    def score(self, model: nn.Module, replay_from: int = 0) -> np.ndarray:
+    def score(
+        self, model: nn.Module, replay_from: int = 0, inner: tuple[str, ...] = ()
+    ) -> np.ndarray:
         """Scores of ``model`` on every row: classifier (n, classes) probabilities in float64;
         causal LM (windows,) NLL sums. Blocks before ``replay_from`` are not run: they give
-        the cached dense outputs (``cache_outputs``)."""
+        the cached dense outputs (``cache_outputs``); nor are the ``inner`` modules (names
+        from ``cache_inner``'s plan), which give theirs."""
         from llmopt.attention import attention_implementation
 
-        with torch.inference_mode(), self._replay(model, replay_from):
+        with torch.inference_mode(), self._replay(model, replay_from, inner):
             if self.is_lm:
                 from llmopt.lm.scoring import token_nll
 
@@ -359,12 +367,14 @@ class Validation:
                     probs[self.batches[i][0]] = torch.softmax(logits.double(), dim=-1).numpy()
             return probs
 
-    def logits(self, model: nn.Module, replay_from: int = 0) -> list[Tensor]:
+    def logits(
+        self, model: nn.Module, replay_from: int = 0, inner: tuple[str, ...] = ()
+    ) -> list[Tensor]:
         """The raw logits of every batch (what the suffix shortcut must reproduce)."""
         from llmopt.attention import attention_implementation
 
         out = []
-        with torch.inference_mode(), self._replay(model, replay_from):
+        with torch.inference_mode(), self._replay(model, replay_from, inner):
             impl = "sdpa" if not self.is_lm else None
             ctx = attention_implementation(model, impl) if impl else _nothing()
             with ctx:
@@ -374,27 +384,26 @@ class Validation:
         return out
 
     @contextmanager
-    def _replay(self, model: nn.Module, k: int):
+    def _replay(self, model: nn.Module, k: int, inner: tuple[str, ...] = ()):
         """Blocks ``0..k-1`` of ``model`` return block ``k-1``'s cached dense output instead
-        of computing (every block in between returns it too: the loop only passes it on)."""
-        if k <= 0:
-            yield
-            return
-        if k - 1 not in self.outputs:
-            raise RuntimeError(f"block {k - 1}'s outputs were not cached")
-        blocks = list(model.get_submodule(self.blocks_name))[:k]
-        cached = self.outputs[k - 1]
+        of computing (every block in between returns it too: the loop only passes it on), and
+        so do the ``inner`` modules (``cache_inner``)."""
+        missing = [name for name in inner if name not in self.inner]
+        if missing:
+            raise RuntimeError(f"{missing[0]}'s outputs were not cached")
 
-        def replay(*_args, **_kwargs):
-            return cached[self.current]
-
-        def replay_stem(name: str) -> Callable[..., Any]:
-            outputs = self.stem[name]
+        def replay_cached(outputs: list[Any]) -> Callable[..., Any]:
             return lambda *_args, **_kwargs: outputs[self.current]
 
-        replaced = [(b, replay) for b in blocks] + [
-            (model.get_submodule(name), replay_stem(name)) for name in self.stem
-        ]
+        replaced = [(model.get_submodule(name), replay_cached(self.inner[name])) for name in inner]
+        if k > 0:
+            if k - 1 not in self.outputs:
+                raise RuntimeError(f"block {k - 1}'s outputs were not cached")
+            blocks = list(model.get_submodule(self.blocks_name))[:k]
+            replay = replay_cached(self.outputs[k - 1])
+            replaced += [(b, replay) for b in blocks] + [
+                (model.get_submodule(name), replay_cached(self.stem[name])) for name in self.stem
+            ]
         for module, forward in replaced:
             module.forward = forward  # an instance attribute: the class's forward is untouched
         try:
@@ -464,6 +473,131 @@ class Validation:
             for name in stem:  # replayed by batch number: only a module run once per batch
                 if len(self.stem[name]) != n_batches:
                     del self.stem[name]
+
+    def cache_inner(
+        self, model: nn.Module, k: int, groups: dict[str, tuple[str, ...]]
+    ) -> dict[str, tuple[str, ...]]:
+        """Cache what the dense ``model``'s block ``k`` computes before each group's matrices
+        run, so a copy compressed in those matrices only runs the rest of the block.
+
+        One batch through block ``k`` records the order its modules start and end in; a group's
+        replayable modules are the outermost ones with weights that ended before the first of
+        its matrices started, called once per batch (their inputs then depend on nothing the
+        group changes). Then every batch through block ``k`` keeps their outputs (the blocks
+        before it replayed, the rest of the model not run), within ``INNER_CACHE_BYTES``: the
+        biggest outputs are dropped first. Replaces what an earlier call kept.
+
+        Args:
+            model: the dense model (the same the block outputs were cached from).
+            k: the block.
+            groups: ``{name: the matrices compressed together}``, every one in block ``k``.
+
+        Returns:
+            ``{name: the modules to replay}`` (``score``'s ``inner``), for every group.
+        """
+        from llmopt.attention import attention_implementation
+
+        self.inner = {}
+        block = model.get_submodule(f"{self.blocks_name}.{k}")
+        prefix = f"{self.blocks_name}.{k}."
+        named = {f"{prefix}{n}": m for n, m in block.named_modules() if n}
+        start: dict[str, int] = {}
+        end: dict[str, int] = {}
+        calls: dict[str, int] = {}
+        size: dict[str, int] = {}  # bytes of the first batch's output
+        clock = iter(range(1 << 62))
+
+        class Stop(Exception):
+            """Raised once block k has run: the rest of the model is not needed."""
+
+        def stop(*_args: Any) -> None:
+            raise Stop
+
+        def run(first_only: bool) -> None:
+            use_sdpa = attention_implementation(model, "sdpa") if not self.is_lm else _nothing()
+            with torch.inference_mode(), self._replay(model, k), use_sdpa:
+                for i, kw, _mask in self.inputs():
+                    self.current = i
+                    try:
+                        model(**kw)
+                    except Stop:
+                        pass
+                    if first_only:
+                        return
+
+        def nbytes(out: Any) -> int:
+            if isinstance(out, Tensor):
+                return out.numel() * out.element_size()
+            if isinstance(out, (tuple, list)):
+                return sum(nbytes(o) for o in out)
+            return 0
+
+        def pre(name: str) -> Callable[..., None]:
+            def hook(*_args: Any) -> None:
+                start.setdefault(name, next(clock))
+                calls[name] = calls.get(name, 0) + 1
+
+            return hook
+
+        def post(name: str) -> Callable[..., None]:
+            def hook(_m: Any, _a: Any, out: Any) -> None:
+                end.setdefault(name, next(clock))
+                size.setdefault(name, nbytes(out))
+
+            return hook
+
+        hooks = [block.register_forward_hook(stop)]
+        for name, module in named.items():
+            hooks.append(module.register_forward_pre_hook(pre(name)))
+            hooks.append(module.register_forward_hook(post(name)))
+        try:
+            run(first_only=True)
+        finally:
+            for h in hooks:
+                h.remove()
+        weighted = {n for n, m in named.items() if any(True for _ in m.parameters())}
+        plan: dict[str, tuple[str, ...]] = {}
+        for group, matrices in groups.items():
+            first = min(start.get(m, -1) for m in matrices)
+            before = [
+                n for n in weighted if calls.get(n) == 1 and end.get(n, first) < first
+            ]  # a group not seen run (first == -1) replays nothing
+            plan[group] = tuple(
+                sorted(n for n in before if not any(n.startswith(f"{o}.") for o in before))
+            )
+        needed = sorted({n for names in plan.values() for n in names})
+        if not needed:
+            return plan
+        # the first batch's share of the rows scales its output sizes to all batches
+        share = max(1, len(next(iter(self._batch_rows())))) / max(1, self.n)
+        keep = sorted(needed, key=lambda n: size.get(n, 0))
+        while keep and sum(size.get(n, 0) for n in keep) / share > INNER_CACHE_BYTES:
+            keep.pop()  # the biggest first
+        kept: dict[str, list[Any]] = {n: [] for n in keep}
+        hooks = [block.register_forward_hook(stop)]
+        for name in keep:
+            hooks.append(
+                named[name].register_forward_hook(
+                    lambda _m, _a, out, name=name: kept[name].append(out)
+                )
+            )
+        try:
+            run(first_only=False)
+        finally:
+            for h in hooks:
+                h.remove()
+        n_batches = len(self.lm_batches if self.is_lm else self.batches)
+        self.inner = {n: outs for n, outs in kept.items() if len(outs) == n_batches}
+        return {g: tuple(n for n in names if n in self.inner) for g, names in plan.items()}
+
+    def _batch_rows(self) -> Iterator[Any]:
+        """The rows (windows for a causal LM) of each batch, in order."""
+        if self.is_lm:
+            for b in self.lm_batches:
+                yield b.index
+        else:
+            for rows, _kw in self.batches:
+                yield rows
 
 
 def stem_modules(model: nn.Module, blocks_name: str | None) -> list[str]:
@@ -731,8 +865,16 @@ def sensitivity(
     cache = StatsCache()
     rows: list[LayerSensitivity] = []
     steps = len(the_units) * len(configs)
+    # matrix units also replay what their own block computes before them (cache_inner)
+    inner_plan: dict[str, tuple[str, ...]] = {}
+    inner_block = -1
     for ui, unit in enumerate(the_units):
         chosen = set(unit.matrices)
+        if granularity == "matrix" and unit.first_block != inner_block:
+            inner_block = unit.first_block
+            same_block = {u.name: u.matrices for u in the_units if u.first_block == inner_block}
+            with model_lock(loaded.model):
+                inner_plan = validation.cache_inner(loaded.model, inner_block, same_block)
         for li, (level, config) in enumerate(zip(levels, configs, strict=True)):
             if cancel is not None and cancel():
                 raise LlmoptError("sensitivity analysis cancelled")
@@ -751,7 +893,11 @@ def sensitivity(
             # A quantized bf16 LM comes back in fp32 (the engine keeps quantized weights in
             # fp32): the dense prefix's cached outputs are bf16, so the whole model runs then.
             same_dtype = _dtype(compressed.model) == _dtype(loaded.model)
-            scores = validation.score(compressed.model, unit.first_block if same_dtype else 0)
+            if same_dtype:
+                inner = inner_plan.get(unit.name, ())
+                scores = validation.score(compressed.model, unit.first_block, inner)
+            else:
+                scores = validation.score(compressed.model, 0)
             extra: dict[str, float] = {}
             if validation.is_lm:
                 delta, interval = nll_delta(validation.tokens, base_scores, scores)
@@ -760,6 +906,7 @@ def sensitivity(
             proxies = unit_proxies(loaded.model, compressed.model, unit, grams, fisher)
             rows.append(LayerSensitivity(unit.name, level, delta, interval, proxies, extra))
             del compressed
+    validation.inner = {}
     result = SensitivityResult(
         method=method,
         kind=kind,

@@ -296,3 +296,61 @@ def test_heatmap_ticks_keep_the_block_number():
     assert unit_labels(blocks) == ("", blocks)
     long = [f"a.{'x' * 40}{i}.{'y' * 40}" for i in range(2)]  # still colliding: whole names
     assert unit_labels(long) == ("", long)
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "gpt2"])
+@pytest.mark.parametrize("block", [0, 1])
+def test_inner_replay_logits_equal_full_forward(tiny, family, block):
+    """Every matrix of a block, compressed alone: replaying the blocks before it and what its
+    own block computes before it (``cache_inner``) gives the full forward's logits; and for
+    its last two matrices something is replayed (the work is saved)."""
+    loaded = tiny[family]
+    validation, _ = S.split_validation(_train(), 24)
+    val = S.Validation(loaded, validation, None)
+    if block:
+        val.cache_outputs(loaded.model, {block - 1})
+    units = [u for u in S.units(loaded.model, "matrix") if u.first_block == block]
+    plan = val.cache_inner(loaded.model, block, {u.name: u.matrices for u in units})
+    assert all(plan[u.name] for u in units[-2:])
+    config = S.level_config("quantize", "rtn", 2)
+    for unit in units:
+        assert not any(
+            m.startswith(f"{n}.") or m == n for n in plan[unit.name] for m in unit.matrices
+        )
+        compressed, _ = compress(loaded, config, filter_fn=lambda _m, n, u=unit: n in u.matrices)
+        full = val.logits(compressed.model, 0)
+        fast = val.logits(compressed.model, block, plan[unit.name])
+        for a, b in zip(full, fast, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        assert not any(
+            "forward" in vars(compressed.model.get_submodule(n)) for n in plan[unit.name]
+        )
+
+
+def test_inner_replay_really_skips_and_respects_its_memory_bound(tiny, monkeypatch):
+    """Shifting a cached inner output changes the logits (it is used, not recomputed); with no
+    memory allowed nothing is cached or replayed, and the sensitivity is the same."""
+    loaded = tiny["bert"]
+    validation, _ = S.split_validation(_train(), 16)
+    val = S.Validation(loaded, validation, None)
+    last = S.units(loaded.model, "matrix")[-1]  # a block's last matrix: the most to replay
+    val.cache_outputs(loaded.model, {last.first_block - 1})
+    plan = val.cache_inner(loaded.model, last.first_block, {last.name: last.matrices})
+    name = plan[last.name][0]
+    plain = val.logits(loaded.model, last.first_block, plan[last.name])
+    first = val.inner[name]
+    # scaled, not shifted: a LayerNorm right after would undo a constant shift
+    val.inner[name] = [(o[0] * 3.0, *o[1:]) if isinstance(o, tuple) else o * 3.0 for o in first]
+    shifted = val.logits(loaded.model, last.first_block, plan[last.name])
+    assert any(not torch.allclose(a, b) for a, b in zip(shifted, plain, strict=True))
+    kwargs = dict(kind="quantize", method="rtn", levels=[2, 3], validation_rows=24)
+    replayed = S.sensitivity(loaded, _train(), **kwargs)
+    monkeypatch.setattr(S, "INNER_CACHE_BYTES", 0)
+    assert val.cache_inner(loaded.model, last.first_block, {last.name: last.matrices}) == {
+        last.name: ()
+    }
+    assert val.inner == {}
+    computed = S.sensitivity(loaded, _train(), **kwargs)
+    for a, b in zip(replayed.layers, computed.layers, strict=True):
+        assert (a.name, a.level) == (b.name, b.level)
+        assert a.delta == pytest.approx(b.delta) and a.extra == pytest.approx(b.extra)

@@ -123,3 +123,28 @@ def test_quantizing_a_bf16_lm_measures_the_normal_path(lm_dirs):
         other = perplexity(compressed, validation.texts, seq_len=SEQ_LEN)
         expected = math.log(other.perplexity) - math.log(base.perplexity)
         assert row.delta == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_inner_replay_logits_equal_full_forward(lms, family):
+    """Each family's block computes its attention and MLP in its own order (a fused QKV, a
+    gate and an up projection): replaying what block 1 computes before each matrix must give
+    the full forward's logits."""
+    lm = lms[family]
+    validation, _ = S.split_validation(TRAIN, 40)
+    val = S.Validation(lm, validation, SEQ_LEN)
+    val.cache_outputs(lm.model, {0})
+    units = [u for u in S.units(lm.model, "matrix") if u.first_block == 1]
+    plan = val.cache_inner(lm.model, 1, {u.name: u.matrices for u in units})
+    assert any(plan.values())
+    for unit in units:
+        compressed, _ = compress(
+            lm,
+            S.level_config("quantize", "rtn", 2),
+            filter_fn=lambda _m, n, u=unit: n in u.matrices,
+            seq_len=SEQ_LEN,
+        )
+        full = val.logits(compressed.model, 0)
+        fast = val.logits(compressed.model, 1, plan[unit.name])
+        for a, b in zip(full, fast, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
