@@ -123,6 +123,11 @@ def _fmt(value: float) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value:,.3f}"
 
 
+def _rate(value: float) -> str:
+    """A throughput: whole tokens per second (its decimals are timer noise)."""
+    return "—" if value is None or not math.isfinite(value) else f"{value:,.0f}"
+
+
 def _interval(pair) -> str:
     return f"95% interval {_fmt(pair[0])} – {_fmt(pair[1])}" if pair else ""
 
@@ -154,7 +159,7 @@ def show_result(result: dict) -> None:
                     )
     st.caption(
         f"{base.protocol} protocol · windows of {base.seq_len} tokens · {base.n_tokens} tokens "
-        f"scored · {_fmt(base.tokens_per_second)} tokens/s"
+        f"scored · {_rate(base.tokens_per_second)} tokens/s"
     )
     fidelity = result["fidelity"]
     if fidelity is not None:
@@ -213,7 +218,7 @@ def show_generation(sel: Selection, lm) -> None:
     sides = [("Baseline", gen.baseline), ("Compressed", gen.compressed)]
     for (name, side), col in zip(sides, st.columns(2), strict=True):
         if side is not None:
-            col.caption(f"{name}: {_fmt(side.tokens_per_second)} tokens/s")
+            col.caption(f"{name}: {_rate(side.tokens_per_second)} tokens/s")
             col.text(side.text)
     if gen.compressed is not None:
         where = gen.first_divergence

@@ -682,7 +682,7 @@ def show_pretrain(job: Job) -> None:
         st.subheader("Result")
         s = job.pretrained.stats
         text = (f"{s['params'] / 1e6:.1f} M parameters · {s['steps']} steps in "
-                f"{s['seconds']:.0f} s · {_fmt(s['tokens_per_second'])} tokens/s")  # fmt: skip
+                f"{s['seconds']:.0f} s · {s['tokens_per_second']:,.0f} tokens/s")  # fmt: skip
         if job.lm_eval is None:
             st.warning(f"The test texts could not be scored: {plain(job.eval_error or '')}")
         else:
