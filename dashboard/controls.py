@@ -349,14 +349,14 @@ def _bits_label(value) -> str:
 
 def _snap_bits(value, allocation: str):
     """The choice of ``bit_options(allocation)`` for a number of bits: the whole bits at or
-    below it per matrix (the size stays within the average), else the nearest quarter step;
-    the value itself when it is no number."""
+    below it per matrix, else the quarter step at or below it (either way the size stays
+    within the average asked for); the value itself when it is no number."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return value
     value = min(max(float(value), 2.0), 8.0)
     if allocation == "uniform":
         return int(math.floor(value))
-    return _whole(round(value / BITS_STEP) * BITS_STEP)
+    return _whole(math.floor(value / BITS_STEP + 1e-9) * BITS_STEP)
 
 
 def _carry_bits() -> None:

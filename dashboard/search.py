@@ -8,7 +8,6 @@ the search polls before every evaluation (its ``should_stop``)."""
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -237,7 +236,7 @@ def _open_on_compress(config: dict, seq_len: int | None = None) -> None:
 
 def show(job: Job, data) -> None:
     """The finished search: summary, Pareto plot, recipe and per-layer table, the way on."""
-    from llmopt.figures.search import search_figure
+    from llmopt.figures.search import perplexity, search_figure
 
     if job.status == "cancelled":
         st.warning("Search cancelled: nothing more was evaluated.")
@@ -270,8 +269,8 @@ def show(job: Job, data) -> None:
     lm = result.metric == "nll"
     if lm:
         score = (
-            f"validation perplexity {math.exp(best.metric):.4f} (base "
-            f"{math.exp(result.baseline):.4f}); NLL rise {best.loss:+.4f} nats per token"
+            f"validation perplexity {perplexity(best.metric):.4f} (base "
+            f"{perplexity(result.baseline):.4f}); NLL rise {best.loss:+.4f} nats per token"
         )
     else:
         score = f"validation accuracy {best.metric:.4f} (base {result.baseline:.4f}); loss"
@@ -279,7 +278,7 @@ def show(job: Job, data) -> None:
     st.markdown(
         f"**Pick: {plain(best.label)}** — {best.size_bytes / 1e6:.3f} MB, {score}, 95% interval "
         f"[{lo:+.4f}, {hi:+.4f}] within the allowed {result.allowed:.4f}"
-        f"{f' nats (perplexity ×{math.exp(result.allowed):.4f})' if lm else ''}. "
+        f"{f' nats (perplexity ×{perplexity(result.allowed):.4f})' if lm else ''}. "
         f"{result.evaluations} evaluations in {result.seconds:.0f} s."
     )
     if uniform is not None:

@@ -480,12 +480,17 @@ class Validation:
         """Cache what the dense ``model``'s block ``k`` computes before each group's matrices
         run, so a copy compressed in those matrices only runs the rest of the block.
 
-        One batch through block ``k`` records the order its modules start and end in; a group's
-        replayable modules are the outermost ones with weights that ended before the first of
-        its matrices started, called once per batch (their inputs then depend on nothing the
-        group changes). Then every batch through block ``k`` keeps their outputs (the blocks
-        before it replayed, the rest of the model not run), within ``INNER_CACHE_BYTES``: the
-        biggest outputs are dropped first. Replaces what an earlier call kept.
+        One batch through the model records the order block ``k``'s modules start and end in;
+        a group's replayable modules are the outermost ones with weights that ended before the
+        first of its matrices started, called once per batch in a block itself called once
+        (their inputs then depend on nothing the group changes; a block run several times per
+        forward, as ALBERT's shared layer, replays nothing). Then every batch through block
+        ``k`` keeps their outputs (the blocks before it replayed, the rest of the model not
+        run), within ``INNER_CACHE_BYTES``: the biggest outputs are dropped first. Replaces
+        what an earlier call kept.
+
+        All of this runs on a structure-only copy of ``model`` (new modules, the same weight
+        tensors): its swapped forwards and hooks never touch the model other sessions share.
 
         Args:
             model: the dense model (the same the block outputs were cached from).
@@ -495,9 +500,13 @@ class Validation:
         Returns:
             ``{name: the modules to replay}`` (``score``'s ``inner``), for every group.
         """
+        import copy
+
         from llmopt.attention import attention_implementation
 
         self.inner = {}
+        shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+        model = copy.deepcopy(model, memo=shared)  # read-only use: the tensors are shared
         block = model.get_submodule(f"{self.blocks_name}.{k}")
         prefix = f"{self.blocks_name}.{k}."
         named = {f"{prefix}{n}": m for n, m in block.named_modules() if n}
@@ -513,9 +522,9 @@ class Validation:
         def stop(*_args: Any) -> None:
             raise Stop
 
-        def run(first_only: bool) -> None:
+        def run(first_only: bool, replay: bool) -> None:
             use_sdpa = attention_implementation(model, "sdpa") if not self.is_lm else _nothing()
-            with torch.inference_mode(), self._replay(model, k), use_sdpa:
+            with torch.inference_mode(), self._replay(model, k if replay else 0), use_sdpa:
                 for i, kw, _mask in self.inputs():
                     self.current = i
                     try:
@@ -546,17 +555,20 @@ class Validation:
 
             return hook
 
-        hooks = [block.register_forward_hook(stop)]
+        # the probe runs the whole model (no replay, no stop): every call of block k counts
+        hooks = [block.register_forward_pre_hook(pre(prefix))]
         for name, module in named.items():
             hooks.append(module.register_forward_pre_hook(pre(name)))
             hooks.append(module.register_forward_hook(post(name)))
         try:
-            run(first_only=True)
+            run(first_only=True, replay=False)
         finally:
             for h in hooks:
                 h.remove()
+        plan: dict[str, tuple[str, ...]] = {g: () for g in groups}
+        if calls.get(prefix) != 1:
+            return plan
         weighted = {n for n, m in named.items() if any(True for _ in m.parameters())}
-        plan: dict[str, tuple[str, ...]] = {}
         for group, matrices in groups.items():
             first = min(start.get(m, -1) for m in matrices)
             before = [
@@ -568,10 +580,11 @@ class Validation:
         needed = sorted({n for names in plan.values() for n in names})
         if not needed:
             return plan
-        # the first batch's share of the rows scales its output sizes to all batches
-        share = max(1, len(next(iter(self._batch_rows())))) / max(1, self.n)
+        # outputs are (batch, tokens, ...): the first batch's bytes per padded token, times all
+        padded = [int(mask.numel()) for _i, _kw, mask in self.inputs()]
+        scale = sum(padded) / max(1, padded[0])
         keep = sorted(needed, key=lambda n: size.get(n, 0))
-        while keep and sum(size.get(n, 0) for n in keep) / share > INNER_CACHE_BYTES:
+        while keep and sum(size.get(n, 0) for n in keep) * scale > INNER_CACHE_BYTES:
             keep.pop()  # the biggest first
         kept: dict[str, list[Any]] = {n: [] for n in keep}
         hooks = [block.register_forward_hook(stop)]
@@ -582,22 +595,12 @@ class Validation:
                 )
             )
         try:
-            run(first_only=False)
+            run(first_only=False, replay=True)
         finally:
             for h in hooks:
                 h.remove()
-        n_batches = len(self.lm_batches if self.is_lm else self.batches)
-        self.inner = {n: outs for n, outs in kept.items() if len(outs) == n_batches}
+        self.inner = {n: outs for n, outs in kept.items() if len(outs) == len(padded)}
         return {g: tuple(n for n in names if n in self.inner) for g, names in plan.items()}
-
-    def _batch_rows(self) -> Iterator[Any]:
-        """The rows (windows for a causal LM) of each batch, in order."""
-        if self.is_lm:
-            for b in self.lm_batches:
-                yield b.index
-        else:
-            for rows, _kw in self.batches:
-                yield rows
 
 
 def stem_modules(model: nn.Module, blocks_name: str | None) -> list[str]:
@@ -865,48 +868,57 @@ def sensitivity(
     cache = StatsCache()
     rows: list[LayerSensitivity] = []
     steps = len(the_units) * len(configs)
-    # matrix units also replay what their own block computes before them (cache_inner)
+    # matrix units also replay what their own block computes before them (cache_inner),
+    # planned when a block's first copy shows the copies keep the base's float type
     inner_plan: dict[str, tuple[str, ...]] = {}
     inner_block = -1
-    for ui, unit in enumerate(the_units):
-        chosen = set(unit.matrices)
-        if granularity == "matrix" and unit.first_block != inner_block:
-            inner_block = unit.first_block
-            same_block = {u.name: u.matrices for u in the_units if u.first_block == inner_block}
-            with model_lock(loaded.model):
-                inner_plan = validation.cache_inner(loaded.model, inner_block, same_block)
-        for li, (level, config) in enumerate(zip(levels, configs, strict=True)):
-            if cancel is not None and cancel():
-                raise LlmoptError("sensitivity analysis cancelled")
-            report(
-                0.05 + 0.95 * (ui * len(configs) + li) / steps,
-                f"sensitivity: {unit.name} at {level:g} ({ui * len(configs) + li + 1}/{steps})",
-            )
-            compressed, _report = compress(
-                loaded,
-                config,
-                calibration=calibration,
-                filter_fn=_only(chosen),
-                cache=cache,
-                seq_len=validation.seq_len if validation.is_lm else None,
-            )
-            # A quantized bf16 LM comes back in fp32 (the engine keeps quantized weights in
-            # fp32): the dense prefix's cached outputs are bf16, so the whole model runs then.
-            same_dtype = _dtype(compressed.model) == _dtype(loaded.model)
-            if same_dtype:
-                inner = inner_plan.get(unit.name, ())
-                scores = validation.score(compressed.model, unit.first_block, inner)
-            else:
-                scores = validation.score(compressed.model, 0)
-            extra: dict[str, float] = {}
-            if validation.is_lm:
-                delta, interval = nll_delta(validation.tokens, base_scores, scores)
-            else:
-                delta, interval, extra = classifier_delta(validation.y_true, base_scores, scores)
-            proxies = unit_proxies(loaded.model, compressed.model, unit, grams, fisher)
-            rows.append(LayerSensitivity(unit.name, level, delta, interval, proxies, extra))
-            del compressed
-    validation.inner = {}
+    try:
+        for ui, unit in enumerate(the_units):
+            chosen = set(unit.matrices)
+            for li, (level, config) in enumerate(zip(levels, configs, strict=True)):
+                if cancel is not None and cancel():
+                    raise LlmoptError("sensitivity analysis cancelled")
+                step = ui * len(configs) + li
+                report(
+                    0.05 + 0.95 * step / steps,
+                    f"sensitivity: {unit.name} at {level:g} ({step + 1}/{steps})",
+                )
+                compressed, _report = compress(
+                    loaded,
+                    config,
+                    calibration=calibration,
+                    filter_fn=_only(chosen),
+                    cache=cache,
+                    seq_len=validation.seq_len if validation.is_lm else None,
+                )
+                # A quantized bf16 LM comes back in fp32 (the engine keeps quantized weights
+                # in fp32): the dense prefix's cached outputs are bf16, so the whole model runs.
+                if _dtype(compressed.model) == _dtype(loaded.model):
+                    if granularity == "matrix" and unit.first_block != inner_block:
+                        inner_block = unit.first_block
+                        same_block = {
+                            u.name: u.matrices for u in the_units if u.first_block == inner_block
+                        }
+                        with model_lock(loaded.model):
+                            inner_plan = validation.cache_inner(
+                                loaded.model, inner_block, same_block
+                            )
+                    inner = inner_plan.get(unit.name, ()) if granularity == "matrix" else ()
+                    scores = validation.score(compressed.model, unit.first_block, inner)
+                else:
+                    scores = validation.score(compressed.model, 0)
+                extra: dict[str, float] = {}
+                if validation.is_lm:
+                    delta, interval = nll_delta(validation.tokens, base_scores, scores)
+                else:
+                    delta, interval, extra = classifier_delta(
+                        validation.y_true, base_scores, scores
+                    )
+                proxies = unit_proxies(loaded.model, compressed.model, unit, grams, fisher)
+                rows.append(LayerSensitivity(unit.name, level, delta, interval, proxies, extra))
+                del compressed
+    finally:  # a cancelled run's traceback may outlive it: let the cached outputs go now
+        validation.inner, validation.outputs, validation.stem = {}, {}, {}
     result = SensitivityResult(
         method=method,
         kind=kind,

@@ -302,11 +302,14 @@ def test_heatmap_ticks_keep_the_block_number():
 @pytest.mark.parametrize("block", [0, 1])
 def test_inner_replay_logits_equal_full_forward(tiny, family, block):
     """Every matrix of a block, compressed alone: replaying the blocks before it and what its
-    own block computes before it (``cache_inner``) gives the full forward's logits; and for
-    its last two matrices something is replayed (the work is saved)."""
+    own block computes before it (``cache_inner``) gives exactly the full forward's logits, on
+    200 rows in several token-budget batches of different widths; and for its last two
+    matrices something is replayed (the work is saved)."""
     loaded = tiny[family]
-    validation, _ = S.split_validation(_train(), 24)
+    validation, _ = S.split_validation(_train(260), 200)
     val = S.Validation(loaded, validation, None)
+    widths = {kw["input_ids"].shape[1] for _rows, kw in val.batches}
+    assert len(val.batches) > 1 and len(widths) > 1
     if block:
         val.cache_outputs(loaded.model, {block - 1})
     units = [u for u in S.units(loaded.model, "matrix") if u.first_block == block]
@@ -320,11 +323,64 @@ def test_inner_replay_logits_equal_full_forward(tiny, family, block):
         compressed, _ = compress(loaded, config, filter_fn=lambda _m, n, u=unit: n in u.matrices)
         full = val.logits(compressed.model, 0)
         fast = val.logits(compressed.model, block, plan[unit.name])
-        for a, b in zip(full, fast, strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        assert all(torch.equal(a, b) for a, b in zip(full, fast, strict=True)), unit.name
         assert not any(
             "forward" in vars(compressed.model.get_submodule(n)) for n in plan[unit.name]
         )
+
+
+def test_inner_replay_leaves_the_shared_model_alone(tiny, monkeypatch):
+    """Other sessions run the same base model meanwhile: caching a block's insides swaps
+    forwards and hangs hooks on a structure-only copy (the same weight tensors), never on the
+    model it was given."""
+    loaded = tiny["bert"]
+    validation, _ = S.split_validation(_train(), 24)
+    val = S.Validation(loaded, validation, None)
+    val.cache_outputs(loaded.model, {0})
+    replayed_on = []
+    original = S.Validation._replay
+
+    def recording(self, model, k, inner=()):
+        replayed_on.append(model)
+        return original(self, model, k, inner)
+
+    monkeypatch.setattr(S.Validation, "_replay", recording)
+    units = [u for u in S.units(loaded.model, "matrix") if u.first_block == 1]
+    plan = val.cache_inner(loaded.model, 1, {u.name: u.matrices for u in units})
+    assert any(plan.values()) and replayed_on
+    assert all(m is not loaded.model for m in replayed_on)
+    weights = {id(p) for p in loaded.model.parameters()}
+    assert all({id(p) for p in m.parameters()} == weights for m in replayed_on)
+
+
+def test_a_block_run_several_times_replays_nothing(tmp_path):
+    """ALBERT runs one shared layer several times per forward: its modules' first outputs are
+    not what the later passes compute, so nothing inside it is replayed, and the logits stay
+    exactly the full forward's."""
+    import transformers as tf
+    from tinymodels import VOCAB, _save, tiny_tokenizer
+
+    torch.manual_seed(0)
+    config = tf.AlbertConfig(
+        vocab_size=len(VOCAB), embedding_size=16, hidden_size=32, num_hidden_layers=3,
+        num_attention_heads=4, intermediate_size=37, max_position_embeddings=64,
+    )  # fmt: skip
+    _save(tf.AlbertForSequenceClassification(config), tiny_tokenizer(tmp_path), tmp_path)
+    loaded = load_model(str(tmp_path))
+    validation, _ = S.split_validation(_train(), 24)
+    val = S.Validation(loaded, validation, None)
+    units = S.units(loaded.model, "matrix")
+    assert {u.first_block for u in units} == {0}
+    plan = val.cache_inner(loaded.model, 0, {u.name: u.matrices for u in units})
+    assert plan == {u.name: () for u in units} and val.inner == {}
+    result = S.sensitivity(loaded, _train(), kind="quantize", method="rtn", levels=[2],
+                           validation_rows=24)  # fmt: skip
+    base = evaluate(loaded, validation)
+    for row, unit in zip(result.layers, units, strict=True):
+        config = S.level_config("quantize", "rtn", 2)
+        compressed, _ = compress(loaded, config, filter_fn=lambda _m, n, u=unit: n in u.matrices)
+        other = evaluate(compressed, validation)
+        assert row.delta == pytest.approx(other.metrics["accuracy"] - base.metrics["accuracy"])
 
 
 def test_inner_replay_really_skips_and_respects_its_memory_bound(tiny, monkeypatch):
@@ -338,6 +394,7 @@ def test_inner_replay_really_skips_and_respects_its_memory_bound(tiny, monkeypat
     plan = val.cache_inner(loaded.model, last.first_block, {last.name: last.matrices})
     name = plan[last.name][0]
     plain = val.logits(loaded.model, last.first_block, plan[last.name])
+    assert all(torch.equal(a, b) for a, b in zip(plain, val.logits(loaded.model), strict=True))
     first = val.inner[name]
     # scaled, not shifted: a LayerNorm right after would undo a constant shift
     val.inner[name] = [(o[0] * 3.0, *o[1:]) if isinstance(o, tuple) else o * 3.0 for o in first]

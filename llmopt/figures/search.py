@@ -15,6 +15,12 @@ from llmopt.figures.results import _escape
 FAMILIES = {"uniform": ("Uniform settings", "circle"), "per-layer": ("Per-layer", "diamond")}
 
 
+def perplexity(mean_nll: float) -> float:
+    """exp of a mean NLL per token; inf (a point not drawn) where a broken candidate's NLL is
+    beyond what a float holds (math.exp raises above ~709.78)."""
+    return math.exp(mean_nll) if mean_nll < 709.0 else math.inf
+
+
 def search_figure(result) -> go.Figure:
     """Scatter of a ``SearchResult``'s candidates (size in MB across, validation accuracy up).
 
@@ -28,7 +34,7 @@ def search_figure(result) -> go.Figure:
     from llmopt.stats import pareto_mask
 
     lm = result.metric == "nll"
-    value = math.exp if lm else float  # what the y axis shows of a metric
+    value = perplexity if lm else float  # what the y axis shows of a metric
     fig = go.Figure()
     cands = result.candidates
     for family, (name, symbol) in FAMILIES.items():
@@ -76,7 +82,7 @@ def search_figure(result) -> go.Figure:
             )
         )  # fmt: skip
     if lm:
-        limit, what, rows = math.exp(result.baseline + result.allowed), "perplexity ≤", "texts"
+        limit, what, rows = perplexity(result.baseline + result.allowed), "perplexity ≤", "texts"
     else:
         limit, what, rows = result.baseline - result.allowed, "accuracy ≥", "rows"
     fig.add_hline(
@@ -102,7 +108,7 @@ def _hover(c, lm: bool = False) -> str:
     lo, hi = c.interval
     verdict = "meets" if c.accepted else "misses"
     score = (
-        f"perplexity {math.exp(c.metric):.4f} · NLL rise {c.loss:+.4f} nats"
+        f"perplexity {perplexity(c.metric):.4f} · NLL rise {c.loss:+.4f} nats"
         if lm
         else f"accuracy {c.metric:.4f} · loss {c.loss:+.4f}"
     )

@@ -225,8 +225,11 @@ def test_a_link_bit_width_its_control_lacks_is_ignored_with_a_warning(tiny_env, 
 
 
 def test_a_recipe_average_between_the_quarter_steps_is_named_in_the_note(empty_state):
-    """The command line takes any average (3.3); the control shows the nearest quarter step,
-    and the note says the controls could not set the recipe's bits (only those)."""
+    """The command line takes any average (3.3, 3.4); the control shows the quarter step at
+    or below it (3.4 to 3.5 would make a bigger model than the recipe's), and the note says
+    the controls could not set the recipe's bits (only those)."""
+    compare._load_recipe(CompressionConfig(bits=3.4, bits_allocation="sensitivity").to_dict())
+    assert st.session_state["c_bits_average"] == 3.25
     compare._load_recipe(CompressionConfig(bits=3.3, bits_allocation="sensitivity").to_dict())
     assert st.session_state["c_bits_average"] == 3.25
     note = st.session_state["cmp_recipe_note"]

@@ -139,3 +139,22 @@ def test_cli_refuses_lm_flags_for_a_classifier(tiny_bert_dir, tiny_csv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "--seq-len applies to causal LMs" in err and len(err.splitlines()) == 1
+
+
+def test_a_candidate_with_an_overflowing_nll_still_draws(searched):
+    """A broken candidate's mean NLL can exceed what exp() holds (~709.78): the Pareto figure
+    and its hover show an infinite perplexity instead of raising OverflowError."""
+    import math
+
+    from llmopt.figures.search import perplexity, search_figure
+
+    result, _store = searched
+    assert perplexity(math.log(123.0)) == pytest.approx(123.0) and perplexity(1e4) == math.inf
+    kept = result.candidates[0].metric
+    result.candidates[0].metric = 1e4
+    try:
+        fig = search_figure(result)
+    finally:
+        result.candidates[0].metric = kept
+    ys = [y for t in fig.data if t.y is not None for y in t.y]
+    assert math.inf in ys and "perplexity inf" in str([t.customdata for t in fig.data])
