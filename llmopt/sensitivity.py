@@ -500,13 +500,10 @@ class Validation:
         Returns:
             ``{name: the modules to replay}`` (``score``'s ``inner``), for every group.
         """
-        import copy
-
         from llmopt.attention import attention_implementation
 
         self.inner = {}
-        shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}
-        model = copy.deepcopy(model, memo=shared)  # read-only use: the tensors are shared
+        model = structure_copy(model)
         block = model.get_submodule(f"{self.blocks_name}.{k}")
         prefix = f"{self.blocks_name}.{k}."
         named = {f"{prefix}{n}": m for n, m in block.named_modules() if n}
@@ -601,6 +598,17 @@ class Validation:
                 h.remove()
         self.inner = {n: outs for n, outs in kept.items() if len(outs) == len(padded)}
         return {g: tuple(n for n in names if n in self.inner) for g, names in plan.items()}
+
+
+def structure_copy(model: nn.Module) -> nn.Module:
+    """New module objects holding the same weight tensors (no weights copied): forwards swapped
+    and hooks hung on it never reach the model other sessions may be running. Only for
+    read-only use (inference); take the model's lock around it (``model_lock``), so no other
+    user's hook is copied along."""
+    import copy
+
+    shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    return copy.deepcopy(model, memo=shared)
 
 
 def stem_modules(model: nn.Module, blocks_name: str | None) -> list[str]:
@@ -857,8 +865,10 @@ def sensitivity(
     targets = sorted({m for u in the_units for m in u.matrices})
     grams: dict[str, Tensor] = {n: torch.zeros(0) for n in targets}
     needed = {u.first_block - 1 for u in the_units if u.first_block > 0}
-    with model_lock(loaded.model):  # hooks hang on the (maybe shared) base model meanwhile
-        base_scores = validation.cache_outputs(loaded.model, needed, grams)
+    with model_lock(loaded.model):
+        probe = structure_copy(loaded.model)  # the caching hooks never see others' forwards
+    base_scores = validation.cache_outputs(probe, needed, grams)
+    del probe
     report(0.02, "sensitivity: per-row gradients for the Fisher proxy")
     fisher = fisher_diagonals(loaded, validation, targets, fisher_rows)
     if validation.is_lm:

@@ -330,9 +330,9 @@ def test_inner_replay_logits_equal_full_forward(tiny, family, block):
 
 
 def test_inner_replay_leaves_the_shared_model_alone(tiny, monkeypatch):
-    """Other sessions run the same base model meanwhile: caching a block's insides swaps
-    forwards and hangs hooks on a structure-only copy (the same weight tensors), never on the
-    model it was given."""
+    """Other sessions run the same base model meanwhile: caching the block outputs and a
+    block's insides swaps forwards and hangs hooks on a structure-only copy (the same weight
+    tensors), never on the model it was given."""
     loaded = tiny["bert"]
     validation, _ = S.split_validation(_train(), 24)
     val = S.Validation(loaded, validation, None)
@@ -351,6 +351,20 @@ def test_inner_replay_leaves_the_shared_model_alone(tiny, monkeypatch):
     assert all(m is not loaded.model for m in replayed_on)
     weights = {id(p) for p in loaded.model.parameters()}
     assert all({id(p) for p in m.parameters()} == weights for m in replayed_on)
+    # the dense pass that caches the block outputs hangs its hooks on such a copy too
+    cached_on = []
+    caching = S.Validation.cache_outputs
+
+    def recording_cache(self, model, needed, grams=None):
+        cached_on.append(model)
+        return caching(self, model, needed, grams)
+
+    monkeypatch.setattr(S.Validation, "cache_outputs", recording_cache)
+    replayed_on.clear()
+    S.sensitivity(loaded, _train(), kind="prune", method="magnitude", levels=[0.5],
+                  validation_rows=24)  # fmt: skip
+    assert cached_on and replayed_on
+    assert all(m is not loaded.model for m in cached_on + replayed_on)
 
 
 def test_a_block_run_several_times_replays_nothing(tmp_path):
