@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +130,15 @@ def assert_readable(message: str) -> None:
     assert "\n" not in message.strip(), message
     assert "Traceback" not in message and 'File "' not in message, message
     assert "--" not in message, message  # the command line's flags, not the dashboard's boxes
+
+
+def wait_for(at, done, limit: float, what: str = "the job"):
+    """Rerun the page (as the live view's timer does) until ``done(at)`` or ``limit`` seconds."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        at.run()
+        assert not at.exception, at.exception
+        if done(at):
+            return at
+        time.sleep(0.5)
+    raise AssertionError(f"{what} did not finish in time")

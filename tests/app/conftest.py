@@ -61,3 +61,24 @@ def app(tiny_env):
     from streamlit.testing.v1 import AppTest
 
     return AppTest.from_file(APP, default_timeout=TIMEOUT)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory):
+    """A tiny random GPT-2 causal LM, saved once per session (read only by the tests)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lm"))
+    from lmtiny import make_tiny_lm
+
+    return make_tiny_lm("gpt2", tmp_path_factory.mktemp("tiny_lm") / "gpt2")
+
+
+@pytest.fixture()
+def lm_app(tiny_env, tiny_lm_dir, monkeypatch):
+    """An AppTest whose sidebar starts on the tiny GPT-2 causal LM and the tiny CSV."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("LLMOPT_DEFAULT_MODEL", str(tiny_lm_dir))
+    return AppTest.from_file(APP, default_timeout=TIMEOUT)

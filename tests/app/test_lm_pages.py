@@ -7,31 +7,12 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
-from app_settings import APP, TIMEOUT, TINY_ROWS
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lm"))
-from lmtiny import make_tiny_lm  # noqa: E402
+from app_settings import TINY_ROWS
 
 PAGES = ["pages/overview.py", "pages/compress.py", "pages/attention.py", "pages/sweep.py"]
 SEQ_LEN = 16
-
-
-@pytest.fixture(scope="module")
-def tiny_lm_dir(tmp_path_factory):
-    return make_tiny_lm("gpt2", tmp_path_factory.mktemp("tiny_lm") / "gpt2")
-
-
-@pytest.fixture()
-def lm_app(tiny_env, tiny_lm_dir, monkeypatch):
-    """An AppTest whose sidebar starts on the tiny GPT-2 causal LM and the tiny CSV."""
-    from streamlit.testing.v1 import AppTest
-
-    monkeypatch.setenv("LLMOPT_DEFAULT_MODEL", str(tiny_lm_dir))
-    return AppTest.from_file(APP, default_timeout=TIMEOUT)
 
 
 def _direct(tiny_env, tiny_lm_dir, config=None):

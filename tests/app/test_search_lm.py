@@ -7,17 +7,11 @@ with its parent; a window the model cannot take is one error line. (Before, the 
 from __future__ import annotations
 
 import math
-import sys
-import time
-from pathlib import Path
 
+import app_data
 import numpy as np
-import pytest
 from app_data import decode, figure
-from app_settings import APP, TIMEOUT, TINY_ROWS
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lm"))
-from lmtiny import make_tiny_lm  # noqa: E402
+from app_settings import TINY_ROWS
 
 SEQ_LEN = 16
 ROWS = 20  # validation texts: 48 windows of 16 tokens on the tiny CSV
@@ -37,30 +31,8 @@ def finished(at):
     return j is not None and not j.running and not any(p for p in at.get("progress"))
 
 
-def wait_for(at, done):
-    """Rerun the page (as the live view's timer does) until ``done(at)`` or the limit."""
-    end = time.monotonic() + WAIT_S
-    while time.monotonic() < end:
-        at.run()
-        assert not at.exception, at.exception
-        if done(at):
-            return at
-        time.sleep(0.5)
-    raise AssertionError("the search did not finish in time")
-
-
-@pytest.fixture(scope="module")
-def tiny_lm_dir(tmp_path_factory):
-    return make_tiny_lm("gpt2", tmp_path_factory.mktemp("tiny_lm_search") / "gpt2")
-
-
-@pytest.fixture()
-def lm_app(tiny_env, tiny_lm_dir, monkeypatch):
-    """An AppTest whose sidebar starts on the tiny GPT-2 causal LM and the tiny CSV."""
-    from streamlit.testing.v1 import AppTest
-
-    monkeypatch.setenv("LLMOPT_DEFAULT_MODEL", str(tiny_lm_dir))
-    return AppTest.from_file(APP, default_timeout=TIMEOUT)
+def wait_for(at, done, limit=WAIT_S):
+    return app_data.wait_for(at, done, limit, "the search")
 
 
 def _auto(at):

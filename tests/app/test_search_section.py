@@ -3,8 +3,7 @@ the Pareto plot shows every candidate, the recipe opens on the Compress page; Ca
 
 from __future__ import annotations
 
-import time
-
+import app_data
 from app_data import decode, figure
 
 WAIT_S = 120  # a tiny search takes seconds; a busy shared CPU can make it much slower
@@ -15,15 +14,7 @@ def job(at):
 
 
 def wait_for(at, done, limit=WAIT_S):
-    """Rerun the page (as the live view's timer does) until ``done(at)`` or the limit."""
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        at.run()
-        assert not at.exception, at.exception
-        if done(at):
-            return at
-        time.sleep(0.5)
-    raise AssertionError("the search did not finish in time")
+    return app_data.wait_for(at, done, limit, "the search")
 
 
 def finished(at):

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-
+import app_data
 import numpy as np
 import pytest
 from app_data import figures, title
@@ -16,15 +15,7 @@ WAIT_S = 90  # a tiny run takes seconds; a busy shared CPU can make it much slow
 
 
 def wait_for(at, done, limit=WAIT_S):
-    """Rerun the page (as the live view's timer does) until ``done(at)`` or the limit."""
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        at.run()
-        assert not at.exception, at.exception
-        if done(at):
-            return at
-        time.sleep(0.5)
-    raise AssertionError("the training job did not finish in time")
+    return app_data.wait_for(at, done, limit, "the training job")
 
 
 def job(at):
