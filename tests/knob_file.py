@@ -51,6 +51,8 @@ def dummy_knob():
         yield method
     finally:
         registry.unregister("prune", METHOD)
-        for module in holders:
-            module.CompressionConfig = base
+        # modules first imported inside the block (a page's imports) took the grown class too
+        for module in list(sys.modules.values()):
+            if module is not None and vars(module).get("CompressionConfig") is grown:
+                module.CompressionConfig = base
         lineage._built.cache_clear()
