@@ -168,6 +168,7 @@ def restore() -> None:
         except ValueError:
             notes.append(f"'{_printable(params[key])}' is not a value of the control {key}")
     _check_bits(restored, notes)
+    _check_choices(restored, notes)
     st.session_state[RESTORED_CONTROLS] = restored
     _check_config(restored, notes)
     if notes:
@@ -190,6 +191,28 @@ def _check_bits(restored: list[str], notes: list[str]) -> None:
         steps = "whole bits 2..8" if key == "c_bits" else "an average 2..8 in steps of 0.25"
         shown = _printable(_format(value))
         notes.append(f"'{shown}' is not a value of the control {key} ({steps})")
+
+
+def choices() -> dict[str, list[str]]:
+    """The allocation controls' choices: a link's value outside them would be reset by its
+    select box without a word (the config does not read it while its knob is off)."""
+    from llmopt.compression import registry
+    from llmopt.compression.config import BITS_ALLOCATIONS, RANK_ALLOCATIONS
+
+    return {
+        "c_allocation": ["uniform", *registry.allocations()],
+        "c_bits_allocation": list(BITS_ALLOCATIONS),
+        "c_rank_allocation": list(RANK_ALLOCATIONS),
+    }
+
+
+def _check_choices(restored: list[str], notes: list[str]) -> None:
+    """Drop a link's allocation that its control does not offer, and say so."""
+    for key, allowed in choices().items():
+        if key in restored and st.session_state.get(key) not in allowed:
+            shown = _printable(_format(st.session_state.pop(key)))
+            restored.remove(key)
+            notes.append(f"'{shown}' is not a value of the control {key} ({', '.join(allowed)})")
 
 
 def _check_config(restored: list[str], notes: list[str]) -> None:

@@ -234,3 +234,20 @@ def test_a_recipe_average_between_the_quarter_steps_is_named_in_the_note(empty_s
     assert st.session_state["c_bits_average"] == 3.25
     note = st.session_state["cmp_recipe_note"]
     assert note.startswith("The Compress page's controls cannot set bits of this recipe"), note
+
+
+@pytest.mark.parametrize("key", ["c_bits_allocation", "c_rank_allocation", "c_allocation"])
+def test_a_link_allocation_its_control_lacks_is_ignored_with_a_warning(tiny_env, key):
+    """With its knob off the config never reads an allocation, so a link's unknown one passed
+    every check and its select box silently showed 'uniform': it is now dropped with a
+    notice that lists the choices."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update({key: "<b>foo</b>"})
+    at.switch_page("pages/compress.py").run()
+    assert not at.exception and not at.error, at.exception or [e.value for e in at.error]
+    assert next(s for s in at.selectbox if s.key == key).value == "uniform"
+    assert key not in at.query_params
+    warnings = [w.value for w in at.warning]
+    assert any("partly ignored" in w and key in w and "uniform" in w for w in warnings), warnings
