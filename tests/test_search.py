@@ -163,6 +163,7 @@ def test_pareto_figure_and_layer_table_show_every_candidate(searched):
     assert sorted((x, y, not s.endswith("-open")) for x, y, s in points) == sorted(want)
     assert fig.layout.xaxis.title.text == "Size (MB)"
     assert fig.layout.yaxis.title.text == "Validation accuracy"
+    assert fig.layout.legend.title.text == "filled: accepted · open: rejected"  # says the fill
     label, result.candidates[0].label = result.candidates[0].label, "<b>x</b>{y}"
     try:
         hover = str(search_figure(result).data[0].customdata)

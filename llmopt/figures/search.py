@@ -98,7 +98,11 @@ def search_figure(result) -> go.Figure:
         title=f"Search: {len(cands)} candidates on {result.n_validation} validation {rows}",
         xaxis_title="Size (MB)",
         yaxis_title="Validation perplexity" if lm else "Validation accuracy",
-        legend={"orientation": "h", "y": -0.2},
+        legend={
+            "orientation": "h",
+            "y": -0.2,
+            "title": {"text": "filled: accepted · open: rejected"},
+        },
         margin={"t": 60},
     )
     return fig
