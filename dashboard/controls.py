@@ -251,7 +251,7 @@ def show(hidden: int) -> None:
             st.selectbox,
             "Allocation",
             "c_allocation",
-            ["uniform", *registry.allocations()],
+            allocation_choices()["c_allocation"],
             format_func=lambda n: registry.allocations()[n].label if n != "uniform" else n,
             disabled=nm,
         )
@@ -274,7 +274,8 @@ def show(hidden: int) -> None:
         bits = control(st.select_slider, label, key, options, first[key], format_func=_bits_label)
         off = bits == "off"
         control(  # never disabled: it picks the control above (whole bits or an average)
-            st.selectbox, "Bits allocation", "c_bits_allocation", list(BITS_ALLOCATIONS),
+            st.selectbox, "Bits allocation", "c_bits_allocation",
+            allocation_choices()["c_bits_allocation"],
             on_change=_carry_bits,
         )  # fmt: skip
         if allocation != "uniform" and not off:
@@ -295,7 +296,8 @@ def show(hidden: int) -> None:
             f"0 = off. A {hidden}×{hidden} layer saves memory only below rank {hidden // 2}."
         )
         control(
-            st.selectbox, "Rank allocation", "c_rank_allocation", list(RANK_ALLOCATIONS),
+            st.selectbox, "Rank allocation", "c_rank_allocation",
+            allocation_choices()["c_rank_allocation"],
             disabled=not rank,
         )  # fmt: skip
         knob_controls("lowrank")
@@ -324,6 +326,15 @@ def show(hidden: int) -> None:
         )
         knob_controls("kernel")
     layer_table()
+
+
+def allocation_choices() -> dict[str, list[str]]:
+    """Each allocation control's choices: the page's select boxes, and what a link may set."""
+    return {
+        "c_allocation": ["uniform", *registry.allocations()],
+        "c_bits_allocation": list(BITS_ALLOCATIONS),
+        "c_rank_allocation": list(RANK_ALLOCATIONS),
+    }
 
 
 def bits_key(allocation: str) -> str:

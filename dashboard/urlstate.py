@@ -19,7 +19,13 @@ from collections.abc import Iterator
 
 import streamlit as st
 
-from dashboard.controls import BIT_KEYS, CONTROLS, bit_options, config_from_state
+from dashboard.controls import (
+    BIT_KEYS,
+    CONTROLS,
+    allocation_choices,
+    bit_options,
+    config_from_state,
+)
 from dashboard.sidebar import (
     CSV,
     HF,
@@ -193,22 +199,9 @@ def _check_bits(restored: list[str], notes: list[str]) -> None:
         notes.append(f"'{shown}' is not a value of the control {key} ({steps})")
 
 
-def choices() -> dict[str, list[str]]:
-    """The allocation controls' choices: a link's value outside them would be reset by its
-    select box without a word (the config does not read it while its knob is off)."""
-    from llmopt.compression import registry
-    from llmopt.compression.config import BITS_ALLOCATIONS, RANK_ALLOCATIONS
-
-    return {
-        "c_allocation": ["uniform", *registry.allocations()],
-        "c_bits_allocation": list(BITS_ALLOCATIONS),
-        "c_rank_allocation": list(RANK_ALLOCATIONS),
-    }
-
-
 def _check_choices(restored: list[str], notes: list[str]) -> None:
     """Drop a link's allocation that its control does not offer, and say so."""
-    for key, allowed in choices().items():
+    for key, allowed in allocation_choices().items():
         if key in restored and st.session_state.get(key) not in allowed:
             shown = _printable(_format(st.session_state.pop(key)))
             restored.remove(key)
